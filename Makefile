@@ -1,0 +1,141 @@
+# lora-* toolkit.
+#
+#   make              build every tool into bin/ (CUDA backend too when nvcc is found)
+#   make check        install missing deps, build, run all tests under ASan+UBSan
+#   make demo         the README's tour on bundled data
+#   make install PREFIX=/usr/local
+#   make CUDA=0       force the CPU-only build
+#   make fuzz FUZZ_SECONDS=600   run every fuzz target longer
+#
+# A tool is cmd/lora-X.c + man/lora-X.1 + tests/lora-X.sh; the binary, man and
+# test lists are derived from the files in cmd/. Everything reusable is lib/*.c,
+# archived into one static library; CUDA kernels are kernels/*.cu.
+
+PREFIX  ?= /usr/local
+MANDIR  ?= $(PREFIX)/share/man/man1
+CC      ?= cc
+CLANG   ?= clang
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -pthread -Ilib \
+           -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS  += -ljansson -lyaml -lpng -ljpeg -lpcre2-8 -lutf8proc -llapacke \
+           -lopenblas -lz -lm -lpthread
+
+# ---- build flavours ---------------------------------------------------------
+# O is the object directory, BINDIR where tools go. SAN=1 is the sanitizer
+# build the tests use (CPU only: ASan does not mix with the CUDA runtime).
+ifeq ($(SAN),1)
+O       := build/san
+BINDIR  := build/san/bin
+CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+           -fno-sanitize-recover=undefined $(filter-out -O% -g,$(CFLAGS))
+LDFLAGS += -fsanitize=address,undefined
+CUDA    := 0
+else
+O       := build/rel
+BINDIR  := bin
+endif
+
+# ---- CUDA detection: the one place that decides ------------------------------
+# CUDA=1 forces it on, CUDA=0 off; by default on when nvcc is on PATH or in
+# /usr/local/cuda/bin. With it, kernels/*.cu are built and lib/ sees LORA_CUDA.
+NVCC_FOUND := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA    ?= $(if $(NVCC_FOUND),1,0)
+NVCC    ?= $(NVCC_FOUND)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC_FOUND))
+NVFLAGS ?= -O3 -std=c++17 -arch=sm_90 -Ilib -Xcompiler -Wall,-fPIC --expt-relaxed-constexpr
+KERNEL_SRC := $(wildcard kernels/*.cu)
+ifeq ($(CUDA),1)
+CFLAGS  += -DLORA_CUDA=1 -I$(CUDA_HOME)/include
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl -lrt
+KERNEL_OBJ := $(KERNEL_SRC:kernels/%.cu=$(O)/kernels/%.o)
+endif
+
+# ---- sources ------------------------------------------------------------------
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_OBJ  := $(LIB_SRC:lib/%.c=$(O)/lib/%.o)
+LIB_A    := $(O)/liblora.a
+BIN      := $(patsubst cmd/%.c,%,$(wildcard cmd/lora-*.c))
+MAN      := $(BIN:%=man/%.1)
+UNIT     := $(patsubst tests/%.c,%,$(wildcard tests/test-*.c))
+FUZZ     := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_SECONDS ?= 10
+
+all: $(BIN:%=$(BINDIR)/%)
+
+$(O)/lib/%.o: lib/%.c $(wildcard lib/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(O)/kernels/%.o: kernels/%.cu $(wildcard lib/*.h kernels/*.cuh)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c -o $@ $<
+
+$(LIB_A): $(LIB_OBJ) $(KERNEL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/%: cmd/%.c $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
+
+$(O)/tests/%: tests/%.c tests/test.h $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
+
+# ---- tests ----------------------------------------------------------------------
+# check: the README's test command. Builds the release tools (and so compiles
+# the CUDA backend when nvcc is here), then runs every unit test and tool test
+# against the sanitizer build, then each fuzz target for FUZZ_SECONDS.
+check: deps
+	$(MAKE) all
+	$(MAKE) SAN=1 all san-tests
+	$(MAKE) fuzz-run
+	@sh tests/run.sh build/san
+
+san-tests: $(UNIT:%=$(O)/tests/%)
+
+deps:
+	@sh scripts/deps.sh
+
+# ---- fuzzing (libFuzzer, clang) -------------------------------------------------
+FUZZ_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -pthread -Ilib \
+              -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+              -fsanitize=fuzzer,address,undefined
+FUZZ_LIB_SRC = $(filter-out lib/backend_cuda%.c,$(LIB_SRC))
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(filter-out -L% -lcu% -lstdc++,$(LDLIBS))
+
+fuzz-build: $(FUZZ:%=build/fuzz/%)
+
+# Each target runs on a scratch copy of its seed corpus tests/fuzz/corpus/NAME.
+fuzz-run: fuzz-build
+	@for f in $(FUZZ); do \
+		n=$${f#fuzz-}; d=build/fuzz/corpus-$$n; rm -rf $$d; mkdir -p $$d; \
+		[ -d tests/fuzz/corpus/$$n ] && cp tests/fuzz/corpus/$$n/* $$d/ 2>/dev/null; \
+		echo "fuzz: $$f for $(FUZZ_SECONDS)s"; \
+		build/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+			-artifact_prefix=build/fuzz/crash-$$n- $$d >build/fuzz/$$f.log 2>&1 \
+			|| { tail -30 build/fuzz/$$f.log; echo "fuzz: $$f FAILED"; exit 1; }; \
+		grep -E '^(#[0-9]+.*DONE|Done)' build/fuzz/$$f.log | tail -1; \
+	done
+
+fuzz: fuzz-run
+
+# ---- the README's tour ------------------------------------------------------------
+demo: deps all
+	@sh examples/demo.sh
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANDIR)
+	cp $(BIN:%=bin/%) $(DESTDIR)$(PREFIX)/bin/
+	cp $(MAN) $(DESTDIR)$(MANDIR)/
+
+clean:
+	rm -rf build bin
+
+.PHONY: all check san-tests deps fuzz fuzz-build fuzz-run demo install clean
+.SECONDARY:

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Run every unit test (build/<flavour>/tests/test-*) and every tool test
+# (tests/lora-*.sh), print one line per test and a closing
+# "N passed, N failed, N skipped" line. Exit status 77 means skipped.
+# Usage: tests/run.sh [BUILD_DIR]     (default build/san)
+# Tool tests see: $BIN (folder of the tools under test), $FIXTURES, $SHARED,
+# $TMPDIR (a scratch folder of their own).
+B=${1:-build/san}
+export BIN="$(cd "$B/bin" && pwd)"
+export FIXTURES="$(pwd)/tests/fixtures"
+export SHARED="$(cd .. && pwd)/shared"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+pass=0 fail=0 skip=0 failed=""
+mkdir -p build/test-logs
+run() {
+	name=$1; shift
+	log=build/test-logs/$name.log
+	t0=$(date +%s)
+	tmp=$(mktemp -d)
+	TMPDIR=$tmp "$@" >"$log" 2>&1
+	rc=$?
+	rm -rf "$tmp"
+	dt=$(( $(date +%s) - t0 ))
+	case $rc in
+	0)  pass=$((pass+1)); echo "ok    $name (${dt}s)" ;;
+	77) skip=$((skip+1)); echo "skip  $name: $(tail -1 "$log")" ;;
+	*)  fail=$((fail+1)); failed="$failed $name"
+	    echo "FAIL  $name (exit $rc)"; tail -25 "$log" | sed 's/^/      /' ;;
+	esac
+}
+for t in "$B"/tests/test-*; do
+	[ -x "$t" ] || continue
+	run "$(basename "$t")" "$t"
+done
+for t in tests/lora-*.sh; do
+	[ -f "$t" ] || continue
+	run "$(basename "$t" .sh)" sh "$t"
+done
+[ -n "$failed" ] && echo "failed:$failed"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
