@@ -143,7 +143,17 @@ static int rewrite_same(const char *rel, int mode)
 	st_file *f = st_open(path);
 	if (!f)
 		return 0;
-	char *out = tmpname("rewrite.safetensors");
+	/* ST_KEEP=dir keeps our files for tests/gen/check_writer.py */
+	const char *keep = getenv("ST_KEEP");
+	char *out;
+	if (keep) {
+		out = lora_xasprintf("%s/%s.%d", keep, rel, mode);
+		for (char *c = out + strlen(keep) + 1; *c; c++)
+			if (*c == '/')
+				*c = '_';
+	} else {
+		out = tmpname("rewrite.safetensors");
+	}
 	unlink(out);
 	st_writer *w = st_writer_open(out);
 	int ok = w != NULL;
@@ -182,7 +192,8 @@ static int rewrite_same(const char *rel, int mode)
 		printf("      %s: our file differs (%zu vs %zu bytes)\n", rel, lb, la);
 	free(a);
 	free(b);
-	unlink(out);
+	if (!keep)
+		unlink(out);
 	free(out);
 	st_close(f);
 	return same;
