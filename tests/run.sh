@@ -29,7 +29,7 @@ run() {
 	    echo "FAIL  $name (exit $rc)"; tail -25 "$log" | sed 's/^/      /' ;;
 	esac
 }
-for t in "$B"/tests/test-*; do
+for t in "$B"/tests/test-* build/rel/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
 	run "$(basename "$t")" "$t"
 done
