@@ -105,6 +105,17 @@ static int exists(const char *p)
 	return stat(p, &sb) == 0;
 }
 
+/* "[4, 8, 1, 1]" in a static buffer (one call per message). */
+static const char *shape_str(const st_tensor *t)
+{
+	static char buf[256];
+	int n = snprintf(buf, sizeof buf, "[");
+	for (int i = 0; i < t->ndim && n < 200; i++)
+		n += snprintf(buf + n, sizeof buf - n, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+	snprintf(buf + n, sizeof buf - n, "]");
+	return buf;
+}
+
 static double scalar(const st_tensor *t)
 {
 	float v;
@@ -183,9 +194,11 @@ static int check_shapes(const adapter *a, module *m)
 	for (int i = 2; ok && i < u->ndim; i++)
 		ok = u->shape[i] == 1;
 	if (!ok) {
-		mismatch("'%s': module '%s': lora_down %s%s and lora_up %s%s shapes do not fit",
-		         a->path, m->canon, lora_dtype_name(d->dtype), d->ndim ? "" : " scalar",
-		         lora_dtype_name(u->dtype), u->ndim ? "" : " scalar");
+		char ds[256];
+		snprintf(ds, sizeof ds, "%s", shape_str(d));
+		mismatch("'%s': module '%s': lora_down %s %s and lora_up %s %s do not fit",
+		         a->path, m->canon, lora_dtype_name(d->dtype), ds,
+		         lora_dtype_name(u->dtype), shape_str(u));
 		return -1;
 	}
 	m->r = (int)r;
@@ -983,8 +996,8 @@ static void bake_file(const char *in, const char *out)
 		merged *x = k >= 0 ? &mg[targets[k].g] : NULL;
 		if (x && (t->numel != x->out * x->in || t->ndim < 2 || t->shape[0] != x->out ||
 		          !lora_dtype_is_float(t->dtype))) {
-			mismatch("module '%s': base weight '%s' (%s, %lld values) does not fit a %lldx%lld LoRA",
-			         x->canon, t->name, lora_dtype_name(t->dtype), (long long)t->numel,
+			mismatch("module '%s': base weight '%s' (%s %s) does not fit a %lldx%lld LoRA",
+			         x->canon, t->name, lora_dtype_name(t->dtype), shape_str(t),
 			         (long long)x->out, (long long)x->in);
 			x = NULL;
 		}
@@ -1088,9 +1101,8 @@ static void bake(const char *base, const char *out)
 			free(targets[i].weight);
 			targets[i].weight = lora_xstrdup("");
 		} else if (t->numel != x->out * x->in || t->shape[0] != x->out) {
-			mismatch("module '%s': base weight '%s' has shape [%lld, ...] (%lld values), the LoRA "
-			         "needs %lldx%lld", x->canon, t->name, (long long)t->shape[0],
-			         (long long)t->numel, (long long)x->out, (long long)x->in);
+			mismatch("module '%s': base weight '%s' has shape %s, the LoRA needs %lldx%lld",
+			         x->canon, t->name, shape_str(t), (long long)x->out, (long long)x->in);
 			targets[i].done = 1;
 			free(targets[i].weight);
 			targets[i].weight = lora_xstrdup("");

@@ -16,6 +16,7 @@ with the real architectures and real module names:
   kohya_b.safetensors     kohya LoRA (F16, rank 3 alpha 2) on the attentions
                           and the text encoder, LDM-spelled UNet names
                           (lora_unet_input_blocks_1_1_...).
+  kohya_bad.safetensors   4 modules of kohya_b, attn2.to_k's down one column too wide.
   diffusers_a.safetensors kohya_a loaded into the UNet and text encoder by
                           diffusers and saved back by diffusers'
                           save_lora_weights (PEFT keys + lora_adapter_metadata).
@@ -231,6 +232,13 @@ def sd_part(dst):
     save_file(sdb, f"{dst}/kohya_b.safetensors", metadata=mb)
     # the same tensors under diffusers-spelled names (diffusers reads only those for SD 1.x)
     sdb_d = make_kohya(tb, 3, 2.0, 0, 0, torch.float16, False, 11, {})[0]
+
+    # a LoRA that does not fit the base: attn2.to_k made for a 9-wide context
+    bad = {k: v for k, v in sdb_d.items() if "down_blocks_0_attentions_0_transformer_blocks_0_attn2" in k}
+    kb = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    bad[kb + ".lora_down.weight"] = torch.cat([bad[kb + ".lora_down.weight"],
+                                               torch.ones(3, 1, dtype=torch.float16)], 1)
+    save_file(bad, f"{dst}/kohya_bad.safetensors", metadata=mb)
 
     # names.tsv: canonical = where diffusers puts each kohya module
     from diffusers import StableDiffusionPipeline as P
