@@ -563,6 +563,37 @@ def gen_modules():
             f.write("%s\t%s\t%d\t%.9g\t%.9g\n" % r)
 
 
+def gen_listings():
+    """listing/*.tsv: name, dtype, shape, params per tensor in file order, as
+    the reference reader reports them (lora-inspect's table); meta.tsv: the
+    metadata of meta.safetensors in header order, escaped as --meta does."""
+    os.makedirs(path("listing"), exist_ok=True)
+    files = {"dtypes": ["dtypes.safetensors"], "edge": ["edge.safetensors"],
+             "kohya": ["kohya.safetensors"], "peft": ["peft/adapter_model.safetensors"]}
+    idx = json.load(open(path("llama", "model.safetensors.index.json")))
+    files["llama-sharded"] = ["llama/" + s for s in sorted(set(idx["weight_map"].values()))]
+    for out, fns in files.items():
+        with open(path("listing", out + ".tsv"), "w") as f:
+            for fn in fns:
+                raw = open(path(fn), "rb").read()
+                n = struct.unpack("<Q", raw[:8])[0]
+                h = json.loads(raw[8:8 + n])
+                h.pop("__metadata__", None)
+                for name, e in sorted(h.items(), key=lambda kv: kv[1]["data_offsets"]):
+                    numel = int(np.prod(e["shape"])) if e["shape"] else 1
+                    f.write("%s\t%s\t[%s]\t%d\n" % (name, e["dtype"],
+                            ",".join(str(d) for d in e["shape"]), numel))
+    esc = lambda s: s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    with safe_open(path("meta.safetensors"), "pt") as f:
+        pass
+    raw = open(path("meta.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    meta = json.loads(raw[8:8 + n])["__metadata__"]
+    with open(path("listing", "meta.tsv"), "w") as f:
+        for k, v in meta.items():
+            f.write("%s\t%s\n" % (esc(k), esc(v)))
+
+
 def gen_expected():
     exp = {}
     for fn in ("dtypes.safetensors", "edge.safetensors", "empty.safetensors",
@@ -599,6 +630,7 @@ def main():
     gen_stats()
     gen_names()
     gen_modules()
+    gen_listings()
     gen_expected()
     total = 0
     for root, _, files in os.walk(OUT):
