@@ -6,7 +6,7 @@
  * (lib/bucket) or padded to a square, and written atomically into --out.
  * Images run in parallel (-j); results print in input order.
  */
-#include "bucket.h"    // lora_buckets_init, lora_buckets_select
+#include "bucket.h"    // lora_buckets_init, lora_geom_crop/fit/bucket
 #include "image.h"     // lora_image_decode, lora_image_flatten, lora_image_write_png
 #include "resample.h"  // lora_resample, lora_filter_parse
 #include "util.h"      // lora_die, lora_afile, lora_parallel_for
@@ -66,66 +66,6 @@ typedef struct {
 	int failed;
 } batch;
 
-/* ---- geometry ----------------------------------------------------------------------- */
-
-/* What to do with a w x h (upright) image: resize to dw x dh, keep the window
- * [x0, x0+ow) x [y0, y0+oh), place it at (px, py) on a cw x ch canvas. */
-typedef struct {
-	int dw, dh, x0, y0, ow, oh;
-	int cw, ch, px, py;
-} plan;
-
-static int round_half(double x) { return (int)(x + 0.5); }
-
-static int plan_make(const options *o, int w, int h, plan *p, char **why)
-{
-	int s = o->size;
-	memset(p, 0, sizeof *p);
-	if (o->mode == MODE_BUCKET) {
-		lora_reso b, r;
-		lora_buckets_select(&o->buckets, w, h, &b, &r);
-		if (b.w <= 0 || b.h <= 0 || b.w > r.w || b.h > r.h) {
-			*why = lora_xasprintf("%dx%d fits no bucket", w, h);
-			return -1;
-		}
-		*p = (plan){ r.w, r.h, (r.w - b.w) / 2, (r.h - b.h) / 2, b.w, b.h, b.w, b.h, 0, 0 };
-		return 0;
-	}
-	int shortest = w < h ? w : h, longest = w < h ? h : w;
-	if (o->mode == MODE_CROP) {
-		int side = s;
-		double scale = (double)s / shortest;
-		if (o->no_upscale && shortest < s) {
-			side = shortest;
-			scale = 1.0;
-		}
-		p->dw = w == shortest ? side : round_half(w * scale);
-		p->dh = w == shortest ? round_half(h * scale) : side;
-		if (w == h)
-			p->dw = p->dh = side;
-		p->ow = p->oh = p->cw = p->ch = side;
-		p->x0 = (p->dw - side) / 2;
-		p->y0 = (p->dh - side) / 2;
-		return 0;
-	}
-	/* fit: the long side becomes s (or stays, with --no-upscale), pad to s x s */
-	double scale = (double)s / longest;
-	if (o->no_upscale && longest < s)
-		scale = 1.0;
-	p->dw = w == longest ? round_half(w * scale) : round_half(w * scale);
-	p->dh = round_half(h * scale);
-	if (p->dw < 1) p->dw = 1;
-	if (p->dh < 1) p->dh = 1;
-	if (p->dw > s) p->dw = s;
-	if (p->dh > s) p->dh = s;
-	p->ow = p->dw;
-	p->oh = p->dh;
-	p->cw = p->ch = s;
-	p->px = (s - p->dw) / 2;
-	p->py = (s - p->dh) / 2;
-	return 0;
-}
-
 /* ---- one image ------------------------------------------------------------------------ */
 
 static int write_image(const options *o, const lora_image *im, const char *path)
@@ -174,12 +114,13 @@ static void process(item *it, const options *o)
 	free(buf);
 	buf = NULL;
 	lora_image_flatten(&im, o->bg);
-	plan p;
-	char *why = NULL;
-	if (plan_make(o, im.w, im.h, &p, &why) < 0) {
+	lora_geom p;
+	int r = o->mode == MODE_BUCKET ? lora_geom_bucket(&o->buckets, im.w, im.h, &p)
+	      : o->mode == MODE_FIT ? lora_geom_fit(im.w, im.h, o->size, o->no_upscale, &p)
+	      : lora_geom_crop(im.w, im.h, o->size, o->no_upscale, &p);
+	if (r < 0) {
 		it->status = ST_SKIP;
-		it->msg = lora_xasprintf("'%s': %s, skipped", it->path, why);
-		free(why);
+		it->msg = lora_xasprintf("'%s': %s, skipped", it->path, lora_errmsg());
 		lora_image_free(&im);
 		return;
 	}

@@ -120,3 +120,51 @@ void lora_buckets_select(const lora_buckets *b, int w, int h, lora_reso *bucket,
 	bucket->w = rs.w - rs.w % step;
 	bucket->h = rs.h - rs.h % step;
 }
+
+/* ---- geometry ------------------------------------------------------------------ */
+
+static int round_half(double x) { return (int)(x + 0.5); }
+
+int lora_geom_crop(int w, int h, int size, int no_upscale, lora_geom *g)
+{
+	if (w <= 0 || h <= 0 || size <= 0)
+		return lora_err("bad size %dx%d", w, h);
+	int shortest = w < h ? w : h, side = size;
+	double scale = (double)size / shortest;
+	if (no_upscale && shortest < size) {
+		side = shortest;
+		scale = 1.0;
+	}
+	int dw = w == shortest ? side : round_half(w * scale);
+	int dh = h == shortest ? side : round_half(h * scale);
+	*g = (lora_geom){ dw, dh, (dw - side) / 2, (dh - side) / 2, side, side, side, side, 0, 0 };
+	return 0;
+}
+
+int lora_geom_fit(int w, int h, int size, int no_upscale, lora_geom *g)
+{
+	if (w <= 0 || h <= 0 || size <= 0)
+		return lora_err("bad size %dx%d", w, h);
+	int longest = w > h ? w : h;
+	double scale = (double)size / longest;
+	if (no_upscale && longest < size)
+		scale = 1.0;
+	int dw = w == longest ? (int)(scale == 1.0 ? w : size) : round_half(w * scale);
+	int dh = h == longest ? (int)(scale == 1.0 ? h : size) : round_half(h * scale);
+	if (dw < 1) dw = 1;
+	if (dh < 1) dh = 1;
+	*g = (lora_geom){ dw, dh, 0, 0, dw, dh, size, size, (size - dw) / 2, (size - dh) / 2 };
+	return 0;
+}
+
+int lora_geom_bucket(const lora_buckets *b, int w, int h, lora_geom *g)
+{
+	if (w <= 0 || h <= 0)
+		return lora_err("bad size %dx%d", w, h);
+	lora_reso k, r;
+	lora_buckets_select(b, w, h, &k, &r);
+	if (k.w <= 0 || k.h <= 0 || k.w > r.w || k.h > r.h)
+		return lora_err("%dx%d fits no bucket", w, h);
+	*g = (lora_geom){ r.w, r.h, (r.w - k.w) / 2, (r.h - k.h) / 2, k.w, k.h, k.w, k.h, 0, 0 };
+	return 0;
+}

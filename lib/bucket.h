@@ -1,4 +1,10 @@
-/* bucket.h: aspect-ratio buckets as kohya's sd-scripts makes and picks them.
+/* bucket.h: target geometry: square crop, padded fit, or kohya's buckets.
+ *
+ * A lora_geom says how one upright w x h image becomes a training image:
+ * resize it to dw x dh, keep the window [x0, x0+ow) x [y0, y0+oh), place that
+ * on a cw x ch canvas at (px, py) (the canvas is the window except in fit
+ * mode). Crop: the short side becomes size, int(long * size / short + 0.5),
+ * centre window with floor offsets. Fit: the long side becomes size, padded.
  *
  * lora_buckets_init builds model_util.make_bucket_resolutions((size, size),
  * reso_min, reso_max, step): every width w = reso_min, reso_min+step, ... up
@@ -35,6 +41,17 @@ typedef struct {
 int lora_buckets_init(lora_buckets *b, int size, int reso_min, int reso_max, int step,
                       int no_upscale);
 void lora_buckets_free(lora_buckets *b);
+typedef struct {
+	int dw, dh;          /* resize the whole image to this */
+	int x0, y0, ow, oh;  /* then keep this window of it */
+	int cw, ch, px, py;  /* placed at (px, py) on a cw x ch canvas */
+} lora_geom;
+
+/* 0, or -1 (lora_errmsg) when the image cannot produce a training image. */
+int lora_geom_crop(int w, int h, int size, int no_upscale, lora_geom *g);
+int lora_geom_fit(int w, int h, int size, int no_upscale, lora_geom *g);
+int lora_geom_bucket(const lora_buckets *b, int w, int h, lora_geom *g);
+
 /* Bucket and resize target for a w x h image (w, h >= 1). With no_upscale a
  * bucket side may be 0 for an image smaller than step: the caller skips it. */
 void lora_buckets_select(const lora_buckets *b, int w, int h, lora_reso *bucket,
