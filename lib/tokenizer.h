@@ -51,6 +51,8 @@ int lora_tokenizer_vocab_size(const lora_tokenizer *t);   /* incl. added tokens 
 int lora_tokenizer_bos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_eos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_pad_id(const lora_tokenizer *t);       /* -1 if none */
+/* The model's context length when the format fixes one (77 for CLIP), else 0. */
+int lora_tokenizer_context_len(const lora_tokenizer *t);
 /* The token's string as stored in the vocabulary (e.g. "Ġworld", "▁the");
  * NULL if id is out of range. Owned by t. */
 const char *lora_tokenizer_id_to_token(const lora_tokenizer *t, int id);
