@@ -325,6 +325,10 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	if (o->tok) {
 		b.bos = lora_tokenizer_bos_id(o->tok);
 		b.eos = lora_tokenizer_eos_id(o->tok);
+		if (b.bos < 0)
+			b.bos = o->model_bos_id;
+		if (b.eos < 0)
+			b.eos = o->model_eos_id;
 		d->pad_id = lora_tokenizer_pad_id(o->tok);
 		if (d->pad_id < 0)
 			d->pad_id = b.eos >= 0 ? b.eos : 0;

@@ -14,7 +14,7 @@
  *           {"instruction": I, "input": X, "output": O}   (input optional)
  *                                             BOS alpaca(I, X) O EOS, loss on O EOS
  *           P, C, O are tokenized separately and concatenated (as TRL does).
- *           BOS/EOS only where the tokenizer has them.
+ *           BOS/EOS: the tokenizer's, else the model's, else none.
  *   .ids    one example per line as lora-tokenize writes it, used as given
  *           (no BOS/EOS added): "ids" (decimal ids separated by spaces or
  *           commas), loss on all; or "prompt_ids<TAB>answer_ids", loss on
@@ -76,6 +76,10 @@ typedef struct {
 	int vocab_size;          /* the model's; ids must be below it (0: no check) */
 	double val_split;
 	uint64_t seed;
+	/* The model's BOS/EOS (config.json bos_token_id/eos_token_id), used
+	 * where the tokenizer reports none. Set to -1 when unknown (0 is a
+	 * valid id). */
+	int model_bos_id, model_eos_id;
 } lora_data_opts;
 
 typedef struct {

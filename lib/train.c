@@ -857,7 +857,8 @@ static int setup(run *r)
 	/* data */
 	r->d = lora_dataset_load(&(lora_data_opts){
 		.dir = c->train_data_dir, .tok = r->tok, .max_seq_length = (int)c->max_seq_length,
-		.vocab_size = r->mc.vocab_size, .val_split = c->val_split, .seed = (uint64_t)c->seed});
+		.vocab_size = r->mc.vocab_size, .val_split = c->val_split, .seed = (uint64_t)c->seed,
+		.model_bos_id = r->mc.bos_token_id, .model_eos_id = r->mc.eos_token_id});
 	if (!r->d) {
 		if (!r->tok && strstr(lora_errmsg(), "needs a tokenizer"))
 			return fail(r, "%s (no tokenizer.json in '%s')", lora_errmsg(), c->base_model);

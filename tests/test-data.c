@@ -2,6 +2,7 @@
  * tests/gen/data.py (HF tokenizers for the ids, a Python re-implementation
  * of the documented split and shuffles). */
 #include "data.h"
+#include "tokenizer.h"
 #include "test.h"
 #include "util.h"
 
@@ -115,7 +116,8 @@ int main(void)
 	test_cond("ids expect", j != NULL);
 	char *dir = lora_xasprintf("%s/data/ids", fixtures());
 	lora_data_opts o = {.dir = dir, .max_seq_length = 12, .vocab_size = 1000,
-	                    .val_split = 0.2, .seed = 7};
+	                    .val_split = 0.2, .seed = 7,
+	                    .model_bos_id = -1, .model_eos_id = -1};
 	lora_dataset *d = lora_dataset_load(&o);
 	if (!d)
 		printf("      %s\n", lora_errmsg());
@@ -165,6 +167,59 @@ int main(void)
 	o.dir = "/nonexistent";
 	test_cond("missing dir", !lora_dataset_load(&o) && strstr(lora_errmsg(), "cannot open '/nonexistent'"));
 	free(dir);
+
+	/* text datasets: the tokenizer helper's tokenizer on the shared spm32k
+	 * vocabulary, against HF tokenizers' ids */
+	const char *shared = getenv("SHARED") ? getenv("SHARED") : "../shared";
+	char *tp = lora_xasprintf("%s/data/tokenizers/spm32k/tokenizer.json", shared);
+	lora_tokenizer *tok = lora_tokenizer_load(tp);
+	if (!tok)
+		printf("      %s\n", lora_errmsg());
+	test_cond("spm32k tokenizer loads", tok != NULL);
+	if (tok) {
+		j = load_expect("text");
+		char *tdir = lora_xasprintf("%s/data/text", fixtures());
+		lora_data_opts ot = {.dir = tdir, .tok = tok, .max_seq_length = 64,
+		                     .vocab_size = 32000, .val_split = 0.25, .seed = 42,
+		                     .model_bos_id = 1, .model_eos_id = 2};  /* Mistral's config.json */
+		d = lora_dataset_load(&ot);
+		if (!d)
+			printf("      %s\n", lora_errmsg());
+		test_cond("text load", d != NULL);
+		if (d && j) {
+			compare("text", d, j);
+			test_cond("pad is EOS", d->pad_id == 2);
+			test_cond("2 .txt + 1 .jsonl", d->nfiles[0] == 2 && d->nfiles[1] == 1);
+		}
+		lora_dataset_free(d);
+		json_decref(j);
+		/* a tokenizer larger than the model */
+		ot.vocab_size = 1000;
+		test_cond("tokenizer/model mismatch", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "tokenizer and model do not match"));
+		free(tdir);
+		/* bad JSON lines name file and line */
+		char *e2 = lora_xasprintf("%s/data-json-%d", tmp, (int)getpid());
+		mkdir(e2, 0755);
+		char *f2 = lora_xasprintf("%s/q.jsonl", e2);
+		ot.dir = e2;
+		ot.vocab_size = 32000;
+		ot.val_split = 0;
+		write_file(f2, "{\"text\": \"ok\"}\n{\"text\": 3}\n");
+		test_cond("non-string text", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 2: text fields must be strings"));
+		write_file(f2, "{\"text\": \"ok\"}\n\n{\"prompt\": \"a\"}\n");
+		test_cond("missing completion", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 3: expected a \"text\""));
+		write_file(f2, "{\"text\": \"ok\"\n");
+		test_cond("bad json", !lora_dataset_load(&ot) && strstr(lora_errmsg(), "q.jsonl': line 1: "));
+		unlink(f2);
+		rmdir(e2);
+		free(f2);
+		free(e2);
+		lora_tokenizer_free(tok);
+	}
+	free(tp);
 
 	/* splitmix64 first output for state 0 (the published test value) */
 	uint64_t s = 0;
