@@ -952,6 +952,11 @@ static int train_loop(run *r)
 	if (r->step >= r->total)
 		say(r, "the checkpoint is at step %lld of %lld: nothing left to train",
 		    (long long)r->step, (long long)r->total);
+	if (r->step == 0 && r->d->nval) {    /* the starting point of the eval curve */
+		double e = evaluate(r);
+		say(r, "step=0 eval_loss=%.4f", e);
+		log_row(r, NAN, 0, NAN, e, 0, 0);
+	}
 	while (r->step < r->total) {
 		lora_params_zero_grad(r->params, r->be);
 		int k = 0;
