@@ -10,6 +10,7 @@ LT=$BIN/lora-train
 F=$FIXTURES
 D=$(dirname "$0")/..
 export LORA_THREADS=2
+[ -x "$LT" ] || { echo "lora-train is not built (it needs lib/llama.c)"; exit 77; }
 fails=0 passes=0
 ok() { passes=$((passes+1)); echo "ok   $1"; }
 bad() { fails=$((fails+1)); echo "FAIL $1"; }
