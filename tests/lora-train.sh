@@ -79,7 +79,8 @@ check "random init announced" has "$T/out" "random init"
 for f in model.safetensors config.json tokenizer.json config.yaml logs/train.log logs/loss.csv; do
 	check "full: $f written" [ -s "$T/full/$f" ]
 done
-check "full: an event file" ls "$T/full/logs/"events.out.tfevents.* >/dev/null
+ev=$(ls "$T/full/logs/" | grep -c '^events\.out\.tfevents\.')
+check "full: an event file" [ "$ev" -eq 1 ]
 check "pipe: one line per logging step" [ "$(grep -c '^step=[0-9]* epoch=' "$T/out")" -eq 6 ]
 first=$(grep '^step=5 ' "$T/out" | sed 's/.* loss=\([0-9.]*\).*/\1/')
 last=$(grep '^step=30 ' "$T/out" | sed 's/.* loss=\([0-9.]*\).*/\1/')
@@ -87,15 +88,24 @@ check "full: loss goes down ($first -> $last)" awk "BEGIN { exit !($last < $firs
 check "save_total_limit 2 keeps two checkpoints" [ "$(ls "$T/full/checkpoints" | wc -l)" -eq 2 ]
 check "newest checkpoint is step 30" [ -s "$T/full/checkpoints/step-000030/trainer_state.json" ]
 check "loss.csv: header + 6 rows" [ "$(wc -l <"$T/full/logs/loss.csv")" -eq 7 ]
-check "resolved config reloads" "$LT" -n -c "$T/full/config.yaml" >/dev/null 2>&1
+"$LT" -n -c "$T/full/config.yaml" >/dev/null 2>&1
+check "resolved config reloads" [ $? -eq 0 ]
 
 # ---- LoRA on the trained base --------------------------------------------------------
-lora() {   # lora OUTDIR [extra options]
+LORA_OPTS="--max_seq_length 32 --batch_size 2 --gradient_accumulation_steps 2 --max_steps 12
+	--learning_rate 0.01 --lora_dropout 0.1 --target_modules q_proj,v_proj,down_proj
+	--save_steps 1 --save_total_limit 2 --logging_steps 1 --val_split 0.2 --eval_steps 4"
+lora() {   # lora OUTDIR [extra options]: run in the foreground
 	o=$1; shift
-	try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$o" \
-		--max_seq_length 32 --batch_size 2 --gradient_accumulation_steps 2 --max_steps 12 \
-		--learning_rate 0.01 --lora_dropout 0.1 --target_modules q_proj,v_proj,down_proj \
-		--save_steps 1 --save_total_limit 2 --logging_steps 1 --val_split 0.2 --eval_steps 4 "$@"
+	# shellcheck disable=SC2086
+	try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$o" $LORA_OPTS "$@"
+}
+lora_bg() {   # the same in the background; $pid is lora-train's own pid
+	o=$1; shift
+	# shellcheck disable=SC2086
+	( exec "$LT" --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$o" \
+		$LORA_OPTS "$@" >"$T/out" 2>"$T/err" ) &
+	pid=$!
 }
 lora "$T/A"
 check "lora: exit 0" [ $rc -eq 0 ]
@@ -111,8 +121,7 @@ lora "$T/A2"
 check "same config, same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/A2/adapter_model.safetensors"
 
 # SIGKILL at a random step, then resume: auto
-lora "$T/B" --max_steps 12 &
-pid=$!
+lora_bg "$T/B"
 n=$(awk 'BEGIN { srand(); print 1 + int(rand() * 6) }')
 while [ ! -d "$T/B/checkpoints/step-$(printf %06d "$n")" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
@@ -124,14 +133,14 @@ check "SIGKILL + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_mo
 check "no temporary checkpoint folders left" [ -z "$(ls -a "$T/B/checkpoints" | grep '^\.tmp')" ]
 
 # SIGINT: finish the step, checkpoint, exit 1; then resume
-lora "$T/C" --save_steps 100 &
-pid=$!
-while [ ! -s "$T/C/logs/loss.csv" ] || [ "$(wc -l <"$T/C/logs/loss.csv")" -lt 4 ]; do
-	kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+# (signalled once the plan is in train.log: the handler is installed by then)
+lora_bg "$T/C" --save_steps 100
+while ! grep -q '^params:' "$T/C/logs/train.log" 2>/dev/null; do
+	kill -0 $pid 2>/dev/null || break; sleep 0.02; done
 kill -INT $pid; wait $pid; rc=$?
 check "SIGINT: exit 1" [ $rc -eq 1 ]
 check "SIGINT: says how to continue" has "$T/err" "interrupted: stopped after step"
-check "SIGINT: wrote a checkpoint" ls -d "$T/C/checkpoints/step-"* >/dev/null
+check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_state.json" ]
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
 

@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop;
+/* file scope, so they stay reachable when usage() exits */
+static struct option *opts;
+static const char **set_k, **set_v;
 
 static void on_signal(int sig)
 {
@@ -36,7 +39,7 @@ int main(int argc, char **argv)
 {
 	lora_progname = "lora-train";
 	int nk = lora_config_nkeys();
-	struct option *opts = lora_xcalloc((size_t)nk + 5, sizeof *opts);
+	opts = lora_xcalloc((size_t)nk + 5, sizeof *opts);
 	int no = 0;
 	opts[no++] = (struct option){"config", required_argument, NULL, 'c'};
 	opts[no++] = (struct option){"dry-run", no_argument, NULL, 'n'};
@@ -46,8 +49,8 @@ int main(int argc, char **argv)
 		opts[no++] = (struct option){lora_config_key(i), required_argument, NULL, 1000 + i};
 	const char *cfgpath = NULL;
 	int dry = 0, nset = 0;
-	const char **set_k = lora_xcalloc((size_t)argc, sizeof *set_k);
-	const char **set_v = lora_xcalloc((size_t)argc, sizeof *set_v);
+	set_k = lora_xcalloc((size_t)argc, sizeof *set_k);
+	set_v = lora_xcalloc((size_t)argc, sizeof *set_v);
 	int ch;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":c:hn", opts, NULL)) != -1) {
