@@ -576,7 +576,8 @@ static void sb_str(sbuf *b, const char *s)
 
 static int start(st_writer *w)
 {
-	qsort(w->t, w->n, sizeof *w->t, cmp_write);
+	if (w->n)
+		qsort(w->t, w->n, sizeof *w->t, cmp_write);
 	sbuf b = { 0 };
 	char num[64];
 	sb_put(&b, "{", 1);
