@@ -32,6 +32,7 @@
 
 #include "dtype.h"        /* lora_dtype, lora_convert */
 #include "loraconv.h"     /* lora_conv_from_kohya, lora_conv_base_weight, ... */
+#include "loraformat.h"   /* lora_format_open: kind of file, tensors grouped into modules */
 #include "lowrank.h"      /* lora_lowrank_addmul, lora_lowrank_truncate */
 #include "safetensors.h"  /* st_open, st_writer_* */
 #include "util.h"         /* lora_die, lora_xmalloc, lora_afile */
@@ -164,10 +165,6 @@ static void parse_spec(const char *spec, adapter *a)
 	}
 }
 
-/* Key suffixes of the two factors, by format family. */
-static const char *down_suf[] = {".lora_down.weight", ".lora_A.weight", ".lora.down.weight"};
-static const char *up_suf[] = {".lora_up.weight", ".lora_B.weight", ".lora.up.weight"};
-
 static module *add_module(adapter *a)
 {
 	a->mods = lora_xrealloc(a->mods, (size_t)(a->nmods + 1) * sizeof *a->mods);
@@ -207,137 +204,121 @@ static int check_shapes(const adapter *a, module *m)
 	return 0;
 }
 
-/* Read every module of one safetensors file. comp: the component for a
- * PEFT SD folder's part ("unet", "text_encoder"), else NULL. */
-static void read_modules(adapter *a, st_file *st, const char *comp, json_t *cfg, json_t *dmeta)
+/* The canonical name of a module lib/loraformat found. comp: the component
+ * of an SD PEFT folder's part ("unet", "text_encoder"), else NULL. */
+static char *canonical(const adapter *a, const lora_module *lm, const char *comp)
 {
+	static const char *parts[] = {"unet", "text_encoder", "text_encoder_2"};
+	if (a->fmt == FMT_KOHYA)
+		return lora_conv_from_kohya(lm->name);
+	if (a->fmt == FMT_PEFT)
+		return lora_conv_from_peft(lm->name, comp);
+	/* diffusers: component + module path; a UNet path in LDM spelling
+	 * (some converters write those) is brought to diffusers' */
+	if (lm->part > LORA_PART_TEXT2) {
+		lora_err("'%s': not a Stable Diffusion module", lm->name);
+		return NULL;
+	}
+	char *p = NULL;
+	if (lm->part == LORA_PART_UNET) {
+		char *l = lora_conv_unet_to_ldm(lm->path);
+		p = l ? lora_xstrdup(lm->path) : lora_conv_unet_from_ldm(lm->path);
+		free(l);
+		if (!p) {
+			lora_err("'%s': not a Stable Diffusion 1.5 UNet module", lm->name);
+			return NULL;
+		}
+	} else {
+		p = lora_xstrdup(lm->path);
+	}
+	char *c = lora_xasprintf("%s.%s", parts[lm->part], p);
+	free(p);
+	return c;
+}
+
+/* Read every module of one safetensors file (lib/loraformat groups the
+ * tensors). cfg: adapter_config.json for PEFT ("" for none, NULL for the one
+ * beside the file); comp as for canonical(). */
+static void read_modules(adapter *a, const st_file *st, const char *comp, const char *cfg)
+{
+	lora_format *lf = lora_format_open(st, cfg);
+	if (!lf)
+		lora_die("%s", lora_errmsg());
+	if (!lora_kind_is_lora(lf->kind))
+		lora_die("'%s': not a LoRA file (%s)", st->path, lora_kind_desc(lf->kind));
+	if (a->fmt == FMT_NONE)
+		a->fmt = lf->kind == LORA_KIND_KOHYA ? FMT_KOHYA :
+		         lf->kind == LORA_KIND_DIFFUSERS ? FMT_DIFFUSERS : FMT_PEFT;
+	/* diffusers keeps alphas in its lora_adapter_metadata JSON:
+	 * "unet.lora_alpha", "unet.alpha_pattern", "unet.use_rslora" */
+	json_t *dmeta = NULL;
+	const char *ms = lf->kind == LORA_KIND_DIFFUSERS ? st_meta(st, "lora_adapter_metadata") : NULL;
+	if (ms) {
+		json_error_t e;
+		dmeta = json_loads(ms, 0, &e);
+		if (!json_is_object(dmeta))
+			lora_die("'%s': lora_adapter_metadata is not a JSON object", st->path);
+	}
 	char *used = lora_xcalloc((size_t)st->ntensors + 1, 1);
-	for (int i = 0; i < st->ntensors; i++) {
-		const st_tensor *t = &st->tensors[i];
-		int fam = -1;
-		for (int k = 0; k < 3 && fam < 0; k++)
-			if (ends(t->name, down_suf[k]))
-				fam = k;
-		if (fam < 0)
-			continue;
-		size_t stem_len = strlen(t->name) - strlen(down_suf[fam]);
-		char *stem = lora_xasprintf("%.*s", (int)stem_len, t->name);
-		char *upn = lora_xasprintf("%s%s", stem, up_suf[fam]);
-		char *aln = lora_xasprintf("%s.alpha", stem);
-		const st_tensor *up = st_find(st, upn), *al = st_find(st, aln);
-		used[i] = 1;
-		if (up)
-			used[up - st->tensors] = 1;
-		if (al)
-			used[al - st->tensors] = 1;
-		char *canon;
-		if (a->fmt == FMT_KOHYA)
-			canon = lora_conv_from_kohya(stem);
-		else if (a->fmt == FMT_PEFT)
-			canon = lora_conv_from_peft(stem, comp);
-		else
-			canon = lora_xstrdup(stem);
+	for (int i = 0; i < lf->nmodules; i++) {
+		const lora_module *lm = &lf->modules[i];
+		if (lm->down)
+			used[lm->down - st->tensors] = 1;
+		if (lm->up)
+			used[lm->up - st->tensors] = 1;
+		if (lm->alpha_t)
+			used[lm->alpha_t - st->tensors] = 1;
+		char *canon = canonical(a, lm, comp);
 		if (!canon) {
 			mismatch("'%s': %s", a->path, lora_errmsg());
-			goto next;
+			continue;
 		}
-		if (!up) {
-			mismatch("'%s': module '%s' has no %s", a->path, canon, upn);
+		if (!lm->down || !lm->up) {
+			mismatch("'%s': module '%s' has no %s matrix", a->path, canon, lm->down ? "up" : "down");
 			free(canon);
-			goto next;
+			continue;
 		}
+		if (find_module(a, canon) >= 0)
+			lora_die("'%s': module '%s' appears twice", a->path, canon);
 		module *m = add_module(a);
 		m->canon = canon;
-		m->down = t;
-		m->up = up;
-		if (check_shapes(a, m) != 0) {
+		m->down = lm->down;
+		m->up = lm->up;
+		m->alpha_t = lm->alpha_t;
+		if (check_shapes(a, m) != 0 || (lm->alpha_t && isnan(scalar(lm->alpha_t)))) {
+			if (lm->alpha_t && isnan(scalar(lm->alpha_t)))
+				mismatch("'%s': module '%s': alpha is not a float scalar", a->path, canon);
 			free(m->canon);
 			a->nmods--;
-			goto next;
+			continue;
 		}
-		/* alpha: kohya .alpha (0 or absent = rank, as kohya and A1111 do);
-		 * PEFT / diffusers from the config's lora_alpha / alpha_pattern */
-		m->alpha = m->r;
-		int rs = 0;
-		if (al) {
-			m->alpha_t = al;
-			double v = scalar(al);
-			if (isnan(v)) {
-				mismatch("'%s': module '%s': alpha is not a float scalar", a->path, canon);
-				free(m->canon);
-				a->nmods--;
-				goto next;
-			}
-			if (v != 0)
-				m->alpha = v;
-		} else if (cfg) {
-			const char *path = stem;
-			if (!strncmp(path, "base_model.model.", 17))
-				path += 17;
-			else if (comp == NULL && a->fmt == FMT_DIFFUSERS && strchr(path, '.'))
-				path = strchr(path, '.') + 1;
-			json_t *v = pattern_get(json_object_get(cfg, "alpha_pattern"), path);
-			if (!json_is_number(v))
-				v = json_object_get(cfg, "lora_alpha");
-			if (json_is_number(v))
-				m->alpha = json_number_value(v);
-			rs = json_is_true(json_object_get(cfg, "use_rslora"));
-		} else if (dmeta) {
-			/* diffusers' lora_adapter_metadata: "unet.lora_alpha", "unet.alpha_pattern" */
-			char comp_name[64];
-			const char *dot = strchr(stem, '.');
-			snprintf(comp_name, sizeof comp_name, "%.*s", dot ? (int)(dot - stem) : 0, stem);
-			char *ka = lora_xasprintf("%s.alpha_pattern", comp_name);
-			char *kl = lora_xasprintf("%s.lora_alpha", comp_name);
-			char *kr = lora_xasprintf("%s.use_rslora", comp_name);
-			json_t *v = pattern_get(json_object_get(dmeta, ka), dot ? dot + 1 : stem);
+		/* an alpha of 0 means none (kohya, A1111): the rank, scale 1 */
+		m->alpha = lm->alpha_from == LORA_ALPHA_TENSOR && lm->alpha == 0 ? m->r : lm->alpha;
+		m->scale = lm->scale;
+		if (lm->alpha_from == LORA_ALPHA_DEFAULT && dmeta) {
+			const char *dot = strchr(canon, '.');
+			char *ka = lora_xasprintf("%.*s.alpha_pattern", (int)(dot - canon), canon);
+			char *kl = lora_xasprintf("%.*s.lora_alpha", (int)(dot - canon), canon);
+			char *kr = lora_xasprintf("%.*s.use_rslora", (int)(dot - canon), canon);
+			json_t *v = pattern_get(json_object_get(dmeta, ka), dot + 1);
 			if (!json_is_number(v))
 				v = json_object_get(dmeta, kl);
 			if (json_is_number(v))
 				m->alpha = json_number_value(v);
-			rs = json_is_true(json_object_get(dmeta, kr));
+			int rs = json_is_true(json_object_get(dmeta, kr));
+			m->scale = rs ? m->alpha / sqrt(m->r) : m->alpha / m->r;
 			free(ka);
 			free(kl);
 			free(kr);
 		}
-		m->scale = rs ? m->alpha / sqrt(m->r) : m->alpha / m->r;
-		if (find_module(a, canon) != a->nmods - 1)
-			lora_die("'%s': module '%s' appears twice", a->path, canon);
-next:
-		free(stem);
-		free(upn);
-		free(aln);
 	}
 	for (int i = 0; i < st->ntensors; i++)
 		if (!used[i])
 			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path,
 			         st->tensors[i].name);
 	free(used);
-}
-
-static json_t *load_json(const char *path)
-{
-	json_error_t e;
-	json_t *j = json_load_file(path, 0, &e);
-	if (!j)
-		lora_die("'%s': invalid JSON: %s (line %d)", path, e.text, e.line);
-	if (!json_is_object(j))
-		lora_die("'%s': not a JSON object", path);
-	return j;
-}
-
-static int detect(const st_file *st)
-{
-	for (int i = 0; i < st->ntensors; i++) {
-		const char *n = st->tensors[i].name;
-		if (!strncmp(n, "lora_unet_", 10) || !strncmp(n, "lora_te", 7))
-			return FMT_KOHYA;
-		if (!strncmp(n, "base_model.model.", 17))
-			return FMT_PEFT;
-		if (!strncmp(n, "unet.", 5) || !strncmp(n, "text_encoder.", 13))
-			return FMT_DIFFUSERS;
-	}
-	return FMT_NONE;
+	json_decref(dmeta);
+	lora_format_free(lf);
 }
 
 static st_file *open_st(const char *path)
@@ -351,59 +332,40 @@ static st_file *open_st(const char *path)
 /* A PEFT folder, an SD PEFT folder (unet/ + text_encoder/), or one file. */
 static void read_adapter(adapter *a)
 {
-	if (is_dir(a->path)) {
-		static const char *parts[] = {"unet", "text_encoder"};
-		char *f = lora_xasprintf("%s/adapter_model.safetensors", a->path);
-		a->fmt = FMT_PEFT;
-		if (exists(f)) {
-			char *c = lora_xasprintf("%s/adapter_config.json", a->path);
-			a->config = exists(c) ? load_json(c) : NULL;
-			a->st[0] = open_st(f);
-			read_modules(a, a->st[0], NULL, a->config, NULL);
-			free(c);
-		} else {
-			int n = 0;
-			for (int p = 0; p < 2; p++) {
-				char *g = lora_xasprintf("%s/%s/adapter_model.safetensors", a->path, parts[p]);
-				if (exists(g)) {
-					char *c = lora_xasprintf("%s/%s/adapter_config.json", a->path, parts[p]);
-					json_t *cfg = exists(c) ? load_json(c) : NULL;
-					if (!a->config)
-						a->config = json_incref(cfg);
-					a->st[n] = open_st(g);
-					read_modules(a, a->st[n++], parts[p], cfg, NULL);
-					json_decref(cfg);
-					free(c);
-				}
-				free(g);
-			}
-			if (!n)
-				lora_die("'%s': no adapter_model.safetensors in this folder", a->path);
-		}
-		free(f);
-	} else {
+	if (!is_dir(a->path)) {
 		a->st[0] = open_st(a->path);
-		a->fmt = detect(a->st[0]);
-		if (a->fmt == FMT_NONE)
-			lora_die("'%s': not a LoRA file (no kohya, diffusers or PEFT keys)", a->path);
-		json_t *dmeta = NULL;
-		if (a->fmt == FMT_PEFT) {
-			/* a PEFT file named directly: its config sits beside it */
-			const char *sl = strrchr(a->path, '/');
-			char *c = lora_xasprintf("%.*sadapter_config.json", sl ? (int)(sl - a->path + 1) : 0, a->path);
-			a->config = exists(c) ? load_json(c) : NULL;
-			free(c);
-		} else if (a->fmt == FMT_DIFFUSERS) {
-			const char *m = st_meta(a->st[0], "lora_adapter_metadata");
-			if (m) {
-				json_error_t e;
-				dmeta = json_loads(m, 0, &e);
-				if (!json_is_object(dmeta))
-					lora_die("'%s': lora_adapter_metadata is not a JSON object", a->path);
+		read_modules(a, a->st[0], NULL, NULL);
+	} else {
+		static const char *parts[] = {"", "unet", "text_encoder"};
+		a->fmt = FMT_PEFT;
+		int n = 0;
+		for (int p = 0; p < 3 && n < 2; p++) {
+			const char *sep = *parts[p] ? "/" : "";
+			char *f = lora_xasprintf("%s/%s%sadapter_model.safetensors", a->path, parts[p], sep);
+			char *c = lora_xasprintf("%s/%s%sadapter_config.json", a->path, parts[p], sep);
+			if (exists(f)) {
+				a->st[n] = open_st(f);
+				read_modules(a, a->st[n++], *parts[p] ? parts[p] : NULL, exists(c) ? c : "");
+				if (!a->config && exists(c)) {
+					json_error_t e;
+					a->config = json_load_file(c, 0, &e);   /* read fine just now */
+				}
 			}
+			free(f);
+			free(c);
+			if (p == 0 && n)
+				break;
 		}
-		read_modules(a, a->st[0], NULL, a->config, dmeta);
-		json_decref(dmeta);
+		if (!n)
+			lora_die("'%s': no adapter_model.safetensors in this folder", a->path);
+	}
+	if (!a->config && a->fmt == FMT_PEFT && !is_dir(a->path)) {
+		const char *sl = strrchr(a->path, '/');
+		char *c = lora_xasprintf("%.*sadapter_config.json", sl ? (int)(sl - a->path + 1) : 0, a->path);
+		json_error_t e;
+		if (exists(c))
+			a->config = json_load_file(c, 0, &e);
+		free(c);
 	}
 	if (a->nmods == 0)
 		lora_die("'%s': no LoRA modules", a->path);
