@@ -678,18 +678,50 @@ static void merge_meta(st_writer *w, int rank)
 	}
 }
 
+/* ---- no partial output: what a failed run removes (atexit) ------------------------ */
+
+static st_writer *open_writer;    /* being written: its temporary goes */
+static char *open_path;           /* its final name */
+static int nmade;
+static char **made;               /* files and folders this run completed or created */
+static int succeeded;
+
+static void made_add(const char *path)
+{
+	made = lora_xrealloc(made, (size_t)(nmade + 1) * sizeof *made);
+	made[nmade++] = lora_xstrdup(path);
+}
+
+static void cleanup(void)
+{
+	if (!succeeded) {
+		st_writer_abort(open_writer);
+		for (int i = nmade - 1; i >= 0; i--)
+			remove(made[i]);          /* newest first: files, then their folder */
+	}
+	for (int i = 0; i < nmade; i++)
+		free(made[i]);
+	free(made);
+	free(open_path);
+}
+
 static st_writer *open_w(const char *path)
 {
 	st_writer *w = st_writer_open(path);
 	if (!w)
 		lora_die("%s", lora_errmsg());
+	open_writer = w;
+	free(open_path);
+	open_path = lora_xstrdup(path);
 	return w;
 }
 
 static void close_w(st_writer *w)
 {
+	open_writer = NULL;
 	if (st_writer_close(w) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(open_path);
 }
 
 static void write_kohya(const char *path, lora_dtype dt, int rank)
@@ -855,7 +887,9 @@ static void write_diffusers(const char *path, lora_dtype dt, int rank)
 
 static void mkdir_p(const char *dir)
 {
-	if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+	if (mkdir(dir, 0777) == 0)
+		made_add(dir);
+	else if (errno != EEXIST)
 		lora_die("cannot create '%s':", dir);
 }
 
@@ -870,6 +904,7 @@ static void write_json(const char *path, json_t *j)
 	}
 	if (lora_afile_commit(&af) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(path);
 }
 
 /* One PEFT folder: adapter_model.safetensors + adapter_config.json, for the
@@ -1060,6 +1095,7 @@ static void copy_file(const char *from, const char *to)
 	free(buf);
 	if (lora_afile_commit(&af) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(to);
 }
 
 static void bake(const char *base, const char *out)
@@ -1184,6 +1220,7 @@ int main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	lora_progname = "lora-merge";
+	atexit(cleanup);
 	const char *base = NULL, *out = NULL;
 	int to = FMT_NONE, c;
 	long rank = 0;
@@ -1292,5 +1329,6 @@ int main(int argc, char **argv)
 		free_adapter(&ads[i]);
 	free(ads);
 	lora_stdout_close();
+	succeeded = 1;
 	return 0;
 }

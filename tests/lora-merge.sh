@@ -90,6 +90,16 @@ try -o "$T/d.safetensors" -t diffusers "$F/peft_a"
 check "--to diffusers for an LLM: exit 1" [ $rc -eq 1 ] && says "peft"
 
 
+# a failure half-way through a folder (shard 2 cannot be renamed into place):
+# the shards already written go, what was there stays
+mkdir -p "$T/half/model-00002-of-00003.safetensors"
+try -o "$T/half" -b "$F/llama_tiny" "$F/peft_a"
+check "failure half-way: exit 1" [ $rc -eq 1 ] && says "model-00002-of-00003"
+check "failure half-way: no shard, config or temporary left; the old entry kept" \
+	[ "$(ls -A "$T/half")" = "model-00002-of-00003.safetensors" ]
+try -o "$T/newdir" -t peft "$F/kohya_bad.safetensors" "$F/peft_a"
+check "failed PEFT output: no folder created" [ $rc -eq 1 ] && [ ! -e "$T/newdir" ]
+
 # ---- outputs ------------------------------------------------------------------------------------
 try -o "$T/r.safetensors" -r 2 "$F/kohya_b.safetensors"
 check "resize: exit 0" [ $rc -eq 0 ]
