@@ -15,6 +15,7 @@
  * with weight 1 and no --rank is copied unchanged (alpha and bytes kept).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <cblas.h>       /* openblas_set_num_threads */
 #include <dirent.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -748,7 +749,12 @@ static void write_kohya(const char *path, lora_dtype dt, int rank)
 			} else if (x->copy && x->copy->alpha_t) {
 				w_bytes(w, an, x->copy->alpha_t);
 			} else {
-				float a = (float)x->alpha;
+				/* kohya's scale is alpha/r: an rsLoRA source (alpha/sqrt(r))
+				 * is written with the alpha that gives the same scale */
+				double al = x->alpha;
+				if (x->copy && fabs(x->copy->scale - x->copy->alpha / x->copy->r) > 1e-12 * x->copy->scale)
+					al = x->copy->scale * x->copy->r;
+				float a = (float)al;
 				w_f32(w, an, &a);
 			}
 			free(k);
@@ -995,6 +1001,27 @@ static void drop_pages(const void *p, size_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* W += s·up·down in blocks of rows on all threads; each block is one
+ * single-threaded sgemm (main sets OpenBLAS to one thread: its own threads
+ * spin in sched_yield, which on a busy machine costs more than they give). */
+typedef struct {
+	float *W;
+	const float *up, *down;
+	int m, r, n;
+	float s;
+} addmul_job;
+
+#define ADDMUL_ROWS 256
+
+static void addmul_rows(void *ctx, int i, int tid)
+{
+	(void)tid;
+	addmul_job *j = ctx;
+	int r0 = i * ADDMUL_ROWS, rows = j->m - r0 < ADDMUL_ROWS ? j->m - r0 : ADDMUL_ROWS;
+	lora_lowrank_addmul(j->W + (size_t)r0 * j->n, j->up + (size_t)r0 * j->r, j->down,
+	                    rows, j->r, j->n, j->s);
+}
+
 typedef struct {
 	char *weight;       /* base key */
 	int g;              /* merged module */
@@ -1053,7 +1080,9 @@ static void bake_file(const char *in, const char *out)
 			const adapter *a = &ads[x->parts[p].ai];
 			const module *m = &a->mods[x->parts[p].mi];
 			float *u = to_f32(m->up), *d = to_f32(m->down);
-			lora_lowrank_addmul(W, u, d, (int)x->out, m->r, (int)x->in, (float)(a->weight * m->scale));
+			addmul_job j = {W, u, d, (int)x->out, m->r, (int)x->in, (float)(a->weight * m->scale)};
+			int blocks = (j.m + ADDMUL_ROWS - 1) / ADDMUL_ROWS;
+			lora_parallel_for(blocks, lora_nthreads(), addmul_rows, &j);
 			free(u);
 			free(d);
 		}
@@ -1221,6 +1250,7 @@ int main(int argc, char **argv)
 	};
 	lora_progname = "lora-merge";
 	atexit(cleanup);
+	openblas_set_num_threads(1);      /* we thread ourselves: see addmul_rows */
 	const char *base = NULL, *out = NULL;
 	int to = FMT_NONE, c;
 	long rank = 0;
