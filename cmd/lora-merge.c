@@ -368,6 +368,10 @@ static void read_adapter(adapter *a)
 			a->config = json_load_file(c, 0, &e);
 		free(c);
 	}
+	if (a->config && json_is_true(json_object_get(a->config, "fan_in_fan_out")))
+		lora_die("'%s': fan_in_fan_out adapters (GPT-2 Conv1D weights) are not supported", a->path);
+	if (a->config && json_is_true(json_object_get(a->config, "use_dora")))
+		lora_die("'%s': DoRA adapters (use_dora) are not supported", a->path);
 	if (a->nmods == 0)
 		lora_die("'%s': no LoRA modules", a->path);
 }
