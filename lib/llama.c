@@ -187,9 +187,12 @@ int lora_llama_config_load(const char *dir, lora_llama_config *c)
 	}
 	c->bos_token_id = jtoken(o, "bos_token_id");
 	c->eos_token_id = jtoken(o, "eos_token_id");
-	if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->n_layers < 1 ||
-	    c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 ||
-	    c->n_heads % c->n_kv_heads) {
+	/* sizes far beyond any real model are corrupt files (and would overflow) */
+	if (c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->hidden_size < 1 ||
+	    c->hidden_size > (1 << 20) || c->intermediate_size < 1 || c->intermediate_size > (1 << 22) ||
+	    c->n_layers < 1 || c->n_layers > 4096 || c->n_heads < 1 || c->n_heads > 4096 ||
+	    c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2 ||
+	    c->n_heads % c->n_kv_heads || c->max_position_embeddings < 1) {
 		lora_err("'%s': inconsistent sizes (hidden_size %d, heads %d, kv heads %d, head_dim %d)",
 		         path, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim);
 		goto out;
