@@ -357,8 +357,13 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
-	TAKE(*(base ? (float **)&p->ids : &dummy), N);          /* int32 in float slots */
-	TAKE(*(base ? (float **)&p->targets : &dummy), N);
+	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
+	TAKE(ids, N);
+	TAKE(targets, N);
+	if (base) {
+		p->ids = (int32_t *)(void *)ids;
+		p->targets = (int32_t *)(void *)targets;
+	}
 #undef TAKE
 	return off;
 }
