@@ -298,6 +298,13 @@ static char **list_checkpoints(const char *root, int *n)
 		return NULL;
 	struct dirent *de;
 	while ((de = readdir(dir))) {
+		if (strncmp(de->d_name, ".tmp-step-", 10) == 0) {
+			/* a checkpoint a killed run was writing: never complete */
+			char *q = lora_xasprintf("%s/%s", root, de->d_name);
+			rm_rf(q);
+			free(q);
+			continue;
+		}
 		if (strncmp(de->d_name, "step-", 5))
 			continue;
 		char *p = lora_xasprintf("%s/%s/trainer_state.json", root, de->d_name);
@@ -1026,7 +1033,14 @@ static int train_loop(run *r)
 		}
 		int log_now = r->step % c->logging_steps == 0 || r->step == r->total;
 		int eval_now = r->d->nval && (r->step % c->eval_steps == 0 || r->step == r->total);
-		double eval = eval_now ? evaluate(r) : NAN;
+		double eval = NAN;
+		if (eval_now) {                 /* eval time does not count in tok/s */
+			double te = lora_time();
+			eval = evaluate(r);
+			te = lora_time() - te;
+			t_last += te;
+			est_t0 += te;
+		}
 		if (log_now || eval_now) {
 			double dt = now - t_last;
 			double tps = dt > 0 ? tok_win / dt : 0;
