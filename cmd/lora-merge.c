@@ -313,10 +313,15 @@ static void read_modules(adapter *a, const st_file *st, const char *comp, const 
 			free(kr);
 		}
 	}
-	for (int i = 0; i < st->ntensors; i++)
-		if (!used[i])
-			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path,
-			         st->tensors[i].name);
+	for (int i = 0; i < st->ntensors; i++) {
+		const char *n = st->tensors[i].name;
+		if (used[i])
+			continue;
+		if (strstr(n, "dora_scale") || strstr(n, "lora_magnitude_vector"))
+			mismatch("'%s': tensor '%s': DoRA adapters are not supported", a->path, n);
+		else
+			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path, n);
+	}
 	free(used);
 	json_decref(dmeta);
 	lora_format_free(lf);
