@@ -2,8 +2,8 @@
  * model, or convert between kohya, diffusers and PEFT files.
  *
  * Reading the code: parse the arguments (main), read each adapter into a
- * list of modules with canonical names (read_adapter; names from
- * lib/loraconv.h), then one of three jobs:
+ * list of modules with canonical names (read_adapter: lib/loraformat.h
+ * groups the tensors, lib/loraconv.h names them), then one of three jobs:
  *   - bake():      stream the base model tensor by tensor, adding Σ w·s·B·A;
  *   - build_out(): the merged adapter (ranks concatenated, or re-compressed
  *                  by truncated SVD, lib/lowrank.h), then write_kohya /
@@ -17,13 +17,13 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cblas.h>       /* openblas_set_num_threads */
 #include <dirent.h>
-#include <stdarg.h>
-#include <stdint.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <pcre2.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
