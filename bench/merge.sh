@@ -12,8 +12,11 @@
 # the outputs) and kept for reruns. Each run starts with the model in the
 # page cache. The Python scripts fsync their outputs as lora-merge does
 # (BENCH_SYNC=0: not).
-# Usage: sh bench/merge.sh [BIN_DIR]   (default bin; BENCH_MODEL=llama|sd|both,
-#        default both; BENCH_PEFT=0 skips the transformers+PEFT reference)
+#   resize (only when asked: the reference takes ~10 minutes): --rank 8 on the
+#          sd LoRA against bench/merge_resize_ref.py (sd-scripts' way: full
+#          ΔW, torch.linalg.svd per module).
+# Usage: sh bench/merge.sh [BIN_DIR]   (default bin; BENCH_MODEL=llama|sd|both|
+#        resize, default both; BENCH_PEFT=0 skips the transformers+PEFT reference)
 set -e
 B=${1:-bin}
 D=${BENCH_DIR:-/tmp/lora-merge-bench}
@@ -83,4 +86,20 @@ if [ "$M" = sd ] || [ "$M" = both ]; then
 	row lora-merge sdc "$msize"
 	row "pytorch" sdtorch "$msize"
 	printf 'speed-up vs pytorch %.1fx\n' "$(ratio "$t_sdtorch" "$t_sdc")"
+fi
+
+if [ "$M" = resize ]; then
+	S=$D/sd
+	[ -f "$S/style.safetensors" ] || python3 bench/merge_gen_sd.py "$S"
+	lsize=$(stat -c %s "$S/style.safetensors")
+	measure rc "$B/lora-merge" -d f16 -r 8 -o "$S/r8-c.safetensors" "$S/style.safetensors"
+	"$B/lora-merge" -d f16 -r 8 -o "$S/r8-c.safetensors" "$S/style.safetensors" >"$S/r8-c.tsv"
+	measure rtorch sh -c "python3 bench/merge_resize_ref.py '$S/style.safetensors' 8 '$S/r8-torch.safetensors' >'$S/r8-torch.tsv'"
+	worst=$(tail -n +2 "$S/r8-c.tsv" | cut -f4 | paste - "$S/r8-torch.tsv" |
+		awk -F'\t' '{ d = $1 - $5; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.1e", w }')
+	printf 'resize rank 32 -> 8: kohya LoRA, 264 modules (energy kept agrees to %s)\n' "$worst"
+	header
+	row lora-merge rc "$lsize"
+	row "pytorch (full SVD)" rtorch "$lsize"
+	printf 'speed-up vs pytorch %.0fx\n' "$(ratio "$t_rtorch" "$t_rc")"
 fi
