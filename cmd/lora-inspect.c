@@ -450,7 +450,8 @@ static void lora_summary(const st_file *f, const lora_format *lf, json_t *jl)
 			v[i] = w == 0 ? ms[i]->rank : w == 1 ? ms[i]->alpha : ms[i]->scale;
 		int nb = histogram(v, n, bins);
 		if (jl) {
-			json_object_set_new(jl, what[w], nb ? json_real(bins[0].v) : json_null());
+			json_object_set_new(jl, what[w], !nb ? json_null() :
+			                    w == 0 ? json_integer((json_int_t)bins[0].v) : json_real(bins[0].v));
 			json_t *h = json_object();
 			for (int b = 0; b < nb; b++) {
 				char k[64];
