@@ -10,7 +10,9 @@
 # Needs: bin/lora-resize (make), python3 with Pillow, ImageMagick's convert
 # (Debian packages tuxpaint-stamps-default, imagemagick); pip downloads the
 # scikit-image wheel once into bench/cache/ (not installed).
-# Threads: 1, then every core ($LORA_THREADS or nproc).
+# Threads: 1, then every core ($LORA_THREADS or nproc). Wall time depends on
+# what else the machine runs; CPU time (user+sys, children included) is the
+# per-core cost, and its ratio is the figure to quote on a shared machine.
 set -e
 cd "$(dirname "$0")/.."
 R=$PWD/bin/lora-resize
@@ -53,32 +55,31 @@ else:
         p.map(one, files, chunksize=4)
 EOF
 
-t() { # t NAME THREADS command...: prints seconds
-	name=$1; th=$2; shift 2
+t() { # t command...: prints "wall_seconds cpu_seconds" (cpu: user+sys of all children)
 	rm -rf "$W/out"; mkdir -p "$W/out"
-	s=$(date +%s.%N)
-	"$@" >/dev/null
-	e=$(date +%s.%N)
-	echo "$e - $s" | bc
+	/usr/bin/time -f "%e %U %S" -o "$W/time" "$@" >/dev/null
+	awk '{ print $1, $2 + $3 }' "$W/time"
 }
 
 run_set() { # run_set NAME SIZE LISTFILE
 	set_name=$1; size=$2; list=$3
 	n=$(wc -l <"$list")
 	echo
-	echo "set $set_name: $n images, ${size}x$size, $(du -ch $(cat "$list") | tail -1 | cut -f1) of input"
-	printf '%-12s %7s %9s %9s %12s\n' tool threads seconds img/s "vs Pillow"
+	echo "set $set_name: $n images, ${size}x$size, $(du -chL $(cat "$list") | tail -1 | cut -f1) of input"
+	printf '%-12s %7s %8s %8s %10s %8s %11s %11s\n' tool threads wall-s img/s "vs Pillow" cpu-s img/cpu-s "vs Pillow"
 	for th in 1 $NP; do
-		p=$(t pillow "$th" sh -c "python3 '$W/pil.py' $size '$W/out' $th <'$list'")
-		m=$(t magick "$th" sh -c "MAGICK_THREAD_LIMIT=1 xargs -d '\n' -P $th -n 1 sh -c \
+		p=$(t sh -c "python3 '$W/pil.py' $size '$W/out' $th <'$list'")
+		m=$(t sh -c "MAGICK_THREAD_LIMIT=1 xargs -d '\n' -P $th -n 1 sh -c \
 			'$CONVERT \"\$1\" -auto-orient -background white -alpha remove -alpha off \
 			-filter Lanczos -resize ${size}x${size}^ -gravity center -extent ${size}x${size} \
 			-define png:compression-level=6 \"$W/out/\$(basename \"\$1\")\"' _ <'$list'")
-		l=$(t lora "$th" sh -c "'$R' -j $th -s $size --min-size 0 -o '$W/out' <'$list'")
+		l=$(t sh -c "'$R' -j $th -s $size --min-size 0 -o '$W/out' <'$list'")
+		set -- $p; pw=$1; pc=$2
 		for row in "Pillow $p" "ImageMagick $m" "lora-resize $l"; do
 			set -- $row
-			printf '%-12s %7d %9.2f %9.1f %11.2fx\n' "$1" "$th" "$2" \
-				"$(echo "$n / $2" | bc -l)" "$(echo "$p / $2" | bc -l)"
+			printf '%-12s %7d %8.2f %8.1f %9.2fx %8.2f %11.1f %10.2fx\n' "$1" "$th" "$2" \
+				"$(echo "$n / $2" | bc -l)" "$(echo "$pw / $2" | bc -l)" "$3" \
+				"$(echo "$n / $3" | bc -l)" "$(echo "$pc / $3" | bc -l)"
 		done
 	done
 }

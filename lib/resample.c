@@ -136,7 +136,9 @@ static inline uint8_t clip8(int32_t v)
 #endif
 
 /* dst (w rows of h pixels) = src (h rows of w pixels) transposed; pixels of
- * ch bytes; in 32x32 tiles to stay in cache. */
+ * ch bytes; in 32x32 tiles to stay in cache. RGB pixels move as 4-byte
+ * words (the spare byte lands where the next pixel is written later) except
+ * at the last column of src and the last row of dst. */
 static void transpose(const uint8_t *src, int w, int h, int ch, uint8_t *dst)
 {
 	enum { T = 32 };
@@ -146,13 +148,18 @@ static void transpose(const uint8_t *src, int w, int h, int ch, uint8_t *dst)
 			for (int x = x0; x < x1; x++) {
 				uint8_t *d = dst + ((size_t)x * h + y0) * ch;
 				const uint8_t *s = src + ((size_t)y0 * w + x) * ch;
-				if (ch == 3)
-					for (int y = y0; y < y1; y++, d += 3, s += (size_t)w * 3) {
-						d[0] = s[0]; d[1] = s[1]; d[2] = s[2];
+				size_t ss = (size_t)w * ch;
+				int y = y0;
+				if (ch == 3 && x < w - 1) {
+					int ylast = y1 < h ? y1 : h - 1;
+					for (; y < ylast; y++, d += 3, s += ss) {
+						uint32_t v;
+						memcpy(&v, s, 4);
+						memcpy(d, &v, 4);
 					}
-				else
-					for (int y = y0; y < y1; y++, d += ch, s += (size_t)w * ch)
-						memcpy(d, s, ch);
+				}
+				for (; y < y1; y++, d += ch, s += ss)
+					memcpy(d, s, ch);
 			}
 		}
 }
