@@ -474,6 +474,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: --fit and --bucket do not mix\n", lora_progname);
 		usage(2);
 	}
+	for (size_t n = strlen(o.out_dir); n > 1 && o.out_dir[n - 1] == '/'; n--)
+		((char *)o.out_dir)[n - 1] = 0;          /* "out/" -> "out": clean paths */
 	o.mode = bucket ? MODE_BUCKET : fit ? MODE_FIT : MODE_CROP;
 	if (bucket && lora_buckets_init(&o.buckets, o.size, bmin, bmax, bstep, o.no_upscale) < 0) {
 		fprintf(stderr, "%s: %s\n", lora_progname, lora_errmsg());
@@ -519,7 +521,7 @@ int main(int argc, char **argv)
 	pthread_mutex_destroy(&b.lock);
 	int dfd = open(o.out_dir, O_RDONLY | O_DIRECTORY);
 	if (dfd < 0 || syncfs(dfd) < 0) {
-		lora_warn("cannot sync '%s':", o.out_dir);
+		fprintf(stderr, "%s: cannot sync '%s': %s\n", lora_progname, o.out_dir, strerror(errno));
 		b.failed = 1;
 	}
 	if (dfd >= 0)

@@ -257,8 +257,8 @@ static int put_chunk(FILE *fp, const char *tag, const uint8_t *data, size_t n)
 	if (n)  /* libdeflate_crc32(crc, NULL, 0) returns the initial value, not crc */
 		crc = libdeflate_crc32(crc, data, n);
 	uint8_t tail[4] = { (uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc };
-	return fwrite(hdr, 1, 8, fp) == 8 && fwrite(data, 1, n, fp) == n && fwrite(tail, 1, 4, fp) == 4
-	       ? 0 : -1;
+	return fwrite(hdr, 1, 8, fp) == 8 && (n == 0 || fwrite(data, 1, n, fp) == n) &&
+	       fwrite(tail, 1, 4, fp) == 4 ? 0 : -1;
 }
 
 /* Filter one row of n bytes (bpp bytes per pixel) into out[0..n]; prev is

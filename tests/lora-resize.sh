@@ -58,6 +58,9 @@ printf '%s\ta caption\textra\n\n%s\n' "$F/cat.png" "$F/photo.jpg" | "$R" -o "$T/
 printf '%s\t96\t96\ta caption\textra\n%s\t96\t96\n' "$T/o2/cat.png" "$T/o2/photo.png" >"$T/expect"
 check "stdin: first field is the path, the rest passes through" cmp -s "$T/expect" "$T/out"
 
+"$R" -o "$T/o2b/" -s 96 "$F/cat.png" >"$T/out"
+check "a trailing slash on -o gives clean paths" [ "$(cut -f1 "$T/out")" = "$T/o2b/cat.png" ]
+
 # same base names never overwrite each other
 mkdir -p "$T/a" "$T/b"
 cp "$F/cat.png" "$T/a/img.png"; cp "$F/pear.png" "$T/b/img.png"; cp "$F/photo.jpg" "$T/b/img.jpg"
