@@ -330,6 +330,7 @@ void bpe_free(bpe_model *m)
 	strmap_free(&m->vocab);
 	strmap_free(&m->specials);
 	free(m->merges);
+	free(m->in_merge);
 	arena_free(&m->mem);
 	memset(m, 0, sizeof *m);
 }
@@ -438,6 +439,16 @@ int bpe_merge_add(bpe_model *m, const char *a, size_t alen, const char *b, size_
 		j = (j + 1) & m->mmask;
 	if (m->merges[j].key == UINT64_MAX)
 		m->nmerges++;
+	int32_t hi = ia > ib ? ia : ib;
+	if ((size_t)hi >= m->in_merge_n) {
+		size_t n = m->in_merge_n ? m->in_merge_n : 1024;
+		while (n <= (size_t)hi)
+			n *= 2;
+		m->in_merge = lora_xrealloc(m->in_merge, n);
+		memset(m->in_merge + m->in_merge_n, 0, n - m->in_merge_n);
+		m->in_merge_n = n;
+	}
+	m->in_merge[ia] = m->in_merge[ib] = 1;
 	/* a repeated pair: the later line wins, as HF's HashMap collect does */
 	m->merges[j] = (bpe_merge){ key, rank, in };
 	return 0;
@@ -446,7 +457,12 @@ int bpe_merge_add(bpe_model *m, const char *a, size_t alen, const char *b, size_
 /* ---- BPE model: encoding one word ---------------------------------------------------------- */
 
 struct bpe_sym { int32_t id, prev, next; int32_t alive; };
-struct bpe_heapent { uint32_t rank, pos; int32_t new_id; };
+struct bpe_heapent { uint32_t rank, pos; int32_t new_id, left, right; };
+
+static inline int bpe_in_merge(const bpe_model *m, int32_t id)
+{
+	return (size_t)id < m->in_merge_n && m->in_merge[id];
+}
 
 static inline int heap_less(const struct bpe_heapent *a, const struct bpe_heapent *b)
 {
@@ -498,6 +514,51 @@ static int32_t sym_lookup(const bpe_model *m, bpe_scratch *s, const char *c, siz
 	if (suf)
 		sbuf_add(&s->tmp, m->suffix, m->suffix_len);
 	return strmap_get(&m->vocab, s->tmp.s, s->tmp.n);
+}
+
+/* Merge symbols [rs, re) in place; links run within the stretch only. */
+static void merge_run(const bpe_model *m, bpe_scratch *s, struct bpe_sym *sym, size_t rs, size_t re)
+{
+	for (size_t k = rs; k < re; k++) {
+		sym[k].prev = k > rs ? (int32_t)k - 1 : -1;
+		sym[k].next = k + 1 < re ? (int32_t)k + 1 : -1;
+	}
+	struct bpe_heapent *heap = s->heap;
+	size_t nh = 0;
+	for (size_t k = rs; k + 1 < re; k++) {
+		const bpe_merge *mg = merge_find(m, sym[k].id, sym[k + 1].id);
+		if (mg)
+			heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)k, mg->new_id, sym[k].id, sym[k + 1].id });
+	}
+	while (nh) {
+		struct bpe_heapent top = heap_pop(heap, &nh);
+		struct bpe_sym *cur = &sym[top.pos];
+		if (!cur->alive || cur->next < 0)
+			continue;
+		struct bpe_sym *right = &sym[cur->next];
+		/* stale unless the pair is still the one pushed (symbols only grow,
+		 * so the same ids mean the same merge, as HF's new_id check does) */
+		if (cur->id != top.left || right->id != top.right)
+			continue;
+		cur->id = top.new_id;
+		right->alive = 0;
+		cur->next = right->next;
+		if (right->next >= 0)
+			sym[right->next].prev = (int32_t)top.pos;
+		const bpe_merge *mg;
+		if (cur->prev >= 0) {
+			mg = merge_find(m, sym[cur->prev].id, cur->id);
+			if (mg)
+				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)cur->prev, mg->new_id,
+				                                           sym[cur->prev].id, cur->id });
+		}
+		if (cur->next >= 0) {
+			mg = merge_find(m, cur->id, sym[cur->next].id);
+			if (mg)
+				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, top.pos, mg->new_id, cur->id,
+				                                           sym[cur->next].id });
+		}
+	}
 }
 
 int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int mapped, ivec *out)
@@ -626,48 +687,26 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 		sym[ns++] = (struct bpe_sym){ unk_id, 0, 0, 1 };
 	if (ns == 0)
 		return 0;
-	for (size_t k = 0; k < ns; k++) {
-		sym[k].prev = (int32_t)k - 1;
-		sym[k].next = k + 1 < ns ? (int32_t)k + 1 : -1;
-	}
-
-	/* The merge loop (word.rs merge_all). */
-	struct bpe_heapent *heap = s->heap;
-	size_t nh = 0;
-	if (m->nmerges) {
-		for (size_t k = 0; k + 1 < ns; k++) {
-			const bpe_merge *mg = merge_find(m, sym[k].id, sym[k + 1].id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)k, mg->new_id });
-		}
-	}
-	while (nh) {
-		struct bpe_heapent top = heap_pop(heap, &nh);
-		struct bpe_sym *cur = &sym[top.pos];
-		if (!cur->alive || cur->next < 0)
-			continue;
-		struct bpe_sym *right = &sym[cur->next];
-		const bpe_merge *mg = merge_find(m, cur->id, right->id);
-		if (!mg || mg->new_id != top.new_id)
-			continue;
-		cur->id = top.new_id;
-		right->alive = 0;
-		cur->next = right->next;
-		if (right->next >= 0)
-			sym[right->next].prev = (int32_t)top.pos;
-		if (cur->prev >= 0) {
-			mg = merge_find(m, sym[cur->prev].id, cur->id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)cur->prev, mg->new_id });
-		}
-		if (cur->next >= 0) {
-			mg = merge_find(m, cur->id, sym[cur->next].id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, top.pos, mg->new_id });
-		}
-	}
+	/* The merge loop (word.rs merge_all), run separately on the stretches
+	 * between symbols that take part in no merge at all (byte-fallback
+	 * newlines, say): such a symbol never changes, no pair crosses it, and
+	 * the two sides' merges do not interact, so the result is the same as
+	 * one loop over the whole word, with small heaps. */
 	ivec_grow(out, ns);
-	for (int32_t k = 0; k >= 0; k = sym[k].next)
-		out->v[out->n++] = sym[k].id;
+	size_t rs = 0;
+	while (rs < ns) {
+		size_t re = rs + 1;
+		if (!bpe_in_merge(m, sym[rs].id)) {
+			out->v[out->n++] = sym[rs].id;
+			rs = re;
+			continue;
+		}
+		while (re < ns && bpe_in_merge(m, sym[re].id))
+			re++;
+		merge_run(m, s, sym, rs, re);
+		for (int32_t k = (int32_t)rs; k >= 0; k = sym[k].next)
+			out->v[out->n++] = sym[k].id;
+		rs = re;
+	}
 	return 0;
 }

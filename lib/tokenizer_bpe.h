@@ -90,6 +90,8 @@ typedef struct {
 	arena mem;
 	bpe_merge *merges;     /* (mask+1) open addressing on (a << 32 | b) */
 	size_t nmerges, mmask;
+	uint8_t *in_merge;     /* (in_merge_n) 1 if the id is in some merge pair */
+	size_t in_merge_n;
 	char *unk_token;       /* NULL if none */
 	char *prefix, *suffix; /* continuing_subword_prefix, end_of_word_suffix; NULL if none */
 	size_t prefix_len, suffix_len;
