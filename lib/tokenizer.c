@@ -113,6 +113,7 @@ static void tc_key_init(void) { pthread_key_create(&tc_key, tc_free); }
 
 static void tc_clear(tcache *c)
 {
+	bpe_scratch_clear(&c->bs);
 	if (++c->gen == 0) {
 		memset(c->tab, 0, CACHE_SLOTS * sizeof *c->tab);
 		c->gen = 1;

@@ -331,12 +331,33 @@ void bpe_free(bpe_model *m)
 	strmap_free(&m->specials);
 	free(m->merges);
 	free(m->in_merge);
+	free(m->edge_cp);
+	free(m->joins);
 	arena_free(&m->mem);
 	memset(m, 0, sizeof *m);
 }
 
+#define RUN_CACHE_SLOTS 16384
+#define RUN_CACHE_MAX 64
+
+struct bpe_centry { uint64_t h; uint32_t koff, klen, ooff, olen, gen; };
+
+void bpe_scratch_clear(bpe_scratch *s)
+{
+	if (++s->cgen == 0) {
+		if (s->ctab)
+			memset(s->ctab, 0, RUN_CACHE_SLOTS * sizeof *s->ctab);
+		s->cgen = 1;
+	}
+	s->cused = 0;
+	s->ckeys.n = s->cvals.n = 0;
+}
+
 void bpe_scratch_free(bpe_scratch *s)
 {
+	free(s->ctab);
+	free(s->ckeys.v);
+	free(s->cvals.v);
 	free(s->sym);
 	free(s->heap);
 	free(s->ws.s);
@@ -355,6 +376,70 @@ void bpe_finish_vocab(bpe_model *m)
 			char c = (char)b;
 			m->fast_raw[b] = strmap_get(&m->vocab, &c, 1);
 		}
+	}
+	/* first and last code point of every token, for the join test */
+	int32_t maxid = -1;
+	for (size_t i = 0; i < m->vocab.n; i++)
+		if (m->vocab.val[i] > maxid)
+			maxid = m->vocab.val[i];
+	free(m->edge_cp);
+	m->edge_n = (size_t)(maxid + 1);
+	m->edge_cp = lora_xcalloc(m->edge_n ? 2 * m->edge_n : 1, sizeof *m->edge_cp);
+	for (size_t i = 0; i < m->vocab.n; i++) {
+		const unsigned char *k = (const unsigned char *)m->vocab.key[i];
+		size_t l = m->vocab.klen[i], cl;
+		if (!l || !utf8_is_valid((const char *)k, l))
+			continue;
+		size_t j = l - 1;
+		while (j > 0 && (k[j] & 0xC0) == 0x80)
+			j--;
+		m->edge_cp[2 * m->vocab.val[i]] = utf8_get(k, &cl);
+		m->edge_cp[2 * m->vocab.val[i] + 1] = utf8_get(k + j, &cl);
+	}
+}
+
+static void join_add(bpe_model *m, uint64_t key)
+{
+	if (!m->joins || (m->njoins + 1) * 2 > m->jmask + 1) {
+		uint64_t *old = m->joins;
+		size_t on = old ? m->jmask + 1 : 0, nn = old ? on * 2 : 1024;
+		m->joins = lora_xmalloc(nn * sizeof *m->joins);
+		memset(m->joins, 0xFF, nn * sizeof *m->joins);
+		m->jmask = nn - 1;
+		for (size_t i = 0; i < on; i++) {
+			if (old[i] == UINT64_MAX)
+				continue;
+			size_t j = (old[i] * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+			while (m->joins[j] != UINT64_MAX)
+				j = (j + 1) & m->jmask;
+			m->joins[j] = old[i];
+		}
+		free(old);
+	}
+	size_t j = (key * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+	while (m->joins[j] != UINT64_MAX) {
+		if (m->joins[j] == key)
+			return;
+		j = (j + 1) & m->jmask;
+	}
+	m->joins[j] = key;
+	m->njoins++;
+}
+
+/* Can some merge ever join a symbol ending like id a to one starting like b? */
+static inline int can_join(const bpe_model *m, int32_t a, int32_t b)
+{
+	if ((size_t)a >= m->edge_n || (size_t)b >= m->edge_n || !m->joins)
+		return 1;
+	uint64_t key = ((uint64_t)m->edge_cp[2 * a + 1] << 32) | m->edge_cp[2 * b];
+	size_t j = (key * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+	for (;;) {
+		uint64_t v = m->joins[j];
+		if (v == key)
+			return 1;
+		if (v == UINT64_MAX)
+			return 0;
+		j = (j + 1) & m->jmask;
 	}
 }
 
@@ -449,6 +534,8 @@ int bpe_merge_add(bpe_model *m, const char *a, size_t alen, const char *b, size_
 		m->in_merge_n = n;
 	}
 	m->in_merge[ia] = m->in_merge[ib] = 1;
+	if ((size_t)ia < m->edge_n && (size_t)ib < m->edge_n)
+		join_add(m, ((uint64_t)m->edge_cp[2 * ia + 1] << 32) | m->edge_cp[2 * ib]);
 	/* a repeated pair: the later line wins, as HF's HashMap collect does */
 	m->merges[j] = (bpe_merge){ key, rank, in };
 	return 0;
@@ -688,24 +775,78 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 	if (ns == 0)
 		return 0;
 	/* The merge loop (word.rs merge_all), run separately on the stretches
-	 * between symbols that take part in no merge at all (byte-fallback
-	 * newlines, say): such a symbol never changes, no pair crosses it, and
-	 * the two sides' merges do not interact, so the result is the same as
-	 * one loop over the whole word, with small heaps. */
+	 * that no merge can cross: between two symbols where the last character
+	 * of the left one and the first of the right one never meet in a merge
+	 * (a letter before SentencePiece's '\u2581', say), and around symbols
+	 * in no merge at all. Merges never cross such a boundary, and the two
+	 * sides do not interact, so the result is that of one loop over the
+	 * whole word; and stretches repeat, so they are cached. */
 	ivec_grow(out, ns);
 	size_t rs = 0;
 	while (rs < ns) {
 		size_t re = rs + 1;
-		if (!bpe_in_merge(m, sym[rs].id)) {
+		if (bpe_in_merge(m, sym[rs].id))
+			while (re < ns && bpe_in_merge(m, sym[re].id) && can_join(m, sym[re - 1].id, sym[re].id))
+				re++;
+		if (re - rs == 1) {
 			out->v[out->n++] = sym[rs].id;
 			rs = re;
 			continue;
 		}
-		while (re < ns && bpe_in_merge(m, sym[re].id))
-			re++;
+		size_t rl = re - rs;
+		uint64_t h = 0;
+		struct bpe_centry *ce = NULL;
+		if (rl <= RUN_CACHE_MAX) {
+			int32_t key[RUN_CACHE_MAX];
+			for (size_t k = 0; k < rl; k++)
+				key[k] = sym[rs + k].id;
+			h = hash_bytes(key, rl * sizeof *key);
+			if (!s->ctab) {
+				s->ctab = lora_xcalloc(RUN_CACHE_SLOTS, sizeof *s->ctab);
+				if (!s->cgen)
+					s->cgen = 1;
+			}
+			size_t j = h & (RUN_CACHE_SLOTS - 1);
+			for (;;) {
+				ce = &s->ctab[j];
+				if (ce->gen != s->cgen)
+					break;
+				if (ce->h == h && ce->klen == rl && !memcmp(s->ckeys.v + ce->koff, key, rl * sizeof *key))
+					break;
+				j = (j + 1) & (RUN_CACHE_SLOTS - 1);
+			}
+			if (ce->gen == s->cgen) {
+				memcpy(out->v + out->n, s->cvals.v + ce->ooff, ce->olen * sizeof(int32_t));
+				out->n += ce->olen;
+				rs = re;
+				continue;
+			}
+			if (s->cused * 2 >= RUN_CACHE_SLOTS || s->ckeys.n > (16u << 20)) {
+				ce = NULL;     /* full: clear after this run */
+			} else {
+				ce->h = h;
+				ce->gen = s->cgen;
+				ce->koff = (uint32_t)s->ckeys.n;
+				ce->klen = (uint32_t)rl;
+				ivec_grow(&s->ckeys, rl);
+				memcpy(s->ckeys.v + s->ckeys.n, key, rl * sizeof *key);
+				s->ckeys.n += rl;
+				s->cused++;
+			}
+		}
+		size_t o0 = out->n;
 		merge_run(m, s, sym, rs, re);
 		for (int32_t k = (int32_t)rs; k >= 0; k = sym[k].next)
 			out->v[out->n++] = sym[k].id;
+		if (ce) {
+			ce->ooff = (uint32_t)s->cvals.n;
+			ce->olen = (uint32_t)(out->n - o0);
+			ivec_grow(&s->cvals, ce->olen);
+			memcpy(s->cvals.v + s->cvals.n, out->v + o0, ce->olen * sizeof(int32_t));
+			s->cvals.n += ce->olen;
+		} else if (rl <= RUN_CACHE_MAX) {
+			bpe_scratch_clear(s);
+		}
 		rs = re;
 	}
 	return 0;
