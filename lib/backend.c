@@ -37,7 +37,10 @@ const lora_backend *lora_backend_get(const char *device)
 		const lora_backend *be = get_cuda(0);
 		if (be)
 			return be;
-		fprintf(stderr, "notice: no usable GPU (%s); training on the CPU\n", lora_errmsg());
+		static int told;     /* one notice per run */
+		if (!told++)
+			fprintf(stderr, "%s: notice: no usable GPU (%s); using the CPU\n",
+			        lora_progname, lora_errmsg());
 		return lora_backend_cpu();
 	}
 	if (!strcmp(device, "cpu"))

@@ -379,6 +379,20 @@ lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend 
 	return r;
 }
 
+int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
+                         const lora_llama_opts *o, size_t capacity, int B_max)
+{
+	int lo = 0, hi = B_max;       /* lo fits (0 trivially), search (lo, hi] */
+	while (lo < hi) {
+		int mid = lo + (hi - lo + 1) / 2;
+		if (lora_llama_memory(c, be, mid, T, o).total <= capacity)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
 /* ---- loading ---------------------------------------------------------------------------------------- */
 
 static priv_t *P(const lora_llama *m) { return m->priv; }
@@ -429,6 +443,7 @@ lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 	m->be = be;
 	m->full = full;
 	m->training = 1;
+	m->grad_scale = 1.0f;
 	m->wdt = full ? LORA_DTYPE_F32 : be->wdtype;
 	st_file *f = NULL;
 	char *path = NULL;
@@ -838,7 +853,7 @@ void lora_llama_backward(lora_llama *m)
 	if (!p->nvalid)
 		return;     /* no loss, no gradient */
 	/* head: loss = mean CE(lnf·lm_headᵀ); dlogits in place of the logits */
-	be->crossentropy_backward(p->logits, p->logits, p->targets, 1.0f / p->nvalid, N, V);
+	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
 	be->zero(p->dln, (size_t)N * C * sizeof(float));
 	be->linear_backward(p->dln, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
 	                    m->lm_head, m->wdt, N, C, V);

@@ -227,6 +227,7 @@ static int write_config(const lora_adapter *ad, const char *path, const char *ba
 		return -1;
 	}
 	fputs(s, f.fp);
+	fputc('\n', f.fp);
 	free(s);
 	return lora_afile_commit(&f);
 }

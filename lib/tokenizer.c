@@ -691,7 +691,48 @@ static int is_ascii(const char *s, size_t n)
 	return 1;
 }
 
-static void lowercase(sbuf *out, const char *s, size_t n)
+static int is_cased(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT;
+}
+
+static int is_case_ignorable(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_CF ||
+	       c == UTF8PROC_CATEGORY_LM || c == UTF8PROC_CATEGORY_SK || cp == '\'' || cp == '.' || cp == ':' ||
+	       cp == 0xB7 || cp == 0x387 || cp == 0x5F4 || cp == 0x2018 || cp == 0x2019 || cp == 0x2024 ||
+	       cp == 0xFE13 || cp == 0xFE52 || cp == 0xFE55 || cp == 0xFF07 || cp == 0xFF0E || cp == 0xFF1A;
+}
+
+/* Python's Final_Sigma rule for U+03A3 at s[i] (cl bytes). */
+static int final_sigma(const char *s, size_t n, size_t i, size_t cl)
+{
+	size_t j = i, l;
+	int before = 0, after = 0;
+	while (j > 0) {
+		uint32_t cp = cp_before(s, j);
+		char tmp[4];
+		j -= (size_t)utf8_put(cp, tmp);
+		if (is_case_ignorable(cp))
+			continue;
+		before = is_cased(cp);
+		break;
+	}
+	for (j = i + cl; j < n; j += l) {
+		uint32_t cp = utf8_get((const unsigned char *)s + j, &l);
+		if (is_case_ignorable(cp))
+			continue;
+		after = is_cased(cp);
+		break;
+	}
+	return before && !after;
+}
+
+/* Lowercase per character as Rust's char::to_lowercase (HF's Lowercase);
+ * python: also Python's str.lower() context rule for final sigma. */
+static void lowercase(sbuf *out, const char *s, size_t n, int python)
 {
 	for (size_t i = 0; i < n;) {
 		unsigned char b = (unsigned char)s[i];
@@ -705,6 +746,10 @@ static void lowercase(sbuf *out, const char *s, size_t n)
 		i += cl;
 		if (cp == 0x130) {       /* the one unconditional multi-char lowercase */
 			sbuf_add(out, "i\xCC\x87", 3);
+			continue;
+		}
+		if (cp == 0x3A3 && python && final_sigma(s, n, i - cl, cl)) {
+			sbuf_add(out, "\xCF\x82", 2);
 			continue;
 		}
 		char tmp[4];
@@ -792,7 +837,7 @@ static void normalize(const comp *c, tcache *tc, sbuf *out, const char *s, size_
 		unicode_norm(out, s, n, c->type);
 		return;
 	case N_LOWER:
-		lowercase(out, s, n);
+		lowercase(out, s, n, 0);
 		return;
 	case N_STRIP: {
 		size_t a = 0, b = n, cl;
@@ -1299,6 +1344,11 @@ static void decode_chain(const comp *c, tcache *tc, slist *l)
 
 char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t n, int skip_special)
 {
+	return lora_tokenizer_decode_n(t, ids, n, skip_special, NULL);
+}
+
+char *lora_tokenizer_decode_n(const lora_tokenizer *t, const int32_t *ids, size_t n, int skip_special, size_t *len)
+{
 	tcache *tc = tc_get(t);
 	slist l = { 0 };
 	for (size_t i = 0; i < n; i++) {
@@ -1329,6 +1379,8 @@ char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t 
 	slist_free(&l);
 	sbuf_grow(&res, 0);
 	res.s[res.n] = 0;
+	if (len)
+		*len = res.n;
 	return res.s;
 }
 
@@ -1455,7 +1507,7 @@ static void clip_clean(sbuf *out, const char *s, size_t n)
 		}
 		i += cl;
 	}
-	lowercase(out, a.s ? a.s : "", a.n);
+	lowercase(out, a.s ? a.s : "", a.n, 1);
 	free(a.s);
 	free(b.s);
 }
@@ -1708,7 +1760,7 @@ static void read_config(lora_tokenizer *t, const char *path)
 	const char *slash = strrchr(path, '/');
 	char *cfg = slash ? lora_xasprintf("%.*s/tokenizer_config.json", (int)(slash - path), path)
 	                  : lora_xstrdup("tokenizer_config.json");
-	json_t *c = json_load_file(cfg, 0, NULL);
+	json_t *c = json_load_file(cfg, JSON_DECODE_INT_AS_REAL, NULL);   /* model_max_length overflows */
 	free(cfg);
 	if (!c)
 		return;

@@ -46,6 +46,9 @@ int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
  * malloc'd, NUL-terminated (free()). Unknown ids are skipped. */
 char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t n,
                             int skip_special);
+/* The same, with *len set to the byte length (the text may hold NUL bytes). */
+char *lora_tokenizer_decode_n(const lora_tokenizer *t, const int32_t *ids, size_t n,
+                              int skip_special, size_t *len);
 
 int lora_tokenizer_vocab_size(const lora_tokenizer *t);   /* incl. added tokens */
 int lora_tokenizer_bos_id(const lora_tokenizer *t);       /* -1 if none */

@@ -380,6 +380,7 @@ int main(void)
 	}
 	be = lora_backend_get("cpu");
 	test_cond("cpu backend", be && !strcmp(be->name, "cpu"));
+	test_cond("auto always gives a backend", lora_backend_get("auto") != NULL);
 	test_cond("bad device is an error", lora_backend_get("gpu") == NULL);
 	test_cond("bad cuda index is an error", lora_backend_get("cuda:x") == NULL);
 	test_linear();
