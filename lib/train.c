@@ -407,6 +407,10 @@ static int save_checkpoint(run *r)
 		json_object_set_new(j, "micro_batch_in_epoch", json_integer(r->pos));
 		json_object_set_new(j, "adam_step", json_integer(r->opt->step));
 		json_object_set_new(j, "seed", json_integer(r->c->seed));
+		/* every random draw is a function of (seed, epoch) or (seed, step,
+		 * micro-batch), so the RNG state is the position itself */
+		json_object_set_new(j, "rng", json_string("counter-based: data order from (seed, "
+		                    "epoch), dropout from (seed, step, micro_batch)"));
 		json_object_set_new(j, "n_train", json_integer(r->d->ntrain));
 		json_object_set_new(j, "n_params", json_integer((json_int_t)r->params->total));
 		json_object_set_new(j, "total_steps", json_integer(r->total));
