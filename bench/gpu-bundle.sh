@@ -3,7 +3,7 @@
 # runs, and pack it into build/gpu-bundle/bundle.tar.xz for the device tool
 # (a GPU box has CUDA and PyTorch but no -dev packages and no network).
 #
-# Packs: test-cuda-ops, test-cuda-llama, train_gpu (and lora-train if it
+# Packs: test-cuda-ops, test-cuda-llama, train_gpu, ops_gpu (and lora-train if it
 # exists), linked statically against jansson, yaml, png, jpeg, pcre2,
 # utf8proc, lapacke, openblas, zlib and the CUDA runtime; dynamically against
 # glibc, libstdc++, cuBLAS/cuBLASLt (the GPU box's CUDA 13) and libgfortran,
@@ -19,6 +19,7 @@ link() { cc $CFLAGS -o "$D/bin/$1" "$2" build/rel/liblora.a $LIBS; }
 link test-cuda-ops tests/test-cuda-ops.c
 link test-cuda-llama tests/test-cuda-llama.c
 link train_gpu bench/train_gpu.c
+link ops_gpu bench/ops_gpu.c
 [ -f cmd/lora-train.c ] && link lora-train cmd/lora-train.c
 for l in libgfortran.so.5 libquadmath.so.0; do
 	p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')

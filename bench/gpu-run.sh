@@ -5,6 +5,7 @@
 #   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
+#   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
 #   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
@@ -28,6 +29,9 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$OUT/$t.log" | head -40
 		[ $r -ne 0 ] && rc=1
 	done
+fi
+if [ "$what" = ops ] || [ "$what" = all ]; then
+	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
