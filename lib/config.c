@@ -517,6 +517,15 @@ static void sb_yaml_string(sbuf *b, const char *s)
 			e[0] = '\\';
 			e[1] = (char)*p;
 			sb_add(b, e, 2);
+		} else if (p[0] == 0xc2 && p[1] == 0x85) {
+			sb_add(b, "\\N", 2);  /* NEL: YAML would read it as a line break */
+			p++;
+		} else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+			sb_add(b, p[2] == 0xa8 ? "\\L" : "\\P", 2);   /* LS, PS: likewise */
+			p += 2;
+		} else if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
+			sb_add(b, "\\uFEFF", 6);  /* a BOM inside a scalar */
+			p += 2;
 		} else if (*p < 0x20 || *p == 0x7f) {
 			snprintf(e, sizeof e, "\\x%02x", *p);
 			sb_add(b, e, 4);

@@ -187,9 +187,12 @@ int lora_llama_config_load(const char *dir, lora_llama_config *c)
 	}
 	c->bos_token_id = jtoken(o, "bos_token_id");
 	c->eos_token_id = jtoken(o, "eos_token_id");
-	if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->n_layers < 1 ||
-	    c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 ||
-	    c->n_heads % c->n_kv_heads) {
+	/* sizes far beyond any real model are corrupt files (and would overflow) */
+	if (c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->hidden_size < 1 ||
+	    c->hidden_size > (1 << 20) || c->intermediate_size < 1 || c->intermediate_size > (1 << 22) ||
+	    c->n_layers < 1 || c->n_layers > 4096 || c->n_heads < 1 || c->n_heads > 4096 ||
+	    c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2 ||
+	    c->n_heads % c->n_kv_heads || c->max_position_embeddings < 1) {
 		lora_err("'%s': inconsistent sizes (hidden_size %d, heads %d, kv heads %d, head_dim %d)",
 		         path, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim);
 		goto out;
@@ -354,8 +357,13 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
-	TAKE(*(base ? (float **)&p->ids : &dummy), N);          /* int32 in float slots */
-	TAKE(*(base ? (float **)&p->targets : &dummy), N);
+	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
+	TAKE(ids, N);
+	TAKE(targets, N);
+	if (base) {
+		p->ids = (int32_t *)(void *)ids;
+		p->targets = (int32_t *)(void *)targets;
+	}
 #undef TAKE
 	return off;
 }
@@ -377,6 +385,20 @@ lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend 
 	r.activations = layout(NULL, c, be, o->full ? NULL : o->lora, B, T, o->grad_ckpt, NULL) * sizeof(float);
 	r.total = r.weights + r.trainable + r.grads + r.optimizer + r.activations;
 	return r;
+}
+
+int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
+                         const lora_llama_opts *o, size_t capacity, int B_max)
+{
+	int lo = 0, hi = B_max;       /* lo fits (0 trivially), search (lo, hi] */
+	while (lo < hi) {
+		int mid = lo + (hi - lo + 1) / 2;
+		if (lora_llama_memory(c, be, mid, T, o).total <= capacity)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
 }
 
 /* ---- loading ---------------------------------------------------------------------------------------- */
@@ -429,6 +451,7 @@ lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 	m->be = be;
 	m->full = full;
 	m->training = 1;
+	m->grad_scale = 1.0f;
 	m->wdt = full ? LORA_DTYPE_F32 : be->wdtype;
 	st_file *f = NULL;
 	char *path = NULL;
@@ -838,7 +861,7 @@ void lora_llama_backward(lora_llama *m)
 	if (!p->nvalid)
 		return;     /* no loss, no gradient */
 	/* head: loss = mean CE(lnf·lm_headᵀ); dlogits in place of the logits */
-	be->crossentropy_backward(p->logits, p->logits, p->targets, 1.0f / p->nvalid, N, V);
+	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
 	be->zero(p->dln, (size_t)N * C * sizeof(float));
 	be->linear_backward(p->dln, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
 	                    m->lm_head, m->wdt, N, C, V);

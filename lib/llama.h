@@ -89,6 +89,10 @@ typedef struct {
  * layout), computed from the config alone. */
 lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend *be,
                                  int B, int T, const lora_llama_opts *o);
+/* The largest batch size B <= B_max whose lora_llama_memory(...).total fits
+ * in capacity bytes; 0 if not even B = 1 fits. */
+int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
+                         const lora_llama_opts *o, size_t capacity, int B_max);
 
 /* ---- the model ------------------------------------------------------------------------ */
 
@@ -119,7 +123,11 @@ struct lora_llama {
 	lora_adapter *lora;      /* NULL until add_lora/load_lora */
 	lora_params params;      /* trainable tensors (LoRA, or all in full mode) */
 	int training;            /* 1: dropout active (default 1) */
-	uint64_t dropout_seed;   /* per-step seed for LoRA dropout masks */
+	uint64_t dropout_seed;   /* LoRA dropout masks derive from it; set it per
+	                          * step, and keep it between forward and backward */
+	float grad_scale;        /* backward scales the gradient of the mean loss by
+	                          * this: 1 (default), or 1/k to accumulate k
+	                          * micro-batches into a mean of means */
 	size_t n_params;         /* every weight of the base model */
 	void *priv;              /* arena, gradient buffers, saved inputs */
 };
@@ -143,7 +151,9 @@ int lora_llama_save_lora(const lora_llama *m, const char *dir, const char *base_
  * needed (out of memory, T beyond max_position_embeddings/sliding_window). */
 int lora_llama_plan(lora_llama *m, int B, int T, int grad_ckpt);
 
-/* Forward pass on host ids/targets (B, T). Returns the mean loss, or NAN
+/* Forward pass on host ids/targets (B, T). ids must lie in [0, vocab_size)
+ * and targets too, or be -100 (asserted: check data against the model's
+ * vocabulary first). Returns the mean loss, or NAN
  * when targets is NULL or all ignored. Logits stay available until the next
  * backward (which overwrites them in place). */
 float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T);

@@ -299,6 +299,11 @@ static int ends_with(const char *s, const char *suffix)
 	return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* A *.safetensors.index.json: open every shard the weight_map names. */
 static int open_index(st_file *f, const char *path)
 {
@@ -316,25 +321,36 @@ static int open_index(st_file *f, const char *path)
 	int dirlen = dir_end ? (int)(dir_end - path + 1) : 0;
 	const char *name;
 	json_t *v;
+	/* the shards in name order (model-00001-of-00004 first), each once */
+	const char **files = lora_xcalloc(json_object_size(wm) + 1, sizeof *files);
+	size_t nf = 0;
 	json_object_foreach(wm, name, v) {
 		if (!json_is_string(v)) {
 			lora_err("'%s': weight_map entry '%s' is not a file name", path, name);
+			free(files);
 			goto out;
 		}
 		const char *file = json_string_value(v);
 		if (strchr(file, '/') || strcmp(file, "..") == 0) {
 			lora_err("'%s': shard name '%s' is not a plain file name", path, file);
+			free(files);
 			goto out;
 		}
-		char *sp = lora_xasprintf("%.*s%s", dirlen, path, file);
-		int seen = 0;
-		for (int i = 0; i < f->nshards && !seen; i++)
-			seen = strcmp(f->shard_paths[i], sp) == 0;
-		int r = seen ? 0 : add_shard(f, sp, NULL, 0);
-		free(sp);
-		if (r)
-			goto out;
+		files[nf++] = file;
 	}
+	qsort(files, nf, sizeof *files, cmp_str);
+	for (size_t i = 0; i < nf; i++) {
+		if (i && strcmp(files[i], files[i - 1]) == 0)
+			continue;
+		char *sp = lora_xasprintf("%.*s%s", dirlen, path, files[i]);
+		int r = add_shard(f, sp, NULL, 0);
+		free(sp);
+		if (r) {
+			free(files);
+			goto out;
+		}
+	}
+	free(files);
 	if (finish(f))
 		goto out;
 	/* Every name in the map must be in the shard it names, and vice versa. */

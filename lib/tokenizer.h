@@ -46,11 +46,16 @@ int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
  * malloc'd, NUL-terminated (free()). Unknown ids are skipped. */
 char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t n,
                             int skip_special);
+/* The same, with *len set to the byte length (the text may hold NUL bytes). */
+char *lora_tokenizer_decode_n(const lora_tokenizer *t, const int32_t *ids, size_t n,
+                              int skip_special, size_t *len);
 
 int lora_tokenizer_vocab_size(const lora_tokenizer *t);   /* incl. added tokens */
 int lora_tokenizer_bos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_eos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_pad_id(const lora_tokenizer *t);       /* -1 if none */
+/* The model's context length when the format fixes one (77 for CLIP), else 0. */
+int lora_tokenizer_context_len(const lora_tokenizer *t);
 /* The token's string as stored in the vocabulary (e.g. "Ġworld", "▁the");
  * NULL if id is out of range. Owned by t. */
 const char *lora_tokenizer_id_to_token(const lora_tokenizer *t, int id);

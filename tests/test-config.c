@@ -232,5 +232,21 @@ int main(void)
 	                          strstr(lora_errmsg(), "/nonexistent/x.yaml"));
 	lora_config_free(&c);
 	test_cond("nearest", !strcmp(lora_config_nearest("epoch"), "epochs"));
+
+	/* the shipped example configs load and resolve */
+	static const char *const ex[] = {"text-lora-tinyllama.yaml", "text-lora-qa-jsonl.yaml",
+	                                 "text-full-small.yaml", "demo/base.yaml", "demo/lora.yaml"};
+	for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+		char *p = lora_xasprintf("%s/../../examples/%s", fixtures(), ex[i]);
+		lora_config_init(&c);
+		int rc = lora_config_load(&c, p);
+		if (rc == 0)
+			rc = lora_config_resolve(&c);
+		if (rc < 0)
+			printf("      %s\n", lora_errmsg());
+		test_cond(ex[i], rc == 0);
+		lora_config_free(&c);
+		free(p);
+	}
 	return test_report();
 }

@@ -395,6 +395,9 @@ static void test_configs(void)
 	lora_llama_mem m1 = lora_llama_memory(&c, be, 1, 256, &o), m2 = lora_llama_memory(&c, be, 2, 256, &o);
 	test_cond("activations grow with the batch", m2.activations > m1.activations &&
 	          m2.weights == m1.weights && m1.weights == lora_llama_n_params(&c) * 4);
+	int mb = lora_llama_max_batch(&c, be, 256, &o, m2.total, 64);
+	test_cond("max batch for the memory of B = 2 is 2", mb == 2);
+	test_cond("max batch 0 when nothing fits", lora_llama_max_batch(&c, be, 256, &o, m1.weights, 64) == 0);
 	o.full = 1;
 	lora_llama_mem mf = lora_llama_memory(&c, be, 1, 256, &o);
 	test_cond("full mode: weights are trainable", mf.weights == 0 &&
@@ -433,6 +436,33 @@ static void test_bad_model(void)
 				sb += s;
 		}
 		test_cond("fresh adapter: dA = 0 (B = 0), dB != 0", sa == 0 && sb > 0);
+		/* same seed: same dropout masks, same loss; grad_scale halves the grads */
+		lora_params_zero_grad(ps, be);
+		m->grad_scale = 0.5f;
+		float l2 = lora_llama_forward(m, ids, tg, 1, 8);
+		lora_llama_backward(m);
+		double sb2 = 0;
+		for (int i = 0; i < ps->n; i++)
+			if (!strstr(ps->p[i].name, "lora_A"))
+				sb2 += be->sumsq(ps->p[i].grad, ps->p[i].n);
+		test_cond("dropout is a function of the seed", l2 == l1);
+		test_close("grad_scale 0.5 scales the gradient", sqrt(sb2), 0.5 * sqrt(sb), 1e-5, 0);
+		/* B = 0, so the masks show in dB only */
+		m->dropout_seed = 12345;
+		m->grad_scale = 1;
+		lora_params_zero_grad(ps, be);
+		lora_llama_forward(m, ids, tg, 1, 8);
+		lora_llama_backward(m);
+		double sb3 = 0;
+		for (int i = 0; i < ps->n; i++)
+			if (!strstr(ps->p[i].name, "lora_A"))
+				sb3 += be->sumsq(ps->p[i].grad, ps->p[i].n);
+		test_cond("another seed, other masks", sb3 != sb);
+		m->training = 0;
+		float l4 = lora_llama_forward(m, ids, tg, 1, 8);
+		m->dropout_seed = 0;
+		float l5 = lora_llama_forward(m, ids, tg, 1, 8);
+		test_cond("eval mode: no dropout", l4 == l5);
 		const lora_module *mo = &m->lora->mods[0];
 		float *a = lora_xmalloc(mo->r * mo->in * sizeof(float));
 		be->download(a, mo->A, mo->r * mo->in * sizeof(float));

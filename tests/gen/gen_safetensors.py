@@ -35,6 +35,7 @@ Files:
 import ctypes
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -262,7 +263,7 @@ def gen_llama():
 def gen_peft():
     from peft import LoraConfig, get_peft_model
     m = tiny_llama()
-    m.config._name_or_path = "tiny-random-llama"
+    m.name_or_path = "tiny-random-llama"      # what PEFT copies into the config
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
                      rank_pattern={"o_proj": 2}, alpha_pattern={"o_proj": 4},
                      task_type="CAUSAL_LM")
@@ -440,6 +441,159 @@ def gen_stats():
                 f.write(fn + "\t" + "\t".join(str(v) for v in r) + "\n")
 
 
+# ---- module names: kohya -> diffusers -> LDM ------------------------------------
+
+# FORMATS.md §2.8 (diffusers' convert_diffusers_to_original_stable_diffusion),
+# checked below against diffusers' own convert_ldm_unet_checkpoint.
+RES = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+       ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+def res(rest):
+    for a, b in RES:
+        if rest == a or rest.startswith(a + "."):
+            return b + rest[len(a):]
+    return rest
+def to_ldm(p):
+    P = "model.diffusion_model."
+    m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", p)
+    if m:
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        return P + "input_blocks.%d.%d.%s" % (3*i+j+1, 1 if kind == "attentions" else 0, rest if kind == "attentions" else res(rest))
+    m = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv(.*)", p)
+    if m:
+        return P + "input_blocks.%d.0.op%s" % (3*int(m[1])+3, m[2])
+    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", p)
+    if m:
+        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        return P + "output_blocks.%d.%d.%s" % (3*i+j, 1 if kind == "attentions" else 0, rest if kind == "attentions" else res(rest))
+    m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", p)
+    if m:
+        i = int(m[1]); return P + "output_blocks.%d.%d.%s" % (3*i+2, 2 if i else 1, m[2])
+    m = re.match(r"mid_block\.resnets\.(\d+)\.(.*)", p)
+    if m:
+        return P + "middle_block.%d.%s" % (2*int(m[1]), res(m[2]))
+    m = re.match(r"mid_block\.attentions\.0\.(.*)", p)
+    if m:
+        return P + "middle_block.1." + m[1]
+    for a, b in (("conv_in", "input_blocks.0.0"), ("conv_out", "out.2"), ("conv_norm_out", "out.0"),
+                 ("time_embedding.linear_1", "time_embed.0"), ("time_embedding.linear_2", "time_embed.2")):
+        if p == a or p.startswith(a + "."):
+            return P + b + p[len(a):]
+    return P + p
+
+
+def sd15_unet():
+    from diffusers import UNet2DConditionModel
+    # SD 1.5's block structure (4 levels, 2 resnets down / 3 up) at tiny width
+    return UNet2DConditionModel(sample_size=8, block_out_channels=(8, 8, 8, 8),
+                                layers_per_block=2, norm_num_groups=4,
+                                cross_attention_dim=8, attention_head_dim=2)
+
+
+def gen_names():
+    """names.tsv: kohya name, module path (diffusers' kohya converter), LDM name."""
+    import re
+    import diffusers.loaders.lora_conversion_utils as L
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    unet = sd15_unet()
+    sd = unet.state_dict()
+    ck = {to_ldm(k): torch.full(v.shape, float(n)) for n, (k, v) in enumerate(sd.items())}
+    out = convert_ldm_unet_checkpoint(ck, unet.config)
+    bad = [k for n, (k, v) in enumerate(sd.items()) if k not in out or not torch.all(out[k] == n)]
+    assert not bad, "to_ldm disagrees with diffusers: %s" % bad[:5]
+
+    mods = [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    te = ["text_model.encoder.layers.%d.%s" % (i, c) for i in range(12) for c in KOHYA_TE]
+    kd = {}
+    for n in mods:
+        kd["lora_unet_" + n.replace(".", "_")] = ("unet", n)
+    for n in te:
+        kd["lora_te_" + n.replace(".", "_")] = ("text_encoder", n)
+    sdl = {}
+    for k in kd:
+        sdl[k + ".lora_down.weight"] = torch.zeros(1, 1)
+        sdl[k + ".lora_up.weight"] = torch.zeros(1, 1)
+        sdl[k + ".alpha"] = torch.tensor(1.0)
+    conv = L._convert_non_diffusers_lora_to_diffusers(dict(sdl))[0]
+    got = set()
+    for k in conv:
+        m = re.match(r"(.*?)(\.lora\.down\.weight|\.lora_linear_layer\.down\.weight|_lora\.down\.weight)$", k)
+        if m:
+            p = m[1].replace(".processor.", ".")
+            if p.startswith("text_encoder."):      # old processor names of CLIP attention
+                p = re.sub(r"self_attn\.to_(q|k|v)$", r"self_attn.\1_proj", p)
+                p = re.sub(r"self_attn\.to_out$", "self_attn.out_proj", p)
+            elif p.endswith(".to_out"):
+                p += ".0"
+            got.add(p)
+    with open(path("names.tsv"), "w") as f:
+        f.write("# kohya name\tmodule path (diffusers' kohya converter)\tLDM base name\n")
+        for k, (part, n) in sorted(kd.items()):
+            assert part + "." + n in got, "diffusers maps %s elsewhere" % k
+            base = to_ldm(n) if part == "unet" else "cond_stage_model.transformer." + n
+            f.write("%s\t%s\t%s\n" % (k, n, base))
+
+
+def gen_modules():
+    """modules.tsv: per LoRA module of each fixture, rank, alpha, scale as the
+    reference libraries (PEFT's LoraLayer.scaling) or the file itself say."""
+    from peft import PeftModel
+    rows = []
+    m = PeftModel.from_pretrained(tiny_llama(), path("peft"))
+    for n, mod in m.named_modules():
+        if hasattr(mod, "scaling") and isinstance(getattr(mod, "scaling"), dict) and "default" in mod.scaling:
+            p = n[len("base_model.model."):]
+            rows.append(("peft/adapter_model.safetensors", p, mod.r["default"],
+                         mod.lora_alpha["default"], mod.scaling["default"]))
+    with safe_open(path("kohya.safetensors"), "pt") as f:
+        for k in sorted(f.keys()):
+            if k.endswith(".lora_down.weight"):
+                name = k[:-len(".lora_down.weight")]
+                r = f.get_tensor(k).shape[0]
+                a = f.get_tensor(name + ".alpha").float().item()
+                rows.append(("kohya.safetensors", name, r, a, a / r))
+    with safe_open(path("diffusers", "pytorch_lora_weights.safetensors"), "pt") as f:
+        for k in sorted(f.keys()):
+            if k.endswith(".lora_A.weight"):
+                name = k[:-len(".lora_A.weight")]
+                r = f.get_tensor(k).shape[0]
+                rows.append(("diffusers/pytorch_lora_weights.safetensors", name, r, r, 1.0))
+    with open(path("modules.tsv"), "w") as f:
+        f.write("# file\tmodule (PEFT: path; others: key prefix)\trank\talpha\tscale\n")
+        for r in rows:
+            f.write("%s\t%s\t%d\t%.9g\t%.9g\n" % r)
+
+
+def gen_listings():
+    """listing/*.tsv: name, dtype, shape, params per tensor in file order, as
+    the reference reader reports them (lora-inspect's table); meta.tsv: the
+    metadata of meta.safetensors in header order, escaped as --meta does."""
+    os.makedirs(path("listing"), exist_ok=True)
+    files = {"dtypes": ["dtypes.safetensors"], "edge": ["edge.safetensors"],
+             "kohya": ["kohya.safetensors"], "peft": ["peft/adapter_model.safetensors"]}
+    idx = json.load(open(path("llama", "model.safetensors.index.json")))
+    files["llama-sharded"] = ["llama/" + s for s in sorted(set(idx["weight_map"].values()))]
+    for out, fns in files.items():
+        with open(path("listing", out + ".tsv"), "w") as f:
+            for fn in fns:
+                raw = open(path(fn), "rb").read()
+                n = struct.unpack("<Q", raw[:8])[0]
+                h = json.loads(raw[8:8 + n])
+                h.pop("__metadata__", None)
+                for name, e in sorted(h.items(), key=lambda kv: kv[1]["data_offsets"]):
+                    numel = int(np.prod(e["shape"])) if e["shape"] else 1
+                    f.write("%s\t%s\t[%s]\t%d\n" % (name, e["dtype"],
+                            ",".join(str(d) for d in e["shape"]), numel))
+    esc = lambda s: s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    with safe_open(path("meta.safetensors"), "pt") as f:
+        pass
+    raw = open(path("meta.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    meta = json.loads(raw[8:8 + n])["__metadata__"]
+    with open(path("listing", "meta.tsv"), "w") as f:
+        for k, v in meta.items():
+            f.write("%s\t%s\n" % (esc(k), esc(v)))
+
+
 def gen_expected():
     exp = {}
     for fn in ("dtypes.safetensors", "edge.safetensors", "empty.safetensors",
@@ -474,6 +628,9 @@ def main():
     gen_sd15()
     gen_nonfinite()
     gen_stats()
+    gen_names()
+    gen_modules()
+    gen_listings()
     gen_expected()
     total = 0
     for root, _, files in os.walk(OUT):
