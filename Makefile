@@ -19,7 +19,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -pthread -Ilib \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  += -ljansson -lyaml -lpng -ljpeg -lpcre2-8 -lutf8proc -llapacke \
+LDLIBS  += -ljansson -lyaml -lpng -ljpeg -ldeflate -lpcre2-8 -lutf8proc -llapacke \
            -lopenblas -lz -lm -lpthread
 
 # ---- build flavours ---------------------------------------------------------
@@ -92,9 +92,10 @@ $(O)/tests/%: tests/%.c tests/test.h $(LIB_A)
 # check: the README's test command. Builds the release tools (and so compiles
 # the CUDA backend when nvcc is here), then runs every unit test and tool test
 # against the sanitizer build, then each fuzz target for FUZZ_SECONDS.
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
 check: deps
-	$(MAKE) all cuda-tests
-	$(MAKE) SAN=1 all san-tests
+	$(MAKE) -j$(NPROC) all cuda-tests
+	$(MAKE) -j$(NPROC) SAN=1 all san-tests
 	$(MAKE) fuzz-run
 	@sh tests/run.sh build/san
 

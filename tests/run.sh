@@ -6,6 +6,7 @@
 # Tool tests see: $BIN (folder of the tools under test), $FIXTURES, $SHARED,
 # $TMPDIR (a scratch folder of their own).
 B=${1:-build/san}
+mkdir -p "$B/bin"
 export BIN="$(cd "$B/bin" && pwd)"
 export FIXTURES="$(pwd)/tests/fixtures"
 export SHARED="$(cd .. && pwd)/shared"

@@ -1,0 +1,22 @@
+/* add.cu: the residual out = a + b, elementwise (out may alias a or b: each
+ * element is read and written by the same thread). */
+#include "common.cuh"
+
+/* ---- kernels ---------------------------------------------------------------------- */
+
+__global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		out[i] = a[i] + b[i];
+}
+
+/* ---- launchers ------------------------------------------------------------------------- */
+
+void cuda_add_forward(float *out, const float *a, const float *b, size_t N)
+{
+	if (!N)
+		return;
+	add_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>(out, a, b, N);
+	CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,406 @@
+/* attention.cu: causal self-attention with grouped-query heads, flash style:
+ * the (T, T) score matrix is never stored. The forward keeps one
+ * log-sum-exp per query row, saved (B, NH, T); the backward recomputes the
+ * probabilities from it, tile by tile.
+ *
+ * Layout: q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h reads KV
+ * head h / (NH/NKV). All in fp32 on the CUDA cores (this first version is
+ * written to be checked, not to be fast; tensor-core tiles are next, see
+ * docs/readme-cuda.md).
+ *
+ * One scheme serves all three kernels. A block of 8 warps owns a tile of 32
+ * "own" rows (4 per warp) of one (batch, head) and walks the tiles of 32
+ * "other" rows that the causal mask lets it see, staged in shared memory.
+ * For each own row, lane j scores other row j (a dot product over HS), the
+ * warp combines the 32 scores with shuffles, and each lane accumulates the
+ * output dimensions d = lane, lane + 32, ... (NDL of them) over the 32 other
+ * rows. Rows of shared memory that lanes read one per lane are padded to
+ * HS + 1 floats (no bank conflicts).
+ *
+ *   forward    own = queries, other = keys:   online softmax, o += p·v
+ *   dq         own = queries, other = keys:   dq += scale·dS·k
+ *   dk, dv     own = keys,    other = queries (of every head in the group):
+ *              dv += Pᵀ·dO, dk += scale·dSᵀ·q
+ * with P = exp(q·kᵀ·scale − lse), dS = P ∘ (dO·vᵀ − D), D = rowsum(dO ∘ O)
+ * (a fourth, tiny kernel; D lives in the op's scratch (B, NH, T)). Each
+ * block owns what it writes, so there are no atomics and the result does not
+ * depend on scheduling.
+ */
+#include "common.cuh"
+
+#define WARPS 8
+#define RPW 4                     /* own rows per warp */
+#define TILE (WARPS * RPW)        /* 32: own rows per block, other rows per tile */
+#define MAX_HS 256
+
+/* ---- kernels ---------------------------------------------------------------------- */
+
+__device__ __forceinline__ float dot_sm(const float *a, const float *b, int n)
+{
+	float s = 0.0f;
+	for (int d = 0; d < n; d++)
+		s += a[d] * b[d];
+	return s;
+}
+
+template <int NDL>
+__global__ void __launch_bounds__(WARPS * 32)
+att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+               int T, int NH, int NKV, int HS, float scale)
+{
+	extern __shared__ float sm[];
+	const int HSP = HS + 1;
+	float *Ks = sm, *Vs = Ks + TILE * HSP, *Qs = Vs + TILE * HSP;   /* Qs (TILE, HS) */
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int q0 = blockIdx.x * TILE, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+	const float *qb = q + (size_t)b * T * qs + (size_t)h * HS;
+	const float *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
+	const float *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
+
+	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+		int r = i / HS, d = i % HS, t = q0 + r;
+		Qs[i] = t < T ? qb[(size_t)t * qs + d] : 0.0f;
+	}
+	float o[RPW][NDL], m[RPW], l[RPW];
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++) {
+		m[rr] = -INFINITY;
+		l[rr] = 0.0f;
+#pragma unroll
+		for (int i = 0; i < NDL; i++)
+			o[rr][i] = 0.0f;
+	}
+	int last = min(q0 + TILE, T) - 1;
+	for (int k0 = 0; k0 <= last; k0 += TILE) {
+		__syncthreads();
+		for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+			int j = i / HS, d = i % HS, u = k0 + j;
+			Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
+			Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int rr = 0; rr < RPW; rr++) {
+			int r = warp * RPW + rr, t = q0 + r;
+			if (t >= T || k0 > t)          /* uniform across the warp */
+				continue;
+			int u = k0 + lane;
+			float s = -INFINITY;
+			if (u <= t)
+				s = dot_sm(Qs + r * HS, Ks + lane * HSP, HS) * scale;
+			float mnew = fmaxf(m[rr], warp_max(s));     /* finite: key k0 <= t */
+			float p = u <= t ? expf(s - mnew) : 0.0f;
+			float corr = expf(m[rr] - mnew);            /* 0 on the first tile */
+			l[rr] = l[rr] * corr + warp_sum(p);
+			m[rr] = mnew;
+#pragma unroll
+			for (int i = 0; i < NDL; i++)
+				o[rr][i] *= corr;
+			int jn = min(TILE, t - k0 + 1);
+			for (int j = 0; j < jn; j++) {
+				float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+				for (int i = 0; i < NDL; i++) {
+					int d = lane + 32 * i;
+					if (d < HS)
+						o[rr][i] += pj * Vs[j * HSP + d];
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++) {
+		int t = q0 + warp * RPW + rr;
+		if (t >= T)
+			continue;
+		float inv = 1.0f / l[rr];
+		float *ot = out + (size_t)b * T * qs + (size_t)t * qs + (size_t)h * HS;
+#pragma unroll
+		for (int i = 0; i < NDL; i++) {
+			int d = lane + 32 * i;
+			if (d < HS)
+				ot[d] = o[rr][i] * inv;
+		}
+		if (lane == 0)
+			lse[((size_t)b * NH + h) * T + t] = m[rr] + logf(l[rr]);
+	}
+}
+
+/* D (B, NH, T) = rowsum(dout ∘ out); one warp per (b, t, h) row. */
+__global__ void att_d_kernel(float *D, const float *dout, const float *out, int T, int NH,
+                             int HS, size_t rows)
+{
+	size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
+	int lane = threadIdx.x & 31;
+	if (i >= rows)
+		return;
+	const float *g = dout + i * HS, *o = out + i * HS;
+	float s = 0.0f;
+	for (int d = lane; d < HS; d += 32)
+		s += g[d] * o[d];
+	s = warp_sum(s);
+	size_t b = i / ((size_t)T * NH);
+	int t = (int)((i / NH) % T), h = (int)(i % NH);
+	if (lane == 0)
+		D[(b * NH + h) * T + t] = s;
+}
+
+template <int NDL>
+__global__ void __launch_bounds__(WARPS * 32)
+att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const float *q,
+              const float *k, const float *v, int T, int NH, int NKV, int HS, float scale)
+{
+	extern __shared__ float sm[];
+	const int HSP = HS + 1;
+	float *Ks = sm, *Vs = Ks + TILE * HSP, *Qs = Vs + TILE * HSP, *Gs = Qs + TILE * HS;
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int q0 = blockIdx.x * TILE, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+	size_t qoff = (size_t)b * T * qs + (size_t)h * HS;
+	const float *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
+	const float *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
+	const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
+
+	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+		int r = i / HS, d = i % HS, t = q0 + r;
+		Qs[i] = t < T ? q[qoff + (size_t)t * qs + d] : 0.0f;
+		Gs[i] = t < T ? dout[qoff + (size_t)t * qs + d] : 0.0f;
+	}
+	float acc[RPW][NDL], lt[RPW], dt[RPW];
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++) {
+		int t = q0 + warp * RPW + rr;
+		lt[rr] = t < T ? lrow[t] : 0.0f;
+		dt[rr] = t < T ? drow[t] : 0.0f;
+#pragma unroll
+		for (int i = 0; i < NDL; i++)
+			acc[rr][i] = 0.0f;
+	}
+	int last = min(q0 + TILE, T) - 1;
+	for (int k0 = 0; k0 <= last; k0 += TILE) {
+		__syncthreads();
+		for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+			int j = i / HS, d = i % HS, u = k0 + j;
+			Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
+			Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int rr = 0; rr < RPW; rr++) {
+			int r = warp * RPW + rr, t = q0 + r;
+			if (t >= T || k0 > t)
+				continue;
+			int u = k0 + lane;
+			float ds = 0.0f;
+			if (u <= t) {
+				float s = dot_sm(Qs + r * HS, Ks + lane * HSP, HS) * scale;
+				float dp = dot_sm(Gs + r * HS, Vs + lane * HSP, HS);
+				float p = expf(s - lt[rr]);
+				ds = p * (dp - dt[rr]) * scale;
+			}
+			int jn = min(TILE, t - k0 + 1);
+			for (int j = 0; j < jn; j++) {
+				float dsj = __shfl_sync(0xffffffffu, ds, j);
+#pragma unroll
+				for (int i = 0; i < NDL; i++) {
+					int d = lane + 32 * i;
+					if (d < HS)
+						acc[rr][i] += dsj * Ks[j * HSP + d];
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++) {
+		int t = q0 + warp * RPW + rr;
+		if (t >= T)
+			continue;
+		float *g = dq + qoff + (size_t)t * qs;
+#pragma unroll
+		for (int i = 0; i < NDL; i++) {
+			int d = lane + 32 * i;
+			if (d < HS)
+				g[d] += acc[rr][i];
+		}
+	}
+}
+
+template <int NDL>
+__global__ void __launch_bounds__(WARPS * 32)
+att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *D,
+               const float *q, const float *k, const float *v, int T, int NH, int NKV, int HS,
+               float scale)
+{
+	extern __shared__ float sm[];
+	const int HSP = HS + 1;
+	float *Kr = sm, *Vr = Kr + TILE * HS;                 /* own key rows (TILE, HS) */
+	float *Qs = Vr + TILE * HS, *Gs = Qs + TILE * HSP;    /* query tile (TILE, HSP) */
+	float *Ls = Gs + TILE * HSP, *Ds = Ls + TILE;         /* (TILE) */
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int k0 = blockIdx.x * TILE, b = blockIdx.y / NKV, hk = blockIdx.y % NKV;
+	int rep = NH / NKV;
+	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+	size_t koff = (size_t)b * T * ks + (size_t)hk * HS;
+
+	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+		int r = i / HS, d = i % HS, u = k0 + r;
+		Kr[i] = u < T ? k[koff + (size_t)u * ks + d] : 0.0f;
+		Vr[i] = u < T ? v[koff + (size_t)u * ks + d] : 0.0f;
+	}
+	float ak[RPW][NDL], av[RPW][NDL];
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++)
+#pragma unroll
+		for (int i = 0; i < NDL; i++)
+			ak[rr][i] = av[rr][i] = 0.0f;
+
+	for (int h = hk * rep; h < (hk + 1) * rep; h++) {
+		size_t qoff = (size_t)b * T * qs + (size_t)h * HS;
+		const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
+		for (int q0 = k0; q0 < T; q0 += TILE) {     /* queries before k0 see no own key */
+			__syncthreads();
+			for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+				int j = i / HS, d = i % HS, t = q0 + j;
+				Qs[j * HSP + d] = t < T ? q[qoff + (size_t)t * qs + d] : 0.0f;
+				Gs[j * HSP + d] = t < T ? dout[qoff + (size_t)t * qs + d] : 0.0f;
+			}
+			for (int j = threadIdx.x; j < TILE; j += blockDim.x) {
+				int t = q0 + j;
+				Ls[j] = t < T ? lrow[t] : 0.0f;
+				Ds[j] = t < T ? drow[t] : 0.0f;
+			}
+			__syncthreads();
+#pragma unroll
+			for (int rr = 0; rr < RPW; rr++) {
+				int r = warp * RPW + rr, u = k0 + r;
+				if (u >= T || q0 + TILE - 1 < u)   /* uniform across the warp */
+					continue;
+				int t = q0 + lane;
+				float p = 0.0f, ds = 0.0f;
+				if (t < T && t >= u) {
+					float s = dot_sm(Qs + lane * HSP, Kr + r * HS, HS) * scale;
+					float dp = dot_sm(Gs + lane * HSP, Vr + r * HS, HS);
+					p = expf(s - Ls[lane]);
+					ds = p * (dp - Ds[lane]) * scale;
+				}
+				int j0 = max(0, u - q0), jn = min(TILE, T - q0);
+				for (int j = j0; j < jn; j++) {
+					float pj = __shfl_sync(0xffffffffu, p, j);
+					float dsj = __shfl_sync(0xffffffffu, ds, j);
+#pragma unroll
+					for (int i = 0; i < NDL; i++) {
+						int d = lane + 32 * i;
+						if (d < HS) {
+							av[rr][i] += pj * Gs[j * HSP + d];
+							ak[rr][i] += dsj * Qs[j * HSP + d];
+						}
+					}
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int rr = 0; rr < RPW; rr++) {
+		int u = k0 + warp * RPW + rr;
+		if (u >= T)
+			continue;
+		float *gk = dk + koff + (size_t)u * ks, *gv = dv + koff + (size_t)u * ks;
+#pragma unroll
+		for (int i = 0; i < NDL; i++) {
+			int d = lane + 32 * i;
+			if (d < HS) {
+				gk[d] += ak[rr][i];
+				gv[d] += av[rr][i];
+			}
+		}
+	}
+}
+
+/* ---- launchers ------------------------------------------------------------------------- */
+
+size_t cuda_attention_saved_floats(int B, int T, int NH)
+{
+	return (size_t)B * NH * T;          /* the log-sum-exp of each query row */
+}
+
+size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS)
+{
+	(void)HS;
+	return (size_t)B * NH * T;          /* D = rowsum(dout ∘ out) */
+}
+
+/* Shared memory above 48 KiB needs a per-kernel opt-in, asked for once per
+ * kernel and size (*smem_set: the largest size already allowed). */
+template <typename F>
+static void smem_optin(F kernel, size_t smem, int *smem_set)
+{
+	if ((int)smem > *smem_set) {
+		CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+		                                (int)smem));
+		*smem_set = (int)smem;
+	}
+}
+
+#define NDL_DISPATCH(HS, NDL, ...) do { \
+	LORA_ASSERT((HS) > 0 && (HS) <= MAX_HS); \
+	if ((HS) <= 32) { const int NDL = 1; __VA_ARGS__; } \
+	else if ((HS) <= 64) { const int NDL = 2; __VA_ARGS__; } \
+	else if ((HS) <= 128) { const int NDL = 4; __VA_ARGS__; } \
+	else { const int NDL = 8; __VA_ARGS__; } } while (0)
+
+/* One "smem limit already set" slot per kernel and NDL. */
+static int smem_fwd[4], smem_dq[4], smem_dkv[4];
+static int ndl_slot(int ndl) { return ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3; }
+
+void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
+                            const float *v, int B, int T, int NH, int NKV, int HS)
+{
+	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
+	if (B <= 0 || T <= 0)
+		return;
+	float scale = 1.0f / sqrtf((float)HS);
+	dim3 grid((T + TILE - 1) / TILE, B * NH);
+	size_t smem = (2 * (size_t)TILE * (HS + 1) + (size_t)TILE * HS) * sizeof(float);
+	NDL_DISPATCH(HS, NDL,
+		smem_optin(att_fwd_kernel<NDL>, smem, &smem_fwd[ndl_slot(NDL)]);
+		att_fwd_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+			out, saved, q, k, v, T, NH, NKV, HS, scale));
+	CUDA_LAUNCH_CHECK();
+}
+
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                             const float *saved, const float *q, const float *k, const float *v,
+                             const float *out, int B, int T, int NH, int NKV, int HS,
+                             float *scratch)
+{
+	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
+	if (B <= 0 || T <= 0)
+		return;
+	float scale = 1.0f / sqrtf((float)HS);
+	float *D = scratch;
+	size_t rows = (size_t)B * T * NH;
+	att_d_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
+		D, dout, out, T, NH, HS, rows);
+	CUDA_LAUNCH_CHECK();
+	if (dq) {
+		dim3 grid((T + TILE - 1) / TILE, B * NH);
+		size_t smem = (2 * (size_t)TILE * (HS + 1) + 2 * (size_t)TILE * HS) * sizeof(float);
+		NDL_DISPATCH(HS, NDL,
+			smem_optin(att_dq_kernel<NDL>, smem, &smem_dq[ndl_slot(NDL)]);
+			att_dq_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+				dq, dout, saved, D, q, k, v, T, NH, NKV, HS, scale));
+		CUDA_LAUNCH_CHECK();
+	}
+	if (dk || dv) {
+		LORA_ASSERT(dk && dv);         /* the model always wants both or neither */
+		dim3 grid((T + TILE - 1) / TILE, B * NKV);
+		size_t smem = (2 * (size_t)TILE * HS + 2 * (size_t)TILE * (HS + 1) + 2 * TILE)
+		              * sizeof(float);
+		NDL_DISPATCH(HS, NDL,
+			smem_optin(att_dkv_kernel<NDL>, smem, &smem_dkv[ndl_slot(NDL)]);
+			att_dkv_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+				dk, dv, dout, saved, D, q, k, v, T, NH, NKV, HS, scale));
+		CUDA_LAUNCH_CHECK();
+	}
+}

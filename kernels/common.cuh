@@ -1,0 +1,170 @@
+/* common.cuh: what every kernels/X.cu file shares: the C headers of lib/
+ * (wrapped in extern "C"), error checks that report file:line, the backend's
+ * one stream and cuBLAS handle, a grow-only workspace, weight loads for any
+ * weight dtype, the dropout draw on the device, and warp/block reductions.
+ *
+ * Conventions (STYLE.md rule 9): each op file has its kernels in one section
+ * and its launchers in another. A launcher keeps the CPU reference's argument
+ * list (lib/backend.h) and launches on cuda_stream(); every launch is followed
+ * by CUDA_LAUNCH_CHECK(). Ops do not fail: a CUDA error inside an op is a
+ * broken invariant and aborts with the file, line and CUDA's message.
+ */
+#ifndef LORA_KERNELS_COMMON_CUH
+#define LORA_KERNELS_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "backend.h"     /* lora_backend, LORA_IGNORE_INDEX */
+#include "dtype.h"       /* lora_dtype, lora_convert */
+#include "util.h"        /* lora_err, LORA_ASSERT */
+}
+
+/* ---- error checks -------------------------------------------------------------- */
+
+void cuda_fail(const char *what, const char *msg, const char *file, int line)
+	__attribute__((noreturn));
+
+#define CUDA_CHECK(x) do { cudaError_t e_ = (x); \
+	if (e_ != cudaSuccess) cuda_fail(#x, cudaGetErrorString(e_), __FILE__, __LINE__); } while (0)
+#define CUBLAS_CHECK(x) do { cublasStatus_t s_ = (x); \
+	if (s_ != CUBLAS_STATUS_SUCCESS) cuda_fail(#x, cublasGetStatusString(s_), __FILE__, __LINE__); } while (0)
+/* After every kernel launch: launch errors (bad configuration, no kernel
+ * image for this GPU) surface here rather than at the next sync. */
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+/* ---- backend state (kernels/backend_cuda.cu) -------------------------------------- */
+
+cudaStream_t cuda_stream(void);
+cublasHandle_t cuda_blas(void);
+/* A device buffer of at least `bytes`, owned by the backend, reused by every
+ * op that needs temporary memory the op-layer signature has no scratch
+ * argument for (the bf16 copies of activations in linear.cu). It grows on
+ * first use to the largest size asked for and then stays: a training step
+ * after the first allocates nothing. Counted in mem_info. Valid until the
+ * next call (ops are ordered on the one stream). */
+void *cuda_workspace(size_t bytes);
+
+/* ---- sizes ------------------------------------------------------------------------------ */
+
+static inline unsigned cuda_blocks(size_t n, unsigned threads)
+{
+	size_t b = (n + threads - 1) / threads;
+	if (b > 65536u * 16u)        /* grid-stride loops cover the rest */
+		b = 65536u * 16u;
+	return b ? (unsigned)b : 1u;
+}
+
+/* ---- weight loads ------------------------------------------------------------------------
+ * Ops that read a weight are templates on its element type W and launched
+ * through WDTYPE_DISPATCH(wdt, W, stmt): float (F32, trainable), __nv_bfloat16
+ * (BF16, the default frozen type) or __half (F16, precision: fp16). */
+
+__device__ __forceinline__ float ldw(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ldw(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ldw(const __half *p, size_t i) { return __half2float(p[i]); }
+
+#define WDTYPE_DISPATCH(wdt, W, ...) do { \
+	switch (wdt) { \
+	case LORA_DTYPE_F32:  { typedef float W; __VA_ARGS__; break; } \
+	case LORA_DTYPE_BF16: { typedef __nv_bfloat16 W; __VA_ARGS__; break; } \
+	case LORA_DTYPE_F16:  { typedef __half W; __VA_ARGS__; break; } \
+	default: LORA_ASSERT(!"weight dtype not F32, BF16 or F16"); } } while (0)
+
+/* ---- the dropout draw ------------------------------------------------------------------------
+ * The device twin of lora_dropout_u (backend.h): same constants, same bits. */
+__device__ __forceinline__ float dropout_u(uint64_t seed, uint64_t i)
+{
+	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	z ^= z >> 31;
+	return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ---- reductions ---------------------------------------------------------------------------------- */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* Sum over a block of blockDim.x threads (a multiple of 32, at most 1024);
+ * every thread gets the result. sh: 32 floats of shared memory. */
+__device__ __forceinline__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	v = warp_sum(v);
+	__syncthreads();             /* sh may be in use by a previous call */
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : 0.0f;
+	return warp_sum(v);
+}
+
+/* ---- the launchers, one file each (called by backend_cuda.cu) ------------------------------- */
+
+void cuda_embedding_forward(float *out, const int32_t *ids, const void *wte, lora_dtype wdt, int N, int C);
+void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int N, int C);
+void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const void *w,
+                          lora_dtype wdt, int N, int C, float eps);
+void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                           const void *w, lora_dtype wdt, const float *rstd, int N, int C);
+void cuda_linear_forward(float *out, const float *inp, const void *w, const void *bias,
+                         lora_dtype wdt, int N, int C, int OC);
+void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                          const float *inp, const void *w, lora_dtype wdt, int N, int C, int OC);
+void cuda_lora_forward(float *out, float *h, const float *inp, const float *A, const float *B,
+                       float scale, float p, uint64_t seed, int N, int C, int OC, int r,
+                       float *scratch);
+void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
+                        const float *h, const float *A, const float *B, float scale, float p,
+                        uint64_t seed, int N, int C, int OC, int r, float *scratch);
+void cuda_rope_forward(float *x, const float *fc, const float *fs, int B, int T, int NH, int HS);
+void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);
+size_t cuda_attention_saved_floats(int B, int T, int NH);
+size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS);
+void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
+                            const float *v, int B, int T, int NH, int NKV, int HS);
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                             const float *saved, const float *q, const float *k, const float *v,
+                             const float *out, int B, int T, int NH, int NKV, int HS,
+                             float *scratch);
+void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t N);
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                          const float *up, size_t N);
+void cuda_add_forward(float *out, const float *a, const float *b, size_t N);
+void cuda_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                               int N, int V);
+void cuda_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                                float dloss, int N, int V);
+void cuda_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                       float beta1, float beta2, float eps, float wd, double bc1, double bc2);
+double cuda_sumsq(const float *x, size_t n);
+void cuda_scale(float *x, float s, size_t n);
+
+/* linear.cu's row-major GEMM, shared with lora.cu: C (M, N) = alpha ·
+ * op(A) · op(B) + beta · C, exactly cblas_sgemm(CblasRowMajor, ...)'s
+ * meaning, all F32 with F32 accumulation (no TF32). */
+void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *B, int ldb, float beta,
+                   float *C, int ldc);
+
+#endif

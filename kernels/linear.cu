@@ -1,0 +1,174 @@
+/* linear.cu: out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias, and its backward,
+ * through cuBLAS (cublasGemmEx; cuBLAS picks its cuBLASLt kernels).
+ *
+ * Decision (first version): activations are fp32 in the op layer, and cuBLAS
+ * has no bf16 × fp32 product, so for a BF16/F16 weight the op converts the
+ * fp32 activation (inp in the forward, dout in the backward) to the weight's
+ * dtype in the backend workspace (cuda_workspace) and runs a bf16 × bf16
+ * GEMM with fp32 accumulation and an fp32 output. Cost: one extra read of
+ * the fp32 activation and a write of half its size per GEMM; error: the
+ * activation is rounded once to bf16 (relative 2^-9 per product), which is
+ * what PyTorch's bf16 autocast does too. The conversion goes in row chunks
+ * of at most WS_BYTES, so the workspace stays 64 MiB even for the lm_head's
+ * (N, V) gradient; a chunk of >= 1024 rows keeps each GEMM large. F32 weights (full fine-tuning,
+ * precision: fp32) use a plain fp32 GEMM (CUBLAS_COMPUTE_32F: no TF32).
+ * dw is only ever requested for trainable (F32) weights.
+ * Later: keep activations bf16 end to end, and fold the bias (cuBLASLt
+ * epilogue) and the LoRA branch into the GEMM.
+ */
+#include "common.cuh"
+
+#define WS_BYTES ((size_t)64 << 20)   /* bf16 copy of one row chunk */
+
+/* ---- kernels ----------------------------------------------------------------------- */
+
+template <typename W>
+__device__ __forceinline__ W from_f32(float x);
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __half from_f32(float x) { return __float2half_rn(x); }
+
+template <typename W>
+__global__ void convert_kernel(W *dst, const float *src, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		dst[i] = from_f32<W>(src[i]);
+}
+
+/* out (N, OC) += bias (OC) */
+template <typename W>
+__global__ void bias_add_kernel(float *out, const W *bias, size_t N, int OC)
+{
+	size_t n = N * (size_t)OC;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		out[i] += ldw(bias, i % OC);
+}
+
+/* dbias (OC) += column sums of dout (N, OC): one thread per column, rows
+ * split over blockIdx.y with an atomic add per (column, row chunk). */
+__global__ void bias_grad_kernel(float *dbias, const float *dout, int N, int OC, int rows)
+{
+	int o = blockIdx.x * blockDim.x + threadIdx.x;
+	if (o >= OC)
+		return;
+	int n0 = blockIdx.y * rows, n1 = min(N, n0 + rows);
+	float s = 0;
+	for (int n = n0; n < n1; n++)
+		s += dout[(size_t)n * OC + o];
+	atomicAdd(&dbias[o], s);
+}
+
+/* ---- GEMM helpers ------------------------------------------------------------------------ */
+
+static cudaDataType_t cuda_type(lora_dtype dt)
+{
+	switch (dt) {
+	case LORA_DTYPE_F32: return CUDA_R_32F;
+	case LORA_DTYPE_BF16: return CUDA_R_16BF;
+	case LORA_DTYPE_F16: return CUDA_R_16F;
+	default: LORA_ASSERT(!"weight dtype not F32, BF16 or F16");
+	}
+	return CUDA_R_32F;
+}
+
+/* Row-major C (M, N) = alpha · op(A) · op(B) + beta · C with C in F32 and A,
+ * B of type ab: the column-major product Cᵀ = op(B)ᵀ · op(A)ᵀ, which in
+ * cuBLAS's terms is gemm(opB, opA, N, M, K, B, A) with the same flags. */
+static void gemm_rm(int transA, int transB, int M, int N, int K, float alpha,
+                    const void *A, int lda, const void *B, int ldb, cudaDataType_t ab,
+                    float beta, float *C, int ldc)
+{
+	if (M <= 0 || N <= 0)
+		return;
+	if (K <= 0) {            /* nothing to multiply: C = beta · C */
+		LORA_ASSERT(beta == 0.0f || beta == 1.0f);
+		if (beta == 0.0f)
+			for (int m = 0; m < M; m++)
+				CUDA_CHECK(cudaMemsetAsync(C + (size_t)m * ldc, 0, N * sizeof(float),
+				                           cuda_stream()));
+		return;
+	}
+	CUBLAS_CHECK(cublasGemmEx(cuda_blas(),
+	                          transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+	                          transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+	                          N, M, K, &alpha, B, ab, ldb, A, ab, lda,
+	                          &beta, C, CUDA_R_32F, ldc,
+	                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *B, int ldb, float beta,
+                   float *C, int ldc)
+{
+	gemm_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, CUDA_R_32F, beta, C, ldc);
+}
+
+/* Convert n floats of x to the weight's dtype in dst. */
+static void convert(void *dst, const float *x, size_t n, lora_dtype wdt)
+{
+	if (wdt == LORA_DTYPE_BF16)
+		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
+			(__nv_bfloat16 *)dst, x, n);
+	else
+		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>((__half *)dst, x, n);
+	CUDA_LAUNCH_CHECK();
+}
+
+/* Row-major C (M, N) = A (M, K) · op(w) + beta · C where A is an fp32
+ * activation and w a weight of dtype wdt (op(w) = wᵀ when transW): for F32
+ * one GEMM; else A is converted to wdt in chunks of rows that fit WS_BYTES,
+ * one GEMM per chunk. */
+static void gemm_act_w(int transW, int M, int N, int K, const float *A, const void *w,
+                       int ldw, lora_dtype wdt, float beta, float *C)
+{
+	if (wdt == LORA_DTYPE_F32 || M <= 0 || K <= 0) {
+		gemm_rm(0, transW, M, N, K, 1.0f, A, K, w, ldw, cuda_type(wdt), beta, C, N);
+		return;
+	}
+	size_t rows = WS_BYTES / 2 / (size_t)K;
+	if (rows < 1024)
+		rows = 1024;              /* a huge K: a larger workspace, not tiny GEMMs */
+	if (rows > (size_t)M)
+		rows = M;
+	void *ws = cuda_workspace(rows * (size_t)K * 2);
+	for (size_t m0 = 0; m0 < (size_t)M; m0 += rows) {
+		int mc = (int)((size_t)M - m0 < rows ? (size_t)M - m0 : rows);
+		convert(ws, A + m0 * K, (size_t)mc * K, wdt);
+		gemm_rm(0, transW, mc, N, K, 1.0f, ws, K, w, ldw, cuda_type(wdt), beta,
+		        C + m0 * N, N);
+	}
+}
+
+/* ---- launchers ---------------------------------------------------------------------------------- */
+
+void cuda_linear_forward(float *out, const float *inp, const void *w, const void *bias,
+                         lora_dtype wdt, int N, int C, int OC)
+{
+	gemm_act_w(1, N, OC, C, inp, w, C, wdt, 0.0f, out);
+	if (bias) {
+		size_t n = (size_t)N * OC;
+		WDTYPE_DISPATCH(wdt, W,
+			bias_add_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
+				out, (const W *)bias, (size_t)N, OC));
+		CUDA_LAUNCH_CHECK();
+	}
+}
+
+void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                          const float *inp, const void *w, lora_dtype wdt, int N, int C, int OC)
+{
+	if (dinp) {     /* (N, C) += (N, OC) · (OC, C) */
+		gemm_act_w(0, N, C, OC, dout, w, C, wdt, 1.0f, dinp);
+	}
+	if (dw) {       /* (OC, C) += (N, OC)ᵀ · (N, C); trainable weights are F32 */
+		LORA_ASSERT(wdt == LORA_DTYPE_F32);
+		gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, CUDA_R_32F, 1.0f, dw, C);
+	}
+	if (dbias && N > 0) {
+		const int rows = 256;
+		dim3 grid((OC + 255) / 256, (N + rows - 1) / rows);
+		bias_grad_kernel<<<grid, 256, 0, cuda_stream()>>>(dbias, dout, N, OC, rows);
+		CUDA_LAUNCH_CHECK();
+	}
+}

@@ -1,0 +1,240 @@
+/* backend.h: the op layer. Every tensor operation the models use, forward and
+ * backward, as a table of function pointers chosen once per run.
+ *
+ *     const lora_backend *be = lora_backend_get("auto");   // "cpu", "cuda", "cuda:1"
+ *     if (!be) die("%s", lora_errmsg());
+ *     float *x = be->alloc(N * C * sizeof(float));          // backend memory
+ *     be->upload(x, host, N * C * sizeof(float));
+ *     be->rmsnorm_forward(y, rstd, x, w, be->wdtype, N, C, 1e-5f);
+ *
+ * Style (llm.c): every op takes raw pointers plus sizes; shapes are written
+ * in each comment as (B, T, C) etc., row-major, last index fastest. There is
+ * no tensor struct and no autograd graph: a model calls X_forward in order
+ * and X_backward in reverse order, keeping what the backward needs.
+ *
+ * ---- Decisions -------------------------------------------------------------
+ *
+ * Memory. Every pointer an op receives is backend memory from be->alloc (on
+ * the CPU backend that is plain host memory; on CUDA device memory). Token
+ * ids and targets are backend memory too (int32). Host code moves data with
+ * upload/download. Scalars (sizes, eps, scale) are passed by value.
+ *
+ * Dtypes. ACTIVATIONS and GRADIENTS are always fp32 (float *). TRAINABLE
+ * tensors (LoRA A/B, every weight in full fine-tuning, AdamW moments) are
+ * always fp32. FROZEN WEIGHTS are backend-owned buffers in be->wdtype: F32 on
+ * the CPU, BF16 (or F16, per `precision`) on CUDA. Because a weight can be
+ * frozen (wdtype) or trainable (F32) in the same run, every op that reads a
+ * weight takes `const void *w` plus its `lora_dtype wdt`. A backend asserts
+ * on a dtype it does not implement (the CPU backend implements F32 only; the
+ * model never hands it anything else). A backend with a faster internal
+ * activation type (CUDA bf16) converts inside the op; the signatures stay.
+ *
+ * Gradients ACCUMULATE: every X_backward does `dinp += ...` and
+ * `dweight += ...`, so a tensor read by two ops (the residual stream, a tied
+ * embedding) just gets both contributions; the caller zeroes gradient
+ * buffers before the backward pass (be->zero). A NULL gradient pointer means
+ * "not needed" (a frozen weight, or the input of the first layer) and that
+ * work is skipped entirely: backward through a frozen linear is one matmul.
+ * Exceptions are marked (crossentropy_backward writes, may be in place).
+ *
+ * In-place. Marked per op ("out may alias inp").
+ *
+ * State an op saves for its backward (rmsnorm's rstd, attention's softmax
+ * rows, LoRA's r-sized intermediate) is a caller-provided buffer whose size
+ * the op documents; attention's size is backend-defined (the CPU keeps the
+ * (B, NH, T, T) probabilities, CUDA a flash-style (B, NH, T) log-sum-exp),
+ * so callers ask be->attention_saved_floats. Ops that need temporary memory
+ * take a `scratch` buffer of a documented size: there are no allocations
+ * inside ops, so a training step does no malloc at all.
+ *
+ * Threads. The CPU backend threads matmuls through OpenBLAS and the other
+ * ops through lora_parallel_for with lora_nthreads() threads. Results are
+ * deterministic for a given thread count.
+ *
+ * Adding an op: add the pointer pair here with its shape comment, write the
+ * reference in lib/ops_cpu.c (plain loops first; then speed), add a torch
+ * autograd case to tests/gen/gen_ops.py and a check to tests/test-ops.c, and
+ * (later) the kernel in kernels/. Model code then calls be->X_forward.
+ *
+ * Image models (next) add ops in the same shape: conv2d (NCHW, weight
+ * (OC, C/groups, kh, kw) + wdt), group_norm (N, C, HW with saved mean/rstd),
+ * and cross-attention as attention with separate query/key lengths and no
+ * causal mask; LoRA on convs reuses lora_forward on im2col'd rows.
+ *
+ * Ownership: the backend tables are static; nothing to free. Failure:
+ * lora_backend_get returns NULL + lora_err for an unknown device or a CUDA
+ * device that cannot be opened; alloc returns NULL + lora_err when out of
+ * memory (the model turns that into a message with the sizes). Ops do not
+ * fail; they assert on broken invariants.
+ */
+#ifndef LORA_BACKEND_H
+#define LORA_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+#include "dtype.h"       /* lora_dtype */
+
+#define LORA_IGNORE_INDEX (-100)   /* target that contributes no loss */
+
+typedef struct lora_backend lora_backend;
+struct lora_backend {
+	const char *name;          /* "cpu", "cuda:0" */
+	lora_dtype wdtype;         /* dtype of frozen weight buffers */
+	int is_host;               /* 1 when alloc'ed memory is host memory */
+
+	/* ---- memory --------------------------------------------------------- */
+	void *(*alloc)(size_t bytes);               /* zeroed; NULL + lora_err on OOM */
+	void (*free)(void *p);                      /* NULL ok */
+	void (*upload)(void *dst, const void *host_src, size_t bytes);
+	void (*download)(void *host_dst, const void *src, size_t bytes);
+	void (*copy)(void *dst, const void *src, size_t bytes);   /* backend to backend */
+	void (*zero)(void *p, size_t bytes);
+	/* Convert n host f32 values into a backend buffer of dtype dt (F32 or
+	 * the backend's wdtype). */
+	void (*upload_f32)(void *dst, lora_dtype dt, const float *host_src, size_t n);
+	void (*sync)(void);                         /* wait for queued work */
+	/* Bytes allocated now / at most since start, and the device's capacity
+	 * (CPU: physical RAM). */
+	void (*mem_info)(size_t *used, size_t *peak, size_t *capacity);
+
+	/* ---- embedding --------------------------------------------------------
+	 * out (N, C) = wte[ids[n]]; wte (V, C). ids outside [0, V) assert.
+	 * backward: dwte (V, C) += dout rows (dwte is F32, trainable only). */
+	void (*embedding_forward)(float *out, const int32_t *ids, const void *wte,
+	                          lora_dtype wdt, int N, int C);
+	void (*embedding_backward)(float *dwte, const float *dout, const int32_t *ids,
+	                           int N, int C);
+
+	/* ---- RMSNorm ----------------------------------------------------------
+	 * out (N, C) = inp * rstd * w, rstd (N) = 1/sqrt(mean(inp^2) + eps) saved.
+	 * backward: dinp (N, C) +=, dw (C) += (NULL: frozen). */
+	void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
+	                        const void *w, lora_dtype wdt, int N, int C, float eps);
+	void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout,
+	                         const float *inp, const void *w, lora_dtype wdt,
+	                         const float *rstd, int N, int C);
+
+	/* ---- linear (matmul) ----------------------------------------------------
+	 * out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias (OC)   (bias may be NULL;
+	 * bias has the weight's dtype). out is overwritten.
+	 * backward: dinp (N, C) += dout·w; dw (OC, C) += doutᵀ·inp; dbias (OC) +=
+	 * column sums. Each of dinp, dw, dbias may be NULL (skipped). */
+	void (*linear_forward)(float *out, const float *inp, const void *w,
+	                       const void *bias, lora_dtype wdt, int N, int C, int OC);
+	void (*linear_backward)(float *dinp, float *dw, float *dbias, const float *dout,
+	                        const float *inp, const void *w, lora_dtype wdt,
+	                        int N, int C, int OC);
+
+	/* ---- LoRA branch -------------------------------------------------------
+	 * out (N, OC) += scale · (drop(inp) · Aᵀ) · Bᵀ with A (r, C), B (OC, r) F32;
+	 * h (N, r) = drop(inp)·Aᵀ is saved. drop() zeroes element i of inp (the
+	 * flat index n*C + c) when lora_dropout_u(seed, i) < p and scales the
+	 * rest by 1/(1-p); p = 0 is the identity. The mask is recomputed from
+	 * (seed, i), never stored. scratch: N*C floats when p > 0, else unused.
+	 * backward: dA (r, C) +=, dB (OC, r) +=, dinp (N, C) += (NULL: skip).
+	 * scratch: N*r + N*C floats (N*r when p = 0). */
+	void (*lora_forward)(float *out, float *h, const float *inp, const float *A,
+	                     const float *B, float scale, float p, uint64_t seed,
+	                     int N, int C, int OC, int r, float *scratch);
+	void (*lora_backward)(float *dinp, float *dA, float *dB, const float *dout,
+	                      const float *inp, const float *h, const float *A,
+	                      const float *B, float scale, float p, uint64_t seed,
+	                      int N, int C, int OC, int r, float *scratch);
+
+	/* ---- RoPE (HF rotate_half layout) -------------------------------------
+	 * x (B, T, NH, HS) rotated in place: for j < HS/2 at position t,
+	 * x[j] = x[j]·cos − x[j+HS/2]·sin, x[j+HS/2] = x[j+HS/2]·cos + x[j]·sin
+	 * with cos/sin = freqs_cos/freqs_sin (T, HS/2) (lora_rope_table).
+	 * backward: dx rotated by the negative angle, in place (the one op
+	 * whose backward overwrites: dx holds dout on entry, dinp on return). */
+	void (*rope_forward)(float *x, const float *freqs_cos, const float *freqs_sin,
+	                     int B, int T, int NH, int HS);
+	void (*rope_backward)(float *dx, const float *freqs_cos, const float *freqs_sin,
+	                      int B, int T, int NH, int HS);
+
+	/* ---- causal self-attention with grouped-query heads -----------------------
+	 * q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h uses KV head
+	 * h / (NH/NKV). out (B, T, NH, HS) = softmax(q·kᵀ/sqrt(HS) + causal mask)·v.
+	 * saved: attention_saved_floats(B, T, NH) floats kept for the backward.
+	 * backward: dq, dk, dv +=. scratch: attention_scratch_floats(B, T, NH, HS). */
+	size_t (*attention_saved_floats)(int B, int T, int NH);
+	size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+	void (*attention_forward)(float *out, float *saved, const float *q, const float *k,
+	                          const float *v, int B, int T, int NH, int NKV, int HS);
+	void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
+	                           const float *saved, const float *q, const float *k,
+	                           const float *v, const float *out, int B, int T,
+	                           int NH, int NKV, int HS, float *scratch);
+
+	/* ---- SwiGLU ---------------------------------------------------------------
+	 * out (N) = silu(gate) * up, silu(x) = x·sigmoid(x). out is overwritten.
+	 * backward: dgate +=, dup +=. */
+	void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t N);
+	void (*swiglu_backward)(float *dgate, float *dup, const float *dout,
+	                        const float *gate, const float *up, size_t N);
+
+	/* ---- residual -------------------------------------------------------------
+	 * out (N) = a + b (out may alias a or b). Its backward is "pass dout to
+	 * both", which the += convention makes a no-op for the caller. */
+	void (*add_forward)(float *out, const float *a, const float *b, size_t N);
+
+	/* ---- softmax cross-entropy over the vocabulary --------------------------------
+	 * losses (N) = -log softmax(logits (N, V))[targets[n]], 0 where
+	 * targets[n] == LORA_IGNORE_INDEX. The mean is the caller's (sum / count).
+	 * backward WRITES dlogits (N, V) = dloss · (softmax − onehot), rows of
+	 * ignored targets zero; dlogits may alias logits (in place). */
+	void (*crossentropy_forward)(float *losses, const float *logits,
+	                             const int32_t *targets, int N, int V);
+	void (*crossentropy_backward)(float *dlogits, const float *logits,
+	                              const int32_t *targets, float dloss, int N, int V);
+
+	/* ---- optimizer helpers (over flat f32 buffers) ----------------------------------
+	 * adamw: one torch.optim.AdamW step (single-tensor form) on n values:
+	 * p -= lr·wd·p; m = lerp(m, g, 1-b1); v = b2·v + (1-b2)·g²;
+	 * p -= (lr/bc1) · m / (sqrt(v)/sqrt(bc2) + eps), bc = 1 - beta^t.
+	 * sumsq returns Σ x² (accumulated in double; synchronises).
+	 * scale: x *= s. */
+	void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n,
+	                     float lr, float beta1, float beta2, float eps, float wd,
+	                     double bc1, double bc2);
+	double (*sumsq)(const float *x, size_t n);
+	void (*scale)(float *x, float s, size_t n);
+};
+
+/* Pick the backend for device "cpu", "cuda", "cuda:N" or "auto" (NULL is
+ * "auto"). "auto" uses CUDA when it is compiled in and a GPU answers, else
+ * the CPU with one notice on stderr. NULL + lora_err for a bad name or a
+ * CUDA device that is absent. The result is static: do not free. */
+const lora_backend *lora_backend_get(const char *device);
+
+/* The CPU reference backend (lib/ops_cpu.c). */
+const lora_backend *lora_backend_cpu(void);
+/* The CUDA backend (kernels/), device index dev; NULL + lora_err if none.
+ * Defined only in a CUDA build; backend.c is the one place that calls it. */
+const lora_backend *lora_backend_cuda(int dev);
+
+/* The dropout draw shared by every backend: a uniform float in [0, 1) from
+ * (seed, i) by the splitmix64 finaliser (counter based, so any element can
+ * be recomputed in any order on any device). */
+static inline float lora_dropout_u(uint64_t seed, uint64_t i)
+{
+	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	z ^= z >> 31;
+	return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* RoPE tables: cos/sin (T, HS/2) on the host for positions 0..T-1, with
+ * inv_freq[i] = theta^(-2i/HS) adjusted by llama3 scaling when factor > 0
+ * (FORMATS.md §5.5: factor, low_freq_factor, high_freq_factor,
+ * original_max_position_embeddings). Angles are computed as HF does: the
+ * float32 inv_freq times the float32 position, then cos/sin in float32. */
+typedef struct {
+	float theta;
+	float factor;            /* 0: no scaling; else llama3 scaling */
+	float low_freq_factor, high_freq_factor;
+	int original_max_pos;
+} lora_rope_params;
+void lora_rope_table(float *cos_out, float *sin_out, int T, int HS, const lora_rope_params *rp);
+
+#endif

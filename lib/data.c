@@ -1,0 +1,466 @@
+/* data.c: see data.h. */
+#include "data.h"
+#include "backend.h"            /* LORA_IGNORE_INDEX */
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>            /* json_loadb for .jsonl lines */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- random numbers ------------------------------------------------------------ */
+
+uint64_t lora_splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+static uint64_t below(uint64_t *s, uint64_t k)
+{
+	return (uint64_t)(((unsigned __int128)lora_splitmix64(s) * k) >> 64);
+}
+
+static void shuffle(int *a, int n, uint64_t state)
+{
+	for (int i = n - 1; i > 0; i--) {
+		int j = (int)below(&state, (uint64_t)i + 1);
+		int t = a[i];
+		a[i] = a[j];
+		a[j] = t;
+	}
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+	return (x > y) - (x < y);
+}
+
+/* ---- building examples ----------------------------------------------------------- */
+
+typedef struct {
+	lora_dataset *d;
+	const lora_data_opts *o;
+	int bos, eos;
+	/* the current example being built */
+	int32_t *ids;
+	uint8_t *tgt;
+	int n, cap;
+} builder;
+
+static void push(builder *b, int32_t id, int target)
+{
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 256;
+		b->ids = lora_xrealloc(b->ids, (size_t)b->cap * sizeof *b->ids);
+		b->tgt = lora_xrealloc(b->tgt, (size_t)b->cap);
+	}
+	b->ids[b->n] = id;
+	b->tgt[b->n] = (uint8_t)target;
+	b->n++;
+}
+
+/* Finish the current example: cut, drop, or store it. */
+static void emit(builder *b)
+{
+	lora_dataset *d = b->d;
+	int n = b->n;
+	b->n = 0;
+	if (n > b->o->max_seq_length) {
+		n = b->o->max_seq_length;
+		d->ntruncated++;
+	}
+	int ntgt = 0;
+	for (int i = 1; i < n; i++)
+		ntgt += b->tgt[i];
+	if (n < 2 || !ntgt) {
+		d->ndropped++;
+		return;
+	}
+	if (d->n % 1024 == 0)
+		d->ex = lora_xrealloc(d->ex, ((size_t)d->n + 1024) * sizeof *d->ex);
+	lora_example *e = &d->ex[d->n++];
+	e->n = n;
+	e->ids = lora_xmalloc((size_t)n * sizeof *e->ids);
+	e->target = lora_xmalloc((size_t)n);
+	memcpy(e->ids, b->ids, (size_t)n * sizeof *e->ids);
+	memcpy(e->target, b->tgt, (size_t)n);
+	if (n > d->max_len)
+		d->max_len = n;
+	d->ntokens += (size_t)n;
+	d->ntargets += (size_t)ntgt;
+}
+
+static int encode(builder *b, const char *path, long line, const char *s, size_t len, int target)
+{
+	int32_t *ids;
+	size_t n;
+	if (lora_tokenizer_encode(b->o->tok, s, len, 0, &ids, &n) < 0) {
+		if (line)
+			return lora_err("'%s': line %ld: %s", path, line, lora_errmsg());
+		return lora_err("'%s': %s", path, lora_errmsg());
+	}
+	for (size_t i = 0; i < n; i++)
+		push(b, ids[i], target);
+	free(ids);
+	return 0;
+}
+
+/* .txt: tokens of the whole file + EOS, appended to the running stream that
+ * is cut into max_seq_length chunks. */
+static int load_txt(builder *b, const char *path)
+{
+	size_t len;
+	char *s = lora_read_file(path, &len);
+	if (!s)
+		return -1;
+	int rc = encode(b, path, 0, s, len, 1);
+	free(s);
+	if (rc < 0)
+		return -1;
+	if (b->eos >= 0)
+		push(b, b->eos, 1);
+	/* emit every full chunk; the tail carries into the next document */
+	int T = b->o->max_seq_length, off = 0;
+	while (b->n - off >= T) {
+		builder c = *b;
+		c.ids = b->ids + off;
+		c.tgt = b->tgt + off;
+		c.n = T;
+		emit(&c);
+		off += T;
+	}
+	memmove(b->ids, b->ids + off, (size_t)(b->n - off) * sizeof *b->ids);
+	memmove(b->tgt, b->tgt + off, (size_t)(b->n - off));
+	b->n -= off;
+	return 0;
+}
+
+static const char *str_field(json_t *o, const char *k, int *present)
+{
+	json_t *v = json_object_get(o, k);
+	*present = v != NULL && !json_is_null(v);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int load_jsonl_line(builder *b, const char *path, long line, const char *s, size_t len)
+{
+	json_error_t je;
+	json_t *o = json_loadb(s, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o)
+		return lora_err("'%s': line %ld: %s", path, line, je.text);
+	int rc = -1;
+	int has_text, has_prompt, has_compl, has_instr, has_input, has_output;
+	if (!json_is_object(o)) {
+		lora_err("'%s': line %ld: expected a JSON object", path, line);
+		goto out;
+	}
+	const char *text = str_field(o, "text", &has_text);
+	const char *prompt = str_field(o, "prompt", &has_prompt);
+	const char *compl = str_field(o, "completion", &has_compl);
+	const char *instr = str_field(o, "instruction", &has_instr);
+	const char *input = str_field(o, "input", &has_input);
+	const char *output = str_field(o, "output", &has_output);
+	if ((has_text && !text) || (has_prompt && !prompt) || (has_compl && !compl) ||
+	    (has_instr && !instr) || (has_input && !input) || (has_output && !output)) {
+		lora_err("'%s': line %ld: text fields must be strings", path, line);
+		goto out;
+	}
+	if (b->bos >= 0)
+		push(b, b->bos, 1);
+	if (text) {
+		if (encode(b, path, line, text, strlen(text), 1) < 0)
+			goto out;
+	} else if (prompt && compl) {
+		if (encode(b, path, line, prompt, strlen(prompt), 0) < 0 ||
+		    encode(b, path, line, compl, strlen(compl), 1) < 0)
+			goto out;
+	} else if (instr && output) {
+		char *p;
+		if (input && *input)
+			p = lora_xasprintf("Below is an instruction that describes a task, paired with an "
+			                   "input that provides further context. Write a response that "
+			                   "appropriately completes the request.\n\n### Instruction:\n%s"
+			                   "\n\n### Input:\n%s\n\n### Response:\n", instr, input);
+		else
+			p = lora_xasprintf("Below is an instruction that describes a task. Write a "
+			                   "response that appropriately completes the request.\n\n"
+			                   "### Instruction:\n%s\n\n### Response:\n", instr);
+		int r = encode(b, path, line, p, strlen(p), 0);
+		free(p);
+		if (r < 0 || encode(b, path, line, output, strlen(output), 1) < 0)
+			goto out;
+	} else {
+		lora_err("'%s': line %ld: expected a \"text\", \"prompt\"+\"completion\" or "
+		         "\"instruction\"+\"output\" field", path, line);
+		goto out;
+	}
+	if (b->eos >= 0)
+		push(b, b->eos, 1);
+	emit(b);
+	rc = 0;
+out:
+	b->n = 0;
+	json_decref(o);
+	return rc;
+}
+
+/* Parse decimal ids separated by spaces or commas in s[0..len). */
+static int parse_ids(builder *b, const char *path, long line, const char *s, size_t len, int target)
+{
+	size_t i = 0;
+	while (i < len) {
+		while (i < len && (s[i] == ' ' || s[i] == ',' || s[i] == '\r'))
+			i++;
+		if (i == len)
+			break;
+		if (s[i] < '0' || s[i] > '9')
+			return lora_err("'%s': line %ld: '%c' in a token-id list (expected ids "
+			                "separated by spaces)", path, line, s[i]);
+		long v = 0;
+		while (i < len && s[i] >= '0' && s[i] <= '9') {
+			v = v * 10 + (s[i++] - '0');
+			if (v > INT32_MAX)
+				return lora_err("'%s': line %ld: token id too large", path, line);
+		}
+		if (b->o->vocab_size > 0 && v >= b->o->vocab_size)
+			return lora_err("'%s': line %ld: token id %ld is outside the model's vocabulary "
+			                "(%d tokens): ids made with a different tokenizer?", path, line,
+			                v, b->o->vocab_size);
+		push(b, (int32_t)v, target);
+	}
+	return 0;
+}
+
+static int load_ids_line(builder *b, const char *path, long line, const char *s, size_t len)
+{
+	const char *tab = memchr(s, '\t', len);
+	int rc;
+	if (!tab) {
+		rc = parse_ids(b, path, line, s, len, 1);
+	} else {
+		if (memchr(tab + 1, '\t', len - (size_t)(tab + 1 - s))) {
+			b->n = 0;
+			return lora_err("'%s': line %ld: expected 'ids' or 'prompt_ids<TAB>answer_ids'",
+			                path, line);
+		}
+		rc = parse_ids(b, path, line, s, (size_t)(tab - s), 0);
+		if (rc == 0)
+			rc = parse_ids(b, path, line, tab + 1, len - (size_t)(tab + 1 - s), 1);
+	}
+	if (rc == 0)
+		emit(b);
+	b->n = 0;
+	return rc;
+}
+
+static int load_lines(builder *b, const char *path,
+                      int (*fn)(builder *, const char *, long, const char *, size_t))
+{
+	size_t len;
+	char *s = lora_read_file(path, &len);
+	if (!s)
+		return -1;
+	long line = 0;
+	int rc = 0;
+	for (size_t i = 0; i < len && rc == 0; ) {
+		char *nl = memchr(s + i, '\n', len - i);
+		size_t e = nl ? (size_t)(nl - s) : len;
+		line++;
+		size_t k = i;
+		while (k < e && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r'))
+			k++;
+		if (k < e)
+			rc = fn(b, path, line, s + i, e - i);
+		i = e + 1;
+	}
+	free(s);
+	return rc;
+}
+
+/* ---- the dataset ------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ext_kind(const char *name)
+{
+	size_t n = strlen(name);
+	if (n > 4 && !strcmp(name + n - 4, ".txt")) return 0;
+	if (n > 6 && !strcmp(name + n - 6, ".jsonl")) return 1;
+	if (n > 4 && !strcmp(name + n - 4, ".ids")) return 2;
+	return -1;
+}
+
+lora_dataset *lora_dataset_load(const lora_data_opts *o)
+{
+	LORA_ASSERT(o->max_seq_length >= 2);
+	DIR *dir = opendir(o->dir);
+	if (!dir) {
+		lora_err("cannot open '%s':", o->dir);
+		return NULL;
+	}
+	char **names = NULL;
+	int nnames = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.' || ext_kind(de->d_name) < 0)
+			continue;
+		names = lora_xrealloc(names, ((size_t)nnames + 1) * sizeof *names);
+		names[nnames++] = lora_xstrdup(de->d_name);
+	}
+	closedir(dir);
+	if (nnames)
+		qsort(names, (size_t)nnames, sizeof *names, cmp_str);
+
+	lora_dataset *d = lora_xcalloc(1, sizeof *d);
+	builder b = {.d = d, .o = o, .bos = -1, .eos = -1};
+	if (o->tok) {
+		b.bos = lora_tokenizer_bos_id(o->tok);
+		b.eos = lora_tokenizer_eos_id(o->tok);
+		if (b.bos < 0)
+			b.bos = o->model_bos_id;
+		if (b.eos < 0)
+			b.eos = o->model_eos_id;
+		d->pad_id = lora_tokenizer_pad_id(o->tok);
+		if (d->pad_id < 0)
+			d->pad_id = b.eos >= 0 ? b.eos : 0;
+	}
+	int rc = 0, ntxt_pending = 0;
+	for (int i = 0; i < nnames && rc == 0; i++) {
+		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
+		int kind = ext_kind(names[i]);
+		struct stat st;
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		if (kind != 2 && !o->tok) {
+			rc = lora_err("'%s': text needs a tokenizer (none in base_model; set tokenizer:)",
+			              path);
+		} else if (kind == 0) {
+			rc = load_txt(&b, path);
+			ntxt_pending = 1;
+		} else {
+			/* a packed .txt tail ends before other kinds start */
+			if (ntxt_pending && b.n)
+				emit(&b);
+			ntxt_pending = 0;
+			b.n = 0;
+			rc = load_lines(&b, path, kind == 1 ? load_jsonl_line : load_ids_line);
+		}
+		if (rc == 0)
+			d->nfiles[kind]++;
+		free(path);
+	}
+	if (rc == 0 && ntxt_pending && b.n)
+		emit(&b);
+	for (int i = 0; i < nnames; i++)
+		free(names[i]);
+	free(names);
+	free(b.ids);
+	free(b.tgt);
+	if (rc < 0) {
+		lora_dataset_free(d);
+		return NULL;
+	}
+	/* ids from a tokenizer can also exceed a smaller model vocabulary */
+	for (int i = 0; i < d->n && o->vocab_size > 0; i++)
+		for (int t = 0; t < d->ex[i].n; t++)
+			if (d->ex[i].ids[t] < 0 || d->ex[i].ids[t] >= o->vocab_size) {
+				lora_err("'%s': token id %d is outside the model's vocabulary (%d tokens): "
+				         "tokenizer and model do not match", o->dir, d->ex[i].ids[t],
+				         o->vocab_size);
+				lora_dataset_free(d);
+				return NULL;
+			}
+	if (d->n == 0) {
+		if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0)
+			lora_err("'%s': no training data (no .txt, .jsonl or .ids files)", o->dir);
+		else
+			lora_err("'%s': empty dataset (no example with at least 2 tokens)", o->dir);
+		lora_dataset_free(d);
+		return NULL;
+	}
+
+	/* held-out split */
+	int *perm = lora_xmalloc((size_t)d->n * sizeof *perm);
+	for (int i = 0; i < d->n; i++)
+		perm[i] = i;
+	int nval = 0;
+	if (o->val_split > 0) {
+		nval = (int)(o->val_split * d->n + 0.5);
+		if (nval < 1)
+			nval = 1;
+		if (nval >= d->n) {
+			lora_err("'%s': %d example%s: too few to hold out val_split %g", o->dir, d->n,
+			         d->n == 1 ? "" : "s", o->val_split);
+			free(perm);
+			lora_dataset_free(d);
+			return NULL;
+		}
+		shuffle(perm, d->n, o->seed ^ 0x5EED5EED5EED5EEDULL);
+	}
+	d->nval = nval;
+	d->ntrain = d->n - nval;
+	d->val = lora_xmalloc(((size_t)nval + 1) * sizeof *d->val);
+	d->train = lora_xmalloc((size_t)d->ntrain * sizeof *d->train);
+	memcpy(d->val, perm, (size_t)nval * sizeof *perm);
+	memcpy(d->train, perm + nval, (size_t)d->ntrain * sizeof *perm);
+	qsort(d->val, (size_t)nval, sizeof *d->val, cmp_int);
+	qsort(d->train, (size_t)d->ntrain, sizeof *d->train, cmp_int);
+	free(perm);
+	return d;
+}
+
+void lora_dataset_free(lora_dataset *d)
+{
+	if (!d)
+		return;
+	for (int i = 0; i < d->n; i++) {
+		free(d->ex[i].ids);
+		free(d->ex[i].target);
+	}
+	free(d->ex);
+	free(d->train);
+	free(d->val);
+	free(d);
+}
+
+void lora_dataset_order(const lora_dataset *d, uint64_t seed, int64_t epoch, int *order)
+{
+	memcpy(order, d->train, (size_t)d->ntrain * sizeof *order);
+	shuffle(order, d->ntrain, seed + 0xD1B54A32D192ED03ULL * (uint64_t)(epoch + 1));
+}
+
+int lora_batch_make(const lora_dataset *d, const int *idx, int B, int32_t *ids,
+                    int32_t *targets, int *ntargets)
+{
+	int T = 0, cnt = 0;
+	for (int b = 0; b < B; b++)
+		if (d->ex[idx[b]].n > T)
+			T = d->ex[idx[b]].n;
+	for (int b = 0; b < B; b++) {
+		const lora_example *e = &d->ex[idx[b]];
+		int32_t *row = ids + (size_t)b * T, *tr = targets + (size_t)b * T;
+		for (int t = 0; t < T; t++) {
+			row[t] = t < e->n ? e->ids[t] : d->pad_id;
+			if (t + 1 < e->n && e->target[t + 1]) {
+				tr[t] = e->ids[t + 1];
+				cnt++;
+			} else {
+				tr[t] = LORA_IGNORE_INDEX;
+			}
+		}
+	}
+	if (ntargets)
+		*ntargets = cnt;
+	return T;
+}

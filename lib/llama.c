@@ -1,0 +1,879 @@
+/* llama.c: LLaMA-family models: config.json, weights, the activation arena,
+ * forward and backward (see llama.h). Read it top to bottom: config, memory
+ * plan, loading, LoRA, then the block forward and backward, which follow
+ * modeling_llama.py line by line (FORMATS.md §5.4). */
+#include "llama.h"
+
+#include <jansson.h>     /* json_* for config.json */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "safetensors.h" /* st_open, st_find, st_tensor_to_f32 */
+#include "util.h"        /* lora_err, lora_x* */
+
+/* ---- config.json ------------------------------------------------------------------------ */
+
+static int jint(json_t *o, const char *key, int def, int *out, const char *path)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30))
+		return lora_err("'%s': bad %s", path, key);
+	*out = (int)json_integer_value(v);
+	return 0;
+}
+
+static int jnum(json_t *o, const char *key, double def, double *out, const char *path)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_number(v))
+		return lora_err("'%s': bad %s", path, key);
+	*out = json_number_value(v);
+	return 0;
+}
+
+static int jbool(json_t *o, const char *key, int def, int *out, const char *path)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_boolean(v))
+		return lora_err("'%s': bad %s (expected true or false)", path, key);
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* First id of an int or a list of ints; -1 if absent. */
+static int jtoken(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (json_is_array(v))
+		v = json_array_get(v, 0);
+	return json_is_integer(v) ? (int)json_integer_value(v) : -1;
+}
+
+/* rope_scaling (v4) or rope_parameters (v5): theta and the llama3 numbers. */
+static int parse_rope(json_t *o, lora_rope_params *rp, const char *path)
+{
+	double theta = 10000.0;
+	json_t *rs = json_object_get(o, "rope_parameters");
+	const char *field = "rope_parameters";
+	if (!rs || json_is_null(rs)) {
+		rs = json_object_get(o, "rope_scaling");
+		field = "rope_scaling";
+	}
+	if (jnum(o, "rope_theta", 10000.0, &theta, path))
+		return -1;
+	memset(rp, 0, sizeof *rp);
+	if (rs && !json_is_null(rs)) {
+		if (!json_is_object(rs))
+			return lora_err("'%s': bad %s", path, field);
+		if (json_object_get(rs, "rope_theta") && jnum(rs, "rope_theta", theta, &theta, path))
+			return -1;
+		json_t *ty = json_object_get(rs, "rope_type");
+		if (!ty)
+			ty = json_object_get(rs, "type");
+		const char *t = json_is_string(ty) ? json_string_value(ty) : "default";
+		if (!strcmp(t, "llama3")) {
+			double f = 0, lf = 0, hf = 0;
+			int om = 0;
+			if (jnum(rs, "factor", 8.0, &f, path) || jnum(rs, "low_freq_factor", 1.0, &lf, path) ||
+			    jnum(rs, "high_freq_factor", 4.0, &hf, path) ||
+			    jint(rs, "original_max_position_embeddings", 8192, &om, path))
+				return -1;
+			if (f <= 0 || hf <= lf || om <= 0)
+				return lora_err("'%s': bad llama3 %s", path, field);
+			rp->factor = (float)f;
+			rp->low_freq_factor = (float)lf;
+			rp->high_freq_factor = (float)hf;
+			rp->original_max_pos = om;
+		} else if (strcmp(t, "default")) {
+			return lora_err("'%s': unsupported %s type '%s' (supported: default, llama3)",
+			                path, field, t);
+		}
+	}
+	if (!(theta > 0))
+		return lora_err("'%s': bad rope_theta", path);
+	rp->theta = (float)theta;
+	return 0;
+}
+
+int lora_llama_config_load(const char *dir, lora_llama_config *c)
+{
+	char *path = lora_xasprintf("%s/config.json", dir);
+	json_error_t je;
+	json_t *o = json_load_file(path, 0, &je);
+	int rc = -1;
+	memset(c, 0, sizeof *c);
+	if (!o) {
+		struct stat st;
+		if (stat(path, &st) != 0)
+			lora_err("cannot open '%s':", path);
+		else
+			lora_err("'%s': line %d: %s", path, je.line, je.text);
+		goto out;
+	}
+	if (!json_is_object(o)) {
+		lora_err("'%s': not a JSON object", path);
+		goto out;
+	}
+	json_t *mt = json_object_get(o, "model_type");
+	const char *type = json_is_string(mt) ? json_string_value(mt) : "";
+	if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2")) {
+		lora_err("'%s': unsupported model_type '%s' (supported: llama, mistral, qwen2)", path, type);
+		goto out;
+	}
+	snprintf(c->model_type, sizeof c->model_type, "%s", type);
+	int is_qwen = !strcmp(type, "qwen2");
+	double eps = 1e-6;
+	int attn_bias = 0, use_sw = 0;
+	if (jint(o, "vocab_size", 32000, &c->vocab_size, path) ||
+	    jint(o, "hidden_size", 4096, &c->hidden_size, path) ||
+	    jint(o, "intermediate_size", 11008, &c->intermediate_size, path) ||
+	    jint(o, "num_hidden_layers", 32, &c->n_layers, path) ||
+	    jint(o, "num_attention_heads", 32, &c->n_heads, path) ||
+	    jint(o, "num_key_value_heads", c->n_heads, &c->n_kv_heads, path) ||
+	    jint(o, "head_dim", c->n_heads ? c->hidden_size / c->n_heads : 0, &c->head_dim, path) ||
+	    jint(o, "max_position_embeddings", 2048, &c->max_position_embeddings, path) ||
+	    jnum(o, "rms_norm_eps", 1e-6, &eps, path) ||
+	    jbool(o, "attention_bias", 0, &attn_bias, path) ||
+	    jbool(o, "mlp_bias", 0, &c->mlp_bias, path) ||
+	    jbool(o, "tie_word_embeddings", 0, &c->tie_word_embeddings, path) ||
+	    jbool(o, "use_sliding_window", 0, &use_sw, path) ||
+	    jint(o, "sliding_window", 0, &c->sliding_window, path) ||
+	    parse_rope(o, &c->rope, path))
+		goto out;
+	c->rms_norm_eps = (float)eps;
+	c->qkv_bias = is_qwen || attn_bias;
+	c->o_bias = attn_bias;
+	if (is_qwen) {   /* Qwen2 uses the window only with use_sliding_window */
+		if (use_sw) {
+			lora_err("'%s': unsupported use_sliding_window true", path);
+			goto out;
+		}
+		c->sliding_window = 0;
+		json_t *lt = json_object_get(o, "layer_types"), *e;
+		size_t i;
+		if (json_is_array(lt))
+			json_array_foreach(lt, i, e)
+				if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention")) {
+					lora_err("'%s': unsupported layer_types entry (only full_attention)", path);
+					goto out;
+				}
+	}
+	json_t *act = json_object_get(o, "hidden_act");
+	if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
+		lora_err("'%s': unsupported hidden_act '%s' (only silu)", path,
+		         json_is_string(act) ? json_string_value(act) : "?");
+		goto out;
+	}
+	double ad = 0;
+	if (jnum(o, "attention_dropout", 0, &ad, path))
+		goto out;
+	if (ad != 0) {
+		lora_err("'%s': unsupported attention_dropout %g (only 0)", path, ad);
+		goto out;
+	}
+	c->bos_token_id = jtoken(o, "bos_token_id");
+	c->eos_token_id = jtoken(o, "eos_token_id");
+	/* sizes far beyond any real model are corrupt files (and would overflow) */
+	if (c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->hidden_size < 1 ||
+	    c->hidden_size > (1 << 20) || c->intermediate_size < 1 || c->intermediate_size > (1 << 22) ||
+	    c->n_layers < 1 || c->n_layers > 4096 || c->n_heads < 1 || c->n_heads > 4096 ||
+	    c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2 ||
+	    c->n_heads % c->n_kv_heads || c->max_position_embeddings < 1) {
+		lora_err("'%s': inconsistent sizes (hidden_size %d, heads %d, kv heads %d, head_dim %d)",
+		         path, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim);
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(o);
+	free(path);
+	return rc;
+}
+
+/* ---- sizes --------------------------------------------------------------------------------- */
+
+size_t lora_llama_n_params(const lora_llama_config *c)
+{
+	size_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+	size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+	size_t layer = C + C * QD + 2 * C * KD + QD * C + C + 3 * C * I;
+	if (c->qkv_bias)
+		layer += QD + 2 * KD;
+	if (c->o_bias)
+		layer += C;
+	if (c->mlp_bias)
+		layer += 2 * I + C;
+	return V * C * (c->tie_word_embeddings ? 1 : 2) + C + layer * c->n_layers;
+}
+
+/* in/out of each adaptable layer kind */
+static void mod_dims(const lora_llama_config *c, int mod, int *in, int *out)
+{
+	int C = c->hidden_size, I = c->intermediate_size;
+	int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+	static const int ins[LORA_MOD_COUNT] = { 0, 0, 0, 1, 0, 0, 2 };   /* C, QD, I */
+	int dims[3] = { C, QD, I };
+	int outs[LORA_MOD_COUNT] = { QD, KD, KD, C, I, I, C };
+	*in = dims[ins[mod]];
+	*out = outs[mod];
+}
+
+size_t lora_llama_n_lora_params(const lora_llama_config *c, const lora_adapter_config *cfg)
+{
+	if (!cfg)
+		return 0;
+	size_t n = 0;
+	for (int m = 0; m < LORA_MOD_COUNT; m++)
+		if (cfg->targets & (1u << m)) {
+			int in, out;
+			mod_dims(c, m, &in, &out);
+			n += (size_t)cfg->r * (in + out);
+		}
+	return n * c->n_layers;
+}
+
+/* ---- the activation arena ------------------------------------------------------------------------
+ * One layer's saved activations (L sets, or 1 set with gradient
+ * checkpointing), the residual stream (L+1 tensors), the head, the gradient
+ * buffers of one layer and a scratch area: all pointers into one block. */
+
+typedef struct {
+	float *ln1;              /* (N, C) input_layernorm output */
+	float *rstd1;            /* (N) */
+	float *q;                /* (N, NH*HS) after RoPE */
+	float *k, *v;            /* (N, NKV*HS), k after RoPE */
+	float *att;              /* attention_saved_floats(B, T, NH) */
+	float *atty;             /* (N, NH*HS) attention output, o_proj input */
+	float *res2;             /* (N, C) residual after attention */
+	float *ln2;              /* (N, C) post_attention_layernorm output */
+	float *rstd2;            /* (N) */
+	float *gate, *up;        /* (N, I) */
+	float *swi;              /* (N, I) silu(gate) * up, down_proj input */
+	float *h[LORA_MOD_COUNT];    /* (N, r) LoRA intermediates, NULL if none */
+} acts;
+
+typedef struct {                 /* gradients of the full-mode weights, F32 */
+	float *ln1_w, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *bo, *ln2_w;
+	float *wgate, *wup, *wdown, *bgate, *bup, *bdown;
+} layer_grads;
+
+typedef struct {
+	int B, T, ckpt;          /* planned sizes */
+	float *arena;
+	size_t arena_floats;
+	acts *a;                 /* (L) (all the same with ckpt) */
+	float **resid;           /* (L+1) of (N, C): layer inputs, resid[L] the last output */
+	float *tmp;              /* (N, C) o_proj / down_proj output */
+	float *lnf, *rstdf;      /* (N, C), (N) */
+	float *logits;           /* (N, V); dlogits in place during backward */
+	float *losses;           /* (N) */
+	float *dres;             /* (N, C) gradient of the residual stream */
+	float *dln;              /* (N, C) */
+	float *dq, *dk, *dv;     /* (N, NH*HS), (N, NKV*HS) x2 */
+	float *datty;            /* (N, NH*HS) */
+	float *dgate, *dup, *dswi;   /* (N, I) */
+	float *scratch;          /* see layout() */
+	float *rope_cos, *rope_sin;  /* (T, HS/2) */
+	int32_t *ids, *targets;  /* (N) backend copies */
+	/* last forward */
+	int fB, fT, nvalid, has_targets;
+	/* full mode */
+	float *dwte, *dlm_head, *dlnf_w;
+	layer_grads *g;          /* (L) */
+} priv_t;
+
+/* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
+static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *be,
+                     const lora_adapter_config *lc, int B, int T, int ckpt, float *base)
+{
+	size_t N = (size_t)B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+	size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+	int L = c->n_layers, sets = ckpt ? 1 : L;
+	size_t off = 0;
+#define TAKE(ptr, n) do { if (base) (ptr) = base + off; off += ((n) + 15) & ~(size_t)15; } while (0)
+	float *dummy;
+	for (int l = 0; l < sets; l++) {
+		acts *a = base ? &p->a[l] : NULL;
+		TAKE(*(a ? &a->ln1 : &dummy), N * C);
+		TAKE(*(a ? &a->rstd1 : &dummy), N);
+		TAKE(*(a ? &a->q : &dummy), N * QD);
+		TAKE(*(a ? &a->k : &dummy), N * KD);
+		TAKE(*(a ? &a->v : &dummy), N * KD);
+		TAKE(*(a ? &a->att : &dummy), be->attention_saved_floats(B, T, c->n_heads));
+		TAKE(*(a ? &a->atty : &dummy), N * QD);
+		TAKE(*(a ? &a->res2 : &dummy), N * C);
+		TAKE(*(a ? &a->ln2 : &dummy), N * C);
+		TAKE(*(a ? &a->rstd2 : &dummy), N);
+		TAKE(*(a ? &a->gate : &dummy), N * I);
+		TAKE(*(a ? &a->up : &dummy), N * I);
+		TAKE(*(a ? &a->swi : &dummy), N * I);
+		for (int m = 0; m < LORA_MOD_COUNT; m++) {
+			if (a)
+				a->h[m] = NULL;
+			if (lc && (lc->targets & (1u << m)))
+				TAKE(*(a ? &a->h[m] : &dummy), N * lc->r);
+		}
+	}
+	if (base && ckpt)
+		for (int l = 1; l < L; l++)
+			p->a[l] = p->a[0];
+	for (int l = 0; l <= L; l++)
+		TAKE(*(base ? &p->resid[l] : &dummy), N * C);
+	TAKE(*(base ? &p->tmp : &dummy), N * C);
+	TAKE(*(base ? &p->lnf : &dummy), N * C);
+	TAKE(*(base ? &p->rstdf : &dummy), N);
+	TAKE(*(base ? &p->logits : &dummy), N * V);
+	TAKE(*(base ? &p->losses : &dummy), N);
+	TAKE(*(base ? &p->dres : &dummy), N * C);
+	TAKE(*(base ? &p->dln : &dummy), N * C);
+	TAKE(*(base ? &p->dq : &dummy), N * QD);
+	TAKE(*(base ? &p->dk : &dummy), N * KD);
+	TAKE(*(base ? &p->dv : &dummy), N * KD);
+	TAKE(*(base ? &p->datty : &dummy), N * QD);
+	TAKE(*(base ? &p->dgate : &dummy), N * I);
+	TAKE(*(base ? &p->dup : &dummy), N * I);
+	TAKE(*(base ? &p->dswi : &dummy), N * I);
+	/* scratch: the LoRA branch needs N*r (+ N*in with dropout), attention
+	 * what the backend says */
+	size_t in_max = C > QD ? C : QD;
+	if (I > in_max)
+		in_max = I;
+	size_t s_lora = lc ? N * lc->r + (lc->dropout > 0 ? N * in_max : 0) : 0;
+	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->head_dim);
+	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
+	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
+	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
+	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
+	TAKE(ids, N);
+	TAKE(targets, N);
+	if (base) {
+		p->ids = (int32_t *)(void *)ids;
+		p->targets = (int32_t *)(void *)targets;
+	}
+#undef TAKE
+	return off;
+}
+
+lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend *be,
+                                 int B, int T, const lora_llama_opts *o)
+{
+	lora_llama_mem r = { 0 };
+	size_t np = lora_llama_n_params(c);
+	size_t wsize = (size_t)lora_dtype_bits(be->wdtype) / 8;
+	if (o->full) {
+		r.trainable = np * sizeof(float);
+	} else {
+		r.weights = np * wsize;
+		r.trainable = lora_llama_n_lora_params(c, o->lora) * sizeof(float);
+	}
+	r.grads = r.trainable;
+	r.optimizer = 2 * r.trainable;
+	r.activations = layout(NULL, c, be, o->full ? NULL : o->lora, B, T, o->grad_ckpt, NULL) * sizeof(float);
+	r.total = r.weights + r.trainable + r.grads + r.optimizer + r.activations;
+	return r;
+}
+
+int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
+                         const lora_llama_opts *o, size_t capacity, int B_max)
+{
+	int lo = 0, hi = B_max;       /* lo fits (0 trivially), search (lo, hi] */
+	while (lo < hi) {
+		int mid = lo + (hi - lo + 1) / 2;
+		if (lora_llama_memory(c, be, mid, T, o).total <= capacity)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+/* ---- loading ---------------------------------------------------------------------------------------- */
+
+static priv_t *P(const lora_llama *m) { return m->priv; }
+
+/* Allocate and fill one weight from the file; shape must match. full: also
+ * list it as a trainable parameter with a gradient buffer. */
+static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, int64_t d1,
+                       void **dst, float **grad, int decay)
+{
+	const st_tensor *t = st_find(f, name);
+	int ndim = d1 ? 2 : 1;
+	if (!t)
+		return lora_err("'%s': missing tensor '%s'", f->path, name);
+	if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1))
+		return lora_err("'%s': tensor '%s' has the wrong shape for config.json (want [%lld%s%lld])",
+		                f->path, name, (long long)d0, ndim == 2 ? ", " : "", (long long)(ndim == 2 ? d1 : 0));
+	if (t->dtype != LORA_DTYPE_F32 && t->dtype != LORA_DTYPE_F16 && t->dtype != LORA_DTYPE_BF16)
+		return lora_err("'%s': tensor '%s': unsupported dtype %s (F32, F16, BF16)", f->path, name,
+		                lora_dtype_name(t->dtype));
+	const lora_backend *be = m->be;
+	size_t n = (size_t)t->numel, bytes = n * (lora_dtype_bits(m->wdt) / 8);
+	void *buf = be->alloc(bytes);
+	if (!buf)
+		return lora_err("out of memory loading '%s' (%zu bytes)", name, bytes);
+	if (be->is_host && m->wdt == LORA_DTYPE_F32) {
+		st_tensor_to_f32(t, buf);
+	} else {
+		float *h = lora_xmalloc(n * sizeof(float));
+		st_tensor_to_f32(t, h);
+		be->upload_f32(buf, m->wdt, h, n);
+		free(h);
+	}
+	*dst = buf;
+	if (m->full) {
+		*grad = be->alloc(n * sizeof(float));
+		if (!*grad)
+			return lora_err("out of memory for the gradient of '%s'", name);
+		lora_params_add(&m->params, name, buf, *grad, ndim, (int64_t[]){ d0, d1 }, decay);
+	}
+	return 0;
+}
+
+lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
+{
+	lora_llama *m = lora_xcalloc(1, sizeof *m);
+	priv_t *p = lora_xcalloc(1, sizeof *p);
+	m->priv = p;
+	m->be = be;
+	m->full = full;
+	m->training = 1;
+	m->grad_scale = 1.0f;
+	m->wdt = full ? LORA_DTYPE_F32 : be->wdtype;
+	st_file *f = NULL;
+	char *path = NULL;
+	if (lora_llama_config_load(dir, &m->cfg) != 0)
+		goto fail;
+	const lora_llama_config *c = &m->cfg;
+	path = lora_xasprintf("%s/model.safetensors", dir);
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		free(path);
+		path = lora_xasprintf("%s/model.safetensors.index.json", dir);
+		if (stat(path, &st) != 0) {
+			lora_err("'%s': no model.safetensors or model.safetensors.index.json", dir);
+			goto fail;
+		}
+	}
+	if (!(f = st_open(path)))
+		goto fail;
+	int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+	int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+	int L = c->n_layers;
+	m->layers = lora_xcalloc(L, sizeof *m->layers);
+	p->g = lora_xcalloc(L, sizeof *p->g);
+	if (load_weight(m, f, "model.embed_tokens.weight", V, C, &m->wte, &p->dwte, 1))
+		goto fail;
+	for (int l = 0; l < L; l++) {
+		lora_llama_layer *y = &m->layers[l];
+		layer_grads *g = &p->g[l];
+		char n[128];
+		for (int k = 0; k < LORA_MOD_COUNT; k++)
+			y->lora[k] = -1;
+#define W(field, gfield, suffix, d0, d1, decay) \
+		(snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), \
+		 load_weight(m, f, n, d0, d1, &y->field, &g->gfield, decay))
+		if (W(ln1_w, ln1_w, "input_layernorm.weight", C, 0, 0) ||
+		    W(wq, wq, "self_attn.q_proj.weight", QD, C, 1) ||
+		    W(wk, wk, "self_attn.k_proj.weight", KD, C, 1) ||
+		    W(wv, wv, "self_attn.v_proj.weight", KD, C, 1) ||
+		    (c->qkv_bias && (W(bq, bq, "self_attn.q_proj.bias", QD, 0, 0) ||
+		                     W(bk, bk, "self_attn.k_proj.bias", KD, 0, 0) ||
+		                     W(bv, bv, "self_attn.v_proj.bias", KD, 0, 0))) ||
+		    W(wo, wo, "self_attn.o_proj.weight", C, QD, 1) ||
+		    (c->o_bias && W(bo, bo, "self_attn.o_proj.bias", C, 0, 0)) ||
+		    W(ln2_w, ln2_w, "post_attention_layernorm.weight", C, 0, 0) ||
+		    W(wgate, wgate, "mlp.gate_proj.weight", I, C, 1) ||
+		    W(wup, wup, "mlp.up_proj.weight", I, C, 1) ||
+		    W(wdown, wdown, "mlp.down_proj.weight", C, I, 1) ||
+		    (c->mlp_bias && (W(bgate, bgate, "mlp.gate_proj.bias", I, 0, 0) ||
+		                     W(bup, bup, "mlp.up_proj.bias", I, 0, 0) ||
+		                     W(bdown, bdown, "mlp.down_proj.bias", C, 0, 0))))
+			goto fail;
+#undef W
+	}
+	if (load_weight(m, f, "model.norm.weight", C, 0, &m->lnf_w, &p->dlnf_w, 0))
+		goto fail;
+	if (c->tie_word_embeddings) {
+		m->lm_head = m->wte;
+		p->dlm_head = p->dwte;
+	} else if (load_weight(m, f, "lm_head.weight", V, C, &m->lm_head, &p->dlm_head, 1)) {
+		goto fail;
+	}
+	/* a tensor we did not read means an architecture we do not know */
+	for (int i = 0; i < f->ntensors; i++) {
+		const char *n = f->tensors[i].name;
+		size_t len = strlen(n);
+		if (len > 9 && !strcmp(n + len - 9, ".inv_freq"))
+			continue;
+		if (c->tie_word_embeddings && !strcmp(n, "lm_head.weight"))
+			continue;
+		int known = !strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "model.norm.weight") ||
+		            !strcmp(n, "lm_head.weight");
+		int l;
+		char rest[96];
+		if (!known && sscanf(n, "model.layers.%d.%95s", &l, rest) == 2 && l >= 0 && l < L) {
+			static const char *ok[] = { "input_layernorm.weight", "post_attention_layernorm.weight",
+				"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+				"self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+				"mlp.down_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.bias",
+				"self_attn.v_proj.bias", "self_attn.o_proj.bias", "mlp.gate_proj.bias",
+				"mlp.up_proj.bias", "mlp.down_proj.bias" };
+			for (size_t k = 0; k < sizeof ok / sizeof *ok && !known; k++)
+				if (!strcmp(rest, ok[k])) {
+					int bias = strstr(rest, ".bias") != NULL;
+					int is_o = strstr(rest, "o_proj") != NULL, is_mlp = strstr(rest, "mlp.") != NULL;
+					known = !bias || (is_mlp ? c->mlp_bias : is_o ? c->o_bias : c->qkv_bias);
+				}
+		}
+		if (!known) {
+			lora_err("'%s': unexpected tensor '%s' (not part of a %s model with this config.json)",
+			         f->path, n, c->model_type);
+			goto fail;
+		}
+	}
+	m->n_params = lora_llama_n_params(c);
+	st_close(f);
+	free(path);
+	return m;
+fail:
+	st_close(f);
+	free(path);
+	lora_llama_free(m);
+	return NULL;
+}
+
+void lora_llama_free(lora_llama *m)
+{
+	if (!m)
+		return;
+	const lora_backend *be = m->be;
+	priv_t *p = P(m);
+	if (m->layers) {
+		for (int l = 0; l < m->cfg.n_layers; l++) {
+			lora_llama_layer *y = &m->layers[l];
+			void *w[] = { y->ln1_w, y->wq, y->wk, y->wv, y->bq, y->bk, y->bv, y->wo, y->bo,
+			              y->ln2_w, y->wgate, y->wup, y->wdown, y->bgate, y->bup, y->bdown };
+			for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+				be->free(w[i]);
+			layer_grads *g = &p->g[l];
+			float *gg[] = { g->ln1_w, g->wq, g->wk, g->wv, g->bq, g->bk, g->bv, g->wo, g->bo,
+			                g->ln2_w, g->wgate, g->wup, g->wdown, g->bgate, g->bup, g->bdown };
+			for (size_t i = 0; i < sizeof gg / sizeof *gg; i++)
+				be->free(gg[i]);
+		}
+	}
+	if (m->lm_head != m->wte) {
+		be->free(m->lm_head);
+		be->free(p->dlm_head);
+	}
+	be->free(m->wte);
+	be->free(p->dwte);
+	be->free(m->lnf_w);
+	be->free(p->dlnf_w);
+	be->free(p->arena);
+	free(p->a);
+	free(p->resid);
+	free(p->g);
+	free(p);
+	free(m->layers);
+	lora_adapter_free(m->lora);
+	lora_params_free(&m->params);
+	free(m);
+}
+
+/* ---- LoRA --------------------------------------------------------------------------------------- */
+
+static void mod_path(char *buf, size_t n, int l, int mod)
+{
+	snprintf(buf, n, "model.layers.%d.%s.%s", l, mod <= LORA_MOD_O ? "self_attn" : "mlp",
+	         lora_mod_name(mod));
+}
+
+static int attach(lora_llama *m, const lora_adapter_config *cfg)
+{
+	if (m->full)
+		return lora_err("cannot add a LoRA adapter in full fine-tuning mode");
+	if (m->lora)
+		return lora_err("the model already has a LoRA adapter");
+	if (cfg->r < 1 || !cfg->targets || cfg->dropout < 0 || cfg->dropout >= 1)
+		return lora_err("bad LoRA configuration (rank %d, dropout %g)", cfg->r, cfg->dropout);
+	m->lora = lora_adapter_new(cfg, m->be);
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int k = 0; k < LORA_MOD_COUNT; k++)
+			if (cfg->targets & (1u << k)) {
+				char name[96];
+				int in, out;
+				mod_path(name, sizeof name, l, k);
+				mod_dims(&m->cfg, k, &in, &out);
+				m->layers[l].lora[k] = lora_adapter_add(m->lora, name, in, out);
+			}
+	lora_params_add_adapter(&m->params, m->lora);
+	P(m)->B = 0;      /* the arena depends on the adapter: plan again */
+	return 0;
+}
+
+int lora_llama_add_lora(lora_llama *m, const lora_adapter_config *cfg, uint64_t seed)
+{
+	if (attach(m, cfg) != 0)
+		return -1;
+	lora_adapter_init(m->lora, seed);
+	return 0;
+}
+
+int lora_llama_load_lora(lora_llama *m, const char *dir)
+{
+	lora_adapter_config cfg;
+	if (lora_adapter_read_config(dir, &cfg) != 0 || attach(m, &cfg) != 0)
+		return -1;
+	return lora_adapter_load_weights(m->lora, dir);
+}
+
+int lora_llama_save_lora(const lora_llama *m, const char *dir, const char *base_model)
+{
+	if (!m->lora)
+		return lora_err("the model has no LoRA adapter to save");
+	return lora_adapter_save(m->lora, dir, base_model);
+}
+
+lora_params *lora_llama_params(lora_llama *m) { return &m->params; }
+
+/* ---- plan ----------------------------------------------------------------------------------------- */
+
+int lora_llama_plan(lora_llama *m, int B, int T, int ckpt)
+{
+	const lora_llama_config *c = &m->cfg;
+	priv_t *p = P(m);
+	if (B < 1 || T < 1)
+		return lora_err("bad batch size %d or sequence length %d", B, T);
+	if (T > c->max_position_embeddings)
+		return lora_err("sequence length %d is longer than the model's context "
+		                "(max_position_embeddings %d)", T, c->max_position_embeddings);
+	if (c->sliding_window > 0 && T > c->sliding_window)
+		return lora_err("sequence length %d is longer than sliding_window %d (not supported)",
+		                T, c->sliding_window);
+	const lora_adapter_config *lc = m->lora ? &m->lora->cfg : NULL;
+	m->be->free(p->arena);
+	p->arena = NULL;
+	free(p->a);
+	free(p->resid);
+	p->a = lora_xcalloc(c->n_layers, sizeof *p->a);
+	p->resid = lora_xcalloc(c->n_layers + 1, sizeof *p->resid);
+	size_t n = layout(p, c, m->be, lc, B, T, ckpt, NULL);
+	p->arena = m->be->alloc(n * sizeof(float));
+	if (!p->arena) {
+		p->B = 0;
+		return lora_err("out of memory: activations for batch %d x %d tokens need %.1f MiB "
+		                "(try a smaller batch_size or gradient_checkpointing)",
+		                B, T, n * 4.0 / (1 << 20));
+	}
+	p->arena_floats = n;
+	layout(p, c, m->be, lc, B, T, ckpt, p->arena);
+	p->B = B;
+	p->T = T;
+	p->ckpt = ckpt;
+	/* RoPE tables for positions 0..T-1 */
+	size_t nt = (size_t)T * c->head_dim / 2;
+	float *h = lora_xmalloc(2 * nt * sizeof(float));
+	lora_rope_table(h, h + nt, T, c->head_dim, &c->rope);
+	m->be->upload(p->rope_cos, h, nt * sizeof(float));
+	m->be->upload(p->rope_sin, h + nt, nt * sizeof(float));
+	free(h);
+	return 0;
+}
+
+/* ---- forward ------------------------------------------------------------------------------------------ */
+
+/* Seed of the dropout mask of (layer, module) for the current step. */
+static uint64_t drop_seed(const lora_llama *m, int l, int k)
+{
+	return m->dropout_seed ^ ((uint64_t)(l * LORA_MOD_COUNT + k + 1) * 0xD1B54A32D192ED03ULL);
+}
+
+/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any. */
+static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const float *inp,
+                       const void *w, const void *b, int N, int C, int OC)
+{
+	const lora_backend *be = m->be;
+	be->linear_forward(out, inp, w, b, m->wdt, N, C, OC);
+	int idx = m->layers[l].lora[k];
+	if (idx < 0)
+		return;
+	const lora_module *mo = &m->lora->mods[idx];
+	float p = m->training ? m->lora->cfg.dropout : 0.0f;
+	be->lora_forward(out, a->h[k], inp, mo->A, mo->B, mo->scale, p, drop_seed(m, l, k),
+	                 N, C, OC, mo->r, P(m)->scratch);
+}
+
+static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
+{
+	const lora_backend *be = m->be;
+	const lora_llama_config *c = &m->cfg;
+	const lora_llama_layer *y = &m->layers[l];
+	priv_t *p = P(m);
+	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
+	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
+	/* attention */
+	be->rmsnorm_forward(a->ln1, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
+	linear_fwd(m, l, LORA_MOD_Q, a, a->q, a->ln1, y->wq, y->bq, N, C, QD);
+	linear_fwd(m, l, LORA_MOD_K, a, a->k, a->ln1, y->wk, y->bk, N, C, KD);
+	linear_fwd(m, l, LORA_MOD_V, a, a->v, a->ln1, y->wv, y->bv, N, C, KD);
+	be->rope_forward(a->q, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	be->rope_forward(a->k, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, HS);
+	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, a->atty, y->wo, y->bo, N, QD, C);
+	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
+	/* MLP */
+	be->rmsnorm_forward(a->ln2, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C, c->rms_norm_eps);
+	linear_fwd(m, l, LORA_MOD_GATE, a, a->gate, a->ln2, y->wgate, y->bgate, N, C, I);
+	linear_fwd(m, l, LORA_MOD_UP, a, a->up, a->ln2, y->wup, y->bup, N, C, I);
+	be->swiglu_forward(a->swi, a->gate, a->up, (size_t)N * I);
+	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, a->swi, y->wdown, y->bdown, N, I, C);
+	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
+}
+
+float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T)
+{
+	const lora_backend *be = m->be;
+	const lora_llama_config *c = &m->cfg;
+	priv_t *p = P(m);
+	LORA_ASSERT(p->B > 0 && "lora_llama_plan first");
+	LORA_ASSERT(B >= 1 && T >= 1 && B <= p->B && T <= p->T);
+	int N = B * T, C = c->hidden_size, V = c->vocab_size;
+	for (int i = 0; i < N; i++)
+		LORA_ASSERT(ids[i] >= 0 && ids[i] < V);
+	be->upload(p->ids, ids, N * sizeof(int32_t));
+	p->fB = B;
+	p->fT = T;
+	be->embedding_forward(p->resid[0], p->ids, m->wte, m->wdt, N, C);
+	for (int l = 0; l < c->n_layers; l++)
+		layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
+	be->rmsnorm_forward(p->lnf, p->rstdf, p->resid[c->n_layers], m->lnf_w, m->wdt, N, C,
+	                    c->rms_norm_eps);
+	be->linear_forward(p->logits, p->lnf, m->lm_head, NULL, m->wdt, N, C, V);
+	p->has_targets = 0;
+	if (!targets)
+		return NAN;
+	int nvalid = 0;
+	for (int i = 0; i < N; i++) {
+		LORA_ASSERT(targets[i] == LORA_IGNORE_INDEX || (targets[i] >= 0 && targets[i] < V));
+		nvalid += targets[i] != LORA_IGNORE_INDEX;
+	}
+	be->upload(p->targets, targets, N * sizeof(int32_t));
+	p->has_targets = 1;
+	p->nvalid = nvalid;
+	if (!nvalid)
+		return NAN;
+	be->crossentropy_forward(p->losses, p->logits, p->targets, N, V);
+	float *h = lora_xmalloc(N * sizeof(float));
+	be->download(h, p->losses, N * sizeof(float));
+	double sum = 0;
+	for (int i = 0; i < N; i++)
+		sum += h[i];
+	free(h);
+	return (float)(sum / nvalid);
+}
+
+void lora_llama_logits(const lora_llama *m, float *host_out)
+{
+	const priv_t *p = P(m);
+	m->be->download(host_out, p->logits, (size_t)p->fB * p->fT * m->cfg.vocab_size * sizeof(float));
+}
+
+/* ---- backward ------------------------------------------------------------------------------------------ */
+
+/* dinp += dout·W (and dW, db in full mode), plus the LoRA branch's grads. */
+static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, const float *dout,
+                       const float *inp, const void *w, float *dw, float *db, int N, int C, int OC)
+{
+	const lora_backend *be = m->be;
+	be->linear_backward(dinp, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, w, m->wdt,
+	                    N, C, OC);
+	int idx = l >= 0 ? m->layers[l].lora[k] : -1;
+	if (idx < 0)
+		return;
+	const lora_module *mo = &m->lora->mods[idx];
+	float p = m->training ? m->lora->cfg.dropout : 0.0f;
+	be->lora_backward(dinp, mo->dA, mo->dB, dout, inp, a->h[k], mo->A, mo->B, mo->scale, p,
+	                  drop_seed(m, l, k), N, C, OC, mo->r, P(m)->scratch);
+}
+
+/* On entry p->dres is the gradient of the layer's output; on return, of its input x. */
+static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B, int T)
+{
+	const lora_backend *be = m->be;
+	const lora_llama_config *c = &m->cfg;
+	const lora_llama_layer *y = &m->layers[l];
+	priv_t *p = P(m);
+	layer_grads *g = &p->g[l];
+	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
+	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
+	size_t nc = (size_t)N * C * sizeof(float), ni = (size_t)N * I * sizeof(float);
+	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
+	be->zero(p->dswi, ni);
+	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
+	be->zero(p->dgate, ni);
+	be->zero(p->dup, ni);
+	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, (size_t)N * I);
+	be->zero(p->dln, nc);
+	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
+	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
+	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
+	                     a->rstd2, N, C);
+	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
+	be->zero(p->datty, (size_t)N * QD * sizeof(float));
+	linear_bwd(m, l, LORA_MOD_O, a, p->datty, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
+	be->zero(p->dq, (size_t)N * QD * sizeof(float));
+	be->zero(p->dk, (size_t)N * KD * sizeof(float));
+	be->zero(p->dv, (size_t)N * KD * sizeof(float));
+	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
+	                       B, T, NH, NKV, HS, p->scratch);
+	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	be->zero(p->dln, nc);
+	linear_bwd(m, l, LORA_MOD_Q, a, p->dln, p->dq, a->ln1, y->wq, g->wq, g->bq, N, C, QD);
+	linear_bwd(m, l, LORA_MOD_K, a, p->dln, p->dk, a->ln1, y->wk, g->wk, g->bk, N, C, KD);
+	linear_bwd(m, l, LORA_MOD_V, a, p->dln, p->dv, a->ln1, y->wv, g->wv, g->bv, N, C, KD);
+	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
+	                     a->rstd1, N, C);
+}
+
+void lora_llama_backward(lora_llama *m)
+{
+	const lora_backend *be = m->be;
+	const lora_llama_config *c = &m->cfg;
+	priv_t *p = P(m);
+	LORA_ASSERT(p->has_targets && "lora_llama_backward needs a forward with targets");
+	int B = p->fB, T = p->fT, N = B * T, C = c->hidden_size, V = c->vocab_size;
+	if (!p->nvalid)
+		return;     /* no loss, no gradient */
+	/* head: loss = mean CE(lnf·lm_headᵀ); dlogits in place of the logits */
+	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
+	be->zero(p->dln, (size_t)N * C * sizeof(float));
+	be->linear_backward(p->dln, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
+	                    m->lm_head, m->wdt, N, C, V);
+	be->zero(p->dres, (size_t)N * C * sizeof(float));
+	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],
+	                     m->lnf_w, m->wdt, p->rstdf, N, C);
+	for (int l = c->n_layers - 1; l >= 0; l--) {
+		if (p->ckpt)    /* recompute this layer's activations from its saved input */
+			layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
+		layer_backward(m, l, &p->a[l], p->resid[l], B, T);
+	}
+	if (m->full)
+		be->embedding_backward(p->dwte, p->dres, p->ids, N, C);
+	p->has_targets = 0;     /* the logits are gone */
+}

@@ -1,0 +1,2236 @@
+/* tokenizer.c: see tokenizer.h. Reading order: the structs, the loaders
+ * (tokenizer.json, GPT-2 pair, CLIP), then encode's pipeline in HF's order
+ * (added tokens -> normalizer -> pre-tokenizer -> BPE model -> post-processor),
+ * then decode's decoder chain. The BPE model itself is tokenizer_bpe.c. */
+#include "tokenizer.h"
+#include "tokenizer_bpe.h"   // bpe_model, strmap, sbuf, utf8_*, bytemap_*
+#include "util.h"            // lora_err, lora_x*
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
+#include <zlib.h>
+
+/* ---- components ---------------------------------------------------------------- */
+
+enum { N_SEQ, N_PREPEND, N_REPLACE, N_NFC, N_NFD, N_NFKC, N_NFKD, N_LOWER, N_STRIP, N_CLIP };
+enum { P_SEQ, P_SPLIT, P_METASPACE, P_BYTELEVEL, P_DIGITS, P_WSPLIT };
+enum { D_SEQ, D_BYTELEVEL, D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_METASPACE, D_BPE };
+enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
+enum { PS_ALWAYS, PS_FIRST, PS_NEVER };
+
+/* A pattern: literal string, regex, or (lit_len 0, re NULL) nothing. */
+typedef struct {
+	char *lit;
+	size_t lit_len;
+	pcre2_code *re;
+} pattern;
+
+typedef struct comp {
+	int type;
+	struct comp *sub;      /* (nsub) Sequence members */
+	int nsub;
+	pattern pat;           /* Replace, Split */
+	char *str;             /* Prepend text, Replace content, Metaspace replacement, Strip content */
+	size_t str_len;
+	int a, b;              /* Strip left/right or start/stop; Split behavior/invert;
+	                          Metaspace prepend scheme/split; ByteLevel add_prefix_space/use_regex;
+	                          Digits individual */
+} comp;
+
+typedef struct {
+	char *content;         /* as matched (normalized for normalized tokens) */
+	size_t len;
+	int32_t id;
+	int special, lstrip, rstrip, single_word, normalized;
+} added_tok;
+
+typedef struct { int32_t child, sibling, tok; uint8_t byte; } trie_node;
+typedef struct { trie_node *n; size_t nn, cap; uint8_t first[256]; } trie;
+
+struct lora_tokenizer {
+	bpe_model bpe;
+	comp *norm, *pre, *dec;    /* NULL if none */
+	int has_decoder;
+	added_tok *added;          /* (nadded) */
+	size_t nadded;
+	trie raw_trie, norm_trie;  /* added tokens matched before / after normalizing */
+	int32_t *post_pre, *post_post; /* ids the post-processor puts around a single sequence */
+	size_t npost_pre, npost_post;
+	char **id_tok;             /* (nid) id -> token string, NULL for holes */
+	size_t nid;
+	strmap added_map;          /* added token content -> id */
+	uint8_t *is_special;       /* (nid) */
+	int bos, eos, pad, ctx_len;
+	unsigned long serial;
+	arena mem;
+};
+
+/* ---- per-thread scratch: BPE buffers, word cache, regex match data -------------------- */
+
+#define CACHE_SLOTS 32768
+#define CACHE_MAXWORD 256
+
+typedef struct { uint64_t h; uint32_t koff, klen, ioff, ilen, gen; } cache_ent;
+
+typedef struct {
+	unsigned long serial;      /* tokenizer this cache belongs to */
+	bpe_scratch bs;
+	cache_ent *tab;            /* (CACHE_SLOTS) */
+	size_t used;
+	uint32_t gen;              /* entries of other generations are empty */
+	sbuf keys;
+	ivec ids;
+	pcre2_match_data *md;
+} tcache;
+
+static pthread_key_t tc_key;
+static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
+static _Thread_local tcache *tl_tc;
+static atomic_ulong serial_next = 1;
+
+static void tc_free(void *p)
+{
+	tcache *c = p;
+	if (!c)
+		return;
+	bpe_scratch_free(&c->bs);
+	free(c->tab);
+	free(c->keys.s);
+	free(c->ids.v);
+	if (c->md)
+		pcre2_match_data_free(c->md);
+	free(c);
+}
+
+static void tc_key_init(void) { pthread_key_create(&tc_key, tc_free); }
+
+static void tc_clear(tcache *c)
+{
+	bpe_scratch_clear(&c->bs);
+	if (++c->gen == 0) {
+		memset(c->tab, 0, CACHE_SLOTS * sizeof *c->tab);
+		c->gen = 1;
+	}
+	c->used = 0;
+	c->keys.n = 0;
+	c->ids.n = 0;
+}
+
+static tcache *tc_get(const lora_tokenizer *t)
+{
+	tcache *c = tl_tc;
+	if (c && c->serial == t->serial)
+		return c;
+	if (!c) {
+		pthread_once(&tc_once, tc_key_init);
+		c = lora_xcalloc(1, sizeof *c);
+		c->tab = lora_xcalloc(CACHE_SLOTS, sizeof *c->tab);
+		c->md = pcre2_match_data_create(1, NULL);
+		if (!c->md)
+			LORA_ASSERT(!"pcre2_match_data_create failed");
+		tl_tc = c;
+		pthread_setspecific(tc_key, c);
+	}
+	tc_clear(c);
+	c->serial = t->serial;
+	return c;
+}
+
+/* Encode one pre-tokenized word through the cache. */
+static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t len, int mapped, ivec *out)
+{
+	if (len == 0)
+		return 0;
+	if (len >= CACHE_MAXWORD)
+		return bpe_word(&t->bpe, &c->bs, w, len, mapped, out);
+	uint64_t h = hash_bytes(w, len) ^ (uint64_t)mapped;
+	size_t j = h & (CACHE_SLOTS - 1);
+	for (;;) {
+		cache_ent *e = &c->tab[j];
+		if (e->gen != c->gen)
+			break;
+		if (e->h == h && e->klen == len && memcmp(c->keys.s + e->koff, w, len) == 0) {
+			ivec_grow(out, e->ilen);
+			memcpy(out->v + out->n, c->ids.v + e->ioff, e->ilen * sizeof(int32_t));
+			out->n += e->ilen;
+			return 0;
+		}
+		j = (j + 1) & (CACHE_SLOTS - 1);
+	}
+	size_t n0 = out->n;
+	if (bpe_word(&t->bpe, &c->bs, w, len, mapped, out) < 0)
+		return -1;
+	if (c->used * 2 >= CACHE_SLOTS || c->keys.n > (64u << 20)) {
+		tc_clear(c);
+		j = h & (CACHE_SLOTS - 1);
+	}
+	cache_ent *e = &c->tab[j];
+	e->h = h;
+	e->gen = c->gen;
+	e->koff = (uint32_t)c->keys.n;
+	e->klen = (uint32_t)len;
+	e->ioff = (uint32_t)c->ids.n;
+	e->ilen = (uint32_t)(out->n - n0);
+	sbuf_add(&c->keys, w, len);
+	ivec_grow(&c->ids, e->ilen);
+	memcpy(c->ids.v + c->ids.n, out->v + n0, e->ilen * sizeof(int32_t));
+	c->ids.n += e->ilen;
+	c->used++;
+	return 0;
+}
+
+/* ---- patterns ------------------------------------------------------------------------ */
+
+static int pattern_regex(pattern *p, const char *re, size_t len, int caseless, const char *what)
+{
+	int err;
+	PCRE2_SIZE off;
+	uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | (caseless ? PCRE2_CASELESS : 0);
+	p->re = pcre2_compile((PCRE2_SPTR)re, len, opt, &err, &off, NULL);
+	if (!p->re) {
+		PCRE2_UCHAR msg[256];
+		pcre2_get_error_message(err, msg, sizeof msg);
+		return lora_err("%s regex '%.*s': %s at offset %zu", what, (int)len, re, (char *)msg, (size_t)off);
+	}
+	pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
+	return 0;
+}
+
+/* Next match of p in s[0, n) at or after `from`. 1 + [*ms, *me) or 0. */
+static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, size_t from, size_t *ms, size_t *me)
+{
+	if (p->re) {
+		for (;;) {
+			if (from > n)
+				return 0;
+			int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, c->md, NULL);
+			if (rc < 0)
+				return 0;
+			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+			if (ov[1] > ov[0] || ov[0] > from) {
+				*ms = ov[0];
+				*me = ov[1];
+				if (ov[1] == ov[0]) {
+					/* empty match: report it, the caller skips empty pieces */
+				}
+				return 1;
+			}
+			/* empty match at `from`: step one character */
+			if (from >= n)
+				return 0;
+			from++;
+			while (from < n && ((unsigned char)s[from] & 0xC0) == 0x80)
+				from++;
+		}
+	}
+	if (!p->lit_len || from >= n)
+		return 0;
+	const char *f = memmem(s + from, n - from, p->lit, p->lit_len);
+	if (!f)
+		return 0;
+	*ms = (size_t)(f - s);
+	*me = *ms + p->lit_len;
+	return 1;
+}
+
+static void pattern_free(pattern *p)
+{
+	free(p->lit);
+	if (p->re)
+		pcre2_code_free(p->re);
+}
+
+/* ---- component JSON parsing --------------------------------------------------------------- */
+
+static const char *jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int jbool(json_t *o, const char *k, int def)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_boolean(v) ? json_is_true(v) : def;
+}
+
+static int parse_pattern(json_t *o, pattern *p, const char *what)
+{
+	json_t *pat = json_object_get(o, "pattern");
+	json_t *s = json_object_get(pat, "String"), *r = json_object_get(pat, "Regex");
+	if (json_is_string(s)) {
+		size_t n = json_string_length(s);
+		if (n == 0)
+			return lora_err("%s: empty String pattern is not supported", what);
+		p->lit = lora_xmalloc(n + 1);
+		memcpy(p->lit, json_string_value(s), n + 1);
+		p->lit_len = n;
+		return 0;
+	}
+	if (json_is_string(r))
+		return pattern_regex(p, json_string_value(r), json_string_length(r), 0, what);
+	return lora_err("%s: missing pattern", what);
+}
+
+static void comp_clear(comp *c)
+{
+	for (int i = 0; i < c->nsub; i++)
+		comp_clear(&c->sub[i]);
+	free(c->sub);
+	pattern_free(&c->pat);
+	free(c->str);
+}
+
+static void comp_free(comp *c)
+{
+	if (!c)
+		return;
+	comp_clear(c);
+	free(c);
+}
+
+static void set_str(comp *c, const char *s)
+{
+	c->str_len = strlen(s);
+	c->str = lora_xstrdup(s);
+}
+
+/* One char (as UTF-8) from a JSON string field, or def. */
+static int char_field(json_t *o, const char *k, const char *def, comp *c, const char *what)
+{
+	const char *s = jstr(o, k);
+	if (!s)
+		s = def;
+	size_t cl;
+	if (!*s || !utf8_is_valid(s, strlen(s)) || (utf8_get((const unsigned char *)s, &cl), s[cl]))
+		return lora_err("%s: '%s' must be one character", what, k);
+	set_str(c, s);
+	return 0;
+}
+
+static comp *parse_normalizer(json_t *o, int depth);
+static comp *parse_pretok(json_t *o, int depth);
+static comp *parse_decoder(json_t *o, int depth);
+
+typedef comp *(*parse_fn)(json_t *, int);
+
+static comp *parse_seq(json_t *o, const char *key, parse_fn fn, int depth, const char *what)
+{
+	json_t *arr = json_object_get(o, key);
+	if (!json_is_array(arr)) {
+		lora_err("%s Sequence without '%s'", what, key);
+		return NULL;
+	}
+	comp *c = lora_xcalloc(1, sizeof *c);
+	c->type = N_SEQ;   /* == P_SEQ == D_SEQ */
+	c->nsub = (int)json_array_size(arr);
+	c->sub = lora_xcalloc(c->nsub ? c->nsub : 1, sizeof *c->sub);
+	for (int i = 0; i < c->nsub; i++) {
+		comp *s = fn(json_array_get(arr, i), depth + 1);
+		if (!s) {
+			c->nsub = i;
+			comp_free(c);
+			return NULL;
+		}
+		c->sub[i] = *s;
+		free(s);
+	}
+	return c;
+}
+
+static comp *parse_normalizer(json_t *o, int depth)
+{
+	const char *type = jstr(o, "type");
+	if (!type) {
+		lora_err("normalizer without a type");
+		return NULL;
+	}
+	if (depth > 16) {
+		lora_err("normalizer nested too deeply");
+		return NULL;
+	}
+	if (!strcmp(type, "Sequence"))
+		return parse_seq(o, "normalizers", parse_normalizer, depth, "normalizer");
+	comp *c = lora_xcalloc(1, sizeof *c);
+	if (!strcmp(type, "Prepend")) {
+		c->type = N_PREPEND;
+		const char *p = jstr(o, "prepend");
+		if (!p) {
+			lora_err("normalizer Prepend without 'prepend'");
+			goto fail;
+		}
+		set_str(c, p);
+	} else if (!strcmp(type, "Replace")) {
+		c->type = N_REPLACE;
+		if (parse_pattern(o, &c->pat, "normalizer Replace") < 0)
+			goto fail;
+		const char *s = jstr(o, "content");
+		if (!s) {
+			lora_err("normalizer Replace without 'content'");
+			goto fail;
+		}
+		set_str(c, s);
+	} else if (!strcmp(type, "NFC")) c->type = N_NFC;
+	else if (!strcmp(type, "NFD")) c->type = N_NFD;
+	else if (!strcmp(type, "NFKC")) c->type = N_NFKC;
+	else if (!strcmp(type, "NFKD")) c->type = N_NFKD;
+	else if (!strcmp(type, "Lowercase")) c->type = N_LOWER;
+	else if (!strcmp(type, "Strip")) {
+		c->type = N_STRIP;
+		c->a = jbool(o, "strip_left", 1);
+		c->b = jbool(o, "strip_right", 1);
+	} else {
+		lora_err("unsupported normalizer '%s'", type);
+		goto fail;
+	}
+	return c;
+fail:
+	comp_free(c);
+	return NULL;
+}
+
+static int parse_behavior(const char *b)
+{
+	if (!b) return -1;
+	if (!strcmp(b, "Removed")) return B_REMOVED;
+	if (!strcmp(b, "Isolated")) return B_ISOLATED;
+	if (!strcmp(b, "MergedWithPrevious")) return B_MERGED_PREV;
+	if (!strcmp(b, "MergedWithNext")) return B_MERGED_NEXT;
+	if (!strcmp(b, "Contiguous")) return B_CONTIGUOUS;
+	return -1;
+}
+
+static comp *parse_pretok(json_t *o, int depth)
+{
+	const char *type = jstr(o, "type");
+	if (!type) {
+		lora_err("pre_tokenizer without a type");
+		return NULL;
+	}
+	if (depth > 16) {
+		lora_err("pre_tokenizer nested too deeply");
+		return NULL;
+	}
+	if (!strcmp(type, "Sequence"))
+		return parse_seq(o, "pretokenizers", parse_pretok, depth, "pre_tokenizer");
+	comp *c = lora_xcalloc(1, sizeof *c);
+	if (!strcmp(type, "Split")) {
+		c->type = P_SPLIT;
+		if (parse_pattern(o, &c->pat, "pre_tokenizer Split") < 0)
+			goto fail;
+		c->a = parse_behavior(jstr(o, "behavior"));
+		if (c->a < 0) {
+			lora_err("pre_tokenizer Split: unsupported behavior '%s'",
+			         jstr(o, "behavior") ? jstr(o, "behavior") : "(none)");
+			goto fail;
+		}
+		c->b = jbool(o, "invert", 0);
+	} else if (!strcmp(type, "Metaspace")) {
+		c->type = P_METASPACE;
+		if (char_field(o, "replacement", "\xE2\x96\x81", c, "pre_tokenizer Metaspace") < 0)
+			goto fail;
+		const char *ps = jstr(o, "prepend_scheme");
+		if (!ps)
+			c->a = jbool(o, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+		else if (!strcmp(ps, "always")) c->a = PS_ALWAYS;
+		else if (!strcmp(ps, "first")) c->a = PS_FIRST;
+		else if (!strcmp(ps, "never")) c->a = PS_NEVER;
+		else {
+			lora_err("pre_tokenizer Metaspace: unknown prepend_scheme '%s'", ps);
+			goto fail;
+		}
+		c->b = jbool(o, "split", 1);
+	} else if (!strcmp(type, "ByteLevel")) {
+		c->type = P_BYTELEVEL;
+		c->a = jbool(o, "add_prefix_space", 1);
+		c->b = jbool(o, "use_regex", 1);
+		if (c->b && pattern_regex(&c->pat, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+		                          PCRE2_ZERO_TERMINATED, 0, "ByteLevel") < 0)
+			goto fail;
+	} else if (!strcmp(type, "Digits")) {
+		c->type = P_DIGITS;
+		c->a = jbool(o, "individual_digits", 0);
+	} else if (!strcmp(type, "WhitespaceSplit")) {
+		c->type = P_WSPLIT;
+	} else {
+		lora_err("unsupported pre_tokenizer '%s'", type);
+		goto fail;
+	}
+	return c;
+fail:
+	comp_free(c);
+	return NULL;
+}
+
+static comp *parse_decoder(json_t *o, int depth)
+{
+	const char *type = jstr(o, "type");
+	if (!type) {
+		lora_err("decoder without a type");
+		return NULL;
+	}
+	if (depth > 16) {
+		lora_err("decoder nested too deeply");
+		return NULL;
+	}
+	if (!strcmp(type, "Sequence"))
+		return parse_seq(o, "decoders", parse_decoder, depth, "decoder");
+	comp *c = lora_xcalloc(1, sizeof *c);
+	if (!strcmp(type, "ByteLevel")) c->type = D_BYTELEVEL;
+	else if (!strcmp(type, "ByteFallback")) c->type = D_BYTEFALLBACK;
+	else if (!strcmp(type, "Fuse")) c->type = D_FUSE;
+	else if (!strcmp(type, "Replace")) {
+		c->type = D_REPLACE;
+		if (parse_pattern(o, &c->pat, "decoder Replace") < 0)
+			goto fail;
+		const char *s = jstr(o, "content");
+		if (!s) {
+			lora_err("decoder Replace without 'content'");
+			goto fail;
+		}
+		set_str(c, s);
+	} else if (!strcmp(type, "Strip")) {
+		c->type = D_STRIP;
+		if (char_field(o, "content", " ", c, "decoder Strip") < 0)
+			goto fail;
+		json_t *a = json_object_get(o, "start"), *b = json_object_get(o, "stop");
+		c->a = json_is_integer(a) ? (int)json_integer_value(a) : 0;
+		c->b = json_is_integer(b) ? (int)json_integer_value(b) : 0;
+		if (c->a < 0 || c->b < 0 || c->a > 1000000 || c->b > 1000000) {
+			lora_err("decoder Strip: bad start/stop");
+			goto fail;
+		}
+	} else if (!strcmp(type, "Metaspace")) {
+		c->type = D_METASPACE;
+		if (char_field(o, "replacement", "\xE2\x96\x81", c, "decoder Metaspace") < 0)
+			goto fail;
+		const char *ps = jstr(o, "prepend_scheme");
+		if (!ps)
+			c->a = jbool(o, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+		else
+			c->a = !strcmp(ps, "never") ? PS_NEVER : PS_ALWAYS;
+	} else if (!strcmp(type, "BPEDecoder")) {
+		c->type = D_BPE;
+		const char *s = jstr(o, "suffix");
+		set_str(c, s ? s : "</w>");
+	} else {
+		lora_err("unsupported decoder '%s'", type);
+		goto fail;
+	}
+	return c;
+fail:
+	comp_free(c);
+	return NULL;
+}
+
+/* ---- added tokens and their trie ------------------------------------------------------------ */
+
+static int32_t trie_node_new(trie *t, uint8_t byte)
+{
+	if (t->nn == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 64;
+		t->n = lora_xrealloc(t->n, t->cap * sizeof *t->n);
+	}
+	t->n[t->nn] = (trie_node){ -1, -1, -1, byte };
+	return (int32_t)t->nn++;
+}
+
+static void trie_add(trie *t, const char *s, size_t len, int32_t tok)
+{
+	if (!len)
+		return;
+	if (!t->nn)
+		trie_node_new(t, 0);
+	int32_t cur = 0;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t b = (uint8_t)s[i];
+		int32_t ch = t->n[cur].child;
+		while (ch >= 0 && t->n[ch].byte != b)
+			ch = t->n[ch].sibling;
+		if (ch < 0) {
+			ch = trie_node_new(t, b);
+			t->n[ch].sibling = t->n[cur].child;
+			t->n[cur].child = ch;
+		}
+		cur = ch;
+	}
+	if (t->n[cur].tok < 0)      /* the first token with this content wins */
+		t->n[cur].tok = tok;
+	t->first[(uint8_t)s[0]] = 1;
+}
+
+/* Longest token starting at s[i]: its index and length, or -1. */
+static int32_t trie_match(const trie *t, const char *s, size_t n, size_t i, size_t *mlen)
+{
+	int32_t cur = 0, best = -1;
+	for (size_t k = i; k < n; k++) {
+		int32_t ch = t->n[cur].child;
+		while (ch >= 0 && t->n[ch].byte != (uint8_t)s[k])
+			ch = t->n[ch].sibling;
+		if (ch < 0)
+			break;
+		cur = ch;
+		if (t->n[cur].tok >= 0) {
+			best = t->n[cur].tok;
+			*mlen = k + 1 - i;
+		}
+	}
+	return best;
+}
+
+/* ---- Unicode helpers ------------------------------------------------------------------------------ */
+
+static int is_ws(uint32_t cp)    /* Rust char::is_whitespace (White_Space) */
+{
+	return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+	       (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+	       cp == 0x205F || cp == 0x3000;
+}
+
+static int is_alnum_cp(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
+	       (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+}
+
+static int is_numeric_cp(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO;
+}
+
+/* Code point ending at s[end) (valid UTF-8, end > 0). */
+static uint32_t cp_before(const char *s, size_t end)
+{
+	size_t i = end - 1, cl;
+	while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80)
+		i--;
+	return utf8_get((const unsigned char *)s + i, &cl);
+}
+
+/* ---- added-token splitting (added_vocabulary.rs find_matches) ------------------------------------------ */
+
+typedef struct { size_t off, len; int32_t id; int first; } seg;
+typedef struct { seg *v; size_t n, cap; } segvec;
+
+static void seg_push(segvec *a, size_t off, size_t len, int32_t id, int first)
+{
+	if (a->n == a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 16;
+		a->v = lora_xrealloc(a->v, a->cap * sizeof *a->v);
+	}
+	a->v[a->n++] = (seg){ off, len, id, first };
+}
+
+/* Split s[0, n) on the tokens of tr. first: s starts at original offset 0. */
+static void split_added(const lora_tokenizer *t, const trie *tr, const char *s, size_t n, int first, segvec *out)
+{
+	size_t start_off = 0, i = 0;
+	if (tr->nn) {
+		while (i < n) {
+			if (!tr->first[(uint8_t)s[i]]) {
+				i++;
+				continue;
+			}
+			size_t mlen = 0;
+			int32_t k = trie_match(tr, s, n, i, &mlen);
+			if (k < 0) {
+				i++;
+				continue;
+			}
+			const added_tok *a = &t->added[k];
+			size_t ms = i, me = i + mlen;
+			if (a->single_word) {
+				int sp = ms == 0 || !is_alnum_cp(cp_before(s, ms));
+				size_t cl;
+				int ep = me == n || !is_alnum_cp(utf8_get((const unsigned char *)s + me, &cl));
+				if (!sp || !ep) {
+					i++;
+					continue;
+				}
+			}
+			if (a->lstrip) {
+				size_t ns = ms;
+				while (ns > 0) {
+					uint32_t cp = cp_before(s, ns);
+					if (!is_ws(cp))
+						break;
+					char tmp[4];
+					ns -= (size_t)utf8_put(cp, tmp);
+				}
+				ms = ns > start_off ? ns : start_off;
+			}
+			if (a->rstrip) {
+				while (me < n) {
+					size_t cl;
+					uint32_t cp = utf8_get((const unsigned char *)s + me, &cl);
+					if (!is_ws(cp))
+						break;
+					me += cl;
+				}
+			}
+			if (start_off < ms)
+				seg_push(out, start_off, ms - start_off, -1, first && start_off == 0);
+			seg_push(out, ms, me - ms, a->id, 0);
+			start_off = i = me;
+		}
+	}
+	if (start_off < n || n == 0)
+		seg_push(out, start_off, n - start_off, -1, first && start_off == 0);
+}
+
+/* ---- normalizers ------------------------------------------------------------------------------------------ */
+
+static int is_ascii(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return 0;
+	return 1;
+}
+
+static int is_cased(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT;
+}
+
+static int is_case_ignorable(uint32_t cp)
+{
+	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+	return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_CF ||
+	       c == UTF8PROC_CATEGORY_LM || c == UTF8PROC_CATEGORY_SK || cp == '\'' || cp == '.' || cp == ':' ||
+	       cp == 0xB7 || cp == 0x387 || cp == 0x5F4 || cp == 0x2018 || cp == 0x2019 || cp == 0x2024 ||
+	       cp == 0xFE13 || cp == 0xFE52 || cp == 0xFE55 || cp == 0xFF07 || cp == 0xFF0E || cp == 0xFF1A;
+}
+
+/* Python's Final_Sigma rule for U+03A3 at s[i] (cl bytes). */
+static int final_sigma(const char *s, size_t n, size_t i, size_t cl)
+{
+	size_t j = i, l;
+	int before = 0, after = 0;
+	while (j > 0) {
+		uint32_t cp = cp_before(s, j);
+		char tmp[4];
+		j -= (size_t)utf8_put(cp, tmp);
+		if (is_case_ignorable(cp))
+			continue;
+		before = is_cased(cp);
+		break;
+	}
+	for (j = i + cl; j < n; j += l) {
+		uint32_t cp = utf8_get((const unsigned char *)s + j, &l);
+		if (is_case_ignorable(cp))
+			continue;
+		after = is_cased(cp);
+		break;
+	}
+	return before && !after;
+}
+
+/* Lowercase per character as Rust's char::to_lowercase (HF's Lowercase);
+ * python: also Python's str.lower() context rule for final sigma. */
+static void lowercase(sbuf *out, const char *s, size_t n, int python)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char b = (unsigned char)s[i];
+		if (b < 0x80) {
+			sbuf_addc(out, (char)(b >= 'A' && b <= 'Z' ? b + 32 : b));
+			i++;
+			continue;
+		}
+		size_t cl;
+		uint32_t cp = utf8_get((const unsigned char *)s + i, &cl);
+		i += cl;
+		if (cp == 0x130) {       /* the one unconditional multi-char lowercase */
+			sbuf_add(out, "i\xCC\x87", 3);
+			continue;
+		}
+		if (cp == 0x3A3 && python && final_sigma(s, n, i - cl, cl)) {
+			sbuf_add(out, "\xCF\x82", 2);
+			continue;
+		}
+		char tmp[4];
+		int l = utf8_put((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp);
+		sbuf_add(out, tmp, (size_t)l);
+	}
+}
+
+static void unicode_norm(sbuf *out, const char *s, size_t n, int type)
+{
+	if (is_ascii(s, n)) {
+		sbuf_add(out, s, n);
+		return;
+	}
+	int opt = UTF8PROC_STABLE;
+	if (type == N_NFC) opt |= UTF8PROC_COMPOSE;
+	if (type == N_NFD) opt |= UTF8PROC_DECOMPOSE;
+	if (type == N_NFKC) opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+	if (type == N_NFKD) opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+	utf8proc_uint8_t *dst = NULL;
+	utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, (utf8proc_option_t)opt);
+	if (r < 0) {                 /* cannot happen on valid UTF-8: keep the text */
+		sbuf_add(out, s, n);
+		return;
+	}
+	sbuf_add(out, dst, (size_t)r);
+	free(dst);
+}
+
+static void replace_all(tcache *c, const pattern *p, const char *rep, size_t rlen, sbuf *out, const char *s, size_t n)
+{
+	size_t pos = 0, ms, me;
+	while (pattern_next(p, c, s, n, pos, &ms, &me)) {
+		if (me == ms) {          /* empty regex match: insert, step one char */
+			sbuf_add(out, s + pos, ms - pos);
+			sbuf_add(out, rep, rlen);
+			if (ms >= n) {
+				pos = n;
+				break;
+			}
+			size_t cl;
+			utf8_get((const unsigned char *)s + ms, &cl);
+			sbuf_add(out, s + ms, cl);
+			pos = ms + cl;
+			continue;
+		}
+		sbuf_add(out, s + pos, ms - pos);
+		sbuf_add(out, rep, rlen);
+		pos = me;
+	}
+	if (pos < n)
+		sbuf_add(out, s + pos, n - pos);
+}
+
+static void clip_clean(sbuf *out, const char *s, size_t n);
+
+/* Apply normalizer c to s[0, n), appending to out. */
+static void normalize(const comp *c, tcache *tc, sbuf *out, const char *s, size_t n)
+{
+	switch (c->type) {
+	case N_SEQ: {
+		sbuf a = { 0 }, b = { 0 };
+		sbuf_add(&a, s, n);
+		for (int i = 0; i < c->nsub; i++) {
+			b.n = 0;
+			normalize(&c->sub[i], tc, &b, a.s, a.n);
+			sbuf t = a;
+			a = b;
+			b = t;
+		}
+		sbuf_add(out, a.s, a.n);
+		free(a.s);
+		free(b.s);
+		return;
+	}
+	case N_PREPEND:
+		if (n)
+			sbuf_add(out, c->str, c->str_len);
+		sbuf_add(out, s, n);
+		return;
+	case N_REPLACE:
+		replace_all(tc, &c->pat, c->str, c->str_len, out, s, n);
+		return;
+	case N_NFC: case N_NFD: case N_NFKC: case N_NFKD:
+		unicode_norm(out, s, n, c->type);
+		return;
+	case N_LOWER:
+		lowercase(out, s, n, 0);
+		return;
+	case N_STRIP: {
+		size_t a = 0, b = n, cl;
+		if (c->a)
+			while (a < b && is_ws(utf8_get((const unsigned char *)s + a, &cl)))
+				a += cl;
+		if (c->b)
+			while (b > a) {
+				uint32_t cp = cp_before(s, b);
+				if (!is_ws(cp))
+					break;
+				char tmp[4];
+				b -= (size_t)utf8_put(cp, tmp);
+			}
+		sbuf_add(out, s + a, b - a);
+		return;
+	}
+	case N_CLIP:
+		clip_clean(out, s, n);
+		return;
+	}
+	LORA_ASSERT(!"bad normalizer");
+}
+
+/* ---- pre-tokenizers ---------------------------------------------------------------------------------------- */
+
+typedef struct { size_t off, len; int first; } piece;
+
+typedef struct {
+	sbuf buf;              /* the pieces' bytes */
+	piece *p;              /* (n) */
+	size_t n, cap;
+	int mapped;            /* bytes stand for bytemap chars (ByteLevel ran last) */
+} plist;
+
+static void piece_push(plist *l, size_t off, size_t len, int first)
+{
+	if (!len)
+		return;               /* HF drops empty splits */
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->p = lora_xrealloc(l->p, l->cap * sizeof *l->p);
+	}
+	l->p[l->n++] = (piece){ off, len, first };
+}
+
+typedef struct { size_t s, e; int m; } span;
+typedef struct { span *v; size_t n, cap; } spanvec;
+
+static void span_push(spanvec *a, size_t s, size_t e, int m)
+{
+	if (a->n == a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 64;
+		a->v = lora_xrealloc(a->v, a->cap * sizeof *a->v);
+	}
+	a->v[a->n++] = (span){ s, e, m };
+}
+
+/* Apply a split behavior to the match list sp of one piece; push results. */
+static void apply_behavior(plist *out, const spanvec *sp, int behavior, size_t base, int first)
+{
+	size_t n = sp->n;
+	const span *v = sp->v;
+#define EMIT(s, e) piece_push(out, base + (s), (e) - (s), first && (s) == 0)
+	switch (behavior) {
+	case B_REMOVED:
+		for (size_t i = 0; i < n; i++)
+			if (!v[i].m)
+				EMIT(v[i].s, v[i].e);
+		return;
+	case B_ISOLATED:
+		for (size_t i = 0; i < n; i++)
+			EMIT(v[i].s, v[i].e);
+		return;
+	case B_MERGED_PREV: {
+		int prev = 0, have = 0;
+		size_t cs = 0, ce = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i].m && !prev && have) {
+				ce = v[i].e;
+			} else {
+				if (have)
+					EMIT(cs, ce);
+				cs = v[i].s;
+				ce = v[i].e;
+				have = 1;
+			}
+			prev = v[i].m;
+		}
+		if (have)
+			EMIT(cs, ce);
+		return;
+	}
+	case B_MERGED_NEXT: {
+		/* walk backwards, then emit in order */
+		span *tmp = lora_xmalloc((n ? n : 1) * sizeof *tmp);
+		size_t k = 0;
+		int prev = 0;
+		for (size_t i = n; i-- > 0;) {
+			if (v[i].m && !prev && k)
+				tmp[k - 1].s = v[i].s;
+			else
+				tmp[k++] = v[i];
+			prev = v[i].m;
+		}
+		while (k-- > 0)
+			EMIT(tmp[k].s, tmp[k].e);
+		free(tmp);
+		return;
+	}
+	case B_CONTIGUOUS: {
+		int prev = 0, have = 0;
+		size_t cs = 0, ce = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i].m == prev && have) {
+				ce = v[i].e;
+			} else {
+				if (have)
+					EMIT(cs, ce);
+				cs = v[i].s;
+				ce = v[i].e;
+				have = 1;
+			}
+			prev = v[i].m;
+		}
+		if (have)
+			EMIT(cs, ce);
+		return;
+	}
+	}
+#undef EMIT
+}
+
+/* Matches of a pattern inside s[0, n) as spans covering all of it. */
+static void pattern_spans(const pattern *p, tcache *c, const char *s, size_t n, int invert, spanvec *sp)
+{
+	sp->n = 0;
+	size_t prev = 0, pos = 0, ms, me;
+	while (pattern_next(p, c, s, n, pos, &ms, &me)) {
+		if (prev != ms)
+			span_push(sp, prev, ms, invert);
+		span_push(sp, ms, me, !invert);
+		prev = me;
+		if (me == ms) {          /* empty match: step one char */
+			if (ms >= n)
+				break;
+			size_t cl;
+			utf8_get((const unsigned char *)s + ms, &cl);
+			pos = ms + cl;
+		} else {
+			pos = me;
+		}
+	}
+	if (prev != n)
+		span_push(sp, prev, n, invert);
+}
+
+/* Spans of single characters for which pred holds (a char pattern). */
+static void pred_spans(int (*pred)(uint32_t, const void *), const void *ctx, const char *s, size_t n, spanvec *sp)
+{
+	sp->n = 0;
+	size_t prev = 0, i = 0, cl;
+	while (i < n) {
+		uint32_t cp = utf8_get((const unsigned char *)s + i, &cl);
+		if (pred(cp, ctx)) {
+			if (prev != i)
+				span_push(sp, prev, i, 0);
+			span_push(sp, i, i + cl, 1);
+			prev = i + cl;
+		}
+		i += cl;
+	}
+	if (prev != n)
+		span_push(sp, prev, n, 0);
+}
+
+static int pred_numeric(uint32_t cp, const void *ctx) { (void)ctx; return is_numeric_cp(cp); }
+static int pred_ws(uint32_t cp, const void *ctx) { (void)ctx; return is_ws(cp); }
+static int pred_char(uint32_t cp, const void *ctx) { return cp == *(const uint32_t *)ctx; }
+
+/* Rewrite the pieces' bytes as the bytemap chars they stand for. */
+static void materialize(plist *l)
+{
+	if (!l->mapped)
+		return;
+	sbuf nb = { 0 };
+	for (size_t i = 0; i < l->n; i++) {
+		piece *p = &l->p[i];
+		size_t off = nb.n;
+		for (size_t k = 0; k < p->len; k++) {
+			unsigned char b = (unsigned char)l->buf.s[p->off + k];
+			sbuf_add(&nb, bytemap_str[b], bytemap_len[b]);
+		}
+		p->off = off;
+		p->len = nb.n - off;
+	}
+	free(l->buf.s);
+	l->buf = nb;
+	l->mapped = 0;
+}
+
+static void pretokenize(const comp *c, tcache *tc, plist *l)
+{
+	if (c->type == P_SEQ) {
+		for (int i = 0; i < c->nsub; i++)
+			pretokenize(&c->sub[i], tc, l);
+		return;
+	}
+	materialize(l);
+	plist out = { 0 };
+	spanvec sp = { 0 };
+	switch (c->type) {
+	case P_SPLIT:
+		out.buf = l->buf;
+		for (size_t i = 0; i < l->n; i++) {
+			const piece *p = &l->p[i];
+			pattern_spans(&c->pat, tc, l->buf.s + p->off, p->len, c->b, &sp);
+			apply_behavior(&out, &sp, c->a, p->off, p->first);
+		}
+		break;
+	case P_DIGITS:
+	case P_WSPLIT:
+		out.buf = l->buf;
+		for (size_t i = 0; i < l->n; i++) {
+			const piece *p = &l->p[i];
+			pred_spans(c->type == P_DIGITS ? pred_numeric : pred_ws, NULL, l->buf.s + p->off, p->len, &sp);
+			apply_behavior(&out, &sp, c->type == P_WSPLIT ? B_REMOVED : c->a ? B_ISOLATED : B_CONTIGUOUS,
+			               p->off, p->first);
+		}
+		break;
+	case P_METASPACE: {
+		size_t cl;
+		uint32_t rcp = utf8_get((const unsigned char *)c->str, &cl);
+		for (size_t i = 0; i < l->n; i++) {
+			const piece *p = &l->p[i];
+			const char *s = l->buf.s + p->off;
+			size_t off = out.buf.n;
+			/* the space is replaced first, so a leading ' ' counts as the replacement */
+			int starts = (p->len >= c->str_len && !memcmp(s, c->str, c->str_len)) || (p->len && s[0] == ' ');
+			if (p->len && !starts && (c->a == PS_ALWAYS || (c->a == PS_FIRST && p->first)))
+				sbuf_add(&out.buf, c->str, c->str_len);
+			for (size_t k = 0; k < p->len; k++) {
+				if (s[k] == ' ')
+					sbuf_add(&out.buf, c->str, c->str_len);
+				else
+					sbuf_addc(&out.buf, s[k]);
+			}
+			size_t len = out.buf.n - off;
+			if (!c->b) {
+				piece_push(&out, off, len, p->first);
+				continue;
+			}
+			pred_spans(pred_char, &rcp, out.buf.s + off, len, &sp);
+			apply_behavior(&out, &sp, B_MERGED_NEXT, off, p->first);
+		}
+		free(l->buf.s);
+		break;
+	}
+	case P_BYTELEVEL:
+		for (size_t i = 0; i < l->n; i++) {
+			const piece *p = &l->p[i];
+			size_t off = out.buf.n;
+			if (c->a && p->len && l->buf.s[p->off] != ' ')
+				sbuf_addc(&out.buf, ' ');
+			sbuf_add(&out.buf, l->buf.s + p->off, p->len);
+			size_t len = out.buf.n - off;
+			if (!c->b) {
+				piece_push(&out, off, len, p->first);
+				continue;
+			}
+			pattern_spans(&c->pat, tc, out.buf.s + off, len, 0, &sp);
+			apply_behavior(&out, &sp, B_ISOLATED, off, p->first);
+		}
+		free(l->buf.s);
+		out.mapped = 1;
+		break;
+	default:
+		LORA_ASSERT(!"bad pre_tokenizer");
+	}
+	free(sp.v);
+	free(l->p);
+	*l = out;
+}
+
+/* ---- encode ---------------------------------------------------------------------------------------------------- */
+
+/* Normalize, pre-tokenize and run the model over one text segment. */
+static int encode_segment(const lora_tokenizer *t, tcache *tc, const char *s, size_t n, int first, ivec *out)
+{
+	sbuf norm = { 0 };
+	const char *ns = s;
+	size_t nn = n;
+	if (t->norm) {
+		normalize(t->norm, tc, &norm, s, n);
+		ns = norm.s ? norm.s : "";
+		nn = norm.n;
+	}
+	segvec sv = { 0 };
+	split_added(t, &t->norm_trie, ns, nn, first, &sv);
+	int rc = 0;
+	for (size_t i = 0; i < sv.n && rc == 0; i++) {
+		const seg *g = &sv.v[i];
+		if (g->id >= 0) {
+			ivec_push(out, g->id);
+			continue;
+		}
+		plist l = { 0 };
+		sbuf_add(&l.buf, ns + g->off, g->len);
+		piece_push(&l, 0, g->len, g->first);
+		if (t->pre)
+			pretokenize(t->pre, tc, &l);
+		for (size_t k = 0; k < l.n && rc == 0; k++)
+			rc = model_word(t, tc, l.buf.s + l.p[k].off, l.p[k].len, l.mapped, out);
+		free(l.buf.s);
+		free(l.p);
+	}
+	free(sv.v);
+	free(norm.s);
+	return rc;
+}
+
+int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
+                          int add_special, int32_t **ids, size_t *n)
+{
+	*ids = NULL;
+	*n = 0;
+	tcache *tc = tc_get(t);
+	sbuf clean = { 0 };
+	if (!utf8_is_valid(text, len)) {
+		utf8_lossy(&clean, text, len);
+		text = clean.s;
+		len = clean.n;
+	}
+	ivec out = { 0 };
+	if (add_special)
+		for (size_t i = 0; i < t->npost_pre; i++)
+			ivec_push(&out, t->post_pre[i]);
+	segvec sv = { 0 };
+	split_added(t, &t->raw_trie, text ? text : "", len, 1, &sv);
+	int rc = 0;
+	for (size_t i = 0; i < sv.n && rc == 0; i++) {
+		const seg *g = &sv.v[i];
+		if (g->id >= 0)
+			ivec_push(&out, g->id);
+		else
+			rc = encode_segment(t, tc, text + g->off, g->len, g->first, &out);
+	}
+	free(sv.v);
+	free(clean.s);
+	if (rc < 0) {
+		free(out.v);
+		return -1;
+	}
+	if (add_special)
+		for (size_t i = 0; i < t->npost_post; i++)
+			ivec_push(&out, t->post_post[i]);
+	if (!out.v)
+		out.v = lora_xmalloc(sizeof *out.v);
+	*ids = out.v;
+	*n = out.n;
+	return 0;
+}
+
+/* ---- decode ------------------------------------------------------------------------------------------------------ */
+
+typedef struct { sbuf *v; size_t n, cap; } slist;
+
+static sbuf *slist_push(slist *l)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = lora_xrealloc(l->v, l->cap * sizeof *l->v);
+	}
+	l->v[l->n] = (sbuf){ 0 };
+	return &l->v[l->n++];
+}
+
+static void slist_free(slist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].s);
+	free(l->v);
+	*l = (slist){ 0 };
+}
+
+static void decode_chain(const comp *c, tcache *tc, slist *l)
+{
+	slist out = { 0 };
+	switch (c->type) {
+	case D_SEQ:
+		for (int i = 0; i < c->nsub; i++)
+			decode_chain(&c->sub[i], tc, l);
+		return;
+	case D_BYTELEVEL: {
+		sbuf raw = { 0 };
+		for (size_t i = 0; i < l->n; i++) {
+			const sbuf *s = &l->v[i];
+			size_t start = raw.n, k = 0, cl;
+			int ok = 1;
+			while (k < s->n) {
+				uint32_t cp = utf8_get((const unsigned char *)s->s + k, &cl);
+				int b = bytemap_byte(cp);
+				if (b < 0) {
+					ok = 0;
+					break;
+				}
+				sbuf_addc(&raw, (char)b);
+				k += cl;
+			}
+			if (!ok) {
+				raw.n = start;
+				sbuf_add(&raw, s->s, s->n);
+			}
+		}
+		utf8_lossy(slist_push(&out), raw.s ? raw.s : "", raw.n);
+		free(raw.s);
+		break;
+	}
+	case D_REPLACE:
+		for (size_t i = 0; i < l->n; i++)
+			replace_all(tc, &c->pat, c->str, c->str_len, slist_push(&out), l->v[i].s ? l->v[i].s : "", l->v[i].n);
+		break;
+	case D_BYTEFALLBACK: {
+		sbuf bytes = { 0 };
+		for (size_t i = 0; i <= l->n; i++) {
+			int byte = -1;
+			if (i < l->n) {
+				const sbuf *s = &l->v[i];
+				if (s->n == 6 && !memcmp(s->s, "<0x", 3) && s->s[5] == '>') {
+					char h[3] = { s->s[3], s->s[4], 0 };
+					char *end;
+					long v = strtol(h, &end, 16);
+					if (*end == 0 && h[0] != '-' && h[0] != ' ' && v >= 0 && v < 256)
+						byte = (int)v;
+				}
+			}
+			if (byte >= 0) {
+				sbuf_addc(&bytes, (char)byte);
+				continue;
+			}
+			if (bytes.n) {
+				if (utf8_is_valid(bytes.s, bytes.n))
+					sbuf_add(slist_push(&out), bytes.s, bytes.n);
+				else
+					for (size_t k = 0; k < bytes.n; k++)
+						sbuf_add(slist_push(&out), "\xEF\xBF\xBD", 3);
+				bytes.n = 0;
+			}
+			if (i < l->n)
+				sbuf_add(slist_push(&out), l->v[i].s, l->v[i].n);
+		}
+		free(bytes.s);
+		break;
+	}
+	case D_FUSE: {
+		sbuf *s = slist_push(&out);
+		for (size_t i = 0; i < l->n; i++)
+			sbuf_add(s, l->v[i].s, l->v[i].n);
+		break;
+	}
+	case D_STRIP:
+		for (size_t i = 0; i < l->n; i++) {
+			const char *s = l->v[i].s ? l->v[i].s : "";
+			size_t n = l->v[i].n, a = 0, b = n;
+			for (int k = 0; k < c->a && a < n && !memcmp(s + a, c->str, c->str_len <= n - a ? c->str_len : n - a) && n - a >= c->str_len; k++)
+				a += c->str_len;
+			for (int k = 0; k < c->b && b >= a + c->str_len && !memcmp(s + b - c->str_len, c->str, c->str_len); k++)
+				b -= c->str_len;
+			sbuf_add(slist_push(&out), s + a, b - a);
+		}
+		break;
+	case D_METASPACE:
+		for (size_t i = 0; i < l->n; i++) {
+			sbuf *o = slist_push(&out);
+			const char *s = l->v[i].s ? l->v[i].s : "";
+			size_t n = l->v[i].n;
+			for (size_t k = 0; k < n;) {
+				if (n - k >= c->str_len && !memcmp(s + k, c->str, c->str_len)) {
+					if (!(i == 0 && c->a != PS_NEVER))
+						sbuf_addc(o, ' ');
+					k += c->str_len;
+				} else {
+					sbuf_addc(o, s[k++]);
+				}
+			}
+		}
+		break;
+	case D_BPE:
+		for (size_t i = 0; i < l->n; i++) {
+			pattern p = { c->str, c->str_len, NULL };
+			const char *rep = i + 1 == l->n ? "" : " ";
+			if (c->str_len)
+				replace_all(tc, &p, rep, strlen(rep), slist_push(&out), l->v[i].s ? l->v[i].s : "", l->v[i].n);
+			else
+				sbuf_add(slist_push(&out), l->v[i].s, l->v[i].n);
+		}
+		break;
+	default:
+		LORA_ASSERT(!"bad decoder");
+	}
+	slist_free(l);
+	*l = out;
+}
+
+char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t n, int skip_special)
+{
+	return lora_tokenizer_decode_n(t, ids, n, skip_special, NULL);
+}
+
+char *lora_tokenizer_decode_n(const lora_tokenizer *t, const int32_t *ids, size_t n, int skip_special, size_t *len)
+{
+	tcache *tc = tc_get(t);
+	slist l = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		int32_t id = ids[i];
+		if (id < 0 || (size_t)id >= t->nid || !t->id_tok[id])
+			continue;
+		if (skip_special && t->is_special[id])
+			continue;
+		sbuf_add(slist_push(&l), t->id_tok[id], strlen(t->id_tok[id]));
+	}
+	if (t->dec) {
+		decode_chain(t->dec, tc, &l);
+	} else if (l.n) {
+		/* no decoder: tokens joined by spaces */
+		slist j = { 0 };
+		sbuf *s = slist_push(&j);
+		for (size_t i = 0; i < l.n; i++) {
+			if (i)
+				sbuf_addc(s, ' ');
+			sbuf_add(s, l.v[i].s, l.v[i].n);
+		}
+		slist_free(&l);
+		l = j;
+	}
+	sbuf res = { 0 };
+	for (size_t i = 0; i < l.n; i++)
+		sbuf_add(&res, l.v[i].s, l.v[i].n);
+	slist_free(&l);
+	sbuf_grow(&res, 0);
+	res.s[res.n] = 0;
+	if (len)
+		*len = res.n;
+	return res.s;
+}
+
+/* ---- CLIP text cleaning ---------------------------------------------------------------------------------------------- */
+
+/* Python's html.unescape for numeric references and the common named ones. */
+static const struct { const char *name; const char *rep; int semi_optional; } html_ents[] = {
+	{ "amp", "&", 1 }, { "lt", "<", 1 }, { "gt", ">", 1 }, { "quot", "\"", 1 },
+	{ "apos", "'", 0 }, { "nbsp", "\xC2\xA0", 1 }, { "copy", "\xC2\xA9", 1 },
+	{ "reg", "\xC2\xAE", 1 }, { "hellip", "\xE2\x80\xA6", 0 }, { "mdash", "\xE2\x80\x94", 0 },
+	{ "ndash", "\xE2\x80\x93", 0 }, { "lsquo", "\xE2\x80\x98", 0 }, { "rsquo", "\xE2\x80\x99", 0 },
+	{ "ldquo", "\xE2\x80\x9C", 0 }, { "rdquo", "\xE2\x80\x9D", 0 },
+};
+
+/* cp1252 for 0x80-0x9F, as Python's html module maps &#128; etc. */
+static const uint16_t cp1252[32] = {
+	0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x8D, 0x017D, 0x8F,
+	0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
+};
+
+static void html_unescape(sbuf *out, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		if (s[i] != '&') {
+			sbuf_addc(out, s[i++]);
+			continue;
+		}
+		size_t j = i + 1;
+		if (j < n && s[j] == '#') {
+			j++;
+			int hex = j < n && (s[j] == 'x' || s[j] == 'X');
+			if (hex)
+				j++;
+			size_t d0 = j;
+			uint64_t v = 0;
+			while (j < n && (hex ? ((s[j] >= '0' && s[j] <= '9') || ((s[j] | 32) >= 'a' && (s[j] | 32) <= 'f'))
+			                     : (s[j] >= '0' && s[j] <= '9'))) {
+				int d = s[j] <= '9' ? s[j] - '0' : (s[j] | 32) - 'a' + 10;
+				if (v < 0x1000000)
+					v = v * (hex ? 16 : 10) + (uint64_t)d;
+				j++;
+			}
+			if (j == d0) {
+				sbuf_addc(out, s[i++]);
+				continue;
+			}
+			if (j < n && s[j] == ';')
+				j++;
+			uint32_t cp;
+			if (v >= 0x80 && v <= 0x9F)
+				cp = cp1252[v - 0x80];
+			else if (v == 0 || (v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF)
+				cp = 0xFFFD;
+			else
+				cp = (uint32_t)v;
+			int invalid = (cp >= 0x1 && cp <= 0x8) || (cp >= 0xE && cp <= 0x1F) || (cp >= 0x7F && cp <= 0x9F) ||
+			              (cp >= 0xFDD0 && cp <= 0xFDEF) || cp == 0xB || (cp & 0xFFFE) == 0xFFFE;
+			if (!invalid || (v >= 0x80 && v <= 0x9F)) {
+				char tmp[4];
+				sbuf_add(out, tmp, (size_t)utf8_put(cp, tmp));
+			}
+			i = j;
+			continue;
+		}
+		int done = 0;
+		for (size_t k = 0; k < sizeof html_ents / sizeof html_ents[0]; k++) {
+			size_t l = strlen(html_ents[k].name);
+			if (n - j >= l && !memcmp(s + j, html_ents[k].name, l)) {
+				int semi = j + l < n && s[j + l] == ';';
+				if (!semi && !html_ents[k].semi_optional)
+					continue;
+				sbuf_add(out, html_ents[k].rep, strlen(html_ents[k].rep));
+				i = j + l + semi;
+				done = 1;
+				break;
+			}
+		}
+		if (!done)
+			sbuf_addc(out, s[i++]);
+	}
+}
+
+static int is_pyspace(uint32_t cp)   /* Python str.isspace */
+{
+	return is_ws(cp) || (cp >= 0x1C && cp <= 0x1F);
+}
+
+/* open_clip's clean 'lower': basic_clean (ftfy.fix_text, which we replace by
+ * NFC + straight quotes, then html.unescape twice, strip), whitespace_clean
+ * (\s+ -> ' ', strip), lower(). */
+static void clip_clean(sbuf *out, const char *s, size_t n)
+{
+	sbuf a = { 0 }, b = { 0 };
+	unicode_norm(&a, s, n, N_NFC);
+	/* ftfy's uncurl_quotes */
+	for (size_t i = 0; i < a.n;) {
+		size_t cl;
+		uint32_t cp = utf8_get((const unsigned char *)a.s + i, &cl);
+		if (cp == 0x2018 || cp == 0x2019 || cp == 0x201A || cp == 0x201B)
+			sbuf_addc(&b, '\'');
+		else if (cp == 0x201C || cp == 0x201D || cp == 0x201E || cp == 0x201F)
+			sbuf_addc(&b, '"');
+		else
+			sbuf_add(&b, a.s + i, cl);
+		i += cl;
+	}
+	a.n = 0;
+	html_unescape(&a, b.s ? b.s : "", b.n);
+	b.n = 0;
+	html_unescape(&b, a.s ? a.s : "", a.n);
+	/* collapse whitespace runs to one space, trim */
+	a.n = 0;
+	int pend = 0;
+	for (size_t i = 0; i < b.n;) {
+		size_t cl;
+		uint32_t cp = utf8_get((const unsigned char *)b.s + i, &cl);
+		if (is_pyspace(cp)) {
+			pend = a.n > 0;
+		} else {
+			if (pend)
+				sbuf_addc(&a, ' ');
+			pend = 0;
+			sbuf_add(&a, b.s + i, cl);
+		}
+		i += cl;
+	}
+	lowercase(out, a.s ? a.s : "", a.n, 1);
+	free(a.s);
+	free(b.s);
+}
+
+/* ---- loading: common parts ------------------------------------------------------------------------------------------------- */
+
+static lora_tokenizer *tok_new(void)
+{
+	lora_tokenizer *t = lora_xcalloc(1, sizeof *t);
+	bpe_init(&t->bpe);
+	t->bos = t->eos = t->pad = -1;
+	t->serial = atomic_fetch_add(&serial_next, 1);
+	return t;
+}
+
+void lora_tokenizer_free(lora_tokenizer *t)
+{
+	if (!t)
+		return;
+	if (tl_tc && tl_tc->serial == t->serial) {
+		tc_free(tl_tc);
+		tl_tc = NULL;
+		pthread_setspecific(tc_key, NULL);
+	}
+	bpe_free(&t->bpe);
+	comp_free(t->norm);
+	comp_free(t->pre);
+	comp_free(t->dec);
+	free(t->added);
+	free(t->raw_trie.n);
+	free(t->norm_trie.n);
+	free(t->post_pre);
+	free(t->post_post);
+	free(t->id_tok);
+	free(t->is_special);
+	strmap_free(&t->added_map);
+	arena_free(&t->mem);
+	free(t);
+}
+
+#define MAX_ID (1 << 24)
+
+/* Record id -> token for id_to_token (the first spelling seen wins for added,
+ * the model's otherwise as HF's id_to_token checks added tokens first). */
+static void set_id_tok(lora_tokenizer *t, int32_t id, const char *s, int overwrite)
+{
+	if ((size_t)id >= t->nid) {
+		size_t n = t->nid ? t->nid : 1024;
+		while (n <= (size_t)id)
+			n *= 2;
+		t->id_tok = lora_xrealloc(t->id_tok, n * sizeof *t->id_tok);
+		t->is_special = lora_xrealloc(t->is_special, n);
+		memset(t->id_tok + t->nid, 0, (n - t->nid) * sizeof *t->id_tok);
+		memset(t->is_special + t->nid, 0, n - t->nid);
+		t->nid = n;
+	}
+	if (overwrite || !t->id_tok[id])
+		t->id_tok[id] = (char *)s;
+}
+
+static void finish_ids(lora_tokenizer *t)
+{
+	/* trim nid to max id + 1 */
+	size_t n = t->nid;
+	while (n > 0 && !t->id_tok[n - 1])
+		n--;
+	t->nid = n;
+}
+
+/* Add one added token (content/id/flags); the model vocab is left alone. */
+static void add_added(lora_tokenizer *t, const char *content, size_t len, int32_t id, int special,
+                      int lstrip, int rstrip, int single_word, int normalized)
+{
+	t->added = lora_xrealloc(t->added, (t->nadded + 1) * sizeof *t->added);
+	char *c = arena_strndup(&t->mem, content, len);
+	t->added[t->nadded++] = (added_tok){ c, len, id, special, lstrip, rstrip, single_word, normalized };
+	strmap_set(&t->added_map, c, len, id);
+	set_id_tok(t, id, c, 1);
+	if (special)
+		t->is_special[id] = 1;
+}
+
+static void build_tries(lora_tokenizer *t)
+{
+	tcache *tc = tc_get(t);
+	for (size_t i = 0; i < t->nadded; i++) {
+		added_tok *a = &t->added[i];
+		if (!a->normalized || !t->norm) {
+			trie_add(a->normalized ? &t->norm_trie : &t->raw_trie, a->content, a->len, (int32_t)i);
+			continue;
+		}
+		sbuf nb = { 0 };
+		normalize(t->norm, tc, &nb, a->content, a->len);
+		char *c = arena_strndup(&t->mem, nb.s ? nb.s : "", nb.n);
+		trie_add(&t->norm_trie, c, nb.n, (int32_t)i);
+		free(nb.s);
+	}
+}
+
+/* ---- loading: tokenizer.json ------------------------------------------------------------------------------------------------- */
+
+static int32_t lookup_any(const lora_tokenizer *t, const char *s)
+{
+	int32_t id = strmap_get(&t->added_map, s, strlen(s));
+	return id >= 0 ? id : strmap_get(&t->bpe.vocab, s, strlen(s));
+}
+
+static int parse_post(lora_tokenizer *t, json_t *o, int depth)
+{
+	const char *type = jstr(o, "type");
+	if (!type)
+		return lora_err("post_processor without a type");
+	if (depth > 8)
+		return lora_err("post_processor nested too deeply");
+	if (!strcmp(type, "ByteLevel"))
+		return 0;
+	if (!strcmp(type, "Sequence")) {
+		json_t *arr = json_object_get(o, "processors");
+		if (!json_is_array(arr))
+			return lora_err("post_processor Sequence without 'processors'");
+		for (size_t i = 0; i < json_array_size(arr); i++)
+			if (parse_post(t, json_array_get(arr, i), depth + 1) < 0)
+				return -1;
+		return 0;
+	}
+	if (!strcmp(type, "TemplateProcessing")) {
+		json_t *single = json_object_get(o, "single"), *sp = json_object_get(o, "special_tokens");
+		if (!json_is_array(single))
+			return lora_err("post_processor TemplateProcessing without 'single'");
+		int seen_a = 0;
+		for (size_t i = 0; i < json_array_size(single); i++) {
+			json_t *it = json_array_get(single, i);
+			json_t *stok = json_object_get(it, "SpecialToken"), *seq = json_object_get(it, "Sequence");
+			if (seq) {
+				seen_a = 1;
+				continue;
+			}
+			const char *name = jstr(stok, "id");
+			if (!name)
+				return lora_err("post_processor TemplateProcessing: bad item in 'single'");
+			json_t *ids = json_object_get(json_object_get(sp, name), "ids");
+			if (!json_is_array(ids))
+				return lora_err("post_processor TemplateProcessing: special token '%s' has no ids", name);
+			for (size_t k = 0; k < json_array_size(ids); k++) {
+				json_t *v = json_array_get(ids, k);
+				if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= MAX_ID)
+					return lora_err("post_processor TemplateProcessing: bad id for '%s'", name);
+				int32_t id = (int32_t)json_integer_value(v);
+				int32_t **arr = seen_a ? &t->post_post : &t->post_pre;
+				size_t *cnt = seen_a ? &t->npost_post : &t->npost_pre;
+				*arr = lora_xrealloc(*arr, (*cnt + 1) * sizeof **arr);
+				(*arr)[(*cnt)++] = id;
+			}
+		}
+		return 0;
+	}
+	if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
+		json_t *cls = json_object_get(o, "cls"), *sep = json_object_get(o, "sep");
+		json_t *ci = json_array_get(cls, 1), *si = json_array_get(sep, 1);
+		if (!json_is_integer(ci) || !json_is_integer(si) || json_integer_value(ci) < 0 ||
+		    json_integer_value(si) < 0 || json_integer_value(ci) >= MAX_ID || json_integer_value(si) >= MAX_ID)
+			return lora_err("post_processor %s: bad cls/sep", type);
+		t->post_pre = lora_xrealloc(t->post_pre, (t->npost_pre + 1) * sizeof *t->post_pre);
+		t->post_pre[t->npost_pre++] = (int32_t)json_integer_value(ci);
+		t->post_post = lora_xrealloc(t->post_post, (t->npost_post + 1) * sizeof *t->post_post);
+		t->post_post[t->npost_post++] = (int32_t)json_integer_value(si);
+		return 0;
+	}
+	return lora_err("unsupported post_processor '%s'", type);
+}
+
+static int parse_bpe_model(lora_tokenizer *t, json_t *m)
+{
+	const char *type = jstr(m, "type");
+	if (!type) {
+		/* old files omit the type; a BPE model has merges */
+		if (!json_object_get(m, "merges"))
+			return lora_err("model without a type");
+	} else if (strcmp(type, "BPE")) {
+		return lora_err("unsupported model '%s'", type);
+	}
+	json_t *dropout = json_object_get(m, "dropout");
+	if (json_is_number(dropout) && json_number_value(dropout) != 0.0)
+		return lora_err("BPE dropout is not supported");
+	bpe_model *b = &t->bpe;
+	const char *s;
+	if ((s = jstr(m, "unk_token")))
+		b->unk_token = arena_strndup(&b->mem, s, strlen(s));
+	if ((s = jstr(m, "continuing_subword_prefix")) && *s) {
+		b->prefix = arena_strndup(&b->mem, s, strlen(s));
+		b->prefix_len = strlen(s);
+	}
+	if ((s = jstr(m, "end_of_word_suffix")) && *s) {
+		b->suffix = arena_strndup(&b->mem, s, strlen(s));
+		b->suffix_len = strlen(s);
+	}
+	b->fuse_unk = jbool(m, "fuse_unk", 0);
+	b->byte_fallback = jbool(m, "byte_fallback", 0);
+	b->ignore_merges = jbool(m, "ignore_merges", 0);
+	json_t *vocab = json_object_get(m, "vocab"), *merges = json_object_get(m, "merges");
+	if (!json_is_object(vocab))
+		return lora_err("model has no vocab object");
+	const char *k;
+	json_t *v;
+	json_object_foreach(vocab, k, v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= MAX_ID)
+			return lora_err("vocab entry '%s' has a bad id", k);
+		size_t kl = strlen(k);   /* jansson rejects NUL in keys by default */
+		char *c = arena_strndup(&b->mem, k, kl);
+		int32_t id = (int32_t)json_integer_value(v);
+		strmap_set(&b->vocab, c, kl, id);
+		set_id_tok(t, id, c, 0);
+	}
+	bpe_finish_vocab(b);
+	if (merges && !json_is_array(merges))
+		return lora_err("model merges is not a list");
+	size_t nm = json_array_size(merges);
+	bpe_merges_reserve(b, nm);
+	for (size_t i = 0; i < nm; i++) {
+		json_t *e = json_array_get(merges, i);
+		const char *a, *bb;
+		size_t al, bl;
+		if (json_is_string(e)) {
+			const char *str = json_string_value(e);
+			const char *sp = strchr(str, ' ');
+			if (!sp || strchr(sp + 1, ' '))
+				return lora_err("merge %zu '%s' is not 'a b'", i, str);
+			a = str;
+			al = (size_t)(sp - str);
+			bb = sp + 1;
+			bl = strlen(bb);
+		} else if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
+		           json_is_string(json_array_get(e, 1))) {
+			a = json_string_value(json_array_get(e, 0));
+			al = json_string_length(json_array_get(e, 0));
+			bb = json_string_value(json_array_get(e, 1));
+			bl = json_string_length(json_array_get(e, 1));
+		} else {
+			return lora_err("merge %zu is neither 'a b' nor [a, b]", i);
+		}
+		if (bpe_merge_add(b, a, al, bb, bl, (uint32_t)i) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* bos/eos/pad from tokenizer_config.json beside path, when present. */
+static void read_config(lora_tokenizer *t, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *cfg = slash ? lora_xasprintf("%.*s/tokenizer_config.json", (int)(slash - path), path)
+	                  : lora_xstrdup("tokenizer_config.json");
+	json_t *c = json_load_file(cfg, JSON_DECODE_INT_AS_REAL, NULL);   /* model_max_length overflows */
+	free(cfg);
+	if (!c)
+		return;
+	const char *keys[3] = { "bos_token", "eos_token", "pad_token" };
+	int *dst[3] = { &t->bos, &t->eos, &t->pad };
+	for (int i = 0; i < 3; i++) {
+		json_t *v = json_object_get(c, keys[i]);
+		const char *s = json_is_string(v) ? json_string_value(v) : jstr(v, "content");
+		if (s && *dst[i] < 0)
+			*dst[i] = lookup_any(t, s);
+	}
+	json_decref(c);
+}
+
+static lora_tokenizer *load_json(const char *path, json_t *root, int config)
+{
+	lora_tokenizer *t = tok_new();
+	json_t *v;
+	if ((v = json_object_get(root, "truncation")) && !json_is_null(v)) {
+		lora_err("'%s': truncation in tokenizer.json is not supported (set it to null; use --max-len)", path);
+		goto fail;
+	}
+	if ((v = json_object_get(root, "padding")) && !json_is_null(v)) {
+		lora_err("'%s': padding in tokenizer.json is not supported (set it to null; use --pad)", path);
+		goto fail;
+	}
+	if (parse_bpe_model(t, json_object_get(root, "model")) < 0)
+		goto fail_named;
+	if ((v = json_object_get(root, "normalizer")) && !json_is_null(v) && !(t->norm = parse_normalizer(v, 0)))
+		goto fail_named;
+	if ((v = json_object_get(root, "pre_tokenizer")) && !json_is_null(v) && !(t->pre = parse_pretok(v, 0)))
+		goto fail_named;
+	if ((v = json_object_get(root, "decoder")) && !json_is_null(v) && !(t->dec = parse_decoder(v, 0)))
+		goto fail_named;
+	if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) && parse_post(t, v, 0) < 0)
+		goto fail_named;
+	json_t *added = json_object_get(root, "added_tokens");
+	for (size_t i = 0; i < json_array_size(added); i++) {
+		json_t *a = json_array_get(added, i);
+		json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
+		if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= MAX_ID ||
+		    !json_is_string(content)) {
+			lora_err("added token %zu has no valid id/content", i);
+			goto fail_named;
+		}
+		int special = jbool(a, "special", 0);
+		add_added(t, json_string_value(content), json_string_length(content), (int32_t)json_integer_value(id),
+		          special, jbool(a, "lstrip", 0), jbool(a, "rstrip", 0), jbool(a, "single_word", 0),
+		          jbool(a, "normalized", !special));
+	}
+	build_tries(t);
+	finish_ids(t);
+	if (t->npost_pre)
+		t->bos = t->post_pre[0];
+	if (t->npost_post)
+		t->eos = t->post_post[t->npost_post - 1];
+	if (config)
+		read_config(t, path);
+	return t;
+fail_named:
+	{
+		char *m = lora_xstrdup(lora_errmsg());
+		lora_err("'%s': %s", path, m);
+		free(m);
+	}
+fail:
+	lora_tokenizer_free(t);
+	return NULL;
+}
+
+/* ---- loading: GPT-2 pair and CLIP ------------------------------------------------------------------------------------------------ */
+
+/* Read a file, gunzipping when it is gzip'd. NUL-terminated; free(). */
+static char *read_maybe_gz(const char *path, size_t *len)
+{
+	gzFile g = gzopen(path, "rb");
+	if (!g) {
+		lora_err("cannot open '%s':", path);
+		return NULL;
+	}
+	sbuf b = { 0 };
+	for (;;) {
+		sbuf_grow(&b, 1 << 16);
+		int r = gzread(g, b.s + b.n, 1 << 16);
+		if (r < 0) {
+			lora_err("cannot read '%s': bad gzip data", path);
+			gzclose(g);
+			free(b.s);
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		b.n += (size_t)r;
+	}
+	gzclose(g);
+	sbuf_grow(&b, 0);
+	b.s[b.n] = 0;
+	*len = b.n;
+	return b.s;
+}
+
+/* Merge lines "a b" from text (skipping a "#version" first line); at most max. */
+static int add_merge_lines(lora_tokenizer *t, const char *path, const char *text, size_t len, size_t max)
+{
+	size_t rank = 0, line = 0;
+	for (size_t i = 0; i < len && rank < max;) {
+		const char *nl = memchr(text + i, '\n', len - i);
+		size_t e = nl ? (size_t)(nl - text) : len;
+		const char *s = text + i;
+		size_t l = e - i;
+		i = e + 1;
+		line++;
+		if (l && s[l - 1] == '\r')
+			l--;
+		if (line == 1 && l >= 8 && !memcmp(s, "#version", 8))
+			continue;
+		if (!l)
+			continue;
+		const char *sp = memchr(s, ' ', l);
+		if (!sp || memchr(sp + 1, ' ', l - (size_t)(sp + 1 - s)))
+			return lora_err("'%s' line %zu: not a merge 'a b'", path, line);
+		if (bpe_merge_add(&t->bpe, s, (size_t)(sp - s), sp + 1, l - (size_t)(sp + 1 - s), (uint32_t)rank) < 0) {
+			char *m = lora_xstrdup(lora_errmsg());
+			lora_err("'%s' line %zu: %s", path, line, m);
+			free(m);
+			return -1;
+		}
+		rank++;
+	}
+	return 0;
+}
+
+static lora_tokenizer *load_gpt2(const char *enc_path, const char *bpe_path)
+{
+	lora_tokenizer *t = tok_new();
+	json_error_t je;
+	json_t *enc = json_load_file(enc_path, 0, &je);
+	char *merges = NULL;
+	if (!enc) {
+		lora_err("'%s': %s (line %d)", enc_path, je.text, je.line);
+		goto fail;
+	}
+	if (!json_is_object(enc)) {
+		lora_err("'%s': not a JSON object of token -> id", enc_path);
+		goto fail;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(enc, k, v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= MAX_ID) {
+			lora_err("'%s': entry '%s' has a bad id", enc_path, k);
+			goto fail;
+		}
+		char *c = arena_strndup(&t->bpe.mem, k, strlen(k));
+		strmap_set(&t->bpe.vocab, c, strlen(k), (int32_t)json_integer_value(v));
+		set_id_tok(t, (int32_t)json_integer_value(v), c, 0);
+	}
+	bpe_finish_vocab(&t->bpe);
+	size_t len;
+	if (!(merges = read_maybe_gz(bpe_path, &len)))
+		goto fail;
+	bpe_merges_reserve(&t->bpe, 50000);
+	if (add_merge_lines(t, bpe_path, merges, len, SIZE_MAX) < 0)
+		goto fail;
+	/* HF GPT2TokenizerFast: ByteLevel(add_prefix_space=false) pre-tokenizer
+	 * and decoder, <|endoftext|> as the special token, bos = eos. */
+	t->pre = lora_xcalloc(1, sizeof *t->pre);
+	t->pre->type = P_BYTELEVEL;
+	t->pre->a = 0;
+	t->pre->b = 1;
+	if (pattern_regex(&t->pre->pat, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+	                  PCRE2_ZERO_TERMINATED, 0, "ByteLevel") < 0)
+		goto fail;
+	t->dec = lora_xcalloc(1, sizeof *t->dec);
+	t->dec->type = D_BYTELEVEL;
+	int32_t eot = strmap_get(&t->bpe.vocab, "<|endoftext|>", 13);
+	if (eot >= 0) {
+		add_added(t, "<|endoftext|>", 13, eot, 1, 0, 0, 0, 0);
+		t->bos = t->eos = eot;
+	}
+	build_tries(t);
+	finish_ids(t);
+	json_decref(enc);
+	free(merges);
+	return t;
+fail:
+	json_decref(enc);
+	free(merges);
+	lora_tokenizer_free(t);
+	return NULL;
+}
+
+static lora_tokenizer *load_clip(const char *path)
+{
+	size_t len;
+	char *text = read_maybe_gz(path, &len);
+	if (!text)
+		return NULL;
+	lora_tokenizer *t = tok_new();
+	bpe_model *b = &t->bpe;
+	/* The merges: lines 1 .. 48894 after the header (open_clip's slice). */
+	const size_t nmerge = 49152 - 256 - 2;
+	const char **ml = lora_xmalloc(nmerge * sizeof *ml);
+	size_t *mlen = lora_xmalloc(nmerge * sizeof *mlen), nm = 0, line = 0;
+	for (size_t i = 0; i < len && nm < nmerge;) {
+		const char *nl = memchr(text + i, '\n', len - i);
+		size_t e = nl ? (size_t)(nl - text) : len;
+		if (line++ > 0) {
+			ml[nm] = text + i;
+			mlen[nm++] = e - i;
+		}
+		i = e + 1;
+	}
+	if (nm < nmerge) {
+		lora_err("'%s': %zu merges, CLIP's vocabulary needs %zu", path, nm, nmerge);
+		goto fail;
+	}
+	/* vocab: 256 byte chars, the same with </w>, each merge joined, specials */
+	int32_t id = 0;
+	static const char order_note[] = "bytes_to_unicode order";
+	(void)order_note;
+	int bs[256], k = 0;
+	for (int c = 0; c < 256; c++)
+		if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE)
+			bs[k++] = c;
+	for (int c = 0; c < 256; c++)
+		if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE))
+			bs[k++] = c;
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < 256; i++) {
+			char tmp[8];
+			size_t l = bytemap_len[bs[i]];
+			memcpy(tmp, bytemap_str[bs[i]], l);
+			if (pass)
+				memcpy(tmp + l, "</w>", 4), l += 4;
+			char *c = arena_strndup(&b->mem, tmp, l);
+			strmap_set(&b->vocab, c, l, id);
+			set_id_tok(t, id++, c, 1);
+		}
+	for (size_t i = 0; i < nm; i++) {
+		const char *s = ml[i];
+		size_t l = mlen[i];
+		/* Python's merge.split() splits on any whitespace run */
+		char *c = lora_xmalloc(l + 1);
+		size_t cl = 0;
+		int parts = 0, in = 0;
+		for (size_t j = 0; j < l; j++) {
+			int sp = s[j] == ' ' || s[j] == '\t' || s[j] == '\r' || s[j] == '\v' || s[j] == '\f';
+			if (!sp) {
+				if (!in)
+					parts++;
+				c[cl++] = s[j];
+			}
+			in = !sp;
+		}
+		if (parts != 2) {
+			free(c);
+			lora_err("'%s' line %zu: not a merge 'a b'", path, i + 2);
+			goto fail;
+		}
+		char *ac = arena_strndup(&b->mem, c, cl);
+		free(c);
+		strmap_set(&b->vocab, ac, cl, id);
+		set_id_tok(t, id++, ac, 1);
+	}
+	const char *spec[2] = { "<start_of_text>", "<end_of_text>" };
+	for (int i = 0; i < 2; i++) {
+		char *c = arena_strndup(&b->mem, spec[i], strlen(spec[i]));
+		strmap_set(&b->vocab, c, strlen(c), id);
+		strmap_set(&b->specials, c, strlen(c), id);
+		set_id_tok(t, id, c, 1);
+		t->is_special[id] = 1;
+		id++;
+	}
+	b->suffix = arena_strndup(&b->mem, "</w>", 4);
+	b->suffix_len = 4;
+	bpe_finish_vocab(b);
+	bpe_merges_reserve(b, nm);
+	for (size_t i = 0; i < nm; i++) {
+		const char *s = ml[i];
+		size_t l = mlen[i];
+		const char *sp = memchr(s, ' ', l);
+		if (!sp) {
+			lora_err("'%s' line %zu: not a merge 'a b'", path, i + 2);
+			goto fail;
+		}
+		size_t bl = l - (size_t)(sp + 1 - s);
+		while (bl && (sp[1 + bl - 1] == '\r' || sp[1 + bl - 1] == ' '))
+			bl--;
+		if (bpe_merge_add(b, s, (size_t)(sp - s), sp + 1, bl, (uint32_t)i) < 0) {
+			char *m = lora_xstrdup(lora_errmsg());
+			lora_err("'%s' line %zu: %s", path, i + 2, m);
+			free(m);
+			goto fail;
+		}
+	}
+	/* open_clip's pipeline: clean, findall(regex), bytes -> chars, BPE. */
+	t->norm = lora_xcalloc(1, sizeof *t->norm);
+	t->norm->type = N_CLIP;
+	t->pre = lora_xcalloc(1, sizeof *t->pre);
+	t->pre->type = P_SEQ;
+	t->pre->nsub = 2;
+	t->pre->sub = lora_xcalloc(2, sizeof *t->pre->sub);
+	t->pre->sub[0].type = P_SPLIT;
+	t->pre->sub[0].a = B_REMOVED;
+	t->pre->sub[0].b = 1;
+	if (pattern_regex(&t->pre->sub[0].pat,
+	                  "<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+",
+	                  PCRE2_ZERO_TERMINATED, 1, "CLIP") < 0)
+		goto fail;
+	t->pre->sub[1].type = P_BYTELEVEL;
+	t->dec = lora_xcalloc(1, sizeof *t->dec);
+	t->dec->type = D_SEQ;
+	t->dec->nsub = 2;
+	t->dec->sub = lora_xcalloc(2, sizeof *t->dec->sub);
+	t->dec->sub[0].type = D_BYTELEVEL;
+	t->dec->sub[1].type = D_REPLACE;
+	t->dec->sub[1].pat.lit = lora_xstrdup("</w>");
+	t->dec->sub[1].pat.lit_len = 4;
+	set_str(&t->dec->sub[1], " ");
+	t->bos = id - 2;
+	t->eos = id - 1;
+	t->pad = id - 1;   /* SD 1.5's HF tokenizer pads with <|endoftext|>; open_clip uses 0 */
+	t->ctx_len = 77;
+	t->post_pre = lora_xmalloc(sizeof(int32_t));
+	t->post_pre[0] = t->bos;
+	t->npost_pre = 1;
+	t->post_post = lora_xmalloc(sizeof(int32_t));
+	t->post_post[0] = t->eos;
+	t->npost_post = 1;
+	finish_ids(t);
+	free(ml);
+	free(mlen);
+	free(text);
+	return t;
+fail:
+	free(ml);
+	free(mlen);
+	free(text);
+	lora_tokenizer_free(t);
+	return NULL;
+}
+
+/* ---- loading: dispatch --------------------------------------------------------------------------------------------------------- */
+
+static int exists(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+	return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* dir/name for the folder of path. free(). */
+static char *beside(const char *path, const char *name)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? lora_xasprintf("%.*s/%s", (int)(slash - path), path, name) : lora_xstrdup(name);
+}
+
+lora_tokenizer *lora_tokenizer_load(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		lora_err("cannot open '%s':", path);
+		return NULL;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		char *p = lora_xasprintf("%s/tokenizer.json", path);
+		lora_tokenizer *t = NULL;
+		if (exists(p)) {
+			t = lora_tokenizer_load(p);
+		} else {
+			char *e = lora_xasprintf("%s/encoder.json", path);
+			if (exists(e))
+				t = lora_tokenizer_load(e);
+			else
+				lora_err("'%s': no tokenizer.json or encoder.json in this folder", path);
+			free(e);
+		}
+		free(p);
+		return t;
+	}
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	if (strstr(base, "bpe_simple_vocab") || ends_with(base, ".txt.gz"))
+		return load_clip(path);
+	if (ends_with(base, ".bpe") || !strcmp(base, "merges.txt")) {
+		char *e = beside(path, "encoder.json");
+		if (!exists(e)) {
+			free(e);
+			e = beside(path, "vocab.json");
+		}
+		lora_tokenizer *t = exists(e) ? load_gpt2(e, path) : NULL;
+		if (!t && !exists(e))
+			lora_err("'%s': no encoder.json or vocab.json beside it", path);
+		free(e);
+		return t;
+	}
+	json_error_t je;
+	json_t *root = json_load_file(path, 0, &je);
+	if (!root) {
+		lora_err("'%s': not a tokenizer file: %s (line %d)", path, je.text, je.line);
+		return NULL;
+	}
+	lora_tokenizer *t = NULL;
+	if (json_is_object(root) && json_is_object(json_object_get(root, "model"))) {
+		t = load_json(path, root, 1);
+	} else if (json_is_object(root)) {
+		json_decref(root);
+		root = NULL;
+		char *m = beside(path, "vocab.bpe");
+		if (!exists(m)) {
+			free(m);
+			m = beside(path, "merges.txt");
+		}
+		if (exists(m))
+			t = load_gpt2(path, m);
+		else
+			lora_err("'%s': no \"model\" key, and no vocab.bpe or merges.txt beside it", path);
+		free(m);
+	} else {
+		lora_err("'%s': not a tokenizer.json (expected a JSON object)", path);
+	}
+	json_decref(root);
+	return t;
+}
+
+lora_tokenizer *lora_tokenizer_load_json(const char *data, size_t len, const char *name)
+{
+	json_error_t je;
+	json_t *root = json_loadb(data, len, 0, &je);
+	if (!root) {
+		lora_err("'%s': not a tokenizer.json: %s (line %d)", name, je.text, je.line);
+		return NULL;
+	}
+	lora_tokenizer *t = NULL;
+	if (json_is_object(root) && json_is_object(json_object_get(root, "model")))
+		t = load_json(name, root, 0);
+	else
+		lora_err("'%s': not a tokenizer.json (no \"model\" object)", name);
+	json_decref(root);
+	return t;
+}
+
+/* ---- accessors ------------------------------------------------------------------------------------------------------------------ */
+
+int lora_tokenizer_vocab_size(const lora_tokenizer *t) { return (int)t->nid; }
+int lora_tokenizer_bos_id(const lora_tokenizer *t) { return t->bos; }
+int lora_tokenizer_eos_id(const lora_tokenizer *t) { return t->eos; }
+int lora_tokenizer_pad_id(const lora_tokenizer *t) { return t->pad; }
+int lora_tokenizer_context_len(const lora_tokenizer *t) { return t->ctx_len; }
+
+const char *lora_tokenizer_id_to_token(const lora_tokenizer *t, int id)
+{
+	if (id < 0 || (size_t)id >= t->nid)
+		return NULL;
+	return t->id_tok[id];
+}
+
+int lora_tokenizer_token_to_id(const lora_tokenizer *t, const char *tok)
+{
+	return lookup_any(t, tok);
+}

@@ -1,0 +1,1195 @@
+/* train.c: see train.h. The job top to bottom: plan, load, loop, save. */
+#include "train.h"
+#include "backend.h"            /* lora_backend_get, be->mem_info, be->scale */
+#include "data.h"               /* lora_dataset_load, lora_batch_make */
+#include "llama.h"              /* lora_llama_load, _forward, _backward */
+#include "lora.h"               /* lora_adapter_config, lora_targets_parse */
+#include "optim.h"              /* lora_adamw, lora_clip_grad_norm, lora_schedule */
+#include "safetensors.h"        /* st_writer for checkpoints and full models */
+#include "tfevents.h"           /* lora_tfevents_scalar */
+#include "tokenizer.h"          /* lora_tokenizer_load */
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- files and folders ------------------------------------------------------------ */
+
+static int mkdir_p(const char *path)
+{
+	char *p = lora_xstrdup(path);
+	for (char *s = p + 1; ; s++) {
+		if (*s == '/' || !*s) {
+			char c = *s;
+			*s = 0;
+			if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+				int rc = lora_err("cannot create '%s':", p);
+				free(p);
+				return rc;
+			}
+			*s = c;
+			if (!c)
+				break;
+		}
+	}
+	free(p);
+	return 0;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(p);
+}
+
+static void rm_rf(const char *path)
+{
+	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+/* Copy src to dst atomically. */
+static int copy_file(const char *src, const char *dst)
+{
+	size_t n;
+	char *buf = lora_read_file(src, &n);
+	if (!buf)
+		return -1;
+	lora_afile f;
+	if (lora_afile_open(&f, dst) < 0) {
+		free(buf);
+		return -1;
+	}
+	if (fwrite(buf, 1, n, f.fp) != n) {
+		free(buf);
+		lora_afile_abort(&f);
+		return lora_err("cannot write '%s':", dst);
+	}
+	free(buf);
+	return lora_afile_commit(&f);
+}
+
+static const char *human_bytes(char *buf, size_t n, double b)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+	return buf;
+}
+
+static const char *human_time(char *buf, size_t n, double s)
+{
+	if (!isfinite(s) || s < 0)
+		snprintf(buf, n, "?");
+	else if (s < 60)
+		snprintf(buf, n, "%.0fs", s);
+	else if (s < 3600)
+		snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+	else
+		snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+	return buf;
+}
+
+/* ---- random init (train_mode: full from a config alone) -------------------------- */
+
+typedef void (*tensor_fn)(void *ctx, const char *name, int ndim, int64_t d0, int64_t d1, int kind);
+enum { INIT_NORMAL, INIT_ONES, INIT_ZEROS };
+
+/* Every tensor of LlamaForCausalLM (FORMATS.md §5.2) for config c. */
+static void llama_tensors(const lora_llama_config *c, tensor_fn fn, void *ctx)
+{
+	int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+	int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+	char n[160];
+	fn(ctx, "model.embed_tokens.weight", 2, V, C, INIT_NORMAL);
+	for (int l = 0; l < c->n_layers; l++) {
+#define T(suffix, nd, a, b, k) (snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), fn(ctx, n, nd, a, b, k))
+		T("input_layernorm.weight", 1, C, 0, INIT_ONES);
+		T("self_attn.q_proj.weight", 2, Q, C, INIT_NORMAL);
+		T("self_attn.k_proj.weight", 2, KV, C, INIT_NORMAL);
+		T("self_attn.v_proj.weight", 2, KV, C, INIT_NORMAL);
+		if (c->qkv_bias) {
+			T("self_attn.q_proj.bias", 1, Q, 0, INIT_ZEROS);
+			T("self_attn.k_proj.bias", 1, KV, 0, INIT_ZEROS);
+			T("self_attn.v_proj.bias", 1, KV, 0, INIT_ZEROS);
+		}
+		T("self_attn.o_proj.weight", 2, C, Q, INIT_NORMAL);
+		if (c->o_bias)
+			T("self_attn.o_proj.bias", 1, C, 0, INIT_ZEROS);
+		T("post_attention_layernorm.weight", 1, C, 0, INIT_ONES);
+		T("mlp.gate_proj.weight", 2, I, C, INIT_NORMAL);
+		T("mlp.up_proj.weight", 2, I, C, INIT_NORMAL);
+		T("mlp.down_proj.weight", 2, C, I, INIT_NORMAL);
+		if (c->mlp_bias) {
+			T("mlp.gate_proj.bias", 1, I, 0, INIT_ZEROS);
+			T("mlp.up_proj.bias", 1, I, 0, INIT_ZEROS);
+			T("mlp.down_proj.bias", 1, C, 0, INIT_ZEROS);
+		}
+#undef T
+	}
+	fn(ctx, "model.norm.weight", 1, C, 0, INIT_ONES);
+	if (!c->tie_word_embeddings)
+		fn(ctx, "lm_head.weight", 2, V, C, INIT_NORMAL);
+}
+
+typedef struct {
+	st_writer *w;
+	int pass;               /* 0: declare, 1: write */
+	uint64_t rng;
+	float std;
+	int rc;
+} init_ctx;
+
+static void init_tensor(void *vctx, const char *name, int ndim, int64_t d0, int64_t d1, int kind)
+{
+	init_ctx *x = vctx;
+	if (x->rc < 0)
+		return;
+	int64_t shape[2] = {d0, d1};
+	if (x->pass == 0) {
+		x->rc = st_writer_add(x->w, name, LORA_DTYPE_F32, ndim, shape);
+		return;
+	}
+	size_t n = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+	float *v = lora_xmalloc(n * sizeof *v);
+	for (size_t i = 0; i < n; i++) {
+		if (kind == INIT_ONES) {
+			v[i] = 1;
+		} else if (kind == INIT_ZEROS) {
+			v[i] = 0;
+		} else {
+			/* Box-Muller on two 53-bit uniforms in (0, 1] x [0, 1) */
+			double u1 = ((lora_splitmix64(&x->rng) >> 11) + 1) * 0x1p-53;
+			double u2 = (lora_splitmix64(&x->rng) >> 11) * 0x1p-53;
+			v[i] = (float)(x->std * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+		}
+	}
+	x->rc = st_writer_write_f32(x->w, name, v);
+	free(v);
+}
+
+int lora_llama_write_random(const char *dir, const lora_llama_config *cfg, float std,
+                            uint64_t seed)
+{
+	char *path = lora_xasprintf("%s/model.safetensors", dir);
+	init_ctx x = {.w = st_writer_open(path), .rng = seed ^ 0x1417u, .std = std};
+	free(path);
+	if (!x.w)
+		return -1;
+	st_writer_meta(x.w, "format", "pt");
+	llama_tensors(cfg, init_tensor, &x);
+	x.pass = 1;
+	llama_tensors(cfg, init_tensor, &x);
+	if (x.rc < 0) {
+		st_writer_abort(x.w);
+		return -1;
+	}
+	return st_writer_close(x.w);
+}
+
+/* ---- the run's state ------------------------------------------------------------------ */
+
+typedef struct {
+	lora_config *c;
+	const lora_train_opts *o;
+	const lora_backend *be;
+	lora_llama_config mc;
+	lora_tokenizer *tok;
+	lora_dataset *d;
+	lora_llama *m;
+	lora_params *params;
+	lora_adamw *opt;
+	lora_schedule sched;
+	lora_adapter_config acfg;
+	int full, tty;
+	int B, T, accum;
+	int64_t nmb;            /* micro-batches per epoch */
+	int64_t spe;            /* optimizer steps per epoch */
+	int64_t total;          /* optimizer steps in all */
+	/* position */
+	int64_t step;           /* optimizer steps done */
+	int64_t epoch;          /* current epoch (0-based) */
+	int64_t pos;            /* next micro-batch within the epoch */
+	int *order;             /* (ntrain) this epoch's order */
+	int32_t *ids, *tgt;     /* (B, T) host batch */
+	/* logs */
+	FILE *log, *csv;
+	lora_tfevents *ev;
+	char *last_ckpt;        /* newest checkpoint written or loaded */
+	char *base_dir;         /* folder the model loads from (may be a temp init) */
+} run;
+
+/* A line on stdout (unless quiet) and in train.log. */
+static void vsay(run *r, int quiet, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	if (!quiet) {
+		if (r->tty)
+			fputs("\r\033[K", stdout);
+		fprintf(stdout, "%s\n", buf);
+		fflush(stdout);
+	}
+	if (r->log) {
+		fprintf(r->log, "%s\n", buf);
+		fflush(r->log);
+	}
+}
+
+__attribute__((format(printf, 2, 3)))
+static void say(run *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, 0, fmt, ap);
+	va_end(ap);
+}
+
+/* A logging-step line: on a terminal only in train.log (the progress line
+ * shows it), on a pipe also on stdout. */
+__attribute__((format(printf, 2, 3)))
+static void say_step(run *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, r->tty, fmt, ap);
+	va_end(ap);
+}
+
+/* An error line on stderr (and in train.log); returns 1 for "failed". */
+__attribute__((format(printf, 2, 3)))
+static int fail(run *r, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (r->tty)
+		fputs("\r\033[K", stdout);
+	fflush(stdout);
+	fprintf(stderr, "%s: %s\n", lora_progname, buf);
+	if (r->log) {
+		fprintf(r->log, "error: %s\n", buf);
+		fflush(r->log);
+	}
+	return 1;
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------- */
+
+static char *ckpt_root(const run *r) { return lora_xasprintf("%s/checkpoints", r->c->output_dir); }
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Complete checkpoints (step-NNNNNN with a trainer_state.json), sorted
+ * oldest first. free each and the array. */
+static char **list_checkpoints(const char *root, int *n)
+{
+	*n = 0;
+	char **v = NULL;
+	DIR *dir = opendir(root);
+	if (!dir)
+		return NULL;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (strncmp(de->d_name, ".tmp-step-", 10) == 0) {
+			/* a checkpoint a killed run was writing: never complete */
+			char *q = lora_xasprintf("%s/%s", root, de->d_name);
+			rm_rf(q);
+			free(q);
+			continue;
+		}
+		if (strncmp(de->d_name, "step-", 5))
+			continue;
+		char *p = lora_xasprintf("%s/%s/trainer_state.json", root, de->d_name);
+		int ok = exists(p);
+		free(p);
+		if (!ok)
+			continue;
+		v = lora_xrealloc(v, ((size_t)*n + 1) * sizeof *v);
+		v[(*n)++] = lora_xstrdup(de->d_name);
+	}
+	closedir(dir);
+	if (*n)
+		qsort(v, (size_t)*n, sizeof *v, cmp_str);
+	return v;
+}
+
+static int write_json(json_t *j, const char *path)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	lora_afile f;
+	if (lora_afile_open(&f, path) < 0) {
+		free(s);
+		return -1;
+	}
+	fprintf(f.fp, "%s\n", s);
+	free(s);
+	return lora_afile_commit(&f);
+}
+
+static int save_state_tensors(run *r, const char *path)
+{
+	st_writer *w = st_writer_open(path);
+	if (!w)
+		return -1;
+	st_writer_meta(w, "format", "lora-train checkpoint 1");
+	static const char *const pre[3] = {"param.", "exp_avg.", "exp_avg_sq."};
+	int rc = 0;
+	for (int k = 0; k < 3 && rc == 0; k++)
+		for (int i = 0; i < r->params->n && rc == 0; i++) {
+			lora_param *p = &r->params->p[i];
+			char *name = lora_xasprintf("%s%s", pre[k], p->name);
+			rc = st_writer_add(w, name, LORA_DTYPE_F32, p->ndim, p->shape);
+			free(name);
+		}
+	float *host = NULL;
+	size_t off = 0;
+	for (int i = 0; i < r->params->n && rc == 0; i++) {
+		lora_param *p = &r->params->p[i];
+		host = lora_xrealloc(host, p->n * sizeof *host);
+		const float *src[3] = {p->data, r->opt->m + off, r->opt->v + off};
+		for (int k = 0; k < 3 && rc == 0; k++) {
+			r->be->download(host, src[k], p->n * sizeof *host);
+			char *name = lora_xasprintf("%s%s", pre[k], p->name);
+			rc = st_writer_write(w, name, 0, host, p->n * sizeof *host);
+			free(name);
+		}
+		off += p->n;
+	}
+	free(host);
+	if (rc < 0) {
+		st_writer_abort(w);
+		return -1;
+	}
+	return st_writer_close(w);
+}
+
+static int save_checkpoint(run *r)
+{
+	char *root = ckpt_root(r);
+	if (mkdir_p(root) < 0) {
+		free(root);
+		return -1;
+	}
+	char *final = lora_xasprintf("%s/step-%06lld", root, (long long)r->step);
+	char *tmp = lora_xasprintf("%s/.tmp-step-%06lld.%d", root, (long long)r->step, (int)getpid());
+	rm_rf(tmp);
+	int rc = mkdir(tmp, 0755) < 0 ? lora_err("cannot create '%s':", tmp) : 0;
+	char *p = NULL;
+	if (rc == 0) {
+		p = lora_xasprintf("%s/state.safetensors", tmp);
+		rc = save_state_tensors(r, p);
+		free(p);
+	}
+	if (rc == 0) {
+		json_t *j = json_object();
+		json_object_set_new(j, "format", json_string("lora-train trainer_state 1"));
+		json_object_set_new(j, "step", json_integer(r->step));
+		json_object_set_new(j, "epoch", json_integer(r->epoch));
+		json_object_set_new(j, "micro_batch_in_epoch", json_integer(r->pos));
+		json_object_set_new(j, "adam_step", json_integer(r->opt->step));
+		json_object_set_new(j, "seed", json_integer(r->c->seed));
+		/* every random draw is a function of (seed, epoch) or (seed, step,
+		 * micro-batch), so the RNG state is the position itself */
+		json_object_set_new(j, "rng", json_string("counter-based: data order from (seed, "
+		                    "epoch), dropout from (seed, step, micro_batch)"));
+		json_object_set_new(j, "n_train", json_integer(r->d->ntrain));
+		json_object_set_new(j, "n_params", json_integer((json_int_t)r->params->total));
+		json_object_set_new(j, "total_steps", json_integer(r->total));
+		json_t *ord = json_array();
+		for (int i = 0; i < r->d->ntrain; i++)
+			json_array_append_new(ord, json_integer(r->order[i]));
+		json_object_set_new(j, "data_order", ord);
+		p = lora_xasprintf("%s/trainer_state.json", tmp);
+		rc = write_json(j, p);
+		free(p);
+		json_decref(j);
+	}
+	if (rc == 0) {
+		p = lora_xasprintf("%s/config.yaml", tmp);
+		rc = lora_config_write(r->c, p);
+		free(p);
+	}
+	if (rc == 0 && !r->full)
+		rc = lora_llama_save_lora(r->m, tmp, r->c->base_model);
+	if (rc == 0) {
+		/* replace an older copy of the same step (a run resumed before it) */
+		char *old = NULL;
+		if (exists(final)) {
+			old = lora_xasprintf("%s/.old-step-%06lld.%d", root, (long long)r->step, (int)getpid());
+			if (rename(final, old) < 0)
+				rc = lora_err("cannot rename '%s':", final);
+		}
+		if (rc == 0 && rename(tmp, final) < 0)
+			rc = lora_err("cannot rename '%s' to '%s':", tmp, final);
+		if (old) {
+			rm_rf(old);
+			free(old);
+		}
+	}
+	if (rc < 0) {
+		rm_rf(tmp);
+	} else {
+		free(r->last_ckpt);
+		r->last_ckpt = lora_xstrdup(final);
+		/* keep the newest save_total_limit */
+		int n;
+		char **v = list_checkpoints(root, &n);
+		for (int i = 0; i < n; i++) {
+			if (r->c->save_total_limit > 0 && i < n - r->c->save_total_limit) {
+				char *q = lora_xasprintf("%s/%s", root, v[i]);
+				rm_rf(q);
+				free(q);
+			}
+			free(v[i]);
+		}
+		free(v);
+	}
+	free(tmp);
+	free(final);
+	free(root);
+	return rc;
+}
+
+static int load_state_tensors(run *r, const char *path)
+{
+	st_file *f = st_open(path);
+	if (!f)
+		return -1;
+	static const char *const pre[3] = {"param.", "exp_avg.", "exp_avg_sq."};
+	float *host = NULL;
+	size_t off = 0;
+	int rc = 0;
+	for (int i = 0; i < r->params->n && rc == 0; i++) {
+		lora_param *p = &r->params->p[i];
+		host = lora_xrealloc(host, p->n * sizeof *host);
+		float *dst[3] = {p->data, r->opt->m + off, r->opt->v + off};
+		for (int k = 0; k < 3 && rc == 0; k++) {
+			char *name = lora_xasprintf("%s%s", pre[k], p->name);
+			const st_tensor *t = st_find(f, name);
+			if (!t || t->dtype != LORA_DTYPE_F32 || (size_t)t->numel != p->n)
+				rc = lora_err("'%s': %s '%s' (the checkpoint is from a different model or "
+				              "train_mode)", path, t ? "wrong shape for" : "no tensor", name);
+			else if (st_tensor_to_f32(t, host) < 0)
+				rc = -1;
+			else
+				r->be->upload(dst[k], host, p->n * sizeof *host);
+			free(name);
+		}
+		off += p->n;
+	}
+	if (rc == 0 && f->ntensors != 3 * r->params->n)
+		rc = lora_err("'%s': %d tensors, expected %d (a different target_modules?)", path,
+		              f->ntensors, 3 * r->params->n);
+	free(host);
+	st_close(f);
+	return rc;
+}
+
+/* Find the checkpoint to resume from: NULL and no error when resume is
+ * "auto" and there is none. */
+static char *resume_path(run *r, int *err)
+{
+	*err = 0;
+	if (!r->c->resume)
+		return NULL;
+	if (strcmp(r->c->resume, "auto")) {
+		char *p = lora_xasprintf("%s/trainer_state.json", r->c->resume);
+		int ok = exists(p);
+		free(p);
+		if (!ok) {
+			*err = 1;
+			lora_err("resume: '%s' is not a checkpoint folder (no trainer_state.json)",
+			         r->c->resume);
+			return NULL;
+		}
+		return lora_xstrdup(r->c->resume);
+	}
+	char *root = ckpt_root(r);
+	int n;
+	char **v = list_checkpoints(root, &n);
+	char *best = n ? lora_xasprintf("%s/%s", root, v[n - 1]) : NULL;
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	free(root);
+	return best;
+}
+
+static int resume_from(run *r, const char *dir)
+{
+	char *p = lora_xasprintf("%s/trainer_state.json", dir);
+	json_error_t je;
+	json_t *j = json_load_file(p, 0, &je);
+	if (!j) {
+		lora_err("'%s': %s", p, je.text);
+		free(p);
+		return -1;
+	}
+	int rc = 0;
+	json_int_t seed = json_integer_value(json_object_get(j, "seed"));
+	json_int_t ntrain = json_integer_value(json_object_get(j, "n_train"));
+	r->step = json_integer_value(json_object_get(j, "step"));
+	r->epoch = json_integer_value(json_object_get(j, "epoch"));
+	r->pos = json_integer_value(json_object_get(j, "micro_batch_in_epoch"));
+	json_int_t adam_step = json_integer_value(json_object_get(j, "adam_step"));
+	if (seed != r->c->seed)
+		rc = lora_err("'%s': seed %lld, but the config says %ld: resume with the same seed",
+		              p, (long long)seed, r->c->seed);
+	else if (ntrain != r->d->ntrain)
+		rc = lora_err("'%s': %lld training examples, now %d: the data changed since the "
+		              "checkpoint", p, (long long)ntrain, r->d->ntrain);
+	else if (r->step < 0 || r->epoch < 0 || r->pos < 0 || r->pos > r->nmb)
+		rc = lora_err("'%s': bad position", p);
+	if (rc == 0) {
+		lora_dataset_order(r->d, (uint64_t)r->c->seed, r->epoch, r->order);
+		json_t *ord = json_object_get(j, "data_order");
+		int same = json_array_size(ord) == (size_t)r->d->ntrain;
+		for (int i = 0; same && i < r->d->ntrain; i++)
+			same = json_integer_value(json_array_get(ord, (size_t)i)) == r->order[i];
+		if (!same)
+			rc = lora_err("'%s': the data order differs from this run's: the data or "
+			              "seed changed since the checkpoint", p);
+	}
+	json_decref(j);
+	free(p);
+	if (rc == 0) {
+		p = lora_xasprintf("%s/state.safetensors", dir);
+		rc = load_state_tensors(r, p);
+		free(p);
+	}
+	if (rc == 0) {
+		r->opt->step = adam_step;
+		free(r->last_ckpt);
+		r->last_ckpt = lora_xstrdup(dir);
+	}
+	return rc;
+}
+
+/* ---- logs -------------------------------------------------------------------------------- */
+
+/* Open loss.csv (rows after `step` dropped: a resumed
+ * run rewrites what the killed one logged past its checkpoint) and a new
+ * event file. */
+static int open_logs(run *r)
+{
+	const char *ld = r->c->logging_dir;
+	char *p = lora_xasprintf("%s/loss.csv", ld);
+	size_t n = 0;
+	char *old = r->step > 0 ? lora_read_file(p, &n) : NULL;
+	lora_afile f;
+	if (lora_afile_open(&f, p) < 0) {
+		free(old);
+		free(p);
+		return -1;
+	}
+	fputs("step,epoch,loss,lr,grad_norm,eval_loss,tokens_per_s,elapsed_s\n", f.fp);
+	for (char *line = old, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		long long s;
+		if (sscanf(line, "%lld,", &s) == 1 && s <= r->step)
+			fprintf(f.fp, "%s\n", line);
+		if (!next)
+			break;
+	}
+	free(old);
+	if (lora_afile_commit(&f) < 0) {
+		free(p);
+		return -1;
+	}
+	r->csv = fopen(p, "a");
+	free(p);
+	if (!r->csv)
+		return lora_err("cannot open '%s/loss.csv':", ld);
+	r->ev = lora_tfevents_open(ld, NULL);
+	return r->ev ? 0 : -1;
+}
+
+static void log_row(run *r, double loss, double lr, double norm, double eval, double tps,
+                    double elapsed)
+{
+	char sl[32] = "", se[32] = "", sn[32] = "";
+	if (isfinite(loss)) snprintf(sl, sizeof sl, "%.6f", loss);
+	if (isfinite(eval)) snprintf(se, sizeof se, "%.6f", eval);
+	if (isfinite(norm)) snprintf(sn, sizeof sn, "%.6f", norm);
+	fprintf(r->csv, "%lld,%.4f,%s,%.9g,%s,%s,%.1f,%.2f\n", (long long)r->step,
+	        (double)r->epoch + (double)r->pos / (double)r->nmb, sl, lr, sn, se, tps, elapsed);
+	fflush(r->csv);
+	double now = lora_tfevents_now();
+	if (isfinite(loss)) {
+		lora_tfevents_scalar(r->ev, "train/loss", r->step, (float)loss, now);
+		lora_tfevents_scalar(r->ev, "train/lr", r->step, (float)lr, now);
+		lora_tfevents_scalar(r->ev, "train/grad_norm", r->step, (float)norm, now);
+	}
+	if (isfinite(eval))
+		lora_tfevents_scalar(r->ev, "eval/loss", r->step, (float)eval, now);
+}
+
+/* ---- evaluation ------------------------------------------------------------------------- */
+
+/* Mean loss over every target of the val split. */
+static double evaluate(run *r)
+{
+	double sum = 0;
+	long long cnt = 0;
+	r->m->training = 0;
+	for (int i = 0; i < r->d->nval; i += r->B) {
+		int b = r->d->nval - i < r->B ? r->d->nval - i : r->B;
+		int nt;
+		int T = lora_batch_make(r->d, r->d->val + i, b, r->ids, r->tgt, &nt);
+		float l = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
+		sum += (double)l * nt;
+		cnt += nt;
+	}
+	r->m->training = 1;
+	return cnt ? sum / (double)cnt : NAN;
+}
+
+/* ---- the plan ------------------------------------------------------------------------------ */
+
+static int largest_batch(run *r, const lora_llama_opts *mo, size_t cap)
+{
+	int lo = 0;
+	for (int b = 1; b <= 65536; b *= 2) {
+		lora_llama_mem mm = lora_llama_memory(&r->mc, r->be, b, r->T, mo);
+		if (mm.total > cap)
+			break;
+		lo = b;
+	}
+	if (lo == 0)
+		return 0;
+	int hi = lo * 2;               /* binary search in [lo, hi) */
+	while (hi - lo > 1) {
+		int mid = (lo + hi) / 2;
+		if (lora_llama_memory(&r->mc, r->be, mid, r->T, mo).total <= cap)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void print_plan(run *r)
+{
+	char b1[32], b2[32], b3[32], b4[32];
+	size_t total = lora_llama_n_params(&r->mc);
+	size_t trainable = r->full ? total : lora_llama_n_lora_params(&r->mc, &r->acfg);
+	lora_llama_opts mo = {.full = r->full, .grad_ckpt = r->c->gradient_checkpointing,
+	                      .lora = r->full ? NULL : &r->acfg};
+	lora_llama_mem mm = lora_llama_memory(&r->mc, r->be, r->B, r->T, &mo);
+	size_t used = 0, peak = 0, cap = 0;
+	r->be->mem_info(&used, &peak, &cap);
+	say(r, "model: %s, %d layers, hidden %d, heads %d/%d, vocab %d (%s)", r->mc.model_type,
+	    r->mc.n_layers, r->mc.hidden_size, r->mc.n_heads, r->mc.n_kv_heads, r->mc.vocab_size,
+	    r->c->base_model);
+	say(r, "params: %zu total, %zu trainable (%.4f%%), train_mode %s", total, trainable,
+	    100.0 * (double)trainable / (double)(total ? total : 1), r->c->train_mode);
+	say(r, "data: %d examples (%d train, %d val) from %d .txt, %d .jsonl, %d .ids files; "
+	    "%zu tokens, longest %d%s", r->d->n, r->d->ntrain, r->d->nval, r->d->nfiles[0],
+	    r->d->nfiles[1], r->d->nfiles[2], r->d->ntokens, r->d->max_len,
+	    r->d->ntruncated ? " (some cut to max_seq_length)" : "");
+	say(r, "steps: %lld per epoch (batch %d x %d accumulation), %lld in all%s", (long long)r->spe,
+	    r->B, r->accum, (long long)r->total, r->c->max_steps ? " (max_steps)" : "");
+	say(r, "memory on %s: %s (weights %s, activations %s, optimizer %s) of %s", r->be->name,
+	    human_bytes(b1, sizeof b1, (double)mm.total), human_bytes(b2, sizeof b2, (double)mm.weights),
+	    human_bytes(b3, sizeof b3, (double)mm.activations),
+	    human_bytes(b4, sizeof b4, (double)(mm.optimizer + mm.grads + mm.trainable)),
+	    cap ? human_bytes((char[32]){0}, 32, (double)cap) : "?");
+	if (cap) {
+		int lb = largest_batch(r, &mo, cap);
+		say(r, "largest batch_size that fits at sequence %d: %d", r->T, lb);
+		if (mm.total > cap)
+			lora_warn("the run needs more memory than %s has: lower batch_size or "
+			          "max_seq_length, or set gradient_checkpointing: true", r->be->name);
+	}
+}
+
+/* ---- final outputs ---------------------------------------------------------------------------- */
+
+static int save_full_model(run *r)
+{
+	char *p = lora_xasprintf("%s/model.safetensors", r->c->output_dir);
+	st_writer *w = st_writer_open(p);
+	free(p);
+	if (!w)
+		return -1;
+	st_writer_meta(w, "format", "pt");
+	int rc = 0;
+	for (int i = 0; i < r->params->n && rc == 0; i++)
+		rc = st_writer_add(w, r->params->p[i].name, LORA_DTYPE_F32, r->params->p[i].ndim,
+		                   r->params->p[i].shape);
+	float *host = NULL;
+	for (int i = 0; i < r->params->n && rc == 0; i++) {
+		lora_param *q = &r->params->p[i];
+		host = lora_xrealloc(host, q->n * sizeof *host);
+		r->be->download(host, q->data, q->n * sizeof *host);
+		rc = st_writer_write(w, q->name, 0, host, q->n * sizeof *host);
+	}
+	free(host);
+	if (rc < 0) {
+		st_writer_abort(w);
+		return -1;
+	}
+	if (st_writer_close(w) < 0)
+		return -1;
+	/* config.json and the tokenizer files beside it: an HF folder */
+	char *src = lora_xasprintf("%s/config.json", r->c->base_model);
+	char *dst = lora_xasprintf("%s/config.json", r->c->output_dir);
+	rc = copy_file(src, dst);
+	free(src);
+	free(dst);
+	static const char *const tf[] = {"tokenizer.json", "tokenizer_config.json",
+	                                 "special_tokens_map.json", NULL};
+	for (int i = 0; tf[i] && rc == 0; i++) {
+		char *from = r->c->tokenizer && i == 0 ? lora_xstrdup(r->c->tokenizer)
+		                                       : lora_xasprintf("%s/%s", r->c->base_model, tf[i]);
+		struct stat st;
+		if (!stat(from, &st) && S_ISDIR(st.st_mode)) {
+			char *q = lora_xasprintf("%s/%s", from, tf[i]);
+			free(from);
+			from = q;
+		}
+		if (exists(from)) {
+			char *to = lora_xasprintf("%s/%s", r->c->output_dir, tf[i]);
+			rc = copy_file(from, to);
+			free(to);
+		}
+		free(from);
+	}
+	return rc;
+}
+
+/* ---- setup ---------------------------------------------------------------------------------------- */
+
+static int has_weights(const char *dir)
+{
+	char *a = lora_xasprintf("%s/model.safetensors", dir);
+	char *b = lora_xasprintf("%s/model.safetensors.index.json", dir);
+	int r = exists(a) || exists(b);
+	free(a);
+	free(b);
+	return r;
+}
+
+static float initializer_range(const char *dir)
+{
+	char *p = lora_xasprintf("%s/config.json", dir);
+	json_error_t je;
+	json_t *j = json_load_file(p, 0, &je);
+	free(p);
+	double v = 0.02;
+	if (j && json_is_number(json_object_get(j, "initializer_range")))
+		v = json_number_value(json_object_get(j, "initializer_range"));
+	json_decref(j);
+	return (float)v;
+}
+
+static int setup(run *r)
+{
+	lora_config *c = r->c;
+	if (c->task_type && strcmp(c->task_type, "text-generation"))
+		return fail(r, "task_type %s: this lora-train trains text models (LLaMA family) only",
+		            c->task_type);
+	struct stat st;
+	if (stat(c->base_model, &st) < 0 || !S_ISDIR(st.st_mode))
+		return fail(r, "base_model '%s' is not a folder (an HF model folder with config.json)",
+		            c->base_model);
+	r->be = lora_backend_get(c->device);
+	if (!r->be)
+		return fail(r, "%s", lora_errmsg());
+	if (!c->precision)
+		c->precision = lora_xstrdup(r->be->wdtype == LORA_DTYPE_F32 ? "fp32" : "bf16");
+	else if (r->be->is_host && strcmp(c->precision, "fp32"))
+		return fail(r, "precision %s: the CPU backend computes in fp32 (set precision: fp32)",
+		            c->precision);
+	else if (strcmp(c->precision, r->be->wdtype == LORA_DTYPE_F32 ? "fp32" :
+	                              r->be->wdtype == LORA_DTYPE_F16 ? "fp16" : "bf16"))
+		lora_warn("precision %s: the %s backend keeps frozen weights in %s", c->precision,
+		          r->be->name, lora_dtype_name(r->be->wdtype));
+	if (!c->task_type)
+		c->task_type = lora_xstrdup("text-generation");
+	if (lora_llama_config_load(c->base_model, &r->mc) < 0)
+		return fail(r, "%s", lora_errmsg());
+	if (c->max_seq_length > r->mc.max_position_embeddings)
+		return fail(r, "max_seq_length %ld is longer than the model's context (%d, "
+		            "max_position_embeddings in '%s/config.json')", c->max_seq_length,
+		            r->mc.max_position_embeddings, c->base_model);
+	r->full = !strcmp(c->train_mode, "full");
+	r->B = (int)c->batch_size;
+	r->accum = (int)c->gradient_accumulation_steps;
+
+	/* adapter config */
+	r->acfg = lora_adapter_config_default();
+	r->acfg.r = (int)c->lora_rank;
+	r->acfg.alpha = (float)c->lora_alpha;
+	r->acfg.dropout = (float)c->lora_dropout;
+	r->acfg.use_rslora = c->use_rslora;
+	r->acfg.targets = 0;
+	for (int i = 0; i < c->target_modules.n; i++) {
+		unsigned t;
+		if (lora_targets_parse(c->target_modules.v[i], &t) < 0)
+			return fail(r, "target_modules: %s", lora_errmsg());
+		r->acfg.targets |= t;
+	}
+	if (!r->full && c->init_lora) {
+		if (lora_adapter_read_config(c->init_lora, &r->acfg) < 0)
+			return fail(r, "init_lora: %s", lora_errmsg());
+		/* the adapter's shape wins; the resolved config says so */
+		if (c->lora_rank != r->acfg.r || c->lora_alpha != r->acfg.alpha)
+			lora_warn("init_lora: rank %d, alpha %g from '%s' (not lora_rank %ld, "
+			          "lora_alpha %g)", r->acfg.r, r->acfg.alpha, c->init_lora,
+			          c->lora_rank, c->lora_alpha);
+		c->lora_rank = r->acfg.r;
+		c->lora_alpha = r->acfg.alpha;
+		c->use_rslora = r->acfg.use_rslora;
+		r->acfg.dropout = (float)c->lora_dropout;
+	}
+
+	/* tokenizer */
+	char *tp = c->tokenizer ? lora_xstrdup(c->tokenizer)
+	                        : lora_xasprintf("%s/tokenizer.json", c->base_model);
+	if (exists(tp)) {
+		r->tok = lora_tokenizer_load(tp);
+		if (!r->tok) {
+			free(tp);
+			return fail(r, "%s", lora_errmsg());
+		}
+		if (lora_tokenizer_vocab_size(r->tok) > r->mc.vocab_size) {
+			int v = lora_tokenizer_vocab_size(r->tok);
+			free(tp);
+			return fail(r, "tokenizer '%s' has %d tokens but the model's vocab_size is %d: "
+			            "tokenizer and model do not match", c->tokenizer ? c->tokenizer :
+			            c->base_model, v, r->mc.vocab_size);
+		}
+	} else if (c->tokenizer) {
+		lora_err("cannot open '%s':", tp);
+		free(tp);
+		errno = ENOENT;
+		return fail(r, "tokenizer: cannot open '%s': No such file or directory", c->tokenizer);
+	}
+	free(tp);
+
+	/* data */
+	r->d = lora_dataset_load(&(lora_data_opts){
+		.dir = c->train_data_dir, .tok = r->tok, .max_seq_length = (int)c->max_seq_length,
+		.vocab_size = r->mc.vocab_size, .val_split = c->val_split, .seed = (uint64_t)c->seed,
+		.model_bos_id = r->mc.bos_token_id, .model_eos_id = r->mc.eos_token_id});
+	if (!r->d) {
+		if (!r->tok && strstr(lora_errmsg(), "needs a tokenizer"))
+			return fail(r, "%s (no tokenizer.json in '%s')", lora_errmsg(), c->base_model);
+		return fail(r, "%s", lora_errmsg());
+	}
+	if (r->d->ntruncated)
+		lora_warn("%d example%s longer than max_seq_length %ld: cut", r->d->ntruncated,
+		          r->d->ntruncated == 1 ? "" : "s", c->max_seq_length);
+	r->T = r->d->max_len;
+	r->nmb = (r->d->ntrain + r->B - 1) / r->B;
+	r->spe = (r->nmb + r->accum - 1) / r->accum;
+	r->total = c->max_steps ? c->max_steps : c->epochs * r->spe;
+	r->order = lora_xmalloc((size_t)r->d->ntrain * sizeof *r->order);
+	r->ids = lora_xmalloc((size_t)r->B * r->T * sizeof *r->ids);
+	r->tgt = lora_xmalloc((size_t)r->B * r->T * sizeof *r->tgt);
+	return 0;
+}
+
+static int load_model(run *r)
+{
+	lora_config *c = r->c;
+	const char *dir = c->base_model;
+	char *tmpinit = NULL;
+	if (!has_weights(dir)) {
+		if (!r->full)
+			return fail(r, "'%s' has no model.safetensors: a base model without weights can "
+			            "only be trained from random init with train_mode: full", dir);
+		float std = initializer_range(dir);
+		tmpinit = lora_xasprintf("%s/.init-%d", c->output_dir, (int)getpid());
+		rm_rf(tmpinit);
+		char *src = lora_xasprintf("%s/config.json", dir);
+		char *dst = lora_xasprintf("%s/config.json", tmpinit);
+		int rc = mkdir_p(tmpinit);
+		if (rc == 0) rc = copy_file(src, dst);
+		if (rc == 0) rc = lora_llama_write_random(tmpinit, &r->mc, std, (uint64_t)c->seed);
+		free(src);
+		free(dst);
+		if (rc < 0) {
+			rm_rf(tmpinit);
+			free(tmpinit);
+			return fail(r, "%s", lora_errmsg());
+		}
+		say(r, "init: '%s' has no weights: random init, normal(0, %g) (seed %ld)", dir, std,
+		    c->seed);
+		dir = tmpinit;
+	}
+	r->m = lora_llama_load(dir, r->be, r->full);
+	if (tmpinit) {
+		rm_rf(tmpinit);
+		free(tmpinit);
+	}
+	if (!r->m)
+		return fail(r, "%s", lora_errmsg());
+	if (!r->full) {
+		int rc = c->init_lora ? lora_llama_load_lora(r->m, c->init_lora)
+		                      : lora_llama_add_lora(r->m, &r->acfg, (uint64_t)c->seed);
+		if (rc < 0)
+			return fail(r, "%s", lora_errmsg());
+		r->m->lora->cfg.dropout = (float)c->lora_dropout;   /* the config's, not the file's */
+	}
+	r->params = lora_llama_params(r->m);
+	r->opt = lora_adamw_new(r->params, r->be, &(lora_adamw_config){
+		.lr = (float)c->learning_rate, .beta1 = (float)c->adam_beta1,
+		.beta2 = (float)c->adam_beta2, .eps = (float)c->adam_epsilon,
+		.weight_decay = (float)c->weight_decay});
+	r->sched = (lora_schedule){.kind = lora_sched_parse(c->scheduler), .lr = (float)c->learning_rate,
+	                           .warmup_steps = c->warmup_steps, .total_steps = r->total};
+	if (lora_llama_plan(r->m, r->B, r->T, c->gradient_checkpointing) < 0)
+		return fail(r, "%s", lora_errmsg());
+	return 0;
+}
+
+/* ---- the loop -------------------------------------------------------------------------------------- */
+
+static uint64_t dropout_seed(int64_t seed, int64_t step, int micro)
+{
+	uint64_t s = (uint64_t)seed ^ 0xD509D509D509D509ULL;
+	s += (uint64_t)step * 0x10001ULL + (uint64_t)micro;
+	return lora_splitmix64(&s);
+}
+
+static int train_loop(run *r)
+{
+	lora_config *c = r->c;
+	double t0 = lora_time(), t_last = t0, est_t0 = 0;
+	int64_t step0 = r->step, est_step0 = 0;
+	double win_loss = 0, tok_win = 0;
+	int win_n = 0;
+	double last_loss = NAN, last_norm = NAN, last_lr = 0;
+	char b1[32], b2[32];
+	lora_dataset_order(r->d, (uint64_t)c->seed, r->epoch, r->order);
+	if (r->step >= r->total)
+		say(r, "the checkpoint is at step %lld of %lld: nothing left to train",
+		    (long long)r->step, (long long)r->total);
+	if (r->step == 0 && r->d->nval) {    /* the starting point of the eval curve */
+		double e = evaluate(r);
+		say(r, "step=0 eval_loss=%.4f", e);
+		log_row(r, NAN, 0, NAN, e, 0, 0);
+	}
+	while (r->step < r->total) {
+		lora_params_zero_grad(r->params, r->be);
+		int k = 0;
+		double lsum = 0;
+		while (k < r->accum) {
+			if (r->pos >= r->nmb) {
+				if (k > 0)
+					break;
+				r->epoch++;
+				r->pos = 0;
+				lora_dataset_order(r->d, (uint64_t)c->seed, r->epoch, r->order);
+			}
+			int64_t first = r->pos * r->B;
+			int b = r->d->ntrain - first < r->B ? (int)(r->d->ntrain - first) : r->B;
+			int nt;
+			int T = lora_batch_make(r->d, r->order + first, b, r->ids, r->tgt, &nt);
+			for (int i = 0; i < b; i++)
+				tok_win += r->d->ex[r->order[first + i]].n;
+			r->m->dropout_seed = dropout_seed(c->seed, r->step, k);
+			float loss = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
+			lora_llama_backward(r->m);
+			lsum += loss;
+			k++;
+			r->pos++;
+		}
+		if (k > 1)
+			for (int i = 0; i < r->params->n; i++)
+				r->be->scale(r->params->p[i].grad, 1.0f / (float)k, r->params->p[i].n);
+		double loss = lsum / k;
+		float norm = lora_clip_grad_norm(r->params, r->be, (float)c->max_grad_norm);
+		if (!isfinite(loss) || !isfinite(norm)) {
+			return fail(r, "%s is %s at step %lld: stopped; the last good checkpoint is %s",
+			            isfinite(loss) ? "gradient norm" : "loss",
+			            isnan(isfinite(loss) ? norm : loss) ? "NaN" : "infinite",
+			            (long long)r->step + 1, r->last_ckpt ? r->last_ckpt :
+			            "none (lower learning_rate or check the data)");
+		}
+		float lr = lora_schedule_lr(&r->sched, r->step);
+		lora_adamw_step(r->opt, lr);
+		r->step++;
+		win_loss += loss;
+		win_n++;
+		last_loss = loss;
+		last_norm = norm;
+		last_lr = lr;
+
+		double now = lora_time();
+		if (r->step - step0 == 3) {         /* the time estimate, once */
+			est_t0 = now;
+			est_step0 = r->step;
+		}
+		if (est_step0 && r->step - est_step0 == 3) {
+			double per = (now - est_t0) / 3;
+			say(r, "time: %.3f s/step, about %s for the %lld steps left", per,
+			    human_time(b1, sizeof b1, per * (double)(r->total - r->step)),
+			    (long long)(r->total - r->step));
+		}
+		if (r->tty) {
+			size_t used = 0, peak = 0, cap = 0;
+			r->be->mem_info(&used, &peak, &cap);
+			double rate = (double)(r->step - step0) / (now - t0);
+			printf("\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.2f it/s  ETA %s  mem %s",
+			       (long long)r->step, (long long)r->total, loss, lr, rate,
+			       human_time(b1, sizeof b1, (double)(r->total - r->step) / rate),
+			       human_bytes(b2, sizeof b2, (double)peak));
+			fflush(stdout);
+		}
+		int log_now = r->step % c->logging_steps == 0 || r->step == r->total;
+		int eval_now = r->d->nval && (r->step % c->eval_steps == 0 || r->step == r->total);
+		double eval = NAN;
+		if (eval_now) {                 /* eval time does not count in tok/s */
+			double te = lora_time();
+			eval = evaluate(r);
+			te = lora_time() - te;
+			t_last += te;
+			est_t0 += te;
+		}
+		if (log_now || eval_now) {
+			double dt = now - t_last;
+			double tps = dt > 0 ? tok_win / dt : 0;
+			double avg = win_n ? win_loss / win_n : last_loss;
+			char ev[48] = "";
+			if (eval_now)
+				snprintf(ev, sizeof ev, " eval_loss=%.4f", eval);
+			if (log_now)
+				say_step(r, "step=%lld epoch=%.2f loss=%.4f lr=%.6g grad_norm=%.4f tok/s=%.0f "
+				         "elapsed=%s%s", (long long)r->step,
+				         (double)r->epoch + (double)r->pos / (double)r->nmb, avg, last_lr,
+				         last_norm, tps, human_time(b1, sizeof b1, now - t0), ev);
+			if (eval_now && (!log_now || r->tty))
+				say(r, "step=%lld%s", (long long)r->step, ev);
+			log_row(r, log_now ? avg : NAN, last_lr, log_now ? last_norm : NAN, eval,
+			        tps, now - t0);
+			if (log_now) {
+				win_loss = 0;
+				win_n = 0;
+				tok_win = 0;
+				t_last = now;
+			}
+		}
+		int stop = r->o->stop && *r->o->stop;
+		if ((c->save_steps && r->step % c->save_steps == 0) || r->step == r->total || stop) {
+			if (save_checkpoint(r) < 0)
+				return fail(r, "checkpoint: %s", lora_errmsg());
+		}
+		if (stop && r->step < r->total) {
+			return fail(r, "interrupted: stopped after step %lld, checkpoint %s; continue "
+			            "with --resume auto", (long long)r->step, r->last_ckpt);
+		}
+	}
+	return 0;
+}
+
+/* ---- the job --------------------------------------------------------------------------------------- */
+
+static void run_free(run *r)
+{
+	if (r->log) fclose(r->log);
+	if (r->csv) fclose(r->csv);
+	lora_tfevents_close(r->ev);
+	lora_adamw_free(r->opt);
+	lora_llama_free(r->m);
+	lora_dataset_free(r->d);
+	lora_tokenizer_free(r->tok);
+	free(r->order);
+	free(r->ids);
+	free(r->tgt);
+	free(r->last_ckpt);
+}
+
+int lora_train_run(lora_config *c, const lora_train_opts *o)
+{
+	run r = {.c = c, .o = o};
+	r.tty = o->progress_tty < 0 ? isatty(1) : o->progress_tty;
+	int rc = setup(&r);
+	if (rc == 0 && o->dry_run) {
+		print_plan(&r);
+		run_free(&r);
+		return 0;
+	}
+	if (rc == 0) {
+		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
+		if (mkdir_p(c->output_dir) < 0 || mkdir_p(c->logging_dir) < 0 ||
+		    !(r.log = fopen(p, "a")))
+			rc = fail(&r, "%s", r.log || errno == 0 ? lora_errmsg() : strerror(errno));
+		free(p);
+	}
+	if (rc == 0) {
+		time_t now = time(NULL);
+		char ts[64];
+		strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", localtime(&now));
+		fprintf(r.log, "---- lora-train %s\n", ts);
+		char *p = lora_xasprintf("%s/config.yaml", c->output_dir);
+		if (lora_config_write(c, p) < 0)
+			rc = fail(&r, "%s", lora_errmsg());
+		free(p);
+	}
+	if (rc == 0) {
+		print_plan(&r);
+		rc = load_model(&r);
+	}
+	if (rc == 0) {
+		int err;
+		char *rp = resume_path(&r, &err);
+		if (err)
+			rc = fail(&r, "%s", lora_errmsg());
+		else if (rp && resume_from(&r, rp) < 0)
+			rc = fail(&r, "resume: %s", lora_errmsg());
+		else if (rp)
+			say(&r, "resume: from %s at step %lld (epoch %lld)", rp, (long long)r.step,
+			    (long long)r.epoch);
+		else if (c->resume)
+			say(&r, "resume: auto: no checkpoint in '%s/checkpoints' yet, starting at step 0",
+			    c->output_dir);
+		free(rp);
+	}
+	if (rc == 0 && open_logs(&r) < 0)
+		rc = fail(&r, "%s", lora_errmsg());
+	if (rc == 0)
+		rc = train_loop(&r);
+	if (rc == 0) {
+		int e = r.full ? save_full_model(&r)
+		               : lora_llama_save_lora(r.m, c->output_dir, c->base_model);
+		if (e < 0)
+			rc = fail(&r, "%s", lora_errmsg());
+		else
+			say(&r, "done: %lld steps; wrote %s/%s", (long long)r.step, c->output_dir,
+			    r.full ? "model.safetensors (+ config.json, tokenizer.json)"
+			           : "adapter_model.safetensors (+ adapter_config.json)");
+	}
+	run_free(&r);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,730 @@
+/* test-cuda-ops.c: every op of the CUDA backend, forward and backward,
+ * against the CPU reference backend (lib/ops_cpu.c) on seeded random inputs
+ * at several shapes, odd sizes included (STYLE.md rule 10).
+ *
+ * Both backends get the same numbers: a frozen weight is drawn on the host,
+ * rounded to the GPU's weight dtype (BF16 or F16), and the CPU gets that
+ * rounded value in F32; so what differs is only what the GPU does inside an
+ * op (bf16 activations in linear, summation order, expf). Tolerances, per op:
+ *
+ *   linear, bf16/f16 weights: |gpu − cpu| <= (u + K·eps32) · Σ|x||w| per
+ *     element (u = unit roundoff of the weight dtype, 2^-8 for bf16, 2^-11
+ *     for f16: the fp32 activation is rounded once; K·eps32 bounds fp32
+ *     accumulation of K products). The Σ|x||w| bound is computed by the CPU
+ *     backend on absolute values.
+ *   linear, f32 weights: (2·K·eps32) · Σ|x||w|.
+ *   everything else is fp32 on both sides: k·eps32·(|cpu| + max|cpu|) with
+ *     k stated at each check (reduction length, a few ulp for expf).
+ *   add, scale, embedding: exact.
+ * Gradients accumulate (+=), so every gradient buffer starts from the same
+ * random values on both sides; outputs that the op overwrites start as NaN
+ * on the GPU so that an element left unwritten fails.
+ *
+ * On a mismatch: the first 5 (index, gpu, cpu) pairs and the max difference.
+ * Without CUDA in the build, or without a GPU, it prints why and exits 77.
+ * LORA_TEST_SEED=N draws other inputs.
+ */
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"        /* test_cond, test_report */
+#include "backend.h"     /* lora_backend, lora_backend_cpu, lora_backend_cuda */
+#include "dtype.h"       /* lora_f32_to_bf16 & co */
+#include "lora.h"        /* lora_rng */
+#include "util.h"        /* lora_errmsg, lora_xmalloc */
+
+#ifndef LORA_CUDA
+int main(void)
+{
+	printf("skipped: this build has no CUDA backend (nvcc was not found)\n");
+	return 77;
+}
+#else
+
+#define EPS32 ((double)FLT_EPSILON)
+
+static const lora_backend *cpu, *gpu;
+static lora_rng rng;
+
+/* ---- buffers ------------------------------------------------------------------- */
+
+static float urand(float lo, float hi) { return lo + (hi - lo) * lora_rng_uniform(&rng); }
+
+static float *host_rand(size_t n, float lo, float hi)
+{
+	float *h = lora_xmalloc((n ? n : 1) * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		h[i] = urand(lo, hi);
+	return h;
+}
+
+static void *be_alloc(const lora_backend *be, size_t bytes)
+{
+	void *p = be->alloc(bytes);
+	if (!p) {
+		fprintf(stderr, "test-cuda-ops: %s: %s\n", be->name, lora_errmsg());
+		exit(1);
+	}
+	return p;
+}
+
+/* The same n floats on both backends. */
+typedef struct { float *c, *g; size_t n; } pair;
+
+static pair pair_of(const float *h, size_t n)
+{
+	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), n };
+	cpu->upload(p.c, h, n * 4);
+	gpu->upload(p.g, h, n * 4);
+	return p;
+}
+
+static pair pair_rand(size_t n, float lo, float hi)
+{
+	float *h = host_rand(n, lo, hi);
+	pair p = pair_of(h, n);
+	free(h);
+	return p;
+}
+
+/* An output: zero on the CPU, NaN on the GPU (so unwritten elements fail). */
+static pair pair_out(size_t n)
+{
+	float *h = lora_xmalloc((n ? n : 1) * 4);
+	for (size_t i = 0; i < n; i++)
+		h[i] = NAN;
+	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), n };
+	gpu->upload(p.g, h, n * 4);
+	free(h);
+	return p;
+}
+
+static void pair_free(pair *p)
+{
+	cpu->free(p->c);
+	gpu->free(p->g);
+	p->c = p->g = NULL;
+}
+
+static float *download(const float *g, size_t n)
+{
+	float *h = lora_xmalloc((n ? n : 1) * 4);
+	gpu->download(h, g, n * 4);
+	return h;
+}
+
+/* A weight: values rounded to dt; F32 on the CPU, dt on the GPU. */
+typedef struct { float *c; void *g; lora_dtype dt; size_t n; float *h; } wpair;
+
+static float round_to(float x, lora_dtype dt)
+{
+	if (dt == LORA_DTYPE_BF16)
+		return lora_bf16_to_f32(lora_f32_to_bf16(x));
+	if (dt == LORA_DTYPE_F16)
+		return lora_f16_to_f32(lora_f32_to_f16(x));
+	return x;
+}
+
+static wpair wpair_rand(size_t n, float lo, float hi, lora_dtype dt)
+{
+	wpair w = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), dt, n, host_rand(n, lo, hi) };
+	for (size_t i = 0; i < n; i++)
+		w.h[i] = round_to(w.h[i], dt);
+	cpu->upload(w.c, w.h, n * 4);
+	gpu->upload_f32(w.g, dt, w.h, n);
+	return w;
+}
+
+static void wpair_free(wpair *w)
+{
+	cpu->free(w->c);
+	gpu->free(w->g);
+	free(w->h);
+}
+
+/* ---- comparison -------------------------------------------------------------------- */
+
+static double maxabs(const float *x, size_t n)
+{
+	double m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (fabs(x[i]) > m)
+			m = fabs(x[i]);
+	return m;
+}
+
+/* Pass when |gpu − cpu| <= bound[i] (if bound) + k·eps32·(|cpu| + max|cpu|)
+ * for every element; NaN never passes. */
+static int compare(const char *what, const pair *p, double k, const float *bound)
+{
+	float *want = lora_xmalloc((p->n ? p->n : 1) * 4);
+	cpu->download(want, p->c, p->n * 4);
+	float *got = download(p->g, p->n);
+	double mx = maxabs(want, p->n), maxdiff = 0;
+	size_t bad = 0;
+	for (size_t i = 0; i < p->n; i++) {
+		double d = fabs((double)got[i] - want[i]);
+		double tol = k * EPS32 * (fabs(want[i]) + mx) + (bound ? bound[i] : 0);
+		if (!(d <= tol)) {
+			if (bad < 5)
+				printf("      %s [%zu]: gpu %.9g cpu %.9g (tol %.3g)\n", what, i,
+				       got[i], want[i], tol);
+			bad++;
+		}
+		if (d > maxdiff || d != d)
+			maxdiff = d;
+	}
+	if (bad)
+		printf("      %s: %zu of %zu differ, maxdiff %.3g (max|cpu| %.3g)\n", what, bad,
+		       p->n, maxdiff, mx);
+	test_cond(what, bad == 0);
+	free(want);
+	free(got);
+	return bad == 0;
+}
+
+/* Elementwise bounds for linear: the CPU's product of absolute values. */
+static float *abs_host(const float *x, size_t n)
+{
+	float *a = lora_xmalloc((n ? n : 1) * 4);
+	for (size_t i = 0; i < n; i++)
+		a[i] = fabsf(x[i]);
+	return a;
+}
+
+static const char *dtname(lora_dtype dt) { return lora_dtype_name(dt); }
+
+static double unit_roundoff(lora_dtype dt)
+{
+	return dt == LORA_DTYPE_BF16 ? 1.0 / 256 : dt == LORA_DTYPE_F16 ? 1.0 / 2048 : 0.0;
+}
+
+static const lora_dtype wdts[] = { LORA_DTYPE_F32, LORA_DTYPE_BF16, LORA_DTYPE_F16 };
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void test_memory(void)
+{
+	/* every op of the table is there */
+	void (*const *fp)(void) = (void (*const *)(void))((const char *)gpu +
+	                                                    offsetof(lora_backend, alloc));
+	size_t nfp = (sizeof(lora_backend) - offsetof(lora_backend, alloc)) / sizeof(void (*)(void));
+	int all = 1;
+	for (size_t i = 0; i < nfp; i++)
+		all &= fp[i] != NULL;
+	test_cond("every entry of the CUDA table is set", all);
+	test_cond("CUDA weights are BF16", gpu->wdtype == LORA_DTYPE_BF16);
+	test_cond("CUDA memory is not host memory", gpu->is_host == 0);
+
+	size_t used0, peak0, cap, used1, peak1, used2;
+	gpu->mem_info(&used0, &peak0, &cap);
+	size_t n = 1000003;
+	float *d = be_alloc(gpu, n * 4);
+	gpu->mem_info(&used1, &peak1, NULL);
+	test_cond("alloc counts its bytes", used1 >= used0 + n * 4 && peak1 >= used1);
+	float *h = download(d, n);
+	test_cond("alloc returns zeroed memory", maxabs(h, n) == 0);
+	free(h);
+	gpu->free(d);
+	gpu->mem_info(&used2, NULL, NULL);
+	test_cond("free gives the bytes back", used2 == used0);
+	test_cond("capacity is known", cap > 0);
+
+	void *big = gpu->alloc(cap * 2);
+	test_cond("an allocation beyond the GPU fails with NULL", big == NULL);
+	test_cond("... and says out of GPU memory", strstr(lora_errmsg(), "out of GPU memory") != NULL);
+	printf("      (message: %s)\n", lora_errmsg());
+	gpu->free(big);
+	gpu->mem_info(&used2, NULL, NULL);
+	test_cond("a failed allocation counts nothing", used2 == used0);
+
+	/* upload_f32 rounds as lora_f32_to_bf16 / _f16 do */
+	size_t m = 4099;
+	float *src = host_rand(m, -1000, 1000);
+	src[0] = 0.0f; src[1] = -0.0f; src[2] = INFINITY; src[3] = 1e-30f; src[4] = 70000.0f;
+	uint16_t *raw = lora_xmalloc(m * 2);
+	for (int k = 1; k < 3; k++) {
+		lora_dtype dt = wdts[k];
+		void *g = be_alloc(gpu, m * 2);
+		gpu->upload_f32(g, dt, src, m);
+		gpu->download(raw, g, m * 2);
+		size_t bad = 0;
+		for (size_t i = 0; i < m; i++) {
+			uint16_t want = dt == LORA_DTYPE_BF16 ? lora_f32_to_bf16(src[i]) : lora_f32_to_f16(src[i]);
+			bad += raw[i] != want;
+		}
+		char what[64];
+		snprintf(what, sizeof what, "upload_f32 to %s rounds as lib/dtype.c", dtname(dt));
+		test_cond(what, bad == 0);
+		gpu->free(g);
+	}
+	free(raw);
+	free(src);
+
+	/* copy and zero */
+	pair a = pair_rand(777, -1, 1), b = pair_out(777);
+	cpu->copy(b.c, a.c, 777 * 4);
+	gpu->copy(b.g, a.g, 777 * 4);
+	compare("copy", &b, 0, NULL);
+	cpu->zero(b.c + 5, 100 * 4);
+	gpu->zero(b.g + 5, 100 * 4);
+	compare("zero", &b, 0, NULL);
+	pair_free(&a);
+	pair_free(&b);
+}
+
+/* ---- embedding ------------------------------------------------------------------------------- */
+
+static void test_embedding(void)
+{
+	static const int shapes[][3] = { { 1, 1, 1 }, { 7, 3, 11 }, { 37, 64, 50 }, { 129, 130, 7 } };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int N = shapes[s][0], C = shapes[s][1], V = shapes[s][2];
+		int32_t *ids = lora_xmalloc(N * 4);
+		for (int n = 0; n < N; n++)
+			ids[n] = (int32_t)(lora_rng_next(&rng) % V);
+		int32_t *idc = be_alloc(cpu, N * 4), *idg = be_alloc(gpu, N * 4);
+		cpu->upload(idc, ids, N * 4);
+		gpu->upload(idg, ids, N * 4);
+		for (int k = 0; k < 3; k++) {
+			wpair w = wpair_rand((size_t)V * C, -2, 2, wdts[k]);
+			pair out = pair_out((size_t)N * C);
+			cpu->embedding_forward(out.c, idc, w.c, LORA_DTYPE_F32, N, C);
+			gpu->embedding_forward(out.g, idg, w.g, w.dt, N, C);
+			char what[96];
+			snprintf(what, sizeof what, "embedding_forward N=%d C=%d V=%d %s", N, C, V, dtname(w.dt));
+			compare(what, &out, 0, NULL);
+			pair_free(&out);
+			wpair_free(&w);
+		}
+		/* backward: atomic adds in any order; fp32 sums of up to N rows */
+		pair dw = pair_rand((size_t)V * C, -1, 1), dout = pair_rand((size_t)N * C, -1, 1);
+		cpu->embedding_backward(dw.c, dout.c, idc, N, C);
+		gpu->embedding_backward(dw.g, dout.g, idg, N, C);
+		char what[96];
+		snprintf(what, sizeof what, "embedding_backward N=%d C=%d V=%d", N, C, V);
+		compare(what, &dw, 2.0 * N, NULL);
+		pair_free(&dw);
+		pair_free(&dout);
+		cpu->free(idc);
+		gpu->free(idg);
+		free(ids);
+	}
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------------ */
+
+static void test_rmsnorm(void)
+{
+	static const int shapes[][2] = { { 1, 1 }, { 3, 7 }, { 33, 64 }, { 17, 1000 }, { 64, 4096 } };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int N = shapes[s][0], C = shapes[s][1];
+		for (int k = 0; k < 3; k++) {
+			lora_dtype dt = wdts[k];
+			wpair w = wpair_rand(C, 0.5f, 1.5f, dt);
+			pair x = pair_rand((size_t)N * C, -2, 2);
+			pair out = pair_out((size_t)N * C), rstd = pair_out(N);
+			float eps = 1e-5f;
+			cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, LORA_DTYPE_F32, N, C, eps);
+			gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, dt, N, C, eps);
+			char what[96];
+			/* fp32 sum of C squares vs the CPU's double: k = C/8 + 8 */
+			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: rstd", N, C, dtname(dt));
+			compare(what, &rstd, C / 8.0 + 8, NULL);
+			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: out", N, C, dtname(dt));
+			compare(what, &out, C / 8.0 + 8, NULL);
+
+			pair dout = pair_rand((size_t)N * C, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
+			pair dw = pair_rand(C, -1, 1);
+			int with_dw = dt == LORA_DTYPE_F32;     /* trainable weights are F32 */
+			cpu->rmsnorm_backward(dx.c, with_dw ? dw.c : NULL, dout.c, x.c, w.c,
+			                      LORA_DTYPE_F32, rstd.c, N, C);
+			gpu->rmsnorm_backward(dx.g, with_dw ? dw.g : NULL, dout.g, x.g, w.g, dt,
+			                      rstd.g, N, C);
+			snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d %s: dinp", N, C, dtname(dt));
+			compare(what, &dx, C / 4.0 + 16, NULL);
+			if (with_dw) {
+				snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d: dw", N, C);
+				compare(what, &dw, 2.0 * N + 16, NULL);
+			}
+			pair_free(&dout); pair_free(&dx); pair_free(&dw);
+			pair_free(&x); pair_free(&out); pair_free(&rstd);
+			wpair_free(&w);
+		}
+	}
+}
+
+/* ---- linear -------------------------------------------------------------------------------------- */
+
+/* bound (M, N) = (u + K·eps32·f) · (|a| op |b|), computed by the CPU op fn
+ * on absolute values; f = 1 for bf16/f16 and 2 for f32. */
+static float *linear_bound_fwd(const float *x, const float *w, int N, int C, int OC, double u,
+                               double f)
+{
+	float *ax = abs_host(x, (size_t)N * C), *aw = abs_host(w, (size_t)OC * C);
+	float *cx = be_alloc(cpu, (size_t)N * C * 4 + 4), *cw = be_alloc(cpu, (size_t)OC * C * 4 + 4);
+	float *co = be_alloc(cpu, (size_t)N * OC * 4 + 4);
+	cpu->upload(cx, ax, (size_t)N * C * 4);
+	cpu->upload(cw, aw, (size_t)OC * C * 4);
+	cpu->linear_forward(co, cx, cw, NULL, LORA_DTYPE_F32, N, C, OC);
+	float *b = lora_xmalloc((size_t)N * OC * 4 + 4);
+	cpu->download(b, co, (size_t)N * OC * 4);
+	for (size_t i = 0; i < (size_t)N * OC; i++)
+		b[i] = (float)((u + C * EPS32 * f) * b[i]) + 1e-30f;
+	cpu->free(cx); cpu->free(cw); cpu->free(co);
+	free(ax); free(aw);
+	return b;
+}
+
+static float *host_of(const pair *p)
+{
+	float *h = lora_xmalloc(p->n * 4 + 4);
+	cpu->download(h, p->c, p->n * 4);
+	return h;
+}
+
+static void test_linear(void)
+{
+	/* the last two run the bf16 conversion in two row chunks (linear.cu's
+	 * 64 MiB workspace holds 1024 rows of 33000): forward, then dinp */
+	static const int shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 33, 64, 17 }, { 64, 128, 96 },
+	                                 { 130, 257, 129 }, { 256, 1024, 512 },
+	                                 { 1100, 33000, 3 }, { 1100, 3, 33000 } };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+		for (int k = 0; k < 3; k++) {
+			lora_dtype dt = wdts[k];
+			double u = unit_roundoff(dt), f = dt == LORA_DTYPE_F32 ? 2 : 1;
+			wpair w = wpair_rand((size_t)OC * C, -1, 1, dt);
+			wpair bias = wpair_rand(OC, -1, 1, dt);
+			pair x = pair_rand((size_t)N * C, -2, 2), out = pair_out((size_t)N * OC);
+			float *xh = host_of(&x);
+			float *bound = linear_bound_fwd(xh, w.h, N, C, OC, u, f);
+			char what[128];
+			for (int wb = 0; wb < 2; wb++) {
+				cpu->linear_forward(out.c, x.c, w.c, wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
+				gpu->linear_forward(out.g, x.g, w.g, wb ? bias.g : NULL, dt, N, C, OC);
+				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d %s%s", N, C, OC,
+				         dtname(dt), wb ? " +bias" : "");
+				compare(what, &out, 4, bound);
+			}
+			free(bound);
+
+			/* backward: dinp (N, C) += dout · w, bound (u + OC·eps)·|dout|·|w| */
+			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
+			float *gh = host_of(&dout);
+			/* |dout|·|w| is the forward product with w transposed: build wᵀ */
+			float *wt = lora_xmalloc((size_t)OC * C * 4 + 4);
+			for (int o = 0; o < OC; o++)
+				for (int c = 0; c < C; c++)
+					wt[(size_t)c * OC + o] = w.h[(size_t)o * C + c];
+			bound = linear_bound_fwd(gh, wt, N, OC, C, u, f);
+			int train = dt == LORA_DTYPE_F32;
+			pair dw = pair_rand((size_t)OC * C, -1, 1), db = pair_rand(OC, -1, 1);
+			cpu->linear_backward(dx.c, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c,
+			                     w.c, LORA_DTYPE_F32, N, C, OC);
+			gpu->linear_backward(dx.g, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g,
+			                     w.g, dt, N, C, OC);
+			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp", N, C, OC,
+			         dtname(dt));
+			compare(what, &dx, 4, bound);
+			free(bound);
+			if (train) {
+				/* dw (OC, C) += doutᵀ·x: bound 2·N·eps·|dout|ᵀ·|x| */
+				float *gT = lora_xmalloc((size_t)N * OC * 4 + 4), *xT = lora_xmalloc((size_t)N * C * 4 + 4);
+				for (int n = 0; n < N; n++) {
+					for (int o = 0; o < OC; o++)
+						gT[(size_t)o * N + n] = gh[(size_t)n * OC + o];
+					for (int c = 0; c < C; c++)
+						xT[(size_t)c * N + n] = xh[(size_t)n * C + c];
+				}
+				bound = linear_bound_fwd(gT, xT, OC, N, C, 0, 2);
+				snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d: dw", N, C, OC);
+				compare(what, &dw, 4, bound);
+				free(bound);
+				snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d: dbias", N, C, OC);
+				compare(what, &db, 2.0 * N + 4, NULL);
+				free(gT);
+				free(xT);
+			}
+			free(wt); free(gh); free(xh);
+			pair_free(&dout); pair_free(&dx); pair_free(&dw); pair_free(&db);
+			pair_free(&x); pair_free(&out);
+			wpair_free(&w); wpair_free(&bias);
+		}
+	}
+}
+
+/* ---- LoRA ------------------------------------------------------------------------------------------- */
+
+static void test_lora(void)
+{
+	static const int shapes[][4] = { { 1, 3, 5, 1 }, { 7, 33, 17, 4 }, { 64, 128, 96, 8 },
+	                                 { 37, 100, 200, 16 }, { 256, 1024, 1024, 64 } };
+	static const float ps[] = { 0.0f, 0.25f };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+		for (int pi = 0; pi < 2; pi++) {
+			int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2], r = shapes[s][3];
+			float p = ps[pi], scale = 2.0f;
+			uint64_t seed = lora_rng_next(&rng);
+			pair x = pair_rand((size_t)N * C, -2, 2), A = pair_rand((size_t)r * C, -0.5f, 0.5f);
+			pair B = pair_rand((size_t)OC * r, -0.5f, 0.5f), out = pair_rand((size_t)N * OC, -1, 1);
+			pair h = pair_out((size_t)N * r);
+			size_t sc = (size_t)N * r + (size_t)N * C;
+			pair scr = pair_out(sc);
+			cpu->lora_forward(out.c, h.c, x.c, A.c, B.c, scale, p, seed, N, C, OC, r, scr.c);
+			gpu->lora_forward(out.g, h.g, x.g, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
+			char what[128];
+			/* fp32 GEMMs of length C then r: k = 2·(C + r) */
+			snprintf(what, sizeof what, "lora_forward N=%d C=%d OC=%d r=%d p=%g: h", N, C, OC, r, p);
+			compare(what, &h, 2.0 * C, NULL);
+			snprintf(what, sizeof what, "lora_forward N=%d C=%d OC=%d r=%d p=%g: out", N, C, OC, r, p);
+			compare(what, &out, 2.0 * (C + r), NULL);
+
+			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
+			pair dA = pair_rand((size_t)r * C, -1, 1), dB = pair_rand((size_t)OC * r, -1, 1);
+			for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
+				cpu->lora_backward(wd ? dx.c : NULL, dA.c, dB.c, dout.c, x.c, h.c, A.c, B.c,
+				                   scale, p, seed, N, C, OC, r, scr.c);
+				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, h.g, A.g, B.g,
+				                   scale, p, seed, N, C, OC, r, scr.g);
+			}
+			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dA", N, C, OC, r, p);
+			compare(what, &dA, 4.0 * (N + OC), NULL);
+			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dB", N, C, OC, r, p);
+			compare(what, &dB, 4.0 * (N + C), NULL);
+			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dinp", N, C, OC, r, p);
+			compare(what, &dx, 2.0 * (OC + r), NULL);
+			pair_free(&dout); pair_free(&dx); pair_free(&dA); pair_free(&dB);
+			pair_free(&x); pair_free(&A); pair_free(&B); pair_free(&out);
+			pair_free(&h); pair_free(&scr);
+		}
+}
+
+/* ---- RoPE ---------------------------------------------------------------------------------------------- */
+
+static void test_rope(void)
+{
+	static const int shapes[][4] = { { 1, 1, 1, 2 }, { 2, 5, 3, 6 }, { 1, 33, 4, 64 },
+	                                 { 2, 17, 2, 128 } };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], HS = shapes[s][3];
+		size_t nt = (size_t)T * (HS / 2), n = (size_t)B * T * NH * HS;
+		float *ch = lora_xmalloc(nt * 4), *sh = lora_xmalloc(nt * 4);
+		for (size_t i = 0; i < nt; i++) {
+			float a = urand(-10, 10);
+			ch[i] = cosf(a);
+			sh[i] = sinf(a);
+		}
+		pair fc = pair_of(ch, nt), fs = pair_of(sh, nt), x = pair_rand(n, -2, 2);
+		cpu->rope_forward(x.c, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_forward(x.g, fc.g, fs.g, B, T, NH, HS);
+		char what[96];
+		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
+		compare(what, &x, 4, NULL);
+		cpu->rope_backward(x.c, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_backward(x.g, fc.g, fs.g, B, T, NH, HS);
+		snprintf(what, sizeof what, "rope_backward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
+		compare(what, &x, 8, NULL);
+		pair_free(&fc); pair_free(&fs); pair_free(&x);
+		free(ch); free(sh);
+	}
+}
+
+/* ---- attention ----------------------------------------------------------------------------------------- */
+
+static void test_attention(void)
+{
+	static const int shapes[][5] = {      /* B, T, NH, NKV, HS */
+		{ 1, 1, 1, 1, 4 }, { 2, 7, 4, 2, 6 }, { 1, 33, 4, 1, 16 }, { 2, 65, 6, 3, 64 },
+		{ 1, 100, 4, 2, 128 }, { 1, 37, 2, 1, 200 }, { 1, 70, 2, 2, 256 }, { 1, 300, 2, 1, 64 },
+	};
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], NKV = shapes[s][3];
+		int HS = shapes[s][4];
+		size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+		pair q = pair_rand(nq, -2, 2), k = pair_rand(nk, -2, 2), v = pair_rand(nk, -2, 2);
+		pair out = pair_out(nq);
+		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
+		float *sg = be_alloc(gpu, gpu->attention_saved_floats(B, T, NH) * 4 + 4);
+		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, B, T, NH, NKV, HS);
+		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS);
+		char what[128];
+		/* scores: sums of HS products; softmax over T keys; o sums of T terms */
+		double kf = 2.0 * HS + 2.0 * T + 16;
+		snprintf(what, sizeof what, "attention_forward B=%d T=%d NH=%d NKV=%d HS=%d",
+		         B, T, NH, NKV, HS);
+		compare(what, &out, kf, NULL);
+
+		pair dout = pair_rand(nq, -1, 1), dq = pair_rand(nq, -1, 1);
+		pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
+		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
+		float *xg = be_alloc(gpu, gpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
+		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c,
+		                        B, T, NH, NKV, HS, xc);
+		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g,
+		                        B, T, NH, NKV, HS, xg);
+		double kb = 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dq",
+		         B, T, NH, NKV, HS);
+		compare(what, &dq, kb, NULL);
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dk",
+		         B, T, NH, NKV, HS);
+		compare(what, &dk, kb, NULL);
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dv",
+		         B, T, NH, NKV, HS);
+		compare(what, &dv, kb, NULL);
+		pair_free(&q); pair_free(&k); pair_free(&v); pair_free(&out);
+		pair_free(&dout); pair_free(&dq); pair_free(&dk); pair_free(&dv);
+		cpu->free(sc); gpu->free(sg); cpu->free(xc); gpu->free(xg);
+	}
+}
+
+/* ---- SwiGLU and add --------------------------------------------------------------------------------------- */
+
+static void test_elementwise(void)
+{
+	static const size_t sizes[] = { 1, 1000, 4099, 1 << 20 };
+	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+		size_t n = sizes[s];
+		char what[96];
+		pair g = pair_rand(n, -8, 8), u = pair_rand(n, -2, 2), out = pair_out(n);
+		cpu->swiglu_forward(out.c, g.c, u.c, n);
+		gpu->swiglu_forward(out.g, g.g, u.g, n);
+		snprintf(what, sizeof what, "swiglu_forward N=%zu", n);
+		compare(what, &out, 4, NULL);
+		pair dout = pair_rand(n, -1, 1), dg = pair_rand(n, -1, 1), du = pair_rand(n, -1, 1);
+		cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, n);
+		gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, n);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu: dgate", n);
+		compare(what, &dg, 8, NULL);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu: dup", n);
+		compare(what, &du, 8, NULL);
+
+		cpu->add_forward(out.c, g.c, u.c, n);
+		gpu->add_forward(out.g, g.g, u.g, n);
+		snprintf(what, sizeof what, "add_forward N=%zu", n);
+		compare(what, &out, 0, NULL);
+		cpu->add_forward(g.c, g.c, u.c, n);      /* in place */
+		gpu->add_forward(g.g, g.g, u.g, n);
+		snprintf(what, sizeof what, "add_forward N=%zu in place", n);
+		compare(what, &g, 0, NULL);
+		cpu->scale(g.c, 0.37f, n);
+		gpu->scale(g.g, 0.37f, n);
+		snprintf(what, sizeof what, "scale N=%zu", n);
+		compare(what, &g, 0, NULL);
+		pair_free(&g); pair_free(&u); pair_free(&out);
+		pair_free(&dout); pair_free(&dg); pair_free(&du);
+	}
+}
+
+/* ---- cross-entropy ----------------------------------------------------------------------------------------- */
+
+static void test_crossentropy(void)
+{
+	static const int shapes[][2] = { { 1, 1 }, { 5, 7 }, { 33, 1000 }, { 9, 32003 }, { 4, 128256 } };
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+		int N = shapes[s][0], V = shapes[s][1];
+		int32_t *t = lora_xmalloc(N * 4);
+		int count = 0;
+		for (int n = 0; n < N; n++) {
+			t[n] = (lora_rng_next(&rng) % 4 == 0 && N > 1) ? LORA_IGNORE_INDEX
+			                                                : (int32_t)(lora_rng_next(&rng) % V);
+			count += t[n] != LORA_IGNORE_INDEX;
+		}
+		int32_t *tc = be_alloc(cpu, N * 4), *tg = be_alloc(gpu, N * 4);
+		cpu->upload(tc, t, N * 4);
+		gpu->upload(tg, t, N * 4);
+		pair x = pair_rand((size_t)N * V, -8, 8), loss = pair_out(N);
+		cpu->crossentropy_forward(loss.c, x.c, tc, N, V);
+		gpu->crossentropy_forward(loss.g, x.g, tg, N, V);
+		char what[96];
+		/* log Σ exp over V: each GPU thread sums V/512 terms, then a tree */
+		double kv = 4.0 * (V / 512.0 + 64);
+		snprintf(what, sizeof what, "crossentropy_forward N=%d V=%d", N, V);
+		compare(what, &loss, kv, NULL);
+		float dloss = 1.0f / (count ? count : 1);
+		pair d = pair_out((size_t)N * V);
+		for (int inplace = 0; inplace < 2; inplace++) {
+			pair *dst = inplace ? &x : &d;
+			cpu->crossentropy_backward(dst->c, x.c, tc, dloss, N, V);
+			gpu->crossentropy_backward(dst->g, x.g, tg, dloss, N, V);
+			/* relative error of exp(x − lse) is that of lse, plus the target's
+			 * subtraction of dloss */
+			snprintf(what, sizeof what, "crossentropy_backward N=%d V=%d%s", N, V,
+			         inplace ? " in place" : "");
+			compare(what, dst, kv * 10 + 8, NULL);
+		}
+		pair_free(&x); pair_free(&loss); pair_free(&d);
+		cpu->free(tc); gpu->free(tg);
+		free(t);
+	}
+}
+
+/* ---- optimizer ------------------------------------------------------------------------------------------------ */
+
+static void test_optim(void)
+{
+	static const size_t sizes[] = { 1, 1000, 12345 };
+	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+		size_t n = sizes[s];
+		pair p = pair_rand(n, -1, 1), m = pair_rand(n, -0.1f, 0.1f), v = pair_rand(n, 0, 0.01f);
+		char what[96];
+		for (int step = 1; step <= 3; step++) {
+			pair g = pair_rand(n, -1, 1);
+			double bc1 = 1 - pow(0.9, step), bc2 = 1 - pow(0.999, step);
+			cpu->adamw_update(p.c, g.c, m.c, v.c, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, bc1, bc2);
+			gpu->adamw_update(p.g, g.g, m.g, v.g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, bc1, bc2);
+			pair_free(&g);
+		}
+		snprintf(what, sizeof what, "adamw_update n=%zu, 3 steps: p", n);
+		compare(what, &p, 16, NULL);
+		snprintf(what, sizeof what, "adamw_update n=%zu, 3 steps: m", n);
+		compare(what, &m, 16, NULL);
+		snprintf(what, sizeof what, "adamw_update n=%zu, 3 steps: v", n);
+		compare(what, &v, 16, NULL);
+		pair_free(&p); pair_free(&m); pair_free(&v);
+	}
+	static const size_t ns[] = { 0, 1, 1000, (1 << 20) + 3 };
+	for (size_t s = 0; s < sizeof ns / sizeof *ns; s++) {
+		pair x = pair_rand(ns[s], -3, 3);
+		double a = cpu->sumsq(x.c, ns[s]), b = gpu->sumsq(x.g, ns[s]);
+		char what[64];
+		snprintf(what, sizeof what, "sumsq n=%zu", ns[s]);
+		test_close(what, b, a, 1e-9, 0);
+		pair_free(&x);
+	}
+}
+
+int main(void)
+{
+	const char *seed = getenv("LORA_TEST_SEED");
+	rng.s = seed ? strtoull(seed, NULL, 10) : 20261123;
+	cpu = lora_backend_cpu();
+	gpu = lora_backend_cuda(0);
+	if (!gpu) {
+		printf("skipped: %s\n", lora_errmsg());
+		return 77;
+	}
+	printf("CUDA backend %s vs cpu, seed %llu\n", gpu->name, (unsigned long long)rng.s);
+	test_memory();
+	test_embedding();
+	test_rmsnorm();
+	test_linear();
+	test_lora();
+	test_rope();
+	test_attention();
+	test_elementwise();
+	test_crossentropy();
+	test_optim();
+	size_t used, peak, cap;
+	gpu->mem_info(&used, &peak, &cap);
+	printf("GPU memory: %zu bytes held at the end, peak %zu, capacity %zu\n", used, peak, cap);
+	return test_report();
+}
+#endif

@@ -1,0 +1,228 @@
+/* test-data.c: lib/data.c against tests/fixtures/data/NAME.expect.json, made by
+ * tests/gen/data.py (HF tokenizers for the ids, a Python re-implementation
+ * of the documented split and shuffles). */
+#include "data.h"
+#include "tokenizer.h"
+#include "test.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *fixtures(void)
+{
+	const char *f = getenv("FIXTURES");
+	return f ? f : "tests/fixtures";
+}
+
+static int ints_eq(json_t *a, const int32_t *v, int n)
+{
+	if ((int)json_array_size(a) != n)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (json_integer_value(json_array_get(a, (size_t)i)) != v[i])
+			return 0;
+	return 1;
+}
+
+static int ints_eq_int(json_t *a, const int *v, int n)
+{
+	int32_t *t = lora_xmalloc((size_t)(n + 1) * sizeof *t);
+	for (int i = 0; i < n; i++)
+		t[i] = v[i];
+	int r = ints_eq(a, t, n);
+	free(t);
+	return r;
+}
+
+/* Compare a loaded dataset with the generator's expectations. */
+static void compare(const char *what, const lora_dataset *d, json_t *j)
+{
+	char m[256];
+	json_t *exs = json_object_get(j, "examples");
+	snprintf(m, sizeof m, "%s: %d examples", what, (int)json_array_size(exs));
+	test_cond(m, d->n == (int)json_array_size(exs));
+	for (int i = 0; i < d->n && i < (int)json_array_size(exs); i++) {
+		json_t *e = json_array_get(exs, (size_t)i);
+		snprintf(m, sizeof m, "%s: example %d ids", what, i);
+		test_cond(m, ints_eq(json_object_get(e, "ids"), d->ex[i].ids, d->ex[i].n));
+		int32_t *t = lora_xmalloc((size_t)d->ex[i].n * sizeof *t);
+		for (int k = 0; k < d->ex[i].n; k++)
+			t[k] = d->ex[i].target[k];
+		snprintf(m, sizeof m, "%s: example %d targets", what, i);
+		test_cond(m, ints_eq(json_object_get(e, "target"), t, d->ex[i].n));
+		free(t);
+	}
+	snprintf(m, sizeof m, "%s: val split", what);
+	test_cond(m, ints_eq_int(json_object_get(j, "val"), d->val, d->nval));
+	snprintf(m, sizeof m, "%s: train split", what);
+	test_cond(m, ints_eq_int(json_object_get(j, "train"), d->train, d->ntrain));
+	uint64_t seed = (uint64_t)json_integer_value(json_object_get(j, "seed"));
+	json_t *orders = json_object_get(j, "orders");
+	int *order = lora_xmalloc((size_t)d->ntrain * sizeof *order);
+	for (size_t e = 0; e < json_array_size(orders); e++) {
+		lora_dataset_order(d, seed, (int64_t)e, order);
+		snprintf(m, sizeof m, "%s: epoch %zu order", what, e);
+		test_cond(m, ints_eq_int(json_array_get(orders, e), order, d->ntrain));
+	}
+	lora_dataset_order(d, seed, 0, order);
+	int B = (int)json_integer_value(json_object_get(j, "B"));
+	int Tmax = (int)json_integer_value(json_object_get(j, "max_seq_length"));
+	int32_t *ids = lora_xmalloc((size_t)B * Tmax * sizeof *ids);
+	int32_t *tg = lora_xmalloc((size_t)B * Tmax * sizeof *tg);
+	int nt;
+	int T = lora_batch_make(d, order, B, ids, tg, &nt);
+	snprintf(m, sizeof m, "%s: batch T", what);
+	test_cond(m, T == json_integer_value(json_object_get(j, "batch_T")));
+	snprintf(m, sizeof m, "%s: batch ids", what);
+	test_cond(m, ints_eq(json_object_get(j, "batch_ids"), ids, B * T));
+	snprintf(m, sizeof m, "%s: batch targets", what);
+	test_cond(m, ints_eq(json_object_get(j, "batch_targets"), tg, B * T));
+	int cnt = 0;
+	for (int i = 0; i < B * T; i++)
+		cnt += tg[i] != -100;
+	test_cond("ntargets", nt == cnt && cnt > 0);
+	free(ids);
+	free(tg);
+	free(order);
+}
+
+static json_t *load_expect(const char *name)
+{
+	char *p = lora_xasprintf("%s/data/%s.expect.json", fixtures(), name);
+	json_error_t je;
+	json_t *j = json_load_file(p, 0, &je);
+	if (!j)
+		printf("cannot load %s: %s\n", p, je.text);
+	free(p);
+	return j;
+}
+
+static void write_file(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+	LORA_ASSERT(f);
+	fputs(s, f);
+	fclose(f);
+}
+
+int main(void)
+{
+	/* ids datasets need no tokenizer */
+	json_t *j = load_expect("ids");
+	test_cond("ids expect", j != NULL);
+	char *dir = lora_xasprintf("%s/data/ids", fixtures());
+	lora_data_opts o = {.dir = dir, .max_seq_length = 12, .vocab_size = 1000,
+	                    .val_split = 0.2, .seed = 7,
+	                    .model_bos_id = -1, .model_eos_id = -1};
+	lora_dataset *d = lora_dataset_load(&o);
+	if (!d)
+		printf("      %s\n", lora_errmsg());
+	test_cond("ids load", d != NULL);
+	if (d && j) {
+		compare("ids", d, j);
+		test_cond("three truncated", d->ntruncated == 3);
+		test_cond("two dropped (1 token; no answer)", d->ndropped == 2);
+		test_cond("2 .ids files", d->nfiles[2] == 2 && d->nfiles[0] == 0);
+		test_cond("pad 0 without tokenizer", d->pad_id == 0);
+	}
+	lora_dataset_free(d);
+	json_decref(j);
+
+	/* errors */
+	o.vocab_size = 100;
+	test_cond("vocab mismatch", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "a.ids': line 6: token id 100 is outside the model's vocabulary (100 tokens)"));
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char *e = lora_xasprintf("%s/data-empty-%d", tmp, (int)getpid());
+	mkdir(e, 0755);
+	o.dir = e;
+	o.vocab_size = 0;
+	test_cond("no data", !lora_dataset_load(&o) && strstr(lora_errmsg(), "no training data"));
+	char *f = lora_xasprintf("%s/x.ids", e);
+	write_file(f, "\n5\n");
+	test_cond("empty dataset", !lora_dataset_load(&o) && strstr(lora_errmsg(), "empty dataset"));
+	write_file(f, "1 2 x\n");
+	test_cond("bad id", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "x.ids': line 1: 'x' in a token-id list"));
+	write_file(f, "1 2\t3\t4\n");
+	test_cond("3 fields", !lora_dataset_load(&o) && strstr(lora_errmsg(), "prompt_ids<TAB>answer_ids"));
+	write_file(f, "1 2 3\n");
+	o.val_split = 0.5;
+	test_cond("too few for val", !lora_dataset_load(&o) && strstr(lora_errmsg(), "too few"));
+	o.val_split = 0;
+	unlink(f);
+	free(f);
+	f = lora_xasprintf("%s/y.jsonl", e);
+	write_file(f, "{\"text\": \"hi\"}\n");
+	test_cond("text needs tokenizer", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "y.jsonl': text needs a tokenizer"));
+	unlink(f);
+	free(f);
+	rmdir(e);
+	free(e);
+	o.dir = "/nonexistent";
+	test_cond("missing dir", !lora_dataset_load(&o) && strstr(lora_errmsg(), "cannot open '/nonexistent'"));
+	free(dir);
+
+	/* text datasets: the tokenizer helper's tokenizer on the shared spm32k
+	 * vocabulary, against HF tokenizers' ids */
+	const char *shared = getenv("SHARED") ? getenv("SHARED") : "../shared";
+	char *tp = lora_xasprintf("%s/data/tokenizers/spm32k/tokenizer.json", shared);
+	lora_tokenizer *tok = lora_tokenizer_load(tp);
+	if (!tok)
+		printf("      %s\n", lora_errmsg());
+	test_cond("spm32k tokenizer loads", tok != NULL);
+	if (tok) {
+		j = load_expect("text");
+		char *tdir = lora_xasprintf("%s/data/text", fixtures());
+		lora_data_opts ot = {.dir = tdir, .tok = tok, .max_seq_length = 64,
+		                     .vocab_size = 32000, .val_split = 0.25, .seed = 42,
+		                     .model_bos_id = 1, .model_eos_id = 2};  /* Mistral's config.json */
+		d = lora_dataset_load(&ot);
+		if (!d)
+			printf("      %s\n", lora_errmsg());
+		test_cond("text load", d != NULL);
+		if (d && j) {
+			compare("text", d, j);
+			test_cond("pad is EOS", d->pad_id == 2);
+			test_cond("2 .txt + 1 .jsonl", d->nfiles[0] == 2 && d->nfiles[1] == 1);
+		}
+		lora_dataset_free(d);
+		json_decref(j);
+		/* a tokenizer larger than the model */
+		ot.vocab_size = 1000;
+		test_cond("tokenizer/model mismatch", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "tokenizer and model do not match"));
+		free(tdir);
+		/* bad JSON lines name file and line */
+		char *e2 = lora_xasprintf("%s/data-json-%d", tmp, (int)getpid());
+		mkdir(e2, 0755);
+		char *f2 = lora_xasprintf("%s/q.jsonl", e2);
+		ot.dir = e2;
+		ot.vocab_size = 32000;
+		ot.val_split = 0;
+		write_file(f2, "{\"text\": \"ok\"}\n{\"text\": 3}\n");
+		test_cond("non-string text", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 2: text fields must be strings"));
+		write_file(f2, "{\"text\": \"ok\"}\n\n{\"prompt\": \"a\"}\n");
+		test_cond("missing completion", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 3: expected a \"text\""));
+		write_file(f2, "{\"text\": \"ok\"\n");
+		test_cond("bad json", !lora_dataset_load(&ot) && strstr(lora_errmsg(), "q.jsonl': line 1: "));
+		unlink(f2);
+		rmdir(e2);
+		free(f2);
+		free(e2);
+		lora_tokenizer_free(tok);
+	}
+	free(tp);
+
+	/* splitmix64 first output for state 0 (the published test value) */
+	uint64_t s = 0;
+	test_cond("splitmix64", lora_splitmix64(&s) == 0xE220A8397B1DCDAFULL);
+	return test_report();
+}

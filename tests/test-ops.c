@@ -1,0 +1,402 @@
+/* test-ops.c: every op of the CPU backend against PyTorch autograd
+ * (fixture from tests/gen/gen_ops.py: tests/fixtures/engine/ops.safetensors),
+ * plus the optimizer, clipping and the LR schedules against torch and
+ * transformers, and LoRA dropout against an explicit masked computation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "lora.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "test.h"
+#include "util.h"
+
+static st_file *fx;
+static const lora_backend *be;
+
+/* Fixture tensor as a fresh f32 array; *n gets the element count. */
+static float *get(const char *name, int64_t *n)
+{
+	const st_tensor *t = st_find(fx, name);
+	if (!t) {
+		printf("FAIL fixture has no '%s' (regenerate with tests/gen/gen_ops.py)\n", name);
+		exit(1);
+	}
+	float *p = lora_xcalloc(t->numel + 1, sizeof(float));
+	if (t->dtype == LORA_DTYPE_F64) {
+		const double *d = t->data;
+		for (int64_t i = 0; i < t->numel; i++)
+			p[i] = (float)d[i];
+	} else
+		st_tensor_to_f32(t, p);
+	if (n)
+		*n = t->numel;
+	return p;
+}
+
+static const st_tensor *shape(const char *name) { return st_find(fx, name); }
+
+static int32_t *get_ids(const char *name, int64_t *n)
+{
+	int64_t k;
+	float *f = get(name, &k);
+	int32_t *r = lora_xmalloc((k + 1) * sizeof(int32_t));
+	for (int64_t i = 0; i < k; i++)
+		r[i] = (int32_t)f[i];
+	free(f);
+	if (n)
+		*n = k;
+	return r;
+}
+
+/* Compare arrays elementwise; prints the first few mismatches and the max diff. */
+static int close_arr(const char *what, const float *got, const float *want, int64_t n,
+                     double rtol, double atol)
+{
+	int bad = 0;
+	double maxd = 0;
+	for (int64_t i = 0; i < n; i++) {
+		double d = fabs((double)got[i] - want[i]);
+		if (d > maxd || isnan(d))
+			maxd = isnan(d) ? INFINITY : d;
+		if (!(d <= atol + rtol * fabs(want[i]))) {
+			if (bad < 5)
+				printf("      %s[%lld]: got %.9g want %.9g\n", what, (long long)i, got[i], want[i]);
+			bad++;
+		}
+	}
+	if (bad)
+		printf("      %s: %d of %lld differ, max abs diff %.3g\n", what, bad, (long long)n, maxd);
+	test_cond(what, bad == 0);
+	return bad == 0;
+}
+
+#define RT 1e-4
+#define AT 1e-5
+
+static void test_linear(void)
+{
+	int64_t n;
+	const st_tensor *tw = shape("linear.w"), *tx = shape("linear.x");
+	int N = tx->shape[0], C = tx->shape[1], OC = tw->shape[0];
+	float *x = get("linear.x", 0), *w = get("linear.w", 0), *b = get("linear.b", 0);
+	float *y = get("linear.y", &n), *dout = get("linear.dout", 0);
+	float *out = lora_xcalloc(N * OC, 4), *dx = lora_xcalloc(N * C, 4);
+	float *dw = lora_xcalloc(OC * C, 4), *db = lora_xcalloc(OC, 4);
+	be->linear_forward(out, x, w, b, LORA_DTYPE_F32, N, C, OC);
+	close_arr("linear forward", out, y, n, RT, AT);
+	be->linear_backward(dx, dw, db, dout, x, w, LORA_DTYPE_F32, N, C, OC);
+	float *want = get("linear.dx", 0);
+	close_arr("linear dinp", dx, want, N * C, RT, AT);
+	free(want);
+	want = get("linear.dw", 0);
+	close_arr("linear dweight", dw, want, OC * C, RT, AT);
+	free(want);
+	want = get("linear.db", 0);
+	close_arr("linear dbias", db, want, OC, RT, AT);
+	free(want);
+	/* accumulation: a second backward doubles; NULL grads are skipped */
+	be->linear_backward(dx, NULL, NULL, dout, x, w, LORA_DTYPE_F32, N, C, OC);
+	want = get("linear.dx", 0);
+	for (int i = 0; i < N * C; i++)
+		want[i] *= 2;
+	close_arr("linear dinp accumulates", dx, want, N * C, RT, AT);
+	free(want);
+	free(x); free(w); free(b); free(y); free(dout); free(out); free(dx); free(dw); free(db);
+}
+
+static void test_rmsnorm(void)
+{
+	const st_tensor *tx = shape("rmsnorm.x");
+	int N = tx->shape[0], C = tx->shape[1];
+	float *eps = get("rmsnorm.eps", 0);
+	float *x = get("rmsnorm.x", 0), *w = get("rmsnorm.w", 0), *y = get("rmsnorm.y", 0);
+	float *dout = get("rmsnorm.dout", 0), *wdx = get("rmsnorm.dx", 0), *wdw = get("rmsnorm.dw", 0);
+	float *out = lora_xcalloc(N * C, 4), *rstd = lora_xcalloc(N, 4);
+	float *dx = lora_xcalloc(N * C, 4), *dw = lora_xcalloc(C, 4);
+	be->rmsnorm_forward(out, rstd, x, w, LORA_DTYPE_F32, N, C, eps[0]);
+	close_arr("rmsnorm forward", out, y, N * C, RT, AT);
+	be->rmsnorm_backward(dx, dw, dout, x, w, LORA_DTYPE_F32, rstd, N, C);
+	close_arr("rmsnorm dinp", dx, wdx, N * C, RT, AT);
+	close_arr("rmsnorm dweight", dw, wdw, C, RT, AT);
+	free(eps); free(x); free(w); free(y); free(dout); free(wdx); free(wdw);
+	free(out); free(rstd); free(dx); free(dw);
+}
+
+static void test_lora(void)
+{
+	const st_tensor *tx = shape("lora.x"), *tb = shape("lora.B");
+	int N = tx->shape[0], C = tx->shape[1], OC = tb->shape[0], r = tb->shape[1];
+	float *sc = get("lora.scale", 0);
+	float *x = get("lora.x", 0), *A = get("lora.A", 0), *B = get("lora.B", 0);
+	float *out = get("lora.base", 0), *y = get("lora.y", 0), *dout = get("lora.dout", 0);
+	float *h = lora_xcalloc(N * r, 4), *scratch = lora_xcalloc(N * r + N * C, 4);
+	float *dx = lora_xcalloc(N * C, 4), *dA = lora_xcalloc(r * C, 4), *dB = lora_xcalloc(OC * r, 4);
+	be->lora_forward(out, h, x, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
+	close_arr("lora forward (out += branch)", out, y, N * OC, RT, AT);
+	be->lora_backward(dx, dA, dB, dout, x, h, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
+	float *w = get("lora.dx", 0);
+	close_arr("lora dinp", dx, w, N * C, RT, AT);
+	free(w);
+	w = get("lora.dA", 0);
+	close_arr("lora dA", dA, w, r * C, RT, AT);
+	free(w);
+	w = get("lora.dB", 0);
+	close_arr("lora dB", dB, w, OC * r, RT, AT);
+	free(w);
+
+	/* dropout p: the op must equal the p = 0 op applied to the explicitly
+	 * masked input, and its dinp must be the masked p = 0 dinp. */
+	float p = 0.3f;
+	uint64_t seed = 99;
+	float *xm = lora_xmalloc(N * C * 4);
+	int dropped = 0;
+	for (int i = 0; i < N * C; i++) {
+		int drop = lora_dropout_u(seed, i) < p;
+		dropped += drop;
+		xm[i] = drop ? 0 : x[i] / (1 - p);
+	}
+	test_cond("dropout drops some but not all", dropped > 0 && dropped < N * C);
+	float *o1 = lora_xcalloc(N * OC, 4), *o2 = lora_xcalloc(N * OC, 4), *h2 = lora_xcalloc(N * r, 4);
+	be->lora_forward(o1, h, x, A, B, sc[0], p, seed, N, C, OC, r, scratch);
+	be->lora_forward(o2, h2, xm, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
+	close_arr("lora dropout forward", o1, o2, N * OC, RT, AT);
+	float *dx1 = lora_xcalloc(N * C, 4), *dx2 = lora_xcalloc(N * C, 4);
+	float *dA1 = lora_xcalloc(r * C, 4), *dA2 = lora_xcalloc(r * C, 4);
+	float *dB1 = lora_xcalloc(OC * r, 4), *dB2 = lora_xcalloc(OC * r, 4);
+	be->lora_backward(dx1, dA1, dB1, dout, x, h, A, B, sc[0], p, seed, N, C, OC, r, scratch);
+	be->lora_backward(dx2, dA2, dB2, dout, xm, h2, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
+	for (int i = 0; i < N * C; i++)
+		dx2[i] = lora_dropout_u(seed, i) < p ? 0 : dx2[i] / (1 - p);
+	close_arr("lora dropout dinp", dx1, dx2, N * C, RT, AT);
+	close_arr("lora dropout dA", dA1, dA2, r * C, RT, AT);
+	close_arr("lora dropout dB", dB1, dB2, OC * r, RT, AT);
+	free(xm); free(o1); free(o2); free(h2); free(dx1); free(dx2); free(dA1); free(dA2);
+	free(dB1); free(dB2);
+	free(sc); free(x); free(A); free(B); free(out); free(y); free(dout); free(h); free(scratch);
+	free(dx); free(dA); free(dB);
+}
+
+static void test_rope(const char *tag)
+{
+	char k[64];
+#define K(s) (snprintf(k, sizeof k, "%s.%s", tag, s), k)
+	const st_tensor *tx = shape(K("x"));
+	int B = tx->shape[0], T = tx->shape[1], NH = tx->shape[2], HS = tx->shape[3];
+	float *theta = get(K("theta"), 0);
+	lora_rope_params rp = { .theta = theta[0] };
+	if (shape(K("factor"))) {
+		float *f = get(K("factor"), 0), *lf = get(K("low_freq_factor"), 0);
+		float *hf = get(K("high_freq_factor"), 0), *om = get(K("original_max_pos"), 0);
+		rp.factor = f[0]; rp.low_freq_factor = lf[0]; rp.high_freq_factor = hf[0];
+		rp.original_max_pos = (int)om[0];
+		free(f); free(lf); free(hf); free(om);
+	}
+	float *fc = lora_xmalloc(T * HS / 2 * 4), *fs = lora_xmalloc(T * HS / 2 * 4);
+	lora_rope_table(fc, fs, T, HS, &rp);
+	float *wc = get(K("cos"), 0), *ws = get(K("sin"), 0);
+	char what[64];
+	snprintf(what, sizeof what, "%s cos table", tag);
+	close_arr(what, fc, wc, T * HS / 2, RT, 1e-6);
+	snprintf(what, sizeof what, "%s sin table", tag);
+	close_arr(what, fs, ws, T * HS / 2, RT, 1e-6);
+	int64_t n;
+	float *x = get(K("x"), &n), *y = get(K("y"), 0), *d = get(K("dout"), 0), *wdx = get(K("dx"), 0);
+	be->rope_forward(x, fc, fs, B, T, NH, HS);
+	snprintf(what, sizeof what, "%s forward", tag);
+	close_arr(what, x, y, n, RT, AT);
+	be->rope_backward(d, fc, fs, B, T, NH, HS);
+	snprintf(what, sizeof what, "%s backward", tag);
+	close_arr(what, d, wdx, n, RT, AT);
+#undef K
+	free(theta); free(fc); free(fs); free(wc); free(ws); free(x); free(y); free(d); free(wdx);
+}
+
+static void test_attention(const char *tag)
+{
+	char k[64], what[80];
+#define K(s) (snprintf(k, sizeof k, "%s.%s", tag, s), k)
+	const st_tensor *tq = shape(K("q"));
+	int B = tq->shape[0], T = tq->shape[1], NH = tq->shape[2], HS = tq->shape[3];
+	int NKV = shape(K("k"))->shape[2];
+	int64_t nq, nk;
+	float *q = get(K("q"), &nq), *kk = get(K("k"), &nk), *v = get(K("v"), 0);
+	float *y = get(K("y"), 0), *dout = get(K("dout"), 0);
+	float *out = lora_xcalloc(nq, 4), *saved = lora_xcalloc(be->attention_saved_floats(B, T, NH), 4);
+	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, HS) + 1, 4);
+	float *dq = lora_xcalloc(nq, 4), *dk = lora_xcalloc(nk, 4), *dv = lora_xcalloc(nk, 4);
+	be->attention_forward(out, saved, q, kk, v, B, T, NH, NKV, HS);
+	snprintf(what, sizeof what, "%s forward (NH %d, NKV %d, HS %d)", tag, NH, NKV, HS);
+	close_arr(what, out, y, nq, RT, AT);
+	be->attention_backward(dq, dk, dv, dout, saved, q, kk, v, out, B, T, NH, NKV, HS, scr);
+	float *w = get(K("dq"), 0);
+	snprintf(what, sizeof what, "%s dq", tag);
+	close_arr(what, dq, w, nq, RT, AT);
+	free(w);
+	w = get(K("dk"), 0);
+	snprintf(what, sizeof what, "%s dk", tag);
+	close_arr(what, dk, w, nk, RT, AT);
+	free(w);
+	w = get(K("dv"), 0);
+	snprintf(what, sizeof what, "%s dv", tag);
+	close_arr(what, dv, w, nk, RT, AT);
+	free(w);
+#undef K
+	free(q); free(kk); free(v); free(y); free(dout); free(out); free(saved); free(scr);
+	free(dq); free(dk); free(dv);
+}
+
+static void test_swiglu(void)
+{
+	int64_t n;
+	float *g = get("swiglu.gate", &n), *u = get("swiglu.up", 0), *y = get("swiglu.y", 0);
+	float *d = get("swiglu.dout", 0), *wg = get("swiglu.dgate", 0), *wu = get("swiglu.dup", 0);
+	float *out = lora_xcalloc(n, 4), *dg = lora_xcalloc(n, 4), *du = lora_xcalloc(n, 4);
+	be->swiglu_forward(out, g, u, n);
+	close_arr("swiglu forward", out, y, n, RT, AT);
+	be->swiglu_backward(dg, du, d, g, u, n);
+	close_arr("swiglu dgate", dg, wg, n, RT, AT);
+	close_arr("swiglu dup", du, wu, n, RT, AT);
+	be->add_forward(out, g, u, n);
+	int ok = 1;
+	for (int64_t i = 0; i < n; i++)
+		ok &= out[i] == g[i] + u[i];
+	test_cond("add forward", ok);
+	free(g); free(u); free(y); free(d); free(wg); free(wu); free(out); free(dg); free(du);
+}
+
+static void test_ce(void)
+{
+	const st_tensor *tl = shape("ce.logits");
+	int N = tl->shape[0], V = tl->shape[1];
+	float *logits = get("ce.logits", 0), *wl = get("ce.losses", 0), *wloss = get("ce.loss", 0);
+	float *wd = get("ce.dlogits", 0);
+	int32_t *tg = get_ids("ce.targets", 0);
+	float *losses = lora_xcalloc(N, 4);
+	be->crossentropy_forward(losses, logits, tg, N, V);
+	close_arr("crossentropy losses (0 where ignored)", losses, wl, N, RT, AT);
+	int cnt = 0;
+	double sum = 0;
+	for (int i = 0; i < N; i++)
+		if (tg[i] != LORA_IGNORE_INDEX) {
+			cnt++;
+			sum += losses[i];
+		}
+	test_close("crossentropy mean over non-ignored", sum / cnt, wloss[0], RT, AT);
+	be->crossentropy_backward(logits, logits, tg, 1.0f / cnt, N, V);    /* in place */
+	close_arr("crossentropy dlogits (in place)", logits, wd, N * V, RT, 1e-6);
+	free(logits); free(wl); free(wloss); free(wd); free(tg); free(losses);
+}
+
+static void test_embedding(void)
+{
+	const st_tensor *tw = shape("emb.w");
+	int V = tw->shape[0], C = tw->shape[1];
+	int64_t N;
+	int32_t *ids = get_ids("emb.ids", &N);
+	float *w = get("emb.w", 0), *y = get("emb.y", 0), *d = get("emb.dout", 0), *wdw = get("emb.dw", 0);
+	float *out = lora_xcalloc(N * C, 4), *dw = lora_xcalloc(V * C, 4);
+	be->embedding_forward(out, ids, w, LORA_DTYPE_F32, N, C);
+	close_arr("embedding forward", out, y, N * C, 0, 0);
+	be->embedding_backward(dw, d, ids, N, C);
+	close_arr("embedding dweight (repeated id accumulates)", dw, wdw, V * C, RT, AT);
+	free(ids); free(w); free(y); free(d); free(wdw); free(out); free(dw);
+}
+
+static void test_adamw(void)
+{
+	int64_t n;
+	float *p = get("adamw.p0", &n), *grads = get("adamw.grads", 0);
+	float *lr = get("adamw.lr", 0), *b1 = get("adamw.beta1", 0), *b2 = get("adamw.beta2", 0);
+	float *eps = get("adamw.eps", 0), *wd = get("adamw.wd", 0);
+	float *g = lora_xcalloc(n, 4);
+	lora_params ps = { 0 };
+	lora_params_add(&ps, "p", p, g, 1, (int64_t[]){ n }, 1);
+	lora_adamw *o = lora_adamw_new(&ps, be, &(lora_adamw_config){ .lr = lr[0], .beta1 = b1[0],
+	                                  .beta2 = b2[0], .eps = eps[0], .weight_decay = wd[0] });
+	for (int s = 0; s < 4; s++) {
+		memcpy(g, grads + s * n, n * 4);
+		lora_adamw_step(o, lr[0]);
+	}
+	float *w = get("adamw.p4", 0);
+	close_arr("adamw params after 4 steps", p, w, n, RT, 1e-6);
+	free(w);
+	w = get("adamw.m4", 0);
+	close_arr("adamw exp_avg", o->m, w, n, RT, 1e-6);
+	free(w);
+	w = get("adamw.v4", 0);
+	close_arr("adamw exp_avg_sq", o->v, w, n, RT, 1e-7);
+	free(w);
+	test_cond("adamw counts steps", o->step == 4);
+	lora_adamw_free(o);
+	lora_params_free(&ps);
+	free(p); free(grads); free(lr); free(b1); free(b2); free(eps); free(wd); free(g);
+}
+
+static void test_clip(void)
+{
+	int64_t na, nb;
+	float *ga = get("clip.ga", &na), *gb = get("clip.gb", &nb), *mx = get("clip.max_norm", 0);
+	float *wn = get("clip.norm", 0), *wa = get("clip.ca", 0), *wb = get("clip.cb", 0);
+	lora_params ps = { 0 };
+	lora_params_add(&ps, "a", ga, ga, 1, (int64_t[]){ na }, 1);
+	lora_params_add(&ps, "b", gb, gb, 1, (int64_t[]){ nb }, 1);
+	float norm = lora_clip_grad_norm(&ps, be, mx[0]);
+	test_close("clip_grad_norm total norm", norm, wn[0], RT, 0);
+	close_arr("clip_grad_norm clipped a", ga, wa, na, RT, 1e-7);
+	close_arr("clip_grad_norm clipped b", gb, wb, nb, RT, 1e-7);
+	lora_params_free(&ps);
+	free(ga); free(gb); free(mx); free(wn); free(wa); free(wb);
+}
+
+static void test_sched(void)
+{
+	for (int k = 0; k < LORA_SCHED_COUNT; k++) {
+		char name[64];
+		snprintf(name, sizeof name, "sched.%s", lora_sched_name(k));
+		int64_t n;
+		float *w = get(name, &n);
+		lora_schedule s = { .kind = k, .lr = 1.0f, .warmup_steps = 3, .total_steps = 11 };
+		float *got = lora_xmalloc(n * 4);
+		for (int64_t i = 0; i < n; i++)
+			got[i] = (float)lora_schedule_lambda(&s, i);
+		close_arr(name, got, w, n, 1e-6, 1e-7);
+		test_cond("schedule name round-trips", lora_sched_parse(lora_sched_name(k)) == k);
+		free(w);
+		free(got);
+	}
+	test_cond("unknown schedule", lora_sched_parse("cosine_with_restarts") == -1);
+}
+
+int main(void)
+{
+	const char *path = "tests/fixtures/engine/ops.safetensors";
+	fx = st_open(path);
+	if (!fx) {
+		printf("FAIL cannot open fixture: %s\n", lora_errmsg());
+		return 1;
+	}
+	be = lora_backend_get("cpu");
+	test_cond("cpu backend", be && !strcmp(be->name, "cpu"));
+	test_cond("auto always gives a backend", lora_backend_get("auto") != NULL);
+	test_cond("bad device is an error", lora_backend_get("gpu") == NULL);
+	test_cond("bad cuda index is an error", lora_backend_get("cuda:x") == NULL);
+	test_linear();
+	test_rmsnorm();
+	test_lora();
+	test_rope("rope");
+	test_rope("rope3");
+	test_attention("attn");
+	test_attention("attn1");
+	test_attention("attnq");
+	test_swiglu();
+	test_ce();
+	test_embedding();
+	test_adamw();
+	test_clip();
+	test_sched();
+	st_close(fx);
+	return test_report();
+}
