@@ -193,7 +193,7 @@ static int load(const unsigned char *p, lora_dtype t, size_t i, double *out)
  * __builtin_cpu_supports, so F16C is read from CPUID leaf 1, ECX bit 29. */
 static int have_f16c(void)
 {
-	static int cached = -1;
+	static _Atomic int cached = -1;     /* lora_parallel_for threads call this */
 	if (cached < 0) {
 		unsigned a, b, c, d;
 		cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
