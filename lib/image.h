@@ -68,6 +68,13 @@ int lora_image_decode(const uint8_t *buf, size_t len, const lora_image_opts *o,
                       lora_image *out);
 void lora_image_free(lora_image *im);
 
+/* DCT-domain shrinking for a draft decode (opts.jpeg_shrink): the largest d
+ * in {1, 2, 4, 8} such that the w x h image decoded at 1/d (sides rounded up)
+ * is still at least twice need_w x need_h, as Pillow's draft() with
+ * thumbnail's reducing_gap 2. Faster on big photos; no longer byte-exact
+ * with a full-size resize (>= 40 dB in tests/test-resize). */
+int lora_jpeg_draft_denom(int w, int h, int need_w, int need_h);
+
 /* EXIF orientation from a TIFF-structured block ("II*\0..." or "MM\0*...");
  * 1 when absent or malformed. JPEG APP1 payloads start with "Exif\0\0":
  * skip those 6 bytes first. */

@@ -116,6 +116,14 @@ check "--quality writes JPEG" [ "$(cut -f1 "$T/out")" = "$T/o15/cat.jpg" ] &&
 check "the written JPEG reads back" [ $? -eq 0 ] && [ ! -s "$T/err" ]
 check "--quality changes the size" [ "$(wc -c <"$T/o16/cat.jpg")" -lt "$(wc -c <"$T/o15/cat.jpg")" ]
 
+# --jpeg-draft: same sizes, different (approximate) pixels for JPEG only
+"$R" -o "$T/o16b" -s 96 --jpeg-draft "$F/photo.jpg" "$F/cat.png" "$F/exif-6.jpg" | cut -f2,3 >"$T/out"
+printf '96\t96\n96\t96\n96\t96\n' >"$T/expect"
+check "--jpeg-draft keeps the output sizes" cmp -s "$T/expect" "$T/out"
+"$R" -o "$T/o16c" -s 96 "$F/photo.jpg" "$F/cat.png" >/dev/null
+check "--jpeg-draft shrinks a large JPEG in the DCT" differ "$T/o16b/photo.png" "$T/o16c/photo.png"
+check "--jpeg-draft leaves PNG alone" cmp -s "$T/o16b/cat.png" "$T/o16c/cat.png"
+
 # --min-size and the default minimum (short side < size/2)
 "$R" -o "$T/o17" -s 640 "$F/cat.png" "$F/photo.jpg" >"$T/out" 2>"$T/err"
 check "small image skipped with exit 0" [ $? -eq 0 ]
