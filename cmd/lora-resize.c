@@ -104,7 +104,7 @@ static int write_image(const options *o, const lora_image *im, const char *path)
 	if (r < 0) {
 		char *msg = lora_xstrdup(lora_errmsg());
 		lora_afile_abort(&f);
-		lora_err("cannot write '%s': %s", path, msg);
+		lora_err("'%s': %s", path, msg);
 		free(msg);
 		return -1;
 	}

@@ -1,5 +1,9 @@
 /* image.h: decode PNG and JPEG into 8-bit RGB(A), orient, composite, encode.
  *
+ * Encoding: PNG through our own writer (libpng's per-row filter heuristic,
+ * one libdeflate call: 2-3x faster than zlib at a smaller size), JPEG
+ * through libjpeg (4:2:0, the given quality).
+ *
  * PNG goes through libpng (every colour type and bit depth, palettes, tRNS,
  * 16-bit, Adam7 interlace); JPEG through libjpeg(-turbo) (baseline,
  * progressive, grayscale, CMYK/YCCK with Adobe inversion). The EXIF
@@ -87,7 +91,8 @@ void lora_image_orient(lora_image *im, int o);
  * a no-op on RGB. */
 void lora_image_flatten(lora_image *im, const uint8_t bg[3]);
 
-/* Encoders, RGB only (channels 3). 0 or -1 (write error, with errno). */
+/* Encoders, RGB only (channels 3); level is libdeflate's 1-12 (6 is about
+ * zlib's 6 in speed, a little smaller). 0 or -1 ("write error: <strerror>"). */
 int lora_image_write_png(const lora_image *im, FILE *fp, int level);
 int lora_image_write_jpeg(const lora_image *im, FILE *fp, int quality);
 

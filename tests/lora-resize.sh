@@ -165,5 +165,21 @@ check "--max-pixels keeps the small one" [ "$(cut -f1 "$T/out")" = "$T/o22/cat.p
 "$R" -o "$T/notadir" "$F/cat.png" >/dev/null 2>"$T/err"
 check "-o naming a file fails" [ $? -eq 1 ] && grep -q "is not a directory" "$T/err"
 
+# a full disk: a 64 KiB tmpfs (needs root; skipped otherwise)
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then
+	"$R" -o "$T/full" -s 256 "$F/cat.png" "$F/photo.jpg" "$F/pear.png" >"$T/out" 2>"$T/err"
+	rc=$?
+	ls "$T/full" >"$T/left"
+	umount "$T/full"
+	check "full disk: exit 1" [ $rc -eq 1 ]
+	check "full disk: one line per file that did not fit" \
+		[ "$(grep -c "No space left on device" "$T/err")" -eq 2 ]
+	check "full disk: the file that fit is reported" [ "$(cut -f1 "$T/out")" = "$T/full/pear.png" ]
+	check "full disk: no partial or temporary file left" [ "$(cat "$T/left")" = "pear.png" ]
+else
+	echo "skip full disk (cannot mount a tmpfs here)"
+fi
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
