@@ -37,7 +37,7 @@ OUT = os.path.join(HERE, "..", "fixtures", "tokenizer")
 
 HARD = [
     "new york and New York City", "Cat cat Cats concatenate [MASK] x [MASK]y  [MASK]  z",
-    "a <sep> b<sep>c", "x <SEP> y<SEP>z", "1234567 abc123def", "eeee aeiou oooh", "<b>bold</b> <b> x",
+    "a <sep> b<sep>c", "x <SEP> y<SEP>z", "Cat_x Cat1 xCat Cat\u0301 CatCat Cat. (Cat) Cat\u00b2", "1234567 abc123def", "eeee aeiou oooh", "<b>bold</b> <b> x",
     "", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \t \n ", "a", "A", "Hello world",
     " Hello", "hello", "How are you?", "Hello world\n", "  leading and trailing  ",
     "tabs\tin\tbetween", "multiple   spaces    here", "line1\nline2\n\nline4",
