@@ -147,6 +147,7 @@ void *cuda_workspace(size_t bytes)
 {
 	if (bytes <= S.ws_bytes)
 		return S.ws;
+	CUDA_CHECK(cudaStreamSynchronize(S.stream));   /* queued work may still read it */
 	cu_free(S.ws);
 	size_t want = bytes + bytes / 8;     /* some headroom for the next shape */
 	S.ws = cu_alloc(want);

@@ -56,6 +56,11 @@
  * autograd case to tests/gen/gen_ops.py and a check to tests/test-ops.c, and
  * (later) the kernel in kernels/. Model code then calls be->X_forward.
  *
+ * Image models (next) add ops in the same shape: conv2d (NCHW, weight
+ * (OC, C/groups, kh, kw) + wdt), group_norm (N, C, HW with saved mean/rstd),
+ * and cross-attention as attention with separate query/key lengths and no
+ * causal mask; LoRA on convs reuses lora_forward on im2col'd rows.
+ *
  * Ownership: the backend tables are static; nothing to free. Failure:
  * lora_backend_get returns NULL + lora_err for an unknown device or a CUDA
  * device that cannot be opened; alloc returns NULL + lora_err when out of

@@ -187,9 +187,12 @@ int lora_llama_config_load(const char *dir, lora_llama_config *c)
 	}
 	c->bos_token_id = jtoken(o, "bos_token_id");
 	c->eos_token_id = jtoken(o, "eos_token_id");
-	if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->n_layers < 1 ||
-	    c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 ||
-	    c->n_heads % c->n_kv_heads) {
+	/* sizes far beyond any real model are corrupt files (and would overflow) */
+	if (c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->hidden_size < 1 ||
+	    c->hidden_size > (1 << 20) || c->intermediate_size < 1 || c->intermediate_size > (1 << 22) ||
+	    c->n_layers < 1 || c->n_layers > 4096 || c->n_heads < 1 || c->n_heads > 4096 ||
+	    c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2 ||
+	    c->n_heads % c->n_kv_heads || c->max_position_embeddings < 1) {
 		lora_err("'%s': inconsistent sizes (hidden_size %d, heads %d, kv heads %d, head_dim %d)",
 		         path, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim);
 		goto out;
@@ -354,8 +357,13 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
-	TAKE(*(base ? (float **)&p->ids : &dummy), N);          /* int32 in float slots */
-	TAKE(*(base ? (float **)&p->targets : &dummy), N);
+	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
+	TAKE(ids, N);
+	TAKE(targets, N);
+	if (base) {
+		p->ids = (int32_t *)(void *)ids;
+		p->targets = (int32_t *)(void *)targets;
+	}
 #undef TAKE
 	return off;
 }

@@ -1,7 +1,7 @@
 /* ops_cpu.c: the CPU reference backend: every op of backend.h, forward and
  * backward, in fp32. Matrix products go to OpenBLAS (cblas_sgemm, threaded
- * by OpenBLAS); attention, norms and the loss are threaded over rows or
- * (batch, head) pairs with lora_parallel_for. Read an op's comment in
+ * by OpenBLAS, attention too, head by head); norms and the loss are
+ * threaded over rows with lora_parallel_for. Read an op's comment in
  * backend.h first; the code below follows it line by line.
  */
 #include "backend.h"
@@ -315,15 +315,12 @@ static void rope_backward(float *dx, const float *fc, const float *fs, int B, in
 }
 
 /* ---- causal attention (GQA) -------------------------------------------------------------
- * saved = the softmax probabilities P (B, NH, T, T); row t holds t+1 values.
- * Forward is threaded over (b, h); backward over (b, kv head) so that the
- * query heads sharing a KV head add into dk/dv from one thread. */
-
-typedef struct {
-	float *out, *saved, *dq, *dk, *dv, *scratch;
-	const float *q, *k, *v, *dout, *csaved, *cout;
-	int B, T, NH, NKV, HS;
-} att_ctx;
+ * saved = the softmax probabilities P (B, NH, T, T), exactly 0 above the
+ * diagonal. Per (batch, head) the work is four or five matrix products with
+ * the head's rows strided in q/k/v (lda = NH*HS or NKV*HS), so OpenBLAS does
+ * them, threaded; the causal half is computed and then masked (twice the
+ * flops of a triangular loop, still far faster than scalar code). Query
+ * head h reads KV head h / (NH/NKV). */
 
 static size_t attention_saved_floats(int B, int T, int NH)
 {
@@ -333,63 +330,35 @@ static size_t attention_saved_floats(int B, int T, int NH)
 static size_t attention_scratch_floats(int B, int T, int NH, int HS)
 {
 	(void)B; (void)NH; (void)HS;
-	return (size_t)nthreads * T;
+	return (size_t)T * T;
 }
 
 static float dot(const float *a, const float *b, int n)
 {
-	float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-	int i = 0;
-	for (; i + 4 <= n; i += 4) {
-		s0 += a[i] * b[i];
-		s1 += a[i + 1] * b[i + 1];
-		s2 += a[i + 2] * b[i + 2];
-		s3 += a[i + 3] * b[i + 3];
-	}
-	for (; i < n; i++)
-		s0 += a[i] * b[i];
-	return (s0 + s1) + (s2 + s3);
-}
-
-static void axpy(float *y, float a, const float *x, int n)
-{
+	double s = 0;
 	for (int i = 0; i < n; i++)
-		y[i] += a * x[i];
+		s += (double)a[i] * b[i];
+	return (float)s;
 }
 
-static void att_fwd_item(void *vc, int i, int tid)
+/* Row t of S: softmax over u <= t, zero beyond. */
+static void causal_softmax_rows(float *S, int T)
 {
-	(void)tid;
-	att_ctx *c = vc;
-	int T = c->T, NH = c->NH, NKV = c->NKV, HS = c->HS;
-	int b = i / NH, h = i % NH, hk = h / (NH / NKV);
-	float scale = 1.0f / sqrtf((float)HS);
-	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
-	const float *qb = c->q + (size_t)b * T * qs + (size_t)h * HS;
-	const float *kb = c->k + (size_t)b * T * ks + (size_t)hk * HS;
-	const float *vb = c->v + (size_t)b * T * ks + (size_t)hk * HS;
-	float *ob = c->out + (size_t)b * T * qs + (size_t)h * HS;
 	for (int t = 0; t < T; t++) {
-		float *p = c->saved + (((size_t)b * NH + h) * T + t) * T;
-		const float *qt = qb + t * qs;
-		float mx = -INFINITY;
-		for (int u = 0; u <= t; u++) {
-			p[u] = dot(qt, kb + u * ks, HS) * scale;
+		float *p = S + (size_t)t * T, mx = -INFINITY;
+		for (int u = 0; u <= t; u++)
 			if (p[u] > mx)
 				mx = p[u];
-		}
 		double sum = 0;
 		for (int u = 0; u <= t; u++) {
 			p[u] = expf(p[u] - mx);
 			sum += p[u];
 		}
 		float inv = (float)(1.0 / sum);
-		float *ot = ob + t * qs;
-		memset(ot, 0, HS * sizeof(float));
-		for (int u = 0; u <= t; u++) {
+		for (int u = 0; u <= t; u++)
 			p[u] *= inv;
-			axpy(ot, p[u], vb + u * ks, HS);
-		}
+		for (int u = t + 1; u < T; u++)
+			p[u] = 0.0f;
 	}
 }
 
@@ -397,58 +366,56 @@ static void attention_forward(float *out, float *saved, const float *q, const fl
                               const float *v, int B, int T, int NH, int NKV, int HS)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0);
-	att_ctx c = { .out = out, .saved = saved, .q = q, .k = k, .v = v,
-	              .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS };
-	lora_parallel_for(B * NH, nthreads, att_fwd_item, &c);
-}
-
-/* With P the probabilities, o = P·v, dP = do·vᵀ, dS = P ∘ (dP − rowsum(do ∘ o)),
- * dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·do. */
-static void att_bwd_item(void *vc, int i, int tid)
-{
-	att_ctx *c = vc;
-	int T = c->T, NH = c->NH, NKV = c->NKV, HS = c->HS;
-	int rep = NH / NKV, b = i / NKV, hk = i % NKV;
+	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
-	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
-	float *dp = c->scratch + (size_t)tid * T;
-	const float *kb = c->k + (size_t)b * T * ks + (size_t)hk * HS;
-	const float *vb = c->v + (size_t)b * T * ks + (size_t)hk * HS;
-	float *dkb = c->dk + (size_t)b * T * ks + (size_t)hk * HS;
-	float *dvb = c->dv + (size_t)b * T * ks + (size_t)hk * HS;
-	for (int h = hk * rep; h < (hk + 1) * rep; h++) {
-		const float *qb = c->q + (size_t)b * T * qs + (size_t)h * HS;
-		const float *ob = c->cout + (size_t)b * T * qs + (size_t)h * HS;
-		const float *gb = c->dout + (size_t)b * T * qs + (size_t)h * HS;
-		float *dqb = c->dq + (size_t)b * T * qs + (size_t)h * HS;
-		for (int t = 0; t < T; t++) {
-			const float *p = c->csaved + (((size_t)b * NH + h) * T + t) * T;
-			const float *gt = gb + t * qs;
-			float D = dot(gt, ob + t * qs, HS);
-			for (int u = 0; u <= t; u++) {
-				dp[u] = dot(gt, vb + u * ks, HS);
-				axpy(dvb + u * ks, p[u], gt, HS);
-			}
-			float *dqt = dqb + t * qs;
-			const float *qt = qb + t * qs;
-			for (int u = 0; u <= t; u++) {
-				float ds = p[u] * (dp[u] - D) * scale;
-				axpy(dqt, ds, kb + u * ks, HS);
-				axpy(dkb + u * ks, ds, qt, HS);
-			}
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++) {
+			const float *qb = q + (size_t)b * T * qs + (size_t)h * HS;
+			const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * HS;
+			const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * HS;
+			float *ob = out + (size_t)b * T * qs + (size_t)h * HS;
+			float *P = saved + ((size_t)b * NH + h) * T * T;
+			/* S (T, T) = scale · q · kᵀ ; P = causal softmax(S) ; o = P · v */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS,
+			            scale, qb, qs, kb, ks, 0.0f, P, T);
+			causal_softmax_rows(P, T);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T,
+			            1.0f, P, T, vb, ks, 0.0f, ob, qs);
 		}
-	}
 }
 
+/* With o = P·v: dv += Pᵀ·do, dP = do·vᵀ, dS = P ∘ (dP − rowsum(do ∘ o)),
+ * dq += scale·dS·k, dk += scale·dSᵀ·q. P is 0 above the diagonal, so dS is
+ * too without a mask. */
 static void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                const float *saved, const float *q, const float *k,
                                const float *v, const float *out, int B, int T,
                                int NH, int NKV, int HS, float *scratch)
 {
-	att_ctx c = { .dq = dq, .dk = dk, .dv = dv, .scratch = scratch, .dout = dout,
-	              .csaved = saved, .q = q, .k = k, .v = v, .cout = out,
-	              .B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS };
-	lora_parallel_for(B * NKV, nthreads, att_bwd_item, &c);
+	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
+	float scale = 1.0f / sqrtf((float)HS);
+	float *dS = scratch;                          /* (T, T) */
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++) {
+			size_t qo = (size_t)b * T * qs + (size_t)h * HS;
+			size_t ko = (size_t)b * T * ks + (size_t)(h / rep) * HS;
+			const float *P = saved + ((size_t)b * NH + h) * T * T;
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T,
+			            1.0f, P, T, dout + qo, qs, 1.0f, dv + ko, ks);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS,
+			            1.0f, dout + qo, qs, v + ko, ks, 0.0f, dS, T);
+			for (int t = 0; t < T; t++) {
+				float D = dot(dout + qo + (size_t)t * qs, out + qo + (size_t)t * qs, HS);
+				const float *p = P + (size_t)t * T;
+				float *d = dS + (size_t)t * T;
+				for (int u = 0; u < T; u++)
+					d[u] = p[u] * (d[u] - D) * scale;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T,
+			            1.0f, dS, T, k + ko, ks, 1.0f, dq + qo, qs);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T,
+			            1.0f, dS, T, q + qo, qs, 1.0f, dk + ko, ks);
+		}
 }
 
 /* ---- SwiGLU and residual ------------------------------------------------------------------ */

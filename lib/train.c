@@ -325,6 +325,13 @@ static char **list_checkpoints(const char *root, int *n)
 		return NULL;
 	struct dirent *de;
 	while ((de = readdir(dir))) {
+		if (strncmp(de->d_name, ".tmp-step-", 10) == 0) {
+			/* a checkpoint a killed run was writing: never complete */
+			char *q = lora_xasprintf("%s/%s", root, de->d_name);
+			rm_rf(q);
+			free(q);
+			continue;
+		}
 		if (strncmp(de->d_name, "step-", 5))
 			continue;
 		char *p = lora_xasprintf("%s/%s/trainer_state.json", root, de->d_name);

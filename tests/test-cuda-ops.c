@@ -390,8 +390,11 @@ static float *host_of(const pair *p)
 
 static void test_linear(void)
 {
+	/* the last two run the bf16 conversion in two row chunks (linear.cu's
+	 * 64 MiB workspace holds 1024 rows of 33000): forward, then dinp */
 	static const int shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 33, 64, 17 }, { 64, 128, 96 },
-	                                 { 130, 257, 129 }, { 256, 1024, 512 } };
+	                                 { 130, 257, 129 }, { 256, 1024, 512 },
+	                                 { 1100, 33000, 3 }, { 1100, 3, 33000 } };
 	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
 		int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
 		for (int k = 0; k < 3; k++) {

@@ -1,0 +1,39 @@
+#!/bin/sh
+# gpu-run.sh: what one device call runs on the GPU box, from the repo root,
+# with build/gpu-bundle (bench/gpu-bundle.sh) carried:
+#
+#   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
+#   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
+#   sh bench/gpu-run.sh bench llama2-7b
+#   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
+#   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
+#
+# Logs and the table land in $OUT (the device tool brings them back).
+set -u
+OUT=${OUT:-bench/results-tmp}
+mkdir -p "$OUT" /tmp/gpu
+tar -xJf build/gpu-bundle/bundle.tar.xz -C /tmp/gpu ||
+	{ echo "gpu-run.sh: no build/gpu-bundle/bundle.tar.xz (run bench/gpu-bundle.sh here, carry build/gpu-bundle)"; exit 1; }
+# cuBLAS: the toolkit's, else the pip wheel PyTorch uses
+cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
+      find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH="/tmp/gpu/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+what=${1:-all}
+[ $# -gt 0 ] && shift
+rc=0
+if [ "$what" = tests ] || [ "$what" = all ]; then
+	for t in test-cuda-ops test-cuda-llama; do
+		/tmp/gpu/bin/$t >"$OUT/$t.log" 2>&1
+		r=$?
+		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$OUT/$t.log" | head -40
+		[ $r -ne 0 ] && rc=1
+	done
+fi
+if [ "$what" = ops ] || [ "$what" = all ]; then
+	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
+fi
+exit $rc
