@@ -144,6 +144,15 @@ check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_st
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
 
+# a terminal gets one progress line rewritten in place (script(1) gives a tty)
+if command -v script >/dev/null 2>&1; then
+	script -qc "'$LT' --base_model '$T/full' --train_data_dir '$T/data' --output_dir '$T/tty' \
+		--max_seq_length 32 --batch_size 2 --max_steps 4 --logging_steps 1" /dev/null >"$T/tty.out" 2>&1
+	check "tty: progress line rewritten in place" has "$T/tty.out" "$(printf '\r\033')\[Kstep 2/4  loss"
+	check "tty: no per-step log lines on the terminal" [ "$(grep -c 'step=[0-9]* epoch=' "$T/tty.out")" -eq 0 ]
+	check "tty: train.log still has them" [ "$(grep -c '^step=[0-9]* epoch=' "$T/tty/logs/train.log")" -eq 4 ]
+fi
+
 # init_lora: start from the adapter of run A; its rank wins over lora_rank
 try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/inc" --max_seq_length 32 \
 	--batch_size 2 --max_steps 2 --init_lora "$T/A" --lora_rank 4
