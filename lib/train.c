@@ -428,6 +428,8 @@ static int save_checkpoint(run *r)
 		json_object_set_new(j, "rng", json_string("counter-based: data order from (seed, "
 		                    "epoch), dropout from (seed, step, micro_batch)"));
 		json_object_set_new(j, "n_train", json_integer(r->d->ntrain));
+		json_object_set_new(j, "batch_size", json_integer(r->B));
+		json_object_set_new(j, "gradient_accumulation_steps", json_integer(r->accum));
 		json_object_set_new(j, "n_params", json_integer((json_int_t)r->params->total));
 		json_object_set_new(j, "total_steps", json_integer(r->total));
 		json_t *ord = json_array();
@@ -573,6 +575,13 @@ static int resume_from(run *r, const char *dir)
 	else if (ntrain != r->d->ntrain)
 		rc = lora_err("'%s': %lld training examples, now %d: the data changed since the "
 		              "checkpoint", p, (long long)ntrain, r->d->ntrain);
+	else if (json_integer_value(json_object_get(j, "batch_size")) != r->B ||
+	         json_integer_value(json_object_get(j, "gradient_accumulation_steps")) != r->accum)
+		rc = lora_err("'%s': batch_size %lld x gradient_accumulation_steps %lld, now %d x %d: "
+		              "resume with the same batching", p,
+		              (long long)json_integer_value(json_object_get(j, "batch_size")),
+		              (long long)json_integer_value(json_object_get(j, "gradient_accumulation_steps")),
+		              r->B, r->accum);
 	else if (r->step < 0 || r->epoch < 0 || r->pos < 0 || r->pos > r->nmb)
 		rc = lora_err("'%s': bad position", p);
 	if (rc == 0) {

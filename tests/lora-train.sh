@@ -132,6 +132,9 @@ check "resume: says where it resumed" has "$T/out" "resume: from"
 check "SIGKILL + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/B/adapter_model.safetensors"
 check "no temporary checkpoint folders left" [ -z "$(ls -a "$T/B/checkpoints" | grep '^\.tmp')" ]
 
+lora "$T/B" --resume auto --batch_size 3
+check "resume with other batching refused" has "$T/err" "resume with the same batching"
+
 # SIGINT: finish the step, checkpoint, exit 1; then resume
 # (signalled once the plan is in train.log: the handler is installed by then)
 lora_bg "$T/C" --save_steps 100
