@@ -239,18 +239,18 @@ typedef struct {
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
 } run;
 
-/* A line on stdout (unless quiet) and in train.log. */
+/* A line on stdout (unless quiet & 1) and in train.log (unless quiet & 2). */
 static void vsay(run *r, int quiet, const char *fmt, va_list ap)
 {
 	char buf[1024];
 	vsnprintf(buf, sizeof buf, fmt, ap);
-	if (!quiet) {
+	if (!(quiet & 1)) {
 		if (r->tty)
 			fputs("\r\033[K", stdout);
 		fprintf(stdout, "%s\n", buf);
 		fflush(stdout);
 	}
-	if (r->log) {
+	if (r->log && !(quiet & 2)) {
 		fprintf(r->log, "%s\n", buf);
 		fflush(r->log);
 	}
@@ -262,6 +262,15 @@ static void say(run *r, const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	vsay(r, 0, fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void say_quiet(run *r, int quiet, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, quiet, fmt, ap);
 	va_end(ap);
 }
 
@@ -419,6 +428,8 @@ static int save_checkpoint(run *r)
 		json_object_set_new(j, "rng", json_string("counter-based: data order from (seed, "
 		                    "epoch), dropout from (seed, step, micro_batch)"));
 		json_object_set_new(j, "n_train", json_integer(r->d->ntrain));
+		json_object_set_new(j, "batch_size", json_integer(r->B));
+		json_object_set_new(j, "gradient_accumulation_steps", json_integer(r->accum));
 		json_object_set_new(j, "n_params", json_integer((json_int_t)r->params->total));
 		json_object_set_new(j, "total_steps", json_integer(r->total));
 		json_t *ord = json_array();
@@ -564,6 +575,13 @@ static int resume_from(run *r, const char *dir)
 	else if (ntrain != r->d->ntrain)
 		rc = lora_err("'%s': %lld training examples, now %d: the data changed since the "
 		              "checkpoint", p, (long long)ntrain, r->d->ntrain);
+	else if (json_integer_value(json_object_get(j, "batch_size")) != r->B ||
+	         json_integer_value(json_object_get(j, "gradient_accumulation_steps")) != r->accum)
+		rc = lora_err("'%s': batch_size %lld x gradient_accumulation_steps %lld, now %d x %d: "
+		              "resume with the same batching", p,
+		              (long long)json_integer_value(json_object_get(j, "batch_size")),
+		              (long long)json_integer_value(json_object_get(j, "gradient_accumulation_steps")),
+		              r->B, r->accum);
 	else if (r->step < 0 || r->epoch < 0 || r->pos < 0 || r->pos > r->nmb)
 		rc = lora_err("'%s': bad position", p);
 	if (rc == 0) {
@@ -987,7 +1005,7 @@ static int train_loop(run *r)
 	lora_config *c = r->c;
 	double t0 = lora_time(), t_last = t0, est_t0 = 0;
 	int64_t step0 = r->step, est_step0 = 0;
-	double win_loss = 0, tok_win = 0;
+	double win_loss = 0, tok_win = 0, tok_all = 0;
 	int win_n = 0;
 	double last_loss = NAN, last_norm = NAN, last_lr = 0;
 	char b1[32], b2[32];
@@ -1016,8 +1034,11 @@ static int train_loop(run *r)
 			int b = r->d->ntrain - first < r->B ? (int)(r->d->ntrain - first) : r->B;
 			int nt;
 			int T = lora_batch_make(r->d, r->order + first, b, r->ids, r->tgt, &nt);
+			double ntok = 0;
 			for (int i = 0; i < b; i++)
-				tok_win += r->d->ex[r->order[first + i]].n;
+				ntok += r->d->ex[r->order[first + i]].n;
+			tok_win += ntok;
+			tok_all += ntok;
 			r->m->dropout_seed = dropout_seed(c->seed, r->step, k);
 			float loss = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
 			lora_llama_backward(r->m);
@@ -1061,8 +1082,9 @@ static int train_loop(run *r)
 			size_t used = 0, peak = 0, cap = 0;
 			r->be->mem_info(&used, &peak, &cap);
 			double rate = (double)(r->step - step0) / (now - t0);
-			printf("\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.2f it/s  ETA %s  mem %s",
-			       (long long)r->step, (long long)r->total, loss, lr, rate,
+			printf("\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.2f it/s  %.0f tok/s  ETA %s  "
+			       "mem %s", (long long)r->step, (long long)r->total, loss, lr, rate,
+			       tok_all / (now - t0),
 			       human_time(b1, sizeof b1, (double)(r->total - r->step) / rate),
 			       human_bytes(b2, sizeof b2, (double)peak));
 			fflush(stdout);
@@ -1089,8 +1111,10 @@ static int train_loop(run *r)
 				         "elapsed=%s%s", (long long)r->step,
 				         (double)r->epoch + (double)r->pos / (double)r->nmb, avg, last_lr,
 				         last_norm, tps, human_time(b1, sizeof b1, now - t0), ev);
-			if (eval_now && (!log_now || r->tty))
+			if (eval_now && !log_now)
 				say(r, "step=%lld%s", (long long)r->step, ev);
+			else if (eval_now && r->tty)      /* train.log has it in the step line */
+				say_quiet(r, 2, "step=%lld%s", (long long)r->step, ev);
 			log_row(r, log_now ? avg : NAN, last_lr, log_now ? last_norm : NAN, eval,
 			        tps, now - t0);
 			if (log_now) {
