@@ -4,6 +4,7 @@
 # same; print time, peak RSS and the ratios. Data is generated in $BENCH_DIR
 # (default /tmp/lora-merge-bench, ~7 GB with the outputs) and kept for reruns.
 # Each run starts with the model in the page cache (read once before).
+# The Python scripts fsync their outputs as lora-merge does (BENCH_SYNC=0: not).
 # Usage: sh bench/merge.sh [BIN_DIR]     (default bin; BENCH_PEFT=0 skips PEFT)
 set -e
 B=${1:-bin}

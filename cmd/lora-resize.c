@@ -12,11 +12,13 @@
 #include "util.h"      // lora_die, lora_afile, lora_parallel_for
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 static const char usage_str[] =
@@ -68,6 +70,29 @@ typedef struct {
 
 /* ---- one image ------------------------------------------------------------------------ */
 
+/* lora_afile_commit without its fsync: flush, close, rename. A batch of
+ * hundreds of small files would otherwise wait on the disk once per file
+ * (3x the whole CPU time here); main() syncs the output folder's file system
+ * once at the end instead. A reader still never sees a partial file. */
+static int afile_commit_nosync(lora_afile *f)
+{
+	int rc = 0;
+	if (fflush(f->fp) != 0 || ferror(f->fp))
+		rc = lora_err("cannot write '%s':", f->path);
+	if (fclose(f->fp) != 0 && rc == 0)
+		rc = lora_err("cannot write '%s':", f->path);
+	f->fp = NULL;
+	f->fd = -1;
+	if (rc == 0 && rename(f->tmp, f->path) != 0)
+		rc = lora_err("cannot rename '%s' to '%s':", f->tmp, f->path);
+	if (rc != 0)
+		unlink(f->tmp);
+	free(f->tmp);
+	free(f->path);
+	f->tmp = f->path = NULL;
+	return rc;
+}
+
 static int write_image(const options *o, const lora_image *im, const char *path)
 {
 	lora_afile f;
@@ -82,9 +107,7 @@ static int write_image(const options *o, const lora_image *im, const char *path)
 		free(msg);
 		return -1;
 	}
-	if (lora_afile_commit(&f) < 0)
-		return -1;
-	return 0;
+	return afile_commit_nosync(&f);
 }
 
 static void process(item *it, const options *o)
@@ -451,6 +474,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: --fit and --bucket do not mix\n", lora_progname);
 		usage(2);
 	}
+	for (size_t n = strlen(o.out_dir); n > 1 && o.out_dir[n - 1] == '/'; n--)
+		((char *)o.out_dir)[n - 1] = 0;          /* "out/" -> "out": clean paths */
 	o.mode = bucket ? MODE_BUCKET : fit ? MODE_FIT : MODE_CROP;
 	if (bucket && lora_buckets_init(&o.buckets, o.size, bmin, bmax, bstep, o.no_upscale) < 0) {
 		fprintf(stderr, "%s: %s\n", lora_progname, lora_errmsg());
@@ -494,6 +519,13 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&b.lock, NULL);
 	lora_parallel_for(b.n, o.jobs, work, &b);
 	pthread_mutex_destroy(&b.lock);
+	int dfd = open(o.out_dir, O_RDONLY | O_DIRECTORY);
+	if (dfd < 0 || syncfs(dfd) < 0) {
+		fprintf(stderr, "%s: cannot sync '%s': %s\n", lora_progname, o.out_dir, strerror(errno));
+		b.failed = 1;
+	}
+	if (dfd >= 0)
+		close(dfd);
 	for (int i = 0; i < b.n; i++) {
 		free(b.items[i].path);
 		free(b.items[i].pass);

@@ -50,11 +50,16 @@ check "one line per image, in input order" cmp -s "$T/expect" "$T/out"
 check "nothing on stderr" [ ! -s "$T/err" ]
 check "outputs are PNG files" [ "$(head -c 4 "$T/o1/cat.png" | od -An -c | tr -d ' ')" = "211PNG" ]
 check "no temporary files left" [ "$(ls "$T/o1" | wc -l)" -eq 3 ]
+"$R" -o "$T/o1b" -s 64 "$T/o1/photo.png" "$T/o1/cat.png" "$T/o1/pear.png" >/dev/null 2>"$T/err"
+check "the written PNGs read back (CRCs, zlib stream, filters)" [ $? -eq 0 ] && [ ! -s "$T/err" ]
 
 # stdin lines with passthrough fields; blank lines ignored
 printf '%s\ta caption\textra\n\n%s\n' "$F/cat.png" "$F/photo.jpg" | "$R" -o "$T/o2" -s 96 >"$T/out"
 printf '%s\t96\t96\ta caption\textra\n%s\t96\t96\n' "$T/o2/cat.png" "$T/o2/photo.png" >"$T/expect"
 check "stdin: first field is the path, the rest passes through" cmp -s "$T/expect" "$T/out"
+
+"$R" -o "$T/o2b/" -s 96 "$F/cat.png" >"$T/out"
+check "a trailing slash on -o gives clean paths" [ "$(cut -f1 "$T/out")" = "$T/o2b/cat.png" ]
 
 # same base names never overwrite each other
 mkdir -p "$T/a" "$T/b"
@@ -107,6 +112,8 @@ check "lanczos is the default" cmp -s "$T/o14/cat.png" "$T/o2/cat.png"
 check "--quality writes JPEG" [ "$(cut -f1 "$T/out")" = "$T/o15/cat.jpg" ] &&
 	[ "$(head -c 2 "$T/o15/cat.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ]
 "$R" -o "$T/o16" -s 96 --quality 30 "$F/cat.png" >/dev/null
+"$R" -o "$T/o15b" -s 64 "$T/o15/cat.jpg" >/dev/null 2>"$T/err"
+check "the written JPEG reads back" [ $? -eq 0 ] && [ ! -s "$T/err" ]
 check "--quality changes the size" [ "$(wc -c <"$T/o16/cat.jpg")" -lt "$(wc -c <"$T/o15/cat.jpg")" ]
 
 # --min-size and the default minimum (short side < size/2)

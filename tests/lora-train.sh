@@ -144,6 +144,13 @@ check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_st
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
 
+# init_lora: start from the adapter of run A; its rank wins over lora_rank
+try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/inc" --max_seq_length 32 \
+	--batch_size 2 --max_steps 2 --init_lora "$T/A" --lora_rank 4
+check "init_lora: exit 0" [ $rc -eq 0 ]
+check "init_lora: the adapter's rank is used" has "$T/inc/config.yaml" "^lora_rank: 8"
+check "init_lora: says so" has "$T/err" "init_lora: rank 8"
+
 # instruction data: loss only on answers
 try --base_model "$T/full" --train_data_dir "$T/qa" --output_dir "$T/qa-out" --max_seq_length 64 \
 	--batch_size 2 --max_steps 3 --logging_steps 1

@@ -333,6 +333,52 @@ static void test_bad_input(void)
 	free(buf);
 }
 
+/* Our PNG writer (own filters + libdeflate) read back by libpng; JPEG by libjpeg. */
+static void test_encoders(void)
+{
+	lora_image src;
+	if (decode_file("cat.png", &src) < 0) {
+		test_cond("decode cat.png for the encoder test", 0);
+		return;
+	}
+	for (int level = 1; level <= 12; level += 5) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *fp = open_memstream(&buf, &len);
+		int r = lora_image_write_png(&src, fp, level);
+		fclose(fp);
+		lora_image back;
+		lora_image_opts o = { 0 };
+		int ok = r == 0 && lora_image_decode((uint8_t *)buf, len, &o, &back) == 0;
+		char msg[100];
+		snprintf(msg, sizeof msg, "PNG level %d (%zu bytes) reads back through libpng, same pixels", level, len);
+		test_cond(msg, ok && same_shape(&src, &back) &&
+		          memcmp(src.px, back.px, (size_t)src.w * src.h * 3) == 0);
+		if (ok)
+			lora_image_free(&back);
+		free(buf);
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&buf, &len);
+	int r = lora_image_write_jpeg(&src, fp, 95);
+	fclose(fp);
+	lora_image back;
+	lora_image_opts o = { 0 };
+	int ok = r == 0 && lora_image_decode((uint8_t *)buf, len, &o, &back) == 0;
+	test_cond("JPEG q95 reads back", ok && same_shape(&src, &back));
+	if (ok && same_shape(&src, &back)) {
+		int md;
+		double p = psnr(&src, &back, &md);
+		printf("jpeg q95 round trip: %.2f dB\n", p);
+		test_cond("JPEG q95 round trip >= 35 dB", p >= 35);
+	}
+	if (ok)
+		lora_image_free(&back);
+	free(buf);
+	lora_image_free(&src);
+}
+
 int main(void)
 {
 	const char *e = getenv("FIXTURES");
@@ -365,5 +411,6 @@ int main(void)
 	test_resample_properties();
 	test_exif_parser();
 	test_bad_input();
+	test_encoders();
 	return test_report();
 }

@@ -420,6 +420,17 @@ def check(bin_dir):
                 assert torch.equal(m1.lora_B["x"].weight, m2.lora_B["x"].weight), n1
                 n += 1
         print(f"check: kohya->diffusers output loads in diffusers: {n} modules, same weights and scales")
+        # kohya -> PEFT (SD): PEFT loads the unet/ adapter onto a UNet with the same result
+        run("--to", "peft", "-o", f"{tmp}/sdp", f"{OUT}/kohya_a.safetensors")
+        u3 = PeftModel.from_pretrained(tiny_unet(), f"{tmp}/sdp/unet", adapter_name="x")
+        n = 0
+        for (n1, m1), (n2, m2) in zip(u3.base_model.model.named_modules(), u2.named_modules()):
+            if isinstance(m1, LoraLayer):
+                assert n1 == n2 and abs(m1.scaling["x"] - m2.scaling["x"]) < 1e-12, (n1, m1.scaling, m2.scaling)
+                assert torch.equal(m1.lora_A["x"].weight, m2.lora_A["x"].weight), n1
+                assert torch.equal(m1.lora_B["x"].weight, m2.lora_B["x"].weight), n1
+                n += 1
+        print(f"check: kohya->peft output loads in PEFT (PeftModel on the UNet): {n} modules, same weights and scales")
         # PEFT -> PEFT merge (weighted, concatenated) loads in PEFT and gives the weighted ΔW
         run("-o", f"{tmp}/p", f"{OUT}/peft_a:{W_PA}", f"{OUT}/peft_b:{W_PB}")
         from transformers import LlamaForCausalLM
