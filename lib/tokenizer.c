@@ -77,13 +77,14 @@ struct lora_tokenizer {
 #define CACHE_SLOTS 32768
 #define CACHE_MAXWORD 256
 
-typedef struct { uint64_t h; uint32_t koff, klen, ioff, ilen; } cache_ent;
+typedef struct { uint64_t h; uint32_t koff, klen, ioff, ilen, gen; } cache_ent;
 
 typedef struct {
 	unsigned long serial;      /* tokenizer this cache belongs to */
 	bpe_scratch bs;
 	cache_ent *tab;            /* (CACHE_SLOTS) */
 	size_t used;
+	uint32_t gen;              /* entries of other generations are empty */
 	sbuf keys;
 	ivec ids;
 	pcre2_match_data *md;
@@ -112,7 +113,11 @@ static void tc_key_init(void) { pthread_key_create(&tc_key, tc_free); }
 
 static void tc_clear(tcache *c)
 {
-	memset(c->tab, 0, CACHE_SLOTS * sizeof *c->tab);
+	bpe_scratch_clear(&c->bs);
+	if (++c->gen == 0) {
+		memset(c->tab, 0, CACHE_SLOTS * sizeof *c->tab);
+		c->gen = 1;
+	}
 	c->used = 0;
 	c->keys.n = 0;
 	c->ids.n = 0;
@@ -149,7 +154,7 @@ static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t 
 	size_t j = h & (CACHE_SLOTS - 1);
 	for (;;) {
 		cache_ent *e = &c->tab[j];
-		if (!e->klen)
+		if (e->gen != c->gen)
 			break;
 		if (e->h == h && e->klen == len && memcmp(c->keys.s + e->koff, w, len) == 0) {
 			ivec_grow(out, e->ilen);
@@ -168,6 +173,7 @@ static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t 
 	}
 	cache_ent *e = &c->tab[j];
 	e->h = h;
+	e->gen = c->gen;
 	e->koff = (uint32_t)c->keys.n;
 	e->klen = (uint32_t)len;
 	e->ioff = (uint32_t)c->ids.n;
@@ -588,11 +594,14 @@ static int is_ws(uint32_t cp)    /* Rust char::is_whitespace (White_Space) */
 	       cp == 0x205F || cp == 0x3000;
 }
 
-static int is_alnum_cp(uint32_t cp)
+/* Rust regex's Unicode \w: letters, marks, Nd, Nl, connector punctuation,
+ * joiners (what HF's single_word test uses). */
+static int is_word_cp(uint32_t cp)
 {
 	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
 	return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
-	       (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+	       (c >= UTF8PROC_CATEGORY_MN && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
+	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D;
 }
 
 static int is_numeric_cp(uint32_t cp)
@@ -643,11 +652,11 @@ static void split_added(const lora_tokenizer *t, const trie *tr, const char *s, 
 			const added_tok *a = &t->added[k];
 			size_t ms = i, me = i + mlen;
 			if (a->single_word) {
-				int sp = ms == 0 || !is_alnum_cp(cp_before(s, ms));
+				int sp = ms == 0 || !is_word_cp(cp_before(s, ms));
 				size_t cl;
-				int ep = me == n || !is_alnum_cp(utf8_get((const unsigned char *)s + me, &cl));
+				int ep = me == n || !is_word_cp(utf8_get((const unsigned char *)s + me, &cl));
 				if (!sp || !ep) {
-					i++;
+					i = me;   /* the matcher resumes after the rejected match */
 					continue;
 				}
 			}
@@ -1775,7 +1784,7 @@ static void read_config(lora_tokenizer *t, const char *path)
 	json_decref(c);
 }
 
-static lora_tokenizer *load_json(const char *path, json_t *root)
+static lora_tokenizer *load_json(const char *path, json_t *root, int config)
 {
 	lora_tokenizer *t = tok_new();
 	json_t *v;
@@ -1817,7 +1826,8 @@ static lora_tokenizer *load_json(const char *path, json_t *root)
 		t->bos = t->post_pre[0];
 	if (t->npost_post)
 		t->eos = t->post_post[t->npost_post - 1];
-	read_config(t, path);
+	if (config)
+		read_config(t, path);
 	return t;
 fail_named:
 	{
@@ -2170,7 +2180,7 @@ lora_tokenizer *lora_tokenizer_load(const char *path)
 	}
 	lora_tokenizer *t = NULL;
 	if (json_is_object(root) && json_is_object(json_object_get(root, "model"))) {
-		t = load_json(path, root);
+		t = load_json(path, root, 1);
 	} else if (json_is_object(root)) {
 		json_decref(root);
 		root = NULL;
@@ -2187,6 +2197,23 @@ lora_tokenizer *lora_tokenizer_load(const char *path)
 	} else {
 		lora_err("'%s': not a tokenizer.json (expected a JSON object)", path);
 	}
+	json_decref(root);
+	return t;
+}
+
+lora_tokenizer *lora_tokenizer_load_json(const char *data, size_t len, const char *name)
+{
+	json_error_t je;
+	json_t *root = json_loadb(data, len, 0, &je);
+	if (!root) {
+		lora_err("'%s': not a tokenizer.json: %s (line %d)", name, je.text, je.line);
+		return NULL;
+	}
+	lora_tokenizer *t = NULL;
+	if (json_is_object(root) && json_is_object(json_object_get(root, "model")))
+		t = load_json(name, root, 0);
+	else
+		lora_err("'%s': not a tokenizer.json (no \"model\" object)", name);
 	json_decref(root);
 	return t;
 }

@@ -35,6 +35,9 @@ typedef struct lora_tokenizer lora_tokenizer;
  * A folder means folder/tokenizer.json. NULL + lora_errmsg on error.
  * Free with lora_tokenizer_free. */
 lora_tokenizer *lora_tokenizer_load(const char *path);
+/* Load a tokenizer.json held in memory; name is used in messages (and no
+ * tokenizer_config.json is looked for). */
+lora_tokenizer *lora_tokenizer_load_json(const char *data, size_t len, const char *name);
 void lora_tokenizer_free(lora_tokenizer *t);            /* NULL ok */
 
 /* Encode len bytes of UTF-8 text. add_special: apply the post-processor

@@ -330,12 +330,34 @@ void bpe_free(bpe_model *m)
 	strmap_free(&m->vocab);
 	strmap_free(&m->specials);
 	free(m->merges);
+	free(m->in_merge);
+	free(m->edge_cp);
+	free(m->joins);
 	arena_free(&m->mem);
 	memset(m, 0, sizeof *m);
 }
 
+#define RUN_CACHE_SLOTS 16384
+#define RUN_CACHE_MAX 64
+
+struct bpe_centry { uint64_t h; uint32_t koff, klen, ooff, olen, gen; };
+
+void bpe_scratch_clear(bpe_scratch *s)
+{
+	if (++s->cgen == 0) {
+		if (s->ctab)
+			memset(s->ctab, 0, RUN_CACHE_SLOTS * sizeof *s->ctab);
+		s->cgen = 1;
+	}
+	s->cused = 0;
+	s->ckeys.n = s->cvals.n = 0;
+}
+
 void bpe_scratch_free(bpe_scratch *s)
 {
+	free(s->ctab);
+	free(s->ckeys.v);
+	free(s->cvals.v);
 	free(s->sym);
 	free(s->heap);
 	free(s->ws.s);
@@ -354,6 +376,70 @@ void bpe_finish_vocab(bpe_model *m)
 			char c = (char)b;
 			m->fast_raw[b] = strmap_get(&m->vocab, &c, 1);
 		}
+	}
+	/* first and last code point of every token, for the join test */
+	int32_t maxid = -1;
+	for (size_t i = 0; i < m->vocab.n; i++)
+		if (m->vocab.val[i] > maxid)
+			maxid = m->vocab.val[i];
+	free(m->edge_cp);
+	m->edge_n = (size_t)(maxid + 1);
+	m->edge_cp = lora_xcalloc(m->edge_n ? 2 * m->edge_n : 1, sizeof *m->edge_cp);
+	for (size_t i = 0; i < m->vocab.n; i++) {
+		const unsigned char *k = (const unsigned char *)m->vocab.key[i];
+		size_t l = m->vocab.klen[i], cl;
+		if (!l || !utf8_is_valid((const char *)k, l))
+			continue;
+		size_t j = l - 1;
+		while (j > 0 && (k[j] & 0xC0) == 0x80)
+			j--;
+		m->edge_cp[2 * m->vocab.val[i]] = utf8_get(k, &cl);
+		m->edge_cp[2 * m->vocab.val[i] + 1] = utf8_get(k + j, &cl);
+	}
+}
+
+static void join_add(bpe_model *m, uint64_t key)
+{
+	if (!m->joins || (m->njoins + 1) * 2 > m->jmask + 1) {
+		uint64_t *old = m->joins;
+		size_t on = old ? m->jmask + 1 : 0, nn = old ? on * 2 : 1024;
+		m->joins = lora_xmalloc(nn * sizeof *m->joins);
+		memset(m->joins, 0xFF, nn * sizeof *m->joins);
+		m->jmask = nn - 1;
+		for (size_t i = 0; i < on; i++) {
+			if (old[i] == UINT64_MAX)
+				continue;
+			size_t j = (old[i] * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+			while (m->joins[j] != UINT64_MAX)
+				j = (j + 1) & m->jmask;
+			m->joins[j] = old[i];
+		}
+		free(old);
+	}
+	size_t j = (key * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+	while (m->joins[j] != UINT64_MAX) {
+		if (m->joins[j] == key)
+			return;
+		j = (j + 1) & m->jmask;
+	}
+	m->joins[j] = key;
+	m->njoins++;
+}
+
+/* Can some merge ever join a symbol ending like id a to one starting like b? */
+static inline int can_join(const bpe_model *m, int32_t a, int32_t b)
+{
+	if ((size_t)a >= m->edge_n || (size_t)b >= m->edge_n || !m->joins)
+		return 1;
+	uint64_t key = ((uint64_t)m->edge_cp[2 * a + 1] << 32) | m->edge_cp[2 * b];
+	size_t j = (key * 0x9E3779B97F4A7C15ull >> 20) & m->jmask;
+	for (;;) {
+		uint64_t v = m->joins[j];
+		if (v == key)
+			return 1;
+		if (v == UINT64_MAX)
+			return 0;
+		j = (j + 1) & m->jmask;
 	}
 }
 
@@ -438,6 +524,18 @@ int bpe_merge_add(bpe_model *m, const char *a, size_t alen, const char *b, size_
 		j = (j + 1) & m->mmask;
 	if (m->merges[j].key == UINT64_MAX)
 		m->nmerges++;
+	int32_t hi = ia > ib ? ia : ib;
+	if ((size_t)hi >= m->in_merge_n) {
+		size_t n = m->in_merge_n ? m->in_merge_n : 1024;
+		while (n <= (size_t)hi)
+			n *= 2;
+		m->in_merge = lora_xrealloc(m->in_merge, n);
+		memset(m->in_merge + m->in_merge_n, 0, n - m->in_merge_n);
+		m->in_merge_n = n;
+	}
+	m->in_merge[ia] = m->in_merge[ib] = 1;
+	if ((size_t)ia < m->edge_n && (size_t)ib < m->edge_n)
+		join_add(m, ((uint64_t)m->edge_cp[2 * ia + 1] << 32) | m->edge_cp[2 * ib]);
 	/* a repeated pair: the later line wins, as HF's HashMap collect does */
 	m->merges[j] = (bpe_merge){ key, rank, in };
 	return 0;
@@ -446,7 +544,12 @@ int bpe_merge_add(bpe_model *m, const char *a, size_t alen, const char *b, size_
 /* ---- BPE model: encoding one word ---------------------------------------------------------- */
 
 struct bpe_sym { int32_t id, prev, next; int32_t alive; };
-struct bpe_heapent { uint32_t rank, pos; int32_t new_id; };
+struct bpe_heapent { uint32_t rank, pos; int32_t new_id, left, right; };
+
+static inline int bpe_in_merge(const bpe_model *m, int32_t id)
+{
+	return (size_t)id < m->in_merge_n && m->in_merge[id];
+}
 
 static inline int heap_less(const struct bpe_heapent *a, const struct bpe_heapent *b)
 {
@@ -498,6 +601,51 @@ static int32_t sym_lookup(const bpe_model *m, bpe_scratch *s, const char *c, siz
 	if (suf)
 		sbuf_add(&s->tmp, m->suffix, m->suffix_len);
 	return strmap_get(&m->vocab, s->tmp.s, s->tmp.n);
+}
+
+/* Merge symbols [rs, re) in place; links run within the stretch only. */
+static void merge_run(const bpe_model *m, bpe_scratch *s, struct bpe_sym *sym, size_t rs, size_t re)
+{
+	for (size_t k = rs; k < re; k++) {
+		sym[k].prev = k > rs ? (int32_t)k - 1 : -1;
+		sym[k].next = k + 1 < re ? (int32_t)k + 1 : -1;
+	}
+	struct bpe_heapent *heap = s->heap;
+	size_t nh = 0;
+	for (size_t k = rs; k + 1 < re; k++) {
+		const bpe_merge *mg = merge_find(m, sym[k].id, sym[k + 1].id);
+		if (mg)
+			heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)k, mg->new_id, sym[k].id, sym[k + 1].id });
+	}
+	while (nh) {
+		struct bpe_heapent top = heap_pop(heap, &nh);
+		struct bpe_sym *cur = &sym[top.pos];
+		if (!cur->alive || cur->next < 0)
+			continue;
+		struct bpe_sym *right = &sym[cur->next];
+		/* stale unless the pair is still the one pushed (symbols only grow,
+		 * so the same ids mean the same merge, as HF's new_id check does) */
+		if (cur->id != top.left || right->id != top.right)
+			continue;
+		cur->id = top.new_id;
+		right->alive = 0;
+		cur->next = right->next;
+		if (right->next >= 0)
+			sym[right->next].prev = (int32_t)top.pos;
+		const bpe_merge *mg;
+		if (cur->prev >= 0) {
+			mg = merge_find(m, sym[cur->prev].id, cur->id);
+			if (mg)
+				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)cur->prev, mg->new_id,
+				                                           sym[cur->prev].id, cur->id });
+		}
+		if (cur->next >= 0) {
+			mg = merge_find(m, cur->id, sym[cur->next].id);
+			if (mg)
+				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, top.pos, mg->new_id, cur->id,
+				                                           sym[cur->next].id });
+		}
+	}
 }
 
 int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int mapped, ivec *out)
@@ -626,48 +774,80 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 		sym[ns++] = (struct bpe_sym){ unk_id, 0, 0, 1 };
 	if (ns == 0)
 		return 0;
-	for (size_t k = 0; k < ns; k++) {
-		sym[k].prev = (int32_t)k - 1;
-		sym[k].next = k + 1 < ns ? (int32_t)k + 1 : -1;
-	}
-
-	/* The merge loop (word.rs merge_all). */
-	struct bpe_heapent *heap = s->heap;
-	size_t nh = 0;
-	if (m->nmerges) {
-		for (size_t k = 0; k + 1 < ns; k++) {
-			const bpe_merge *mg = merge_find(m, sym[k].id, sym[k + 1].id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)k, mg->new_id });
-		}
-	}
-	while (nh) {
-		struct bpe_heapent top = heap_pop(heap, &nh);
-		struct bpe_sym *cur = &sym[top.pos];
-		if (!cur->alive || cur->next < 0)
-			continue;
-		struct bpe_sym *right = &sym[cur->next];
-		const bpe_merge *mg = merge_find(m, cur->id, right->id);
-		if (!mg || mg->new_id != top.new_id)
-			continue;
-		cur->id = top.new_id;
-		right->alive = 0;
-		cur->next = right->next;
-		if (right->next >= 0)
-			sym[right->next].prev = (int32_t)top.pos;
-		if (cur->prev >= 0) {
-			mg = merge_find(m, sym[cur->prev].id, cur->id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, (uint32_t)cur->prev, mg->new_id });
-		}
-		if (cur->next >= 0) {
-			mg = merge_find(m, cur->id, sym[cur->next].id);
-			if (mg)
-				heap_push(heap, &nh, (struct bpe_heapent){ mg->rank, top.pos, mg->new_id });
-		}
-	}
+	/* The merge loop (word.rs merge_all), run separately on the stretches
+	 * that no merge can cross: between two symbols where the last character
+	 * of the left one and the first of the right one never meet in a merge
+	 * (a letter before SentencePiece's '\u2581', say), and around symbols
+	 * in no merge at all. Merges never cross such a boundary, and the two
+	 * sides do not interact, so the result is that of one loop over the
+	 * whole word; and stretches repeat, so they are cached. */
 	ivec_grow(out, ns);
-	for (int32_t k = 0; k >= 0; k = sym[k].next)
-		out->v[out->n++] = sym[k].id;
+	size_t rs = 0;
+	while (rs < ns) {
+		size_t re = rs + 1;
+		if (bpe_in_merge(m, sym[rs].id))
+			while (re < ns && bpe_in_merge(m, sym[re].id) && can_join(m, sym[re - 1].id, sym[re].id))
+				re++;
+		if (re - rs == 1) {
+			out->v[out->n++] = sym[rs].id;
+			rs = re;
+			continue;
+		}
+		size_t rl = re - rs;
+		uint64_t h = 0;
+		struct bpe_centry *ce = NULL;
+		if (rl <= RUN_CACHE_MAX) {
+			int32_t key[RUN_CACHE_MAX];
+			for (size_t k = 0; k < rl; k++)
+				key[k] = sym[rs + k].id;
+			h = hash_bytes(key, rl * sizeof *key);
+			if (!s->ctab) {
+				s->ctab = lora_xcalloc(RUN_CACHE_SLOTS, sizeof *s->ctab);
+				if (!s->cgen)
+					s->cgen = 1;
+			}
+			size_t j = h & (RUN_CACHE_SLOTS - 1);
+			for (;;) {
+				ce = &s->ctab[j];
+				if (ce->gen != s->cgen)
+					break;
+				if (ce->h == h && ce->klen == rl && !memcmp(s->ckeys.v + ce->koff, key, rl * sizeof *key))
+					break;
+				j = (j + 1) & (RUN_CACHE_SLOTS - 1);
+			}
+			if (ce->gen == s->cgen) {
+				memcpy(out->v + out->n, s->cvals.v + ce->ooff, ce->olen * sizeof(int32_t));
+				out->n += ce->olen;
+				rs = re;
+				continue;
+			}
+			if (s->cused * 2 >= RUN_CACHE_SLOTS || s->ckeys.n > (16u << 20)) {
+				ce = NULL;     /* full: clear after this run */
+			} else {
+				ce->h = h;
+				ce->gen = s->cgen;
+				ce->koff = (uint32_t)s->ckeys.n;
+				ce->klen = (uint32_t)rl;
+				ivec_grow(&s->ckeys, rl);
+				memcpy(s->ckeys.v + s->ckeys.n, key, rl * sizeof *key);
+				s->ckeys.n += rl;
+				s->cused++;
+			}
+		}
+		size_t o0 = out->n;
+		merge_run(m, s, sym, rs, re);
+		for (int32_t k = (int32_t)rs; k >= 0; k = sym[k].next)
+			out->v[out->n++] = sym[k].id;
+		if (ce) {
+			ce->ooff = (uint32_t)s->cvals.n;
+			ce->olen = (uint32_t)(out->n - o0);
+			ivec_grow(&s->cvals, ce->olen);
+			memcpy(s->cvals.v + s->cvals.n, out->v + o0, ce->olen * sizeof(int32_t));
+			s->cvals.n += ce->olen;
+		} else if (rl <= RUN_CACHE_MAX) {
+			bpe_scratch_clear(s);
+		}
+		rs = re;
+	}
 	return 0;
 }

@@ -90,6 +90,12 @@ typedef struct {
 	arena mem;
 	bpe_merge *merges;     /* (mask+1) open addressing on (a << 32 | b) */
 	size_t nmerges, mmask;
+	uint8_t *in_merge;     /* (in_merge_n) 1 if the id is in some merge pair */
+	size_t in_merge_n;
+	uint32_t *edge_cp;     /* (edge_n, 2) first and last code point of each id's string */
+	size_t edge_n;
+	uint64_t *joins;       /* (jmask+1) set of last_cp(a) << 32 | first_cp(b) over the merges */
+	size_t jmask, njoins;
 	char *unk_token;       /* NULL if none */
 	char *prefix, *suffix; /* continuing_subword_prefix, end_of_word_suffix; NULL if none */
 	size_t prefix_len, suffix_len;
@@ -106,7 +112,15 @@ typedef struct {
 	struct bpe_sym *sym; size_t symcap;
 	struct bpe_heapent *heap; size_t heapcap;
 	sbuf ws, tmp;
+	/* cache: run of initial ids -> merged ids */
+	struct bpe_centry *ctab;
+	uint32_t cgen;
+	size_t cused;
+	ivec ckeys, cvals;
 } bpe_scratch;
+
+/* Forget the cached runs (call when the scratch moves to another model). */
+void bpe_scratch_clear(bpe_scratch *s);
 
 void bpe_init(bpe_model *m);
 void bpe_free(bpe_model *m);

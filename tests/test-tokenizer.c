@@ -333,6 +333,21 @@ int main(void)
 			check_threads(t);
 		lora_tokenizer_free(t);
 	}
+	/* small tokenizers trained by the generator, one per group of components */
+	static const char *vars[] = { "wordpiece", "clip", "metaspace", "splits", "nosplit" };
+	for (size_t k = 0; k < sizeof vars / sizeof vars[0]; k++) {
+		char *p = lora_xasprintf("%s/tokenizer/var-%s.json", fixtures, vars[k]);
+		char *name = lora_xasprintf("var-%s", vars[k]);
+		lora_tokenizer *t = lora_tokenizer_load(p);
+		test_cond(p, t != NULL);
+		if (!t)
+			printf("  %s\n", lora_errmsg());
+		else
+			check_hard(t, name);
+		lora_tokenizer_free(t);
+		free(p);
+		free(name);
+	}
 	check_clip();
 	check_errors();
 	return test_report();

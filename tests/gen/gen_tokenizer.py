@@ -8,9 +8,9 @@ SimpleTokenizer (CLIP).
 
 Outputs (all small):
   sotu-<tok>.txt     one line per State of the Union address:
-                     "<file> <count> <crc32> <md5>" where both hashes are of the
-                     ids written as decimal numbers joined by single spaces
-                     (the line lora-tokenize --file prints for that file).
+                     "<file> <count> <crc32> <md5>": crc32 of the ids written as
+                     decimal numbers joined by single spaces, md5 of that line
+                     with its '\n' (the line lora-tokenize --file prints).
   hard-<tok>.jsonl   hard strings: {"text": hex of the UTF-8 bytes (may be
                      invalid UTF-8), "ids": encode without special tokens,
                      "ids_special": with them, "dec": hex of decode(ids,
@@ -36,6 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "fixtures", "tokenizer")
 
 HARD = [
+    "new york and New York City", "Cat cat Cats concatenate [MASK] x [MASK]y  [MASK]  z",
+    "a <sep> b<sep>c", "x <SEP> y<SEP>z", "Cat_x Cat1 xCat Cat\u0301 CatCat Cat. (Cat) Cat\u00b2", "1234567 abc123def", "eeee aeiou oooh", "<b>bold</b> <b> x",
     "", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \t \n ", "a", "A", "Hello world",
     " Hello", "hello", "How are you?", "Hello world\n", "  leading and trailing  ",
     "tabs\tin\tbetween", "multiple   spaces    here", "line1\nline2\n\nline4",
@@ -104,7 +106,7 @@ def ids_line(ids):
 
 def hashes(ids):
     s = ids_line(ids).encode()
-    return "%08x" % (zlib.crc32(s) & 0xFFFFFFFF), hashlib.md5(s).hexdigest()
+    return "%08x" % (zlib.crc32(s) & 0xFFFFFFFF), hashlib.md5(s + b"\n").hexdigest()
 
 
 def hf_tokenizers(shared):
@@ -209,13 +211,88 @@ def gen_clip():
     print("clip-captions: %d texts" % kept)
 
 
+VARIANTS = ("wordpiece", "clip", "metaspace", "splits", "nosplit")
+
+
+def gen_variants(shared):
+    """Small BPE tokenizers trained here with HF tokenizers, one per group of
+    pipeline components the real files do not use, and their ids on the hard
+    strings: var-<name>.json + hard-var-<name>.jsonl."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers as pt, processors, trainers
+    d = os.path.join(shared, "data/text/sotu")
+    corpus = [open(os.path.join(d, f), encoding="utf-8", errors="replace").read()
+              for f in sorted(os.listdir(d))[:6]]
+    clip_re = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+    out = {}
+    # WordPiece-style: prefix, NFKC + Lowercase + Strip, WhitespaceSplit, Digits, Bert post
+    t = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##", fuse_unk=False))
+    t.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Strip()])
+    t.pre_tokenizer = pt.Sequence([pt.WhitespaceSplit(), pt.Digits(individual_digits=True),
+                                   pt.Split(Regex("[,.!?;:]"), "isolated")])
+    t.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    tr = trainers.BpeTrainer(vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                             continuing_subword_prefix="##", show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    t.post_processor = processors.BertProcessing(("[SEP]", t.token_to_id("[SEP]")), ("[CLS]", t.token_to_id("[CLS]")))
+    t.add_special_tokens([AddedToken("[MASK]", lstrip=True, rstrip=True)])
+    t.add_tokens([AddedToken("new york", normalized=True), AddedToken("Cat", single_word=True, normalized=False)])
+    out["wordpiece"] = t
+    # CLIP-style tokenizer.json: suffix, Replace regex, Split Removed+invert, Roberta post
+    t = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    t.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    t.pre_tokenizer = pt.Sequence([pt.Split(Regex(clip_re), "removed", invert=True), pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    t.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("</w>", " ")])
+    tr = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|startoftext|>", "<|endoftext|>"], end_of_word_suffix="</w>",
+                             initial_alphabet=pt.ByteLevel.alphabet(), show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    t.post_processor = processors.RobertaProcessing(("<|endoftext|>", t.token_to_id("<|endoftext|>")),
+                                                    ("<|startoftext|>", t.token_to_id("<|startoftext|>")))
+    out["clip"] = t
+    # Metaspace prepend_scheme first, fused unk, template with BOS and EOS, Metaspace decoder
+    t = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    t.normalizer = normalizers.NFKD()
+    t.pre_tokenizer = pt.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
+    t.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tr = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    t.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    t.add_tokens([AddedToken("<sep>", lstrip=True, normalized=False)])
+    out["metaspace"] = t
+    # Split behaviors, ByteLevel with prefix space and regex, Prepend + Strip, decoder Strip
+    t = Tokenizer(models.BPE(ignore_merges=True))
+    t.normalizer = normalizers.Sequence([normalizers.Strip(left=False, right=True), normalizers.Prepend("~")])
+    t.pre_tokenizer = pt.Sequence([pt.Split(Regex(r"\d+"), "merged_with_previous"),
+                                   pt.Split("e", "merged_with_next"), pt.Split(Regex("[aou]"), "contiguous"),
+                                   pt.Digits(individual_digits=False),
+                                   pt.ByteLevel(add_prefix_space=True, use_regex=True)])
+    t.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
+    tr = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pt.ByteLevel.alphabet(), show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    t.add_special_tokens([AddedToken("<SEP>", lstrip=True, rstrip=True)])
+    t.add_tokens([AddedToken("ation", normalized=True)])
+    out["splits"] = t
+    # Metaspace always without split (one word per segment), NFC, Strip + Lowercase
+    t = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=False))
+    t.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    t.pre_tokenizer = pt.Metaspace(replacement="_", prepend_scheme="always", split=False)
+    t.decoder = decoders.Metaspace(replacement="_", prepend_scheme="always")
+    tr = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"], show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    t.add_tokens([AddedToken("<b>", normalized=False, rstrip=True)])
+    out["nosplit"] = t
+    for name, t in out.items():
+        t.save(os.path.join(OUT, "var-%s.json" % name))
+    return {"var-" + k: Tokenizer.from_file(os.path.join(OUT, "var-%s.json" % k)) for k in out}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "..", "shared"))
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     toks = hf_tokenizers(a.shared)
-    gen_hard(toks)
+    gen_hard(dict(toks, **gen_variants(a.shared)))
     gen_clip()
     gen_sotu(a.shared, toks)
 
