@@ -270,12 +270,9 @@ static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, si
 			if (rc < 0)
 				return 0;
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-			if (ov[1] > ov[0] || ov[0] > from) {
+			if (ov[1] > ov[0] || ov[0] > from) {   /* callers step over empty matches */
 				*ms = ov[0];
 				*me = ov[1];
-				if (ov[1] == ov[0]) {
-					/* empty match: report it, the caller skips empty pieces */
-				}
 				return 1;
 			}
 			/* empty match at `from`: step one character */
@@ -2059,9 +2056,7 @@ static lora_tokenizer *load_clip(const char *path)
 	}
 	/* vocab: 256 byte chars, the same with </w>, each merge joined, specials */
 	int32_t id = 0;
-	static const char order_note[] = "bytes_to_unicode order";
-	(void)order_note;
-	int bs[256], k = 0;
+	int bs[256], k = 0;   /* bytes in bytes_to_unicode order */
 	for (int c = 0; c < 256; c++)
 		if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE)
 			bs[k++] = c;

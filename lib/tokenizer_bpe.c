@@ -753,9 +753,8 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 					s->heap = lora_xmalloc(s->symcap * 3 * sizeof *s->heap);
 					s->heapcap = s->symcap * 3;
 				}
-				if (have_unk) {
-					/* HF keeps a pending unk across byte-fallback chars */
-				}
+				/* a pending unk stays pending across byte-fallback
+				 * chars, as in HF (it lands after the bytes) */
 				for (size_t k = 0; k < sl; k++)
 					sym[ns++] = (struct bpe_sym){ m->byte_tok[(unsigned char)sp[k]], 0, 0, 1 };
 				i += cl;
