@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Tokenizer throughput on the whole State of the Union corpus: lora-tokenize
-against HF `tokenizers` (Rust), single-threaded and batched, in the same run.
+against HF `tokenizers` (Rust), single-threaded and batched, in the same run;
+for GPT-2 also against tiktoken (Rust), built from the same files.
 
     python3 bench/tokenize.py [--shared ../shared] [--bin bin] [--reps 3]
 
@@ -69,6 +70,15 @@ def main():
         print("%-8s %14.2f %14.2f %7.2f %14.2f %14.2f %7.2f" % (
             name, mb / hf1, mb / ours[1], hf1 / ours[1], mb / hfb, mb / ours[nthreads], hfb / ours[nthreads]))
         sys.stdout.flush()
+        if name == "gpt2":
+            # a second, faster reference for byte-level BPE: tiktoken (Rust)
+            sys.path.insert(0, os.path.join(here, "..", "tests", "gen"))
+            import gen_tokenizer
+            tt = gen_tokenizer.tiktoken_gpt2(a.shared)
+            t1 = best(lambda: [tt.encode_ordinary(t) for t in texts], a.reps)
+            tb = best(lambda: tt.encode_ordinary_batch(texts, num_threads=nthreads), a.reps)
+            print("%-8s %14.2f %14.2f %7.2f %14.2f %14.2f %7.2f" % (
+                "tiktoken", mb / t1, mb / ours[1], t1 / ours[1], mb / tb, mb / ours[nthreads], tb / ours[nthreads]))
 
 
 if __name__ == "__main__":

@@ -188,12 +188,68 @@ static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t 
 
 /* ---- patterns ------------------------------------------------------------------------ */
 
-static int pattern_regex(pattern *p, const char *re, size_t len, int caseless, const char *what)
+/* Oniguruma's \s is Unicode White_Space; PCRE2's also takes U+180E. And in
+ * Ruby syntax (HF's onig default) \h is a hex digit. Rewrite both. */
+#define WS_CLASS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+
+static void onig_to_pcre(sbuf *o, const char *re, size_t len)
+{
+	int incls = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = re[i];
+		if (c == '\\' && i + 1 < len) {
+			char d = re[++i];
+			const char *cls = d == 's' || d == 'S' ? WS_CLASS : d == 'h' || d == 'H' ? "0-9a-fA-F" : NULL;
+			if (cls && incls && (d == 's' || d == 'h')) {
+				sbuf_add(o, cls, strlen(cls));
+			} else if (cls && !incls) {
+				sbuf_add(o, d == 's' || d == 'h' ? "[" : "[^", d == 's' || d == 'h' ? 1 : 2);
+				sbuf_add(o, cls, strlen(cls));
+				sbuf_addc(o, ']');
+			} else {
+				sbuf_addc(o, '\\');
+				sbuf_addc(o, d);
+			}
+			continue;
+		}
+		if (c == '[' && !incls) {
+			incls = 1;
+			sbuf_addc(o, c);
+			if (i + 1 < len && re[i + 1] == '^')
+				sbuf_addc(o, re[++i]);
+			if (i + 1 < len && re[i + 1] == ']')   /* a leading ] is literal */
+				sbuf_addc(o, re[++i]);
+			continue;
+		}
+		if (c == '[' && incls && i + 1 < len && re[i + 1] == ':') {   /* [:alpha:] */
+			const char *e = memmem(re + i, len - i, ":]", 2);
+			if (e) {
+				sbuf_add(o, re + i, (size_t)(e + 2 - (re + i)));
+				i = (size_t)(e + 1 - re);
+				continue;
+			}
+		}
+		if (c == ']' && incls)
+			incls = 0;
+		sbuf_addc(o, c);
+	}
+}
+
+static int pattern_regex(pattern *p, const char *re0, size_t len0, int caseless, const char *what)
 {
 	int err;
 	PCRE2_SIZE off;
 	uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | (caseless ? PCRE2_CASELESS : 0);
+	if (len0 == PCRE2_ZERO_TERMINATED)
+		len0 = strlen(re0);
+	sbuf rb = { 0 };
+	onig_to_pcre(&rb, re0, len0);
+	const char *re = rb.s ? rb.s : "";
+	size_t len = rb.n;
 	p->re = pcre2_compile((PCRE2_SPTR)re, len, opt, &err, &off, NULL);
+	free(rb.s);
+	re = re0;
+	len = len0;
 	if (!p->re) {
 		PCRE2_UCHAR msg[256];
 		pcre2_get_error_message(err, msg, sizeof msg);
@@ -214,12 +270,9 @@ static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, si
 			if (rc < 0)
 				return 0;
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-			if (ov[1] > ov[0] || ov[0] > from) {
+			if (ov[1] > ov[0] || ov[0] > from) {   /* callers step over empty matches */
 				*ms = ov[0];
 				*me = ov[1];
-				if (ov[1] == ov[0]) {
-					/* empty match: report it, the caller skips empty pieces */
-				}
 				return 1;
 			}
 			/* empty match at `from`: step one character */
@@ -1500,23 +1553,37 @@ static void clip_clean(sbuf *out, const char *s, size_t n)
 	html_unescape(&a, b.s ? b.s : "", b.n);
 	b.n = 0;
 	html_unescape(&b, a.s ? a.s : "", a.n);
-	/* collapse whitespace runs to one space, trim */
+	/* str.strip() (isspace), regex \s+ -> ' ' (White_Space), strip() again */
+	const char *p = b.s ? b.s : "";
+	size_t lo = 0, hi = b.n, cl;
+	while (lo < hi && is_pyspace(utf8_get((const unsigned char *)p + lo, &cl)))
+		lo += cl;
+	while (hi > lo && is_pyspace(cp_before(p, hi))) {
+		char tmp[4];
+		hi -= (size_t)utf8_put(cp_before(p, hi), tmp);
+	}
 	a.n = 0;
-	int pend = 0;
-	for (size_t i = 0; i < b.n;) {
-		size_t cl;
-		uint32_t cp = utf8_get((const unsigned char *)b.s + i, &cl);
-		if (is_pyspace(cp)) {
-			pend = a.n > 0;
-		} else {
-			if (pend)
-				sbuf_addc(&a, ' ');
-			pend = 0;
-			sbuf_add(&a, b.s + i, cl);
+	for (size_t i = lo; i < hi;) {
+		uint32_t cp = utf8_get((const unsigned char *)p + i, &cl);
+		if (is_ws(cp)) {
+			sbuf_addc(&a, ' ');
+			while (i < hi && is_ws(utf8_get((const unsigned char *)p + i, &cl)))
+				i += cl;
+			continue;
 		}
+		sbuf_add(&a, p + i, cl);
 		i += cl;
 	}
-	lowercase(out, a.s ? a.s : "", a.n, 1);
+	p = a.s ? a.s : "";
+	lo = 0;
+	hi = a.n;
+	while (lo < hi && is_pyspace(utf8_get((const unsigned char *)p + lo, &cl)))
+		lo += cl;
+	while (hi > lo && is_pyspace(cp_before(p, hi))) {
+		char tmp[4];
+		hi -= (size_t)utf8_put(cp_before(p, hi), tmp);
+	}
+	lowercase(out, p + lo, hi - lo, 1);
 	free(a.s);
 	free(b.s);
 }
@@ -1989,9 +2056,7 @@ static lora_tokenizer *load_clip(const char *path)
 	}
 	/* vocab: 256 byte chars, the same with </w>, each merge joined, specials */
 	int32_t id = 0;
-	static const char order_note[] = "bytes_to_unicode order";
-	(void)order_note;
-	int bs[256], k = 0;
+	int bs[256], k = 0;   /* bytes in bytes_to_unicode order */
 	for (int c = 0; c < 256; c++)
 		if ((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE)
 			bs[k++] = c;

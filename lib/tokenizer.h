@@ -15,13 +15,16 @@
  * Ownership: the tokenizer owns all its strings; id_to_token returns a
  * pointer into it (valid until free). encode/decode results are malloc'd and
  * freed by the caller with free(). A loaded tokenizer is read-only: encode
- * and decode may run on many threads at once.
+ * and decode may run on many threads at once. Each thread keeps a word cache
+ * for the last tokenizer it used (freed at thread exit, or by
+ * lora_tokenizer_free on that thread).
  *
  * Failure: load returns NULL and sets lora_errmsg() ("'f.json': unsupported
  * normalizer 'Precompiled'"); an unsupported component is always an error,
- * never a silently different tokenization. encode returns -1 only on
- * impossible input (none today: invalid UTF-8 is handled like the reference,
- * see lora-tokenize(1)).
+ * never a silently different tokenization. encode returns -1 only when the
+ * model needs its unk_token and the vocabulary lacks it (HF fails there too);
+ * invalid UTF-8 is not an error: it is read as Python's
+ * bytes.decode("utf-8", "replace") would (see lora-tokenize(1)).
  */
 #ifndef LORA_TOKENIZER_H
 #define LORA_TOKENIZER_H
@@ -53,7 +56,13 @@ char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t 
 char *lora_tokenizer_decode_n(const lora_tokenizer *t, const int32_t *ids, size_t n,
                               int skip_special, size_t *len);
 
-int lora_tokenizer_vocab_size(const lora_tokenizer *t);   /* incl. added tokens */
+/* Highest id + 1, added tokens included (the rows an embedding needs; equal
+ * to HF's get_vocab_size(with_added_tokens=True) for gap-free vocabularies). */
+int lora_tokenizer_vocab_size(const lora_tokenizer *t);
+/* BOS/EOS: the post-processor template's first/last special token, else
+ * bos_token/eos_token of a tokenizer_config.json beside the file; GPT-2:
+ * <|endoftext|> for both; CLIP: 49406/49407. Pad: pad_token of the config
+ * (CLIP: 49407, as SD 1.5's HF tokenizer). */
 int lora_tokenizer_bos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_eos_id(const lora_tokenizer *t);       /* -1 if none */
 int lora_tokenizer_pad_id(const lora_tokenizer *t);       /* -1 if none */

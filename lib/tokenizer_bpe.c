@@ -4,6 +4,7 @@
 #include "tokenizer_bpe.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,9 +161,10 @@ char bytemap_str[256][3];
 uint8_t bytemap_len[256];
 static int16_t cp_byte[324];
 
-void bytemap_init(void)
+static pthread_once_t bytemap_once = PTHREAD_ONCE_INIT;
+
+static void bytemap_fill(void)
 {
-	/* Idempotent and race-free in effect: every writer stores the same values. */
 	int n = 0;
 	for (int b = 0; b < 256; b++) {
 		int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
@@ -174,6 +176,8 @@ void bytemap_init(void)
 		cp_byte[cp] = (int16_t)b;
 	}
 }
+
+void bytemap_init(void) { pthread_once(&bytemap_once, bytemap_fill); }
 
 int bytemap_byte(uint32_t cp)
 {
@@ -749,9 +753,8 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 					s->heap = lora_xmalloc(s->symcap * 3 * sizeof *s->heap);
 					s->heapcap = s->symcap * 3;
 				}
-				if (have_unk) {
-					/* HF keeps a pending unk across byte-fallback chars */
-				}
+				/* a pending unk stays pending across byte-fallback
+				 * chars, as in HF (it lands after the bytes) */
 				for (size_t k = 0; k < sl; k++)
 					sym[ns++] = (struct bpe_sym){ m->byte_tok[(unsigned char)sp[k]], 0, 0, 1 };
 				i += cl;
