@@ -123,12 +123,14 @@ check "same config, same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/A2
 # SIGKILL at a random step, then resume: auto
 lora_bg "$T/B"
 n=$(awk 'BEGIN { srand(); print 1 + int(rand() * 6) }')
-while [ ! -d "$T/B/checkpoints/step-$(printf %06d "$n")" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
+while [ ! -d "$T/B/checkpoints/step-$(printf %06d "$n")" ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 echo "  killed after checkpoint $n"
 lora "$T/B" --resume auto
 check "resume after SIGKILL: exit 0" [ $rc -eq 0 ]
 check "resume: says where it resumed" has "$T/out" "resume: from"
+at=$(sed -n 's/^resume: from .* at step \([0-9]*\) .*/\1/p' "$T/out")
+check "resume: from a step before the end (step ${at:-?})" [ "${at:-99}" -lt 12 ]
 check "SIGKILL + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/B/adapter_model.safetensors"
 check "no temporary checkpoint folders left" [ -z "$(ls -a "$T/B/checkpoints" | grep '^\.tmp')" ]
 
