@@ -3,12 +3,15 @@
 # with build/gpu-bundle (bench/gpu-bundle.sh) carried:
 #
 #   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
+#                                          (+ the op tests with LORA_CUDA_ATTN=tc)
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
 #   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
+# LORA_CUDA_ATTN=tc in the environment of a bench run times the training
+# with the tensor-core attention.
 set -u
 OUT=${OUT:-bench/results-tmp}
 mkdir -p "$OUT" /tmp/gpu
@@ -23,15 +26,23 @@ what=${1:-all}
 [ $# -gt 0 ] && shift
 rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
-	for t in test-cuda-ops test-cuda-llama; do
-		/tmp/gpu/bin/$t >"$OUT/$t.log" 2>&1
+	# the default kernels, then the tensor-core attention (attention_tc.cu)
+	for t in test-cuda-ops test-cuda-llama test-cuda-ops:tc; do
+		log=$OUT/$(echo "$t" | tr : -).log
+		case $t in
+		*:tc) LORA_CUDA_ATTN=tc /tmp/gpu/bin/${t%:tc} >"$log" 2>&1 ;;
+		*) /tmp/gpu/bin/$t >"$log" 2>&1 ;;
+		esac
 		r=$?
-		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$OUT/$t.log" | head -40
+		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$log" | head -40
 		[ $r -ne 0 ] && rc=1
 	done
 fi
 if [ "$what" = ops ] || [ "$what" = all ]; then
 	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
+	echo "---- attention on the tensor cores (LORA_CUDA_ATTN=tc)"
+	LORA_CUDA_ATTN=tc /tmp/gpu/bin/ops_gpu "$@" 2>&1 | grep -E '^----|attention' |
+		tee "$OUT/ops_gpu_tc.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1

@@ -47,11 +47,14 @@ def main():
             d = kv(line)
             key = (model, int(d["T"]), int(d["B"]), d["targets"], int(d["r"]))
             rows.setdefault(key, {})[d["impl"]] = d
-    gpu = ""
+    gpu, attn = "", ""
     for line in open(sys.argv[1]):
         if line.startswith("# gpu "):
             gpu = line[6:].strip()
-    print(f"GPU: {gpu or 'unknown'}; dense bf16 matmul: {peak or float('nan'):.0f} TFLOP/s (measured)\n")
+        if line.startswith("# attention kernels: "):
+            attn = line[21:].strip()
+    print(f"GPU: {gpu or 'unknown'}; dense bf16 matmul: {peak or float('nan'):.0f} TFLOP/s "
+          f"(measured); our attention kernels: {attn or '?'}\n")
     print("| model | seq | batch | LoRA | ours tok/s | PEFT tok/s | ratio | ours peak MiB | PEFT peak MiB | ours MFU | PEFT MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in sorted(rows, key=lambda k: (k[0], k[1], k[3])):

@@ -74,8 +74,14 @@ run_set() { # run_set NAME SIZE LISTFILE
 			-filter Lanczos -resize ${size}x${size}^ -gravity center -extent ${size}x${size} \
 			-define png:compression-level=6 \"$W/out/\$(basename \"\$1\")\"' _ <'$list'")
 		l=$(t sh -c "'$R' -j $th -s $size --min-size 0 -o '$W/out' <'$list'")
+		rows="Pillow $p|ImageMagick $m|lora-resize $l"
+		if [ "$set_name" = photos ]; then   # JPEG DCT shrinking, approximate
+			d=$(t sh -c "'$R' -j $th -s $size --min-size 0 --jpeg-draft -o '$W/out' <'$list'")
+			rows="$rows|--jpeg-draft $d"
+		fi
 		set -- $p; pw=$1; pc=$2
-		for row in "Pillow $p" "ImageMagick $m" "lora-resize $l"; do
+		IFS='|'; set -- $rows; unset IFS
+		for row in "$@"; do
 			set -- $row
 			printf '%-12s %7d %8.2f %8.1f %9.2fx %8.2f %11.1f %10.2fx\n' "$1" "$th" "$2" \
 				"$(echo "$n / $2" | bc -l)" "$(echo "$pw / $2" | bc -l)" "$3" \

@@ -313,10 +313,15 @@ static void read_modules(adapter *a, const st_file *st, const char *comp, const 
 			free(kr);
 		}
 	}
-	for (int i = 0; i < st->ntensors; i++)
-		if (!used[i])
-			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path,
-			         st->tensors[i].name);
+	for (int i = 0; i < st->ntensors; i++) {
+		const char *n = st->tensors[i].name;
+		if (used[i])
+			continue;
+		if (strstr(n, "dora_scale") || strstr(n, "lora_magnitude_vector"))
+			mismatch("'%s': tensor '%s': DoRA adapters are not supported", a->path, n);
+		else
+			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path, n);
+	}
 	free(used);
 	json_decref(dmeta);
 	lora_format_free(lf);
@@ -1005,25 +1010,90 @@ static void drop_pages(const void *p, size_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* W += s·up·down in blocks of rows on all threads; each block is one
- * single-threaded sgemm (main sets OpenBLAS to one thread: its own threads
- * spin in sched_yield, which on a busy machine costs more than they give). */
+/* Baking one weight: W' = W + Σ sᵢ·upᵢ·downᵢ, streamed in chunks of rows
+ * (about 4M values), so memory stays small even for an lm_head. In a chunk,
+ * blocks of BAKE_ROWS rows go to lora_parallel_for: each converts its rows
+ * to F32, adds every part with one single-threaded sgemm (main sets OpenBLAS
+ * to one thread: its own threads spin in sched_yield, which on a busy machine
+ * costs more than they give) and converts back; the chunk is then written. */
 typedef struct {
-	float *W;
-	const float *up, *down;
-	int m, r, n;
-	float s;
-} addmul_job;
+	const unsigned char *src;   /* chunk of W in its dtype */
+	unsigned char *dst;         /* (rows, in) in W's dtype */
+	float *buf;                 /* (rows, in) F32 work space */
+	lora_dtype dt;
+	int64_t row0, rows, in;     /* row0: the chunk's first row in W */
+	int nparts;
+	float **up, **down;         /* (out, rᵢ), (rᵢ, in) */
+	int *r;
+	float *s;
+	int failed;
+} bake_job;
 
-#define ADDMUL_ROWS 256
+#define BAKE_ROWS 64
+#define BAKE_CHUNK ((int64_t)1 << 22)
 
-static void addmul_rows(void *ctx, int i, int tid)
+static void bake_rows(void *ctx, int i, int tid)
 {
 	(void)tid;
-	addmul_job *j = ctx;
-	int r0 = i * ADDMUL_ROWS, rows = j->m - r0 < ADDMUL_ROWS ? j->m - r0 : ADDMUL_ROWS;
-	lora_lowrank_addmul(j->W + (size_t)r0 * j->n, j->up + (size_t)r0 * j->r, j->down,
-	                    rows, j->r, j->n, j->s);
+	bake_job *j = ctx;
+	int64_t b0 = (int64_t)i * BAKE_ROWS, nr = j->rows - b0 < BAKE_ROWS ? j->rows - b0 : BAKE_ROWS;
+	size_t esz = (size_t)lora_dtype_bits(j->dt) / 8, n = (size_t)(nr * j->in);
+	float *W = j->buf + b0 * j->in;
+	if (lora_convert(W, LORA_DTYPE_F32, j->src + (size_t)(b0 * j->in) * esz, j->dt, n) != 0) {
+		j->failed = 1;
+		return;
+	}
+	for (int p = 0; p < j->nparts; p++)
+		lora_lowrank_addmul(W, j->up[p] + (j->row0 + b0) * j->r[p], j->down[p], (int)nr,
+		                    j->r[p], (int)j->in, j->s[p]);
+	if (lora_convert(j->dst + (size_t)(b0 * j->in) * esz, j->dt, W, LORA_DTYPE_F32, n) != 0)
+		j->failed = 1;
+}
+
+static void bake_tensor(st_writer *w, const st_tensor *t, const merged *x)
+{
+	bake_job j = {.dt = t->dtype, .in = x->in, .nparts = x->nparts};
+	j.up = lora_xmalloc((size_t)x->nparts * sizeof *j.up);
+	j.down = lora_xmalloc((size_t)x->nparts * sizeof *j.down);
+	j.r = lora_xmalloc((size_t)x->nparts * sizeof *j.r);
+	j.s = lora_xmalloc((size_t)x->nparts * sizeof *j.s);
+	for (int p = 0; p < x->nparts; p++) {
+		const adapter *a = &ads[x->parts[p].ai];
+		const module *m = &a->mods[x->parts[p].mi];
+		j.up[p] = to_f32(m->up);
+		j.down[p] = to_f32(m->down);
+		j.r[p] = m->r;
+		j.s[p] = (float)(a->weight * m->scale);
+	}
+	size_t esz = (size_t)lora_dtype_bits(t->dtype) / 8;
+	int64_t chunk_rows = BAKE_CHUNK / x->in > 0 ? BAKE_CHUNK / x->in : 1;
+	if (chunk_rows > x->out)
+		chunk_rows = x->out;
+	j.buf = lora_xmalloc((size_t)(chunk_rows * x->in) * sizeof *j.buf);
+	j.dst = lora_xmalloc((size_t)(chunk_rows * x->in) * esz);
+	for (int64_t r0 = 0; r0 < x->out; r0 += chunk_rows) {
+		j.row0 = r0;
+		j.rows = x->out - r0 < chunk_rows ? x->out - r0 : chunk_rows;
+		j.src = (const unsigned char *)t->data + (size_t)(r0 * x->in) * esz;
+		int blocks = (int)((j.rows + BAKE_ROWS - 1) / BAKE_ROWS);
+		lora_parallel_for(blocks, lora_nthreads(), bake_rows, &j);
+		if (j.failed)
+			lora_die("'%s': cannot convert %s to F32 and back", t->name, lora_dtype_name(t->dtype));
+		size_t nb = (size_t)(j.rows * x->in) * esz;
+		if (st_writer_write(w, t->name, (uint64_t)(r0 * x->in) * esz, j.dst, nb) != 0)
+			lora_die("%s", lora_errmsg());
+		drop_pages(j.src, nb);
+	}
+	for (int p = 0; p < x->nparts; p++) {
+		free(j.up[p]);
+		free(j.down[p]);
+	}
+	free(j.up);
+	free(j.down);
+	free(j.r);
+	free(j.s);
+	free(j.buf);
+	free(j.dst);
 }
 
 typedef struct {
@@ -1054,7 +1124,7 @@ static void bake_file(const char *in, const char *out)
 		const st_tensor *t = &st->tensors[i];
 		w_add(w, t->name, t->dtype, t->ndim, t->shape);
 	}
-	const size_t chunk = 64u << 20;
+	const size_t chunk = 16u << 20;
 	for (int i = 0; i < st->ntensors; i++) {
 		const st_tensor *t = &st->tensors[i];
 		int k = target_find(t->name);
@@ -1078,28 +1148,7 @@ static void bake_file(const char *in, const char *out)
 				targets[k].done = 1;
 			continue;
 		}
-		float *W = to_f32(t);
-		drop_pages(t->data, t->nbytes);
-		for (int p = 0; p < x->nparts; p++) {
-			const adapter *a = &ads[x->parts[p].ai];
-			const module *m = &a->mods[x->parts[p].mi];
-			float *u = to_f32(m->up), *d = to_f32(m->down);
-			addmul_job j = {W, u, d, (int)x->out, m->r, (int)x->in, (float)(a->weight * m->scale)};
-			int blocks = (j.m + ADDMUL_ROWS - 1) / ADDMUL_ROWS;
-			lora_parallel_for(blocks, lora_nthreads(), addmul_rows, &j);
-			free(u);
-			free(d);
-		}
-		if (t->dtype == LORA_DTYPE_F32) {
-			w_f32(w, t->name, W);
-		} else {
-			void *o = lora_xmalloc(t->nbytes);
-			convert_all(o, t->dtype, W, LORA_DTYPE_F32, (size_t)t->numel);
-			if (st_writer_write(w, t->name, 0, o, t->nbytes) != 0)
-				lora_die("%s", lora_errmsg());
-			free(o);
-		}
-		free(W);
+		bake_tensor(w, t, x);
 		targets[k].done = 1;
 	}
 	close_w(w);
@@ -1254,7 +1303,7 @@ int main(int argc, char **argv)
 	};
 	lora_progname = "lora-merge";
 	atexit(cleanup);
-	openblas_set_num_threads(1);      /* we thread ourselves: see addmul_rows */
+	openblas_set_num_threads(1);      /* we thread ourselves: see bake_rows */
 	const char *base = NULL, *out = NULL;
 	int to = FMT_NONE, c;
 	long rank = 0;

@@ -22,10 +22,10 @@
 #include <zlib.h>
 
 static const char usage_str[] =
-	"usage: lora-resize [--bucket] [--dedupe] [--fit] [--no-upscale] [--background color]\n"
-	"                   [--bucket-max n] [--bucket-min n] [--bucket-step n] [--filter name]\n"
-	"                   [-j n] [--max-pixels n] [--min-size n] [--quality q] [-s size]\n"
-	"                   -o dir [image ...]\n";
+	"usage: lora-resize [--bucket] [--dedupe] [--fit] [--jpeg-draft] [--no-upscale]\n"
+	"                   [--background color] [--bucket-max n] [--bucket-min n]\n"
+	"                   [--bucket-step n] [--filter name] [-j n] [--max-pixels n]\n"
+	"                   [--min-size n] [--quality q] [-s size] -o dir [image ...]\n";
 
 static void usage(int status)
 {
@@ -40,6 +40,7 @@ enum { MODE_CROP, MODE_FIT, MODE_BUCKET };
 typedef struct {
 	const char *out_dir;
 	int size, mode, no_upscale, dedupe, jobs, quality;   /* quality 0 = PNG */
+	int jpeg_draft;
 	long min_size;                                      /* -1 = size / 2 */
 	long long max_pixels;
 	uint8_t bg[3];
@@ -103,11 +104,19 @@ static int write_image(const options *o, const lora_image *im, const char *path)
 	if (r < 0) {
 		char *msg = lora_xstrdup(lora_errmsg());
 		lora_afile_abort(&f);
-		lora_err("cannot write '%s': %s", path, msg);
+		lora_err("'%s': %s", path, msg);
 		free(msg);
 		return -1;
 	}
 	return afile_commit_nosync(&f);
+}
+
+/* opts.jpeg_shrink for --jpeg-draft: ctx is the upright image's geometry. */
+static int draft_denom(void *ctx, int w, int h, int orientation)
+{
+	const lora_geom *g = ctx;
+	return orientation >= 5 ? lora_jpeg_draft_denom(w, h, g->dh, g->dw)
+	                        : lora_jpeg_draft_denom(w, h, g->dw, g->dh);
 }
 
 static void process(item *it, const options *o)
@@ -123,30 +132,40 @@ static void process(item *it, const options *o)
 		goto fail;
 	int w = info.orientation >= 5 ? info.h : info.w;
 	int h = info.orientation >= 5 ? info.w : info.h;
+	if (w <= 0 || h <= 0) {
+		lora_err("zero-size image (%dx%d)", w, h);
+		goto fail;
+	}
 	long min_size = o->min_size >= 0 ? o->min_size : o->size / 2;
-	if (w > 0 && h > 0 && (w < min_size || h < min_size)) {
+	if (w < min_size || h < min_size) {
 		it->status = ST_SKIP;
 		it->msg = lora_xasprintf("'%s': %dx%d is smaller than the minimum size %ld, skipped",
 		                         it->path, w, h, min_size);
 		free(buf);
 		return;
 	}
+	/* The geometry comes from the header's size, so a draft (smaller)
+	 * decode resizes to exactly the same output as a full one. */
+	lora_geom p;
+	int r = o->mode == MODE_BUCKET ? lora_geom_bucket(&o->buckets, w, h, &p)
+	      : o->mode == MODE_FIT ? lora_geom_fit(w, h, o->size, o->no_upscale, &p)
+	      : lora_geom_crop(w, h, o->size, o->no_upscale, &p);
+	if (r < 0) {
+		it->status = ST_SKIP;
+		it->msg = lora_xasprintf("'%s': %s, skipped", it->path, lora_errmsg());
+		free(buf);
+		return;
+	}
 	lora_image_opts dopt = { .max_pixels = o->max_pixels };
+	if (o->jpeg_draft) {
+		dopt.jpeg_shrink = draft_denom;
+		dopt.ctx = &p;
+	}
 	if (lora_image_decode((uint8_t *)buf, len, &dopt, &im) < 0)
 		goto fail;
 	free(buf);
 	buf = NULL;
 	lora_image_flatten(&im, o->bg);
-	lora_geom p;
-	int r = o->mode == MODE_BUCKET ? lora_geom_bucket(&o->buckets, im.w, im.h, &p)
-	      : o->mode == MODE_FIT ? lora_geom_fit(im.w, im.h, o->size, o->no_upscale, &p)
-	      : lora_geom_crop(im.w, im.h, o->size, o->no_upscale, &p);
-	if (r < 0) {
-		it->status = ST_SKIP;
-		it->msg = lora_xasprintf("'%s': %s, skipped", it->path, lora_errmsg());
-		lora_image_free(&im);
-		return;
-	}
 	out = lora_xmalloc((size_t)p.cw * p.ch * 3);
 	if (p.cw != p.ow || p.ch != p.oh) {
 		for (size_t i = 0; i < (size_t)p.cw * p.ch; i++)
@@ -402,7 +421,7 @@ static long num(const char *opt, const char *s, long lo, long hi)
 }
 
 enum { O_BG = 256, O_BUCKET, O_BMAX, O_BMIN, O_BSTEP, O_DEDUPE, O_FILTER, O_FIT,
-       O_MAXPIX, O_MINSIZE, O_NOUP, O_QUALITY };
+       O_MAXPIX, O_MINSIZE, O_NOUP, O_QUALITY, O_DRAFT };
 
 int main(int argc, char **argv)
 {
@@ -418,6 +437,7 @@ int main(int argc, char **argv)
 		{ "fit", no_argument, NULL, O_FIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "jobs", required_argument, NULL, 'j' },
+		{ "jpeg-draft", no_argument, NULL, O_DRAFT },
 		{ "max-pixels", required_argument, NULL, O_MAXPIX },
 		{ "min-size", required_argument, NULL, O_MINSIZE },
 		{ "no-upscale", no_argument, NULL, O_NOUP },
@@ -457,6 +477,7 @@ int main(int argc, char **argv)
 		case O_FIT: fit = 1; break;
 		case 'h': usage(0); break;
 		case 'j': o.jobs = (int)num("-j", optarg, 1, 1024); break;
+		case O_DRAFT: o.jpeg_draft = 1; break;
 		case O_MAXPIX: o.max_pixels = num("--max-pixels", optarg, 1, 1L << 40); break;
 		case O_MINSIZE: o.min_size = num("--min-size", optarg, 0, 1 << 30); break;
 		case O_NOUP: o.no_upscale = 1; break;

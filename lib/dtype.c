@@ -187,7 +187,21 @@ static int load(const unsigned char *p, lora_dtype t, size_t i, double *out)
  * hardware converts 8 at a time, exactly (NaNs come out quiet); elsewhere
  * the scalar function. 4x faster than the scalar loop for lora-inspect -s. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
+/* AVX usable (CPU and OS) and F16C present. clang 14 has no "f16c" for
+ * __builtin_cpu_supports, so F16C is read from CPUID leaf 1, ECX bit 29. */
+static int have_f16c(void)
+{
+	static _Atomic int cached = -1;     /* lora_parallel_for threads call this */
+	if (cached < 0) {
+		unsigned a, b, c, d;
+		cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+		         (c & (1u << 29));
+	}
+	return cached;
+}
+
 __attribute__((target("avx,f16c")))
 static size_t f16_to_f32_f16c(float *o, const unsigned char *s, size_t n)
 {
@@ -202,7 +216,7 @@ static void f16_to_f32_bulk(float *o, const unsigned char *s, size_t n)
 {
 	size_t i = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-	if (__builtin_cpu_supports("f16c"))
+	if (have_f16c())
 		i = f16_to_f32_f16c(o, s, n);
 #endif
 	for (; i < n; i++) {

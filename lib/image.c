@@ -522,6 +522,15 @@ int lora_image_write_jpeg(const lora_image *im, FILE *fp, int quality)
 	return 0;
 }
 
+int lora_jpeg_draft_denom(int w, int h, int need_w, int need_h)
+{
+	int d = 1;
+	while (d < 8 && (w + 2 * d - 1) / (2 * d) >= 2 * (long long)need_w &&
+	       (h + 2 * d - 1) / (2 * d) >= 2 * (long long)need_h)
+		d *= 2;
+	return d;
+}
+
 /* ---- dispatch ---------------------------------------------------------------- */
 
 int lora_image_probe(const uint8_t *buf, size_t len, lora_image_info *info)

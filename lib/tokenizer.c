@@ -594,11 +594,14 @@ static int is_ws(uint32_t cp)    /* Rust char::is_whitespace (White_Space) */
 	       cp == 0x205F || cp == 0x3000;
 }
 
-static int is_alnum_cp(uint32_t cp)
+/* Rust regex's Unicode \w: letters, marks, Nd, Nl, connector punctuation,
+ * joiners (what HF's single_word test uses). */
+static int is_word_cp(uint32_t cp)
 {
 	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
 	return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
-	       (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+	       (c >= UTF8PROC_CATEGORY_MN && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
+	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D;
 }
 
 static int is_numeric_cp(uint32_t cp)
@@ -649,11 +652,11 @@ static void split_added(const lora_tokenizer *t, const trie *tr, const char *s, 
 			const added_tok *a = &t->added[k];
 			size_t ms = i, me = i + mlen;
 			if (a->single_word) {
-				int sp = ms == 0 || !is_alnum_cp(cp_before(s, ms));
+				int sp = ms == 0 || !is_word_cp(cp_before(s, ms));
 				size_t cl;
-				int ep = me == n || !is_alnum_cp(utf8_get((const unsigned char *)s + me, &cl));
+				int ep = me == n || !is_word_cp(utf8_get((const unsigned char *)s + me, &cl));
 				if (!sp || !ep) {
-					i++;
+					i = me;   /* the matcher resumes after the rejected match */
 					continue;
 				}
 			}

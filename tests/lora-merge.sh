@@ -95,6 +95,12 @@ mkdir -p "$T/dora" && cp "$F/peft_b/"* "$T/dora/" &&
 try -o "$T/dd" "$T/dora"
 check "DoRA adapter refused, naming it" [ $rc -eq 1 ] && says "dora.*use_dora"
 
+try -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
+check "dora_scale tensor: exit 1 naming it" [ $rc -eq 1 ] && says "proj_in.dora_scale': DoRA"
+try -f -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
+check "dora_scale tensor with --force: warning, the LoRA part merged" [ $rc -eq 0 ] && \
+	says "warning:.*dora_scale" && grep -q proj_out.lora_up "$T/dora.safetensors"
+
 # a failure half-way through a folder (shard 2 cannot be renamed into place):
 # the shards already written go, what was there stays
 mkdir -p "$T/half/model-00002-of-00003.safetensors"

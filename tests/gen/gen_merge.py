@@ -17,6 +17,7 @@ with the real architectures and real module names:
                           and the text encoder, LDM-spelled UNet names
                           (lora_unet_input_blocks_1_1_...).
   kohya_bad.safetensors   4 modules of kohya_b, attn2.to_k's down one column too wide.
+  kohya_dora.safetensors  2 modules of kohya_b and a DoRA dora_scale tensor.
   diffusers_a.safetensors kohya_a loaded into the UNet and text encoder by
                           diffusers and saved back by diffusers'
                           save_lora_weights (PEFT keys + lora_adapter_metadata).
@@ -239,6 +240,10 @@ def sd_part(dst):
     bad[kb + ".lora_down.weight"] = torch.cat([bad[kb + ".lora_down.weight"],
                                                torch.ones(3, 1, dtype=torch.float16)], 1)
     save_file(bad, f"{dst}/kohya_bad.safetensors", metadata=mb)
+    # a DoRA-style kohya file: one module carries a dora_scale tensor
+    extra = {k: v for k, v in sdb_d.items() if "down_blocks_0_attentions_0_proj_" in k}
+    extra["lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale"] = torch.ones(1, 4, 1, 1, dtype=torch.float16)
+    save_file(extra, f"{dst}/kohya_dora.safetensors", metadata=mb)
 
     # names.tsv: canonical = where diffusers puts each kohya module
     from diffusers import StableDiffusionPipeline as P

@@ -8,9 +8,9 @@ SimpleTokenizer (CLIP).
 
 Outputs (all small):
   sotu-<tok>.txt     one line per State of the Union address:
-                     "<file> <count> <crc32> <md5>" where both hashes are of the
-                     ids written as decimal numbers joined by single spaces
-                     (the line lora-tokenize --file prints for that file).
+                     "<file> <count> <crc32> <md5>": crc32 of the ids written as
+                     decimal numbers joined by single spaces, md5 of that line
+                     with its '\n' (the line lora-tokenize --file prints).
   hard-<tok>.jsonl   hard strings: {"text": hex of the UTF-8 bytes (may be
                      invalid UTF-8), "ids": encode without special tokens,
                      "ids_special": with them, "dec": hex of decode(ids,
@@ -37,7 +37,7 @@ OUT = os.path.join(HERE, "..", "fixtures", "tokenizer")
 
 HARD = [
     "new york and New York City", "Cat cat Cats concatenate [MASK] x [MASK]y  [MASK]  z",
-    "a <sep> b<sep>c", "x <SEP> y<SEP>z", "1234567 abc123def", "eeee aeiou oooh", "<b>bold</b> <b> x",
+    "a <sep> b<sep>c", "x <SEP> y<SEP>z", "Cat_x Cat1 xCat Cat\u0301 CatCat Cat. (Cat) Cat\u00b2", "1234567 abc123def", "eeee aeiou oooh", "<b>bold</b> <b> x",
     "", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \t \n ", "a", "A", "Hello world",
     " Hello", "hello", "How are you?", "Hello world\n", "  leading and trailing  ",
     "tabs\tin\tbetween", "multiple   spaces    here", "line1\nline2\n\nline4",
@@ -106,7 +106,7 @@ def ids_line(ids):
 
 def hashes(ids):
     s = ids_line(ids).encode()
-    return "%08x" % (zlib.crc32(s) & 0xFFFFFFFF), hashlib.md5(s).hexdigest()
+    return "%08x" % (zlib.crc32(s) & 0xFFFFFFFF), hashlib.md5(s + b"\n").hexdigest()
 
 
 def hf_tokenizers(shared):
