@@ -20,14 +20,22 @@ CONFIG = dict(architectures=['LlamaForCausalLM'], model_type='llama', vocab_size
               rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act='silu',
               tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, torch_dtype='float32')
 
+MAKE_MODEL = r'''
+import json, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+m = LlamaForCausalLM(LlamaConfig(**json.loads(sys.argv[2])))
+m.save_pretrained(sys.argv[1], safe_serialization=True)
+print(sum(p.numel() for p in m.parameters()))
+'''
+
 def make_model(d):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    m = LlamaForCausalLM(LlamaConfig(**CONFIG))
-    m.save_pretrained(d, safe_serialization=True)
+    # in a child process: a parent holding torch would have its RSS counted
+    # in the peak RSS of the children it forks (before their exec)
+    p = subprocess.run([sys.executable, '-c', MAKE_MODEL, d, json.dumps(CONFIG)],
+                       capture_output=True, text=True, check=True)
     shutil.copy(os.path.join(ROOT, 'examples', 'demo', 'base', 'tokenizer.json'), d)
-    return sum(p.numel() for p in m.parameters())
+    return int(p.stdout.split()[-1])
 
 def make_data(d):
     import random
@@ -39,9 +47,6 @@ def make_data(d):
             f.write(' '.join(map(str, row)) + '\n')
     return rows
 
-def child_maxrss_mib():
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
 def run_ours(model, data, out):
     exe = os.path.join(ROOT, 'bin', 'lora-train')
     cmd = [exe, '--base_model', model, '--train_data_dir', data, '--output_dir', out,
@@ -49,12 +54,17 @@ def run_ours(model, data, out):
            '--lora_rank', '8', '--lora_alpha', '16', '--target_modules', 'q_proj,v_proj',
            '--logging_steps', '1', '--save_steps', '0', '--device', 'cpu', '--seed', '1']
     env = dict(os.environ, LORA_THREADS=str(THREADS))
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile('w+') as so, tempfile.TemporaryFile('w+') as se:
+        p = subprocess.Popen(cmd, env=env, stdout=so, stderr=se)
+        _, status, ru = os.wait4(p.pid, 0)     # this child's own peak RSS
+        p.returncode = os.waitstatus_to_exitcode(status)
+        so.seek(0); se.seek(0)
+        out, err = so.read(), se.read()
     if p.returncode:
-        sys.exit('lora-train failed:\n' + p.stderr)
+        sys.exit('lora-train failed:\n' + err)
     # per-step tok/s lines; skip the first step (warm-up), as for torch
-    tps = [float(x) for x in re.findall(r'tok/s=([0-9.]+)', p.stdout)][1:]
-    return B * T * len(tps) / sum(B * T / x for x in tps)
+    tps = [float(x) for x in re.findall(r'tok/s=([0-9.]+)', out)][1:]
+    return B * T * len(tps) / sum(B * T / x for x in tps), ru.ru_maxrss / 1024
 
 TORCH_CODE = r'''
 import json, resource, sys, time, torch
@@ -98,9 +108,7 @@ def main():
         model = os.path.join(tmp, 'model')
         n = make_model(model)
         rows = make_data(os.path.join(tmp, 'data'))
-        base = child_maxrss_mib()
-        tps_ours = run_ours(model, os.path.join(tmp, 'data'), os.path.join(tmp, 'out'))
-        rss_ours = child_maxrss_mib()
+        tps_ours, rss_ours = run_ours(model, os.path.join(tmp, 'data'), os.path.join(tmp, 'out'))
         t = run_torch(model, rows, tmp)
         print(f'LLaMA {n / 1e6:.1f}M params, LoRA r=8 q,v, batch {B} x seq {T}, '
               f'{STEPS} steps (first one not timed), {THREADS} threads')
@@ -108,7 +116,5 @@ def main():
         print(f'{"lora-train":14} {tps_ours:10.0f} {rss_ours:13.0f}')
         print(f'{"torch+peft":14} {t["tps"]:10.0f} {t["rss"]:13.0f}')
         print(f'{"ratio":14} {tps_ours / t["tps"]:9.2f}x {rss_ours / t["rss"]:12.2f}x')
-        if base > rss_ours:
-            print('(note: RSS of an earlier child was larger)')
 
 main()
