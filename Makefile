@@ -19,7 +19,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -pthread -Ilib \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  += -ljansson -lyaml -lpng -ljpeg -lpcre2-8 -lutf8proc -llapacke \
+LDLIBS  += -ljansson -lyaml -lpng -ljpeg -ldeflate -lpcre2-8 -lutf8proc -llapacke \
            -lopenblas -lz -lm -lpthread
 
 # ---- build flavours ---------------------------------------------------------

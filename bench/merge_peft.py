@@ -14,3 +14,10 @@ torch.set_num_threads(int(os.environ.get("LORA_THREADS", os.cpu_count())))
 m = LlamaForCausalLM.from_pretrained(model, torch_dtype=torch.bfloat16)
 m = PeftModel.from_pretrained(m, adapter).merge_and_unload()
 m.save_pretrained(out, max_shard_size="1200MB")
+# lora-merge fsyncs what it writes (temp + fsync + rename); so do we, unless
+# BENCH_SYNC=0, so that both times end with the data on disk
+if os.environ.get("BENCH_SYNC", "1") != "0":
+    for f in os.listdir(out):
+        fd = os.open(os.path.join(out, f), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)

@@ -30,3 +30,10 @@ for shard in sorted(set(index["weight_map"].values())):
 for f in os.listdir(model):
     if not f.endswith(".safetensors"):
         shutil.copy(f"{model}/{f}", f"{out}/{f}")
+# lora-merge fsyncs what it writes (temp + fsync + rename); so do we, unless
+# BENCH_SYNC=0, so that both times end with the data on disk
+if os.environ.get("BENCH_SYNC", "1") != "0":
+    for f in os.listdir(out):
+        fd = os.open(os.path.join(out, f), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)

@@ -162,26 +162,41 @@ static void stats_item(void *ctx, int i, int tid)
 		w->failed = 1;
 		return;
 	}
+	/* two passes over the chunk (it is in cache): sums, then squared
+	 * deviations from the chunk mean; chunks merge with Chan's formula */
 	stats s = { .min = INFINITY, .max = -INFINITY };
+	double sum = 0, sumsq = 0;
+	float lo = INFINITY, hi = -INFINITY;
+	int64_t bad = 0;
 	for (int64_t k = 0; k < w->n; k++) {
-		double v = x[k];
-		if (isnan(v)) {
-			s.nan++;
+		float v = x[k];
+		if (!isfinite(v)) {
+			bad++;
 			continue;
 		}
-		if (isinf(v)) {
-			s.inf++;
-			continue;
+		sum += v;
+		sumsq += (double)v * v;
+		lo = v < lo ? v : lo;
+		hi = v > hi ? v : hi;
+	}
+	if (bad)
+		for (int64_t k = 0; k < w->n; k++) {
+			s.nan += isnan(x[k]) != 0;
+			s.inf += isinf(x[k]) != 0;
 		}
-		s.n++;
-		double d = v - s.mean;
-		s.mean += d / (double)s.n;
-		s.m2 += d * (v - s.mean);
-		s.sumsq += v * v;
-		if (v < s.min)
-			s.min = v;
-		if (v > s.max)
-			s.max = v;
+	s.n = w->n - bad;
+	if (s.n) {
+		s.mean = sum / (double)s.n;
+		s.min = lo;
+		s.max = hi;
+		s.sumsq = sumsq;
+		double m2 = 0;
+		for (int64_t k = 0; k < w->n; k++) {
+			double d = (double)x[k] - s.mean;
+			if (isfinite(x[k]))
+				m2 += d * d;
+		}
+		s.m2 = m2;
 	}
 	w->s = s;
 }
@@ -435,7 +450,8 @@ static void lora_summary(const st_file *f, const lora_format *lf, json_t *jl)
 			v[i] = w == 0 ? ms[i]->rank : w == 1 ? ms[i]->alpha : ms[i]->scale;
 		int nb = histogram(v, n, bins);
 		if (jl) {
-			json_object_set_new(jl, what[w], nb ? json_real(bins[0].v) : json_null());
+			json_object_set_new(jl, what[w], !nb ? json_null() :
+			                    w == 0 ? json_integer((json_int_t)bins[0].v) : json_real(bins[0].v));
 			json_t *h = json_object();
 			for (int b = 0; b < nb; b++) {
 				char k[64];

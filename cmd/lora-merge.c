@@ -2,8 +2,8 @@
  * model, or convert between kohya, diffusers and PEFT files.
  *
  * Reading the code: parse the arguments (main), read each adapter into a
- * list of modules with canonical names (read_adapter; names from
- * lib/loraconv.h), then one of three jobs:
+ * list of modules with canonical names (read_adapter: lib/loraformat.h
+ * groups the tensors, lib/loraconv.h names them), then one of three jobs:
  *   - bake():      stream the base model tensor by tensor, adding Σ w·s·B·A;
  *   - build_out(): the merged adapter (ranks concatenated, or re-compressed
  *                  by truncated SVD, lib/lowrank.h), then write_kohya /
@@ -15,14 +15,15 @@
  * with weight 1 and no --rank is copied unchanged (alpha and bytes kept).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <cblas.h>       /* openblas_set_num_threads */
 #include <dirent.h>
-#include <stdarg.h>
-#include <stdint.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <pcre2.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 
 #include "dtype.h"        /* lora_dtype, lora_convert */
 #include "loraconv.h"     /* lora_conv_from_kohya, lora_conv_base_weight, ... */
+#include "loraformat.h"   /* lora_format_open: kind of file, tensors grouped into modules */
 #include "lowrank.h"      /* lora_lowrank_addmul, lora_lowrank_truncate */
 #include "safetensors.h"  /* st_open, st_writer_* */
 #include "util.h"         /* lora_die, lora_xmalloc, lora_afile */
@@ -164,10 +166,6 @@ static void parse_spec(const char *spec, adapter *a)
 	}
 }
 
-/* Key suffixes of the two factors, by format family. */
-static const char *down_suf[] = {".lora_down.weight", ".lora_A.weight", ".lora.down.weight"};
-static const char *up_suf[] = {".lora_up.weight", ".lora_B.weight", ".lora.up.weight"};
-
 static module *add_module(adapter *a)
 {
 	a->mods = lora_xrealloc(a->mods, (size_t)(a->nmods + 1) * sizeof *a->mods);
@@ -207,137 +205,126 @@ static int check_shapes(const adapter *a, module *m)
 	return 0;
 }
 
-/* Read every module of one safetensors file. comp: the component for a
- * PEFT SD folder's part ("unet", "text_encoder"), else NULL. */
-static void read_modules(adapter *a, st_file *st, const char *comp, json_t *cfg, json_t *dmeta)
+/* The canonical name of a module lib/loraformat found. comp: the component
+ * of an SD PEFT folder's part ("unet", "text_encoder"), else NULL. */
+static char *canonical(const adapter *a, const lora_module *lm, const char *comp)
 {
+	static const char *parts[] = {"unet", "text_encoder", "text_encoder_2"};
+	if (a->fmt == FMT_KOHYA)
+		return lora_conv_from_kohya(lm->name);
+	if (a->fmt == FMT_PEFT)
+		return lora_conv_from_peft(lm->name, comp);
+	/* diffusers: component + module path; a UNet path in LDM spelling
+	 * (some converters write those) is brought to diffusers' */
+	if (lm->part > LORA_PART_TEXT2) {
+		lora_err("'%s': not a Stable Diffusion module", lm->name);
+		return NULL;
+	}
+	char *p = NULL;
+	if (lm->part == LORA_PART_UNET) {
+		char *l = lora_conv_unet_to_ldm(lm->path);
+		p = l ? lora_xstrdup(lm->path) : lora_conv_unet_from_ldm(lm->path);
+		free(l);
+		if (!p) {
+			lora_err("'%s': not a Stable Diffusion 1.5 UNet module", lm->name);
+			return NULL;
+		}
+	} else {
+		p = lora_xstrdup(lm->path);
+	}
+	char *c = lora_xasprintf("%s.%s", parts[lm->part], p);
+	free(p);
+	return c;
+}
+
+/* Read every module of one safetensors file (lib/loraformat groups the
+ * tensors). cfg: adapter_config.json for PEFT ("" for none, NULL for the one
+ * beside the file); comp as for canonical(). */
+static void read_modules(adapter *a, const st_file *st, const char *comp, const char *cfg)
+{
+	lora_format *lf = lora_format_open(st, cfg);
+	if (!lf)
+		lora_die("%s", lora_errmsg());
+	if (!lora_kind_is_lora(lf->kind))
+		lora_die("'%s': not a LoRA file (%s)", st->path, lora_kind_desc(lf->kind));
+	if (a->fmt == FMT_NONE)
+		a->fmt = lf->kind == LORA_KIND_KOHYA ? FMT_KOHYA :
+		         lf->kind == LORA_KIND_DIFFUSERS ? FMT_DIFFUSERS : FMT_PEFT;
+	/* diffusers keeps alphas in its lora_adapter_metadata JSON:
+	 * "unet.lora_alpha", "unet.alpha_pattern", "unet.use_rslora" */
+	json_t *dmeta = NULL;
+	const char *ms = lf->kind == LORA_KIND_DIFFUSERS ? st_meta(st, "lora_adapter_metadata") : NULL;
+	if (ms) {
+		json_error_t e;
+		dmeta = json_loads(ms, 0, &e);
+		if (!json_is_object(dmeta))
+			lora_die("'%s': lora_adapter_metadata is not a JSON object", st->path);
+	}
 	char *used = lora_xcalloc((size_t)st->ntensors + 1, 1);
-	for (int i = 0; i < st->ntensors; i++) {
-		const st_tensor *t = &st->tensors[i];
-		int fam = -1;
-		for (int k = 0; k < 3 && fam < 0; k++)
-			if (ends(t->name, down_suf[k]))
-				fam = k;
-		if (fam < 0)
-			continue;
-		size_t stem_len = strlen(t->name) - strlen(down_suf[fam]);
-		char *stem = lora_xasprintf("%.*s", (int)stem_len, t->name);
-		char *upn = lora_xasprintf("%s%s", stem, up_suf[fam]);
-		char *aln = lora_xasprintf("%s.alpha", stem);
-		const st_tensor *up = st_find(st, upn), *al = st_find(st, aln);
-		used[i] = 1;
-		if (up)
-			used[up - st->tensors] = 1;
-		if (al)
-			used[al - st->tensors] = 1;
-		char *canon;
-		if (a->fmt == FMT_KOHYA)
-			canon = lora_conv_from_kohya(stem);
-		else if (a->fmt == FMT_PEFT)
-			canon = lora_conv_from_peft(stem, comp);
-		else
-			canon = lora_xstrdup(stem);
+	for (int i = 0; i < lf->nmodules; i++) {
+		const lora_module *lm = &lf->modules[i];
+		if (lm->down)
+			used[lm->down - st->tensors] = 1;
+		if (lm->up)
+			used[lm->up - st->tensors] = 1;
+		if (lm->alpha_t)
+			used[lm->alpha_t - st->tensors] = 1;
+		char *canon = canonical(a, lm, comp);
 		if (!canon) {
 			mismatch("'%s': %s", a->path, lora_errmsg());
-			goto next;
+			continue;
 		}
-		if (!up) {
-			mismatch("'%s': module '%s' has no %s", a->path, canon, upn);
+		if (!lm->down || !lm->up) {
+			mismatch("'%s': module '%s' has no %s matrix", a->path, canon, lm->down ? "up" : "down");
 			free(canon);
-			goto next;
+			continue;
 		}
+		if (find_module(a, canon) >= 0)
+			lora_die("'%s': module '%s' appears twice", a->path, canon);
 		module *m = add_module(a);
 		m->canon = canon;
-		m->down = t;
-		m->up = up;
-		if (check_shapes(a, m) != 0) {
+		m->down = lm->down;
+		m->up = lm->up;
+		m->alpha_t = lm->alpha_t;
+		if (check_shapes(a, m) != 0 || (lm->alpha_t && isnan(scalar(lm->alpha_t)))) {
+			if (lm->alpha_t && isnan(scalar(lm->alpha_t)))
+				mismatch("'%s': module '%s': alpha is not a float scalar", a->path, canon);
 			free(m->canon);
 			a->nmods--;
-			goto next;
+			continue;
 		}
-		/* alpha: kohya .alpha (0 or absent = rank, as kohya and A1111 do);
-		 * PEFT / diffusers from the config's lora_alpha / alpha_pattern */
-		m->alpha = m->r;
-		int rs = 0;
-		if (al) {
-			m->alpha_t = al;
-			double v = scalar(al);
-			if (isnan(v)) {
-				mismatch("'%s': module '%s': alpha is not a float scalar", a->path, canon);
-				free(m->canon);
-				a->nmods--;
-				goto next;
-			}
-			if (v != 0)
-				m->alpha = v;
-		} else if (cfg) {
-			const char *path = stem;
-			if (!strncmp(path, "base_model.model.", 17))
-				path += 17;
-			else if (comp == NULL && a->fmt == FMT_DIFFUSERS && strchr(path, '.'))
-				path = strchr(path, '.') + 1;
-			json_t *v = pattern_get(json_object_get(cfg, "alpha_pattern"), path);
-			if (!json_is_number(v))
-				v = json_object_get(cfg, "lora_alpha");
-			if (json_is_number(v))
-				m->alpha = json_number_value(v);
-			rs = json_is_true(json_object_get(cfg, "use_rslora"));
-		} else if (dmeta) {
-			/* diffusers' lora_adapter_metadata: "unet.lora_alpha", "unet.alpha_pattern" */
-			char comp_name[64];
-			const char *dot = strchr(stem, '.');
-			snprintf(comp_name, sizeof comp_name, "%.*s", dot ? (int)(dot - stem) : 0, stem);
-			char *ka = lora_xasprintf("%s.alpha_pattern", comp_name);
-			char *kl = lora_xasprintf("%s.lora_alpha", comp_name);
-			char *kr = lora_xasprintf("%s.use_rslora", comp_name);
-			json_t *v = pattern_get(json_object_get(dmeta, ka), dot ? dot + 1 : stem);
+		/* an alpha of 0 means none (kohya, A1111): the rank, scale 1 */
+		m->alpha = lm->alpha_from == LORA_ALPHA_TENSOR && lm->alpha == 0 ? m->r : lm->alpha;
+		m->scale = lm->scale;
+		if (lm->alpha_from == LORA_ALPHA_DEFAULT && dmeta) {
+			const char *dot = strchr(canon, '.');
+			char *ka = lora_xasprintf("%.*s.alpha_pattern", (int)(dot - canon), canon);
+			char *kl = lora_xasprintf("%.*s.lora_alpha", (int)(dot - canon), canon);
+			char *kr = lora_xasprintf("%.*s.use_rslora", (int)(dot - canon), canon);
+			json_t *v = pattern_get(json_object_get(dmeta, ka), dot + 1);
 			if (!json_is_number(v))
 				v = json_object_get(dmeta, kl);
 			if (json_is_number(v))
 				m->alpha = json_number_value(v);
-			rs = json_is_true(json_object_get(dmeta, kr));
+			int rs = json_is_true(json_object_get(dmeta, kr));
+			m->scale = rs ? m->alpha / sqrt(m->r) : m->alpha / m->r;
 			free(ka);
 			free(kl);
 			free(kr);
 		}
-		m->scale = rs ? m->alpha / sqrt(m->r) : m->alpha / m->r;
-		if (find_module(a, canon) != a->nmods - 1)
-			lora_die("'%s': module '%s' appears twice", a->path, canon);
-next:
-		free(stem);
-		free(upn);
-		free(aln);
 	}
-	for (int i = 0; i < st->ntensors; i++)
-		if (!used[i])
-			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path,
-			         st->tensors[i].name);
-	free(used);
-}
-
-static json_t *load_json(const char *path)
-{
-	json_error_t e;
-	json_t *j = json_load_file(path, 0, &e);
-	if (!j)
-		lora_die("'%s': invalid JSON: %s (line %d)", path, e.text, e.line);
-	if (!json_is_object(j))
-		lora_die("'%s': not a JSON object", path);
-	return j;
-}
-
-static int detect(const st_file *st)
-{
 	for (int i = 0; i < st->ntensors; i++) {
 		const char *n = st->tensors[i].name;
-		if (!strncmp(n, "lora_unet_", 10) || !strncmp(n, "lora_te", 7))
-			return FMT_KOHYA;
-		if (!strncmp(n, "base_model.model.", 17))
-			return FMT_PEFT;
-		if (!strncmp(n, "unet.", 5) || !strncmp(n, "text_encoder.", 13))
-			return FMT_DIFFUSERS;
+		if (used[i])
+			continue;
+		if (strstr(n, "dora_scale") || strstr(n, "lora_magnitude_vector"))
+			mismatch("'%s': tensor '%s': DoRA adapters are not supported", a->path, n);
+		else
+			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path, n);
 	}
-	return FMT_NONE;
+	free(used);
+	json_decref(dmeta);
+	lora_format_free(lf);
 }
 
 static st_file *open_st(const char *path)
@@ -351,60 +338,45 @@ static st_file *open_st(const char *path)
 /* A PEFT folder, an SD PEFT folder (unet/ + text_encoder/), or one file. */
 static void read_adapter(adapter *a)
 {
-	if (is_dir(a->path)) {
-		static const char *parts[] = {"unet", "text_encoder"};
-		char *f = lora_xasprintf("%s/adapter_model.safetensors", a->path);
-		a->fmt = FMT_PEFT;
-		if (exists(f)) {
-			char *c = lora_xasprintf("%s/adapter_config.json", a->path);
-			a->config = exists(c) ? load_json(c) : NULL;
-			a->st[0] = open_st(f);
-			read_modules(a, a->st[0], NULL, a->config, NULL);
-			free(c);
-		} else {
-			int n = 0;
-			for (int p = 0; p < 2; p++) {
-				char *g = lora_xasprintf("%s/%s/adapter_model.safetensors", a->path, parts[p]);
-				if (exists(g)) {
-					char *c = lora_xasprintf("%s/%s/adapter_config.json", a->path, parts[p]);
-					json_t *cfg = exists(c) ? load_json(c) : NULL;
-					if (!a->config)
-						a->config = json_incref(cfg);
-					a->st[n] = open_st(g);
-					read_modules(a, a->st[n++], parts[p], cfg, NULL);
-					json_decref(cfg);
-					free(c);
-				}
-				free(g);
-			}
-			if (!n)
-				lora_die("'%s': no adapter_model.safetensors in this folder", a->path);
-		}
-		free(f);
-	} else {
+	if (!is_dir(a->path)) {
 		a->st[0] = open_st(a->path);
-		a->fmt = detect(a->st[0]);
-		if (a->fmt == FMT_NONE)
-			lora_die("'%s': not a LoRA file (no kohya, diffusers or PEFT keys)", a->path);
-		json_t *dmeta = NULL;
-		if (a->fmt == FMT_PEFT) {
-			/* a PEFT file named directly: its config sits beside it */
-			const char *sl = strrchr(a->path, '/');
-			char *c = lora_xasprintf("%.*sadapter_config.json", sl ? (int)(sl - a->path + 1) : 0, a->path);
-			a->config = exists(c) ? load_json(c) : NULL;
-			free(c);
-		} else if (a->fmt == FMT_DIFFUSERS) {
-			const char *m = st_meta(a->st[0], "lora_adapter_metadata");
-			if (m) {
-				json_error_t e;
-				dmeta = json_loads(m, 0, &e);
-				if (!json_is_object(dmeta))
-					lora_die("'%s': lora_adapter_metadata is not a JSON object", a->path);
+		read_modules(a, a->st[0], NULL, NULL);
+	} else {
+		static const char *parts[] = {"", "unet", "text_encoder"};
+		a->fmt = FMT_PEFT;
+		int n = 0;
+		for (int p = 0; p < 3 && n < 2; p++) {
+			const char *sep = *parts[p] ? "/" : "";
+			char *f = lora_xasprintf("%s/%s%sadapter_model.safetensors", a->path, parts[p], sep);
+			char *c = lora_xasprintf("%s/%s%sadapter_config.json", a->path, parts[p], sep);
+			if (exists(f)) {
+				a->st[n] = open_st(f);
+				read_modules(a, a->st[n++], *parts[p] ? parts[p] : NULL, exists(c) ? c : "");
+				if (!a->config && exists(c)) {
+					json_error_t e;
+					a->config = json_load_file(c, 0, &e);   /* read fine just now */
+				}
 			}
+			free(f);
+			free(c);
+			if (p == 0 && n)
+				break;
 		}
-		read_modules(a, a->st[0], NULL, a->config, dmeta);
-		json_decref(dmeta);
+		if (!n)
+			lora_die("'%s': no adapter_model.safetensors in this folder", a->path);
 	}
+	if (!a->config && a->fmt == FMT_PEFT && !is_dir(a->path)) {
+		const char *sl = strrchr(a->path, '/');
+		char *c = lora_xasprintf("%.*sadapter_config.json", sl ? (int)(sl - a->path + 1) : 0, a->path);
+		json_error_t e;
+		if (exists(c))
+			a->config = json_load_file(c, 0, &e);
+		free(c);
+	}
+	if (a->config && json_is_true(json_object_get(a->config, "fan_in_fan_out")))
+		lora_die("'%s': fan_in_fan_out adapters (GPT-2 Conv1D weights) are not supported", a->path);
+	if (a->config && json_is_true(json_object_get(a->config, "use_dora")))
+		lora_die("'%s': DoRA adapters (use_dora) are not supported", a->path);
 	if (a->nmods == 0)
 		lora_die("'%s': no LoRA modules", a->path);
 }
@@ -716,18 +688,50 @@ static void merge_meta(st_writer *w, int rank)
 	}
 }
 
+/* ---- no partial output: what a failed run removes (atexit) ------------------------ */
+
+static st_writer *open_writer;    /* being written: its temporary goes */
+static char *open_path;           /* its final name */
+static int nmade;
+static char **made;               /* files and folders this run completed or created */
+static int succeeded;
+
+static void made_add(const char *path)
+{
+	made = lora_xrealloc(made, (size_t)(nmade + 1) * sizeof *made);
+	made[nmade++] = lora_xstrdup(path);
+}
+
+static void cleanup(void)
+{
+	if (!succeeded) {
+		st_writer_abort(open_writer);
+		for (int i = nmade - 1; i >= 0; i--)
+			remove(made[i]);          /* newest first: files, then their folder */
+	}
+	for (int i = 0; i < nmade; i++)
+		free(made[i]);
+	free(made);
+	free(open_path);
+}
+
 static st_writer *open_w(const char *path)
 {
 	st_writer *w = st_writer_open(path);
 	if (!w)
 		lora_die("%s", lora_errmsg());
+	open_writer = w;
+	free(open_path);
+	open_path = lora_xstrdup(path);
 	return w;
 }
 
 static void close_w(st_writer *w)
 {
+	open_writer = NULL;
 	if (st_writer_close(w) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(open_path);
 }
 
 static void write_kohya(const char *path, lora_dtype dt, int rank)
@@ -754,7 +758,12 @@ static void write_kohya(const char *path, lora_dtype dt, int rank)
 			} else if (x->copy && x->copy->alpha_t) {
 				w_bytes(w, an, x->copy->alpha_t);
 			} else {
-				float a = (float)x->alpha;
+				/* kohya's scale is alpha/r: an rsLoRA source (alpha/sqrt(r))
+				 * is written with the alpha that gives the same scale */
+				double al = x->alpha;
+				if (x->copy && fabs(x->copy->scale - x->copy->alpha / x->copy->r) > 1e-12 * x->copy->scale)
+					al = x->copy->scale * x->copy->r;
+				float a = (float)al;
 				w_f32(w, an, &a);
 			}
 			free(k);
@@ -893,7 +902,9 @@ static void write_diffusers(const char *path, lora_dtype dt, int rank)
 
 static void mkdir_p(const char *dir)
 {
-	if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+	if (mkdir(dir, 0777) == 0)
+		made_add(dir);
+	else if (errno != EEXIST)
 		lora_die("cannot create '%s':", dir);
 }
 
@@ -908,6 +919,7 @@ static void write_json(const char *path, json_t *j)
 	}
 	if (lora_afile_commit(&af) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(path);
 }
 
 /* One PEFT folder: adapter_model.safetensors + adapter_config.json, for the
@@ -998,6 +1010,92 @@ static void drop_pages(const void *p, size_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* Baking one weight: W' = W + Σ sᵢ·upᵢ·downᵢ, streamed in chunks of rows
+ * (about 4M values), so memory stays small even for an lm_head. In a chunk,
+ * blocks of BAKE_ROWS rows go to lora_parallel_for: each converts its rows
+ * to F32, adds every part with one single-threaded sgemm (main sets OpenBLAS
+ * to one thread: its own threads spin in sched_yield, which on a busy machine
+ * costs more than they give) and converts back; the chunk is then written. */
+typedef struct {
+	const unsigned char *src;   /* chunk of W in its dtype */
+	unsigned char *dst;         /* (rows, in) in W's dtype */
+	float *buf;                 /* (rows, in) F32 work space */
+	lora_dtype dt;
+	int64_t row0, rows, in;     /* row0: the chunk's first row in W */
+	int nparts;
+	float **up, **down;         /* (out, rᵢ), (rᵢ, in) */
+	int *r;
+	float *s;
+	int failed;
+} bake_job;
+
+#define BAKE_ROWS 64
+#define BAKE_CHUNK ((int64_t)1 << 22)
+
+static void bake_rows(void *ctx, int i, int tid)
+{
+	(void)tid;
+	bake_job *j = ctx;
+	int64_t b0 = (int64_t)i * BAKE_ROWS, nr = j->rows - b0 < BAKE_ROWS ? j->rows - b0 : BAKE_ROWS;
+	size_t esz = (size_t)lora_dtype_bits(j->dt) / 8, n = (size_t)(nr * j->in);
+	float *W = j->buf + b0 * j->in;
+	if (lora_convert(W, LORA_DTYPE_F32, j->src + (size_t)(b0 * j->in) * esz, j->dt, n) != 0) {
+		j->failed = 1;
+		return;
+	}
+	for (int p = 0; p < j->nparts; p++)
+		lora_lowrank_addmul(W, j->up[p] + (j->row0 + b0) * j->r[p], j->down[p], (int)nr,
+		                    j->r[p], (int)j->in, j->s[p]);
+	if (lora_convert(j->dst + (size_t)(b0 * j->in) * esz, j->dt, W, LORA_DTYPE_F32, n) != 0)
+		j->failed = 1;
+}
+
+static void bake_tensor(st_writer *w, const st_tensor *t, const merged *x)
+{
+	bake_job j = {.dt = t->dtype, .in = x->in, .nparts = x->nparts};
+	j.up = lora_xmalloc((size_t)x->nparts * sizeof *j.up);
+	j.down = lora_xmalloc((size_t)x->nparts * sizeof *j.down);
+	j.r = lora_xmalloc((size_t)x->nparts * sizeof *j.r);
+	j.s = lora_xmalloc((size_t)x->nparts * sizeof *j.s);
+	for (int p = 0; p < x->nparts; p++) {
+		const adapter *a = &ads[x->parts[p].ai];
+		const module *m = &a->mods[x->parts[p].mi];
+		j.up[p] = to_f32(m->up);
+		j.down[p] = to_f32(m->down);
+		j.r[p] = m->r;
+		j.s[p] = (float)(a->weight * m->scale);
+	}
+	size_t esz = (size_t)lora_dtype_bits(t->dtype) / 8;
+	int64_t chunk_rows = BAKE_CHUNK / x->in > 0 ? BAKE_CHUNK / x->in : 1;
+	if (chunk_rows > x->out)
+		chunk_rows = x->out;
+	j.buf = lora_xmalloc((size_t)(chunk_rows * x->in) * sizeof *j.buf);
+	j.dst = lora_xmalloc((size_t)(chunk_rows * x->in) * esz);
+	for (int64_t r0 = 0; r0 < x->out; r0 += chunk_rows) {
+		j.row0 = r0;
+		j.rows = x->out - r0 < chunk_rows ? x->out - r0 : chunk_rows;
+		j.src = (const unsigned char *)t->data + (size_t)(r0 * x->in) * esz;
+		int blocks = (int)((j.rows + BAKE_ROWS - 1) / BAKE_ROWS);
+		lora_parallel_for(blocks, lora_nthreads(), bake_rows, &j);
+		if (j.failed)
+			lora_die("'%s': cannot convert %s to F32 and back", t->name, lora_dtype_name(t->dtype));
+		size_t nb = (size_t)(j.rows * x->in) * esz;
+		if (st_writer_write(w, t->name, (uint64_t)(r0 * x->in) * esz, j.dst, nb) != 0)
+			lora_die("%s", lora_errmsg());
+		drop_pages(j.src, nb);
+	}
+	for (int p = 0; p < x->nparts; p++) {
+		free(j.up[p]);
+		free(j.down[p]);
+	}
+	free(j.up);
+	free(j.down);
+	free(j.r);
+	free(j.s);
+	free(j.buf);
+	free(j.dst);
+}
+
 typedef struct {
 	char *weight;       /* base key */
 	int g;              /* merged module */
@@ -1026,7 +1124,7 @@ static void bake_file(const char *in, const char *out)
 		const st_tensor *t = &st->tensors[i];
 		w_add(w, t->name, t->dtype, t->ndim, t->shape);
 	}
-	const size_t chunk = 64u << 20;
+	const size_t chunk = 16u << 20;
 	for (int i = 0; i < st->ntensors; i++) {
 		const st_tensor *t = &st->tensors[i];
 		int k = target_find(t->name);
@@ -1050,26 +1148,7 @@ static void bake_file(const char *in, const char *out)
 				targets[k].done = 1;
 			continue;
 		}
-		float *W = to_f32(t);
-		drop_pages(t->data, t->nbytes);
-		for (int p = 0; p < x->nparts; p++) {
-			const adapter *a = &ads[x->parts[p].ai];
-			const module *m = &a->mods[x->parts[p].mi];
-			float *u = to_f32(m->up), *d = to_f32(m->down);
-			lora_lowrank_addmul(W, u, d, (int)x->out, m->r, (int)x->in, (float)(a->weight * m->scale));
-			free(u);
-			free(d);
-		}
-		if (t->dtype == LORA_DTYPE_F32) {
-			w_f32(w, t->name, W);
-		} else {
-			void *o = lora_xmalloc(t->nbytes);
-			convert_all(o, t->dtype, W, LORA_DTYPE_F32, (size_t)t->numel);
-			if (st_writer_write(w, t->name, 0, o, t->nbytes) != 0)
-				lora_die("%s", lora_errmsg());
-			free(o);
-		}
-		free(W);
+		bake_tensor(w, t, x);
 		targets[k].done = 1;
 	}
 	close_w(w);
@@ -1098,6 +1177,7 @@ static void copy_file(const char *from, const char *to)
 	free(buf);
 	if (lora_afile_commit(&af) != 0)
 		lora_die("%s", lora_errmsg());
+	made_add(to);
 }
 
 static void bake(const char *base, const char *out)
@@ -1222,6 +1302,8 @@ int main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	lora_progname = "lora-merge";
+	atexit(cleanup);
+	openblas_set_num_threads(1);      /* we thread ourselves: see bake_rows */
 	const char *base = NULL, *out = NULL;
 	int to = FMT_NONE, c;
 	long rank = 0;
@@ -1330,5 +1412,6 @@ int main(int argc, char **argv)
 		free_adapter(&ads[i]);
 	free(ads);
 	lora_stdout_close();
+	succeeded = 1;
 	return 0;
 }

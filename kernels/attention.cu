@@ -353,12 +353,27 @@ static void smem_optin(F kernel, size_t smem, int *smem_set)
 static int smem_fwd[4], smem_dq[4], smem_dkv[4];
 static int ndl_slot(int ndl) { return ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3; }
 
+/* The tensor-core path: asked for (LORA_CUDA_ATTN=tc) and available for HS. */
+static int use_tc(int HS)
+{
+	static int mode = -1;
+	if (mode < 0) {
+		const char *e = getenv("LORA_CUDA_ATTN");
+		mode = e && !strcmp(e, "tc");
+	}
+	return mode && cuda_attention_tc_supports(HS);
+}
+
 void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
                             const float *v, int B, int T, int NH, int NKV, int HS)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
 	if (B <= 0 || T <= 0)
 		return;
+	if (use_tc(HS)) {
+		cuda_attention_tc_forward(out, saved, q, k, v, B, T, NH, NKV, HS);
+		return;
+	}
 	float scale = 1.0f / sqrtf((float)HS);
 	dim3 grid((T + TILE - 1) / TILE, B * NH);
 	size_t smem = (2 * (size_t)TILE * (HS + 1) + (size_t)TILE * HS) * sizeof(float);
@@ -383,6 +398,11 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	att_d_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
 		D, dout, out, T, NH, HS, rows);
 	CUDA_LAUNCH_CHECK();
+	if (use_tc(HS)) {
+		LORA_ASSERT(dq && dk && dv);
+		cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, B, T, NH, NKV, HS);
+		return;
+	}
 	if (dq) {
 		dim3 grid((T + TILE - 1) / TILE, B * NH);
 		size_t smem = (2 * (size_t)TILE * (HS + 1) + 2 * (size_t)TILE * HS) * sizeof(float);

@@ -147,6 +147,7 @@ void *cuda_workspace(size_t bytes)
 {
 	if (bytes <= S.ws_bytes)
 		return S.ws;
+	CUDA_CHECK(cudaStreamSynchronize(S.stream));   /* queued work may still read it */
 	cu_free(S.ws);
 	size_t want = bytes + bytes / 8;     /* some headroom for the next shape */
 	S.ws = cu_alloc(want);
@@ -218,7 +219,12 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	cudaError_t e = cudaGetDeviceCount(&n);
 	if (e != cudaSuccess || n == 0) {
 		cudaGetLastError();
-		lora_err("no CUDA GPU found (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+		if (e == cudaErrorInsufficientDriver)     /* also what "no driver at all" says */
+			lora_err("no CUDA GPU found (no NVIDIA driver, or one too old for CUDA %d.%d)",
+			         CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+		else
+			lora_err("no CUDA GPU found (%s)",
+			         e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
 		return NULL;
 	}
 	if (dev < 0 || dev >= n) {

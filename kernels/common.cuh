@@ -147,6 +147,15 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *saved, const float *q, const float *k, const float *v,
                              const float *out, int B, int T, int NH, int NKV, int HS,
                              float *scratch);
+/* attention_tc.cu: the tensor-core path for HS 64 and 128 (attention.cu
+ * picks it when LORA_CUDA_ATTN=tc); D is the backward's rowsum(dout ∘ out). */
+int cuda_attention_tc_supports(int HS);
+void cuda_attention_tc_forward(float *out, float *saved, const float *q, const float *k,
+                               const float *v, int B, int T, int NH, int NKV, int HS);
+void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
+                                const float *saved, const float *D, const float *q,
+                                const float *k, const float *v, int B, int T, int NH, int NKV,
+                                int HS);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t N);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, size_t N);

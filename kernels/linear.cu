@@ -8,13 +8,17 @@
  * GEMM with fp32 accumulation and an fp32 output. Cost: one extra read of
  * the fp32 activation and a write of half its size per GEMM; error: the
  * activation is rounded once to bf16 (relative 2^-9 per product), which is
- * what PyTorch's bf16 autocast does too. F32 weights (full fine-tuning,
+ * what PyTorch's bf16 autocast does too. The conversion goes in row chunks
+ * of at most WS_BYTES, so the workspace stays 64 MiB even for the lm_head's
+ * (N, V) gradient; a chunk of >= 1024 rows keeps each GEMM large. F32 weights (full fine-tuning,
  * precision: fp32) use a plain fp32 GEMM (CUBLAS_COMPUTE_32F: no TF32).
  * dw is only ever requested for trainable (F32) weights.
  * Later: keep activations bf16 end to end, and fold the bias (cuBLASLt
  * epilogue) and the LoRA branch into the GEMM.
  */
 #include "common.cuh"
+
+#define WS_BYTES ((size_t)64 << 20)   /* bf16 copy of one row chunk */
 
 /* ---- kernels ----------------------------------------------------------------------- */
 
@@ -100,20 +104,40 @@ void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
 	gemm_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, CUDA_R_32F, beta, C, ldc);
 }
 
-/* x (n) F32 as the weight's dtype: x itself for F32, else a converted copy
- * in the workspace. */
-static const void *as_wdtype(const float *x, size_t n, lora_dtype wdt)
+/* Convert n floats of x to the weight's dtype in dst. */
+static void convert(void *dst, const float *x, size_t n, lora_dtype wdt)
 {
-	if (wdt == LORA_DTYPE_F32)
-		return x;
-	void *dst = cuda_workspace(n * 2);
 	if (wdt == LORA_DTYPE_BF16)
 		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
 			(__nv_bfloat16 *)dst, x, n);
 	else
 		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>((__half *)dst, x, n);
 	CUDA_LAUNCH_CHECK();
-	return dst;
+}
+
+/* Row-major C (M, N) = A (M, K) · op(w) + beta · C where A is an fp32
+ * activation and w a weight of dtype wdt (op(w) = wᵀ when transW): for F32
+ * one GEMM; else A is converted to wdt in chunks of rows that fit WS_BYTES,
+ * one GEMM per chunk. */
+static void gemm_act_w(int transW, int M, int N, int K, const float *A, const void *w,
+                       int ldw, lora_dtype wdt, float beta, float *C)
+{
+	if (wdt == LORA_DTYPE_F32 || M <= 0 || K <= 0) {
+		gemm_rm(0, transW, M, N, K, 1.0f, A, K, w, ldw, cuda_type(wdt), beta, C, N);
+		return;
+	}
+	size_t rows = WS_BYTES / 2 / (size_t)K;
+	if (rows < 1024)
+		rows = 1024;              /* a huge K: a larger workspace, not tiny GEMMs */
+	if (rows > (size_t)M)
+		rows = M;
+	void *ws = cuda_workspace(rows * (size_t)K * 2);
+	for (size_t m0 = 0; m0 < (size_t)M; m0 += rows) {
+		int mc = (int)((size_t)M - m0 < rows ? (size_t)M - m0 : rows);
+		convert(ws, A + m0 * K, (size_t)mc * K, wdt);
+		gemm_rm(0, transW, mc, N, K, 1.0f, ws, K, w, ldw, cuda_type(wdt), beta,
+		        C + m0 * N, N);
+	}
 }
 
 /* ---- launchers ---------------------------------------------------------------------------------- */
@@ -121,8 +145,7 @@ static const void *as_wdtype(const float *x, size_t n, lora_dtype wdt)
 void cuda_linear_forward(float *out, const float *inp, const void *w, const void *bias,
                          lora_dtype wdt, int N, int C, int OC)
 {
-	const void *x = as_wdtype(inp, (size_t)N * C, wdt);
-	gemm_rm(0, 1, N, OC, C, 1.0f, x, C, w, C, cuda_type(wdt), 0.0f, out, OC);
+	gemm_act_w(1, N, OC, C, inp, w, C, wdt, 0.0f, out);
 	if (bias) {
 		size_t n = (size_t)N * OC;
 		WDTYPE_DISPATCH(wdt, W,
@@ -136,8 +159,7 @@ void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
                           const float *inp, const void *w, lora_dtype wdt, int N, int C, int OC)
 {
 	if (dinp) {     /* (N, C) += (N, OC) · (OC, C) */
-		const void *g = as_wdtype(dout, (size_t)N * OC, wdt);
-		gemm_rm(0, 0, N, C, OC, 1.0f, g, OC, w, C, cuda_type(wdt), 1.0f, dinp, C);
+		gemm_act_w(0, N, C, OC, dout, w, C, wdt, 1.0f, dinp);
 	}
 	if (dw) {       /* (OC, C) += (N, OC)ᵀ · (N, C); trainable weights are F32 */
 		LORA_ASSERT(wdt == LORA_DTYPE_F32);

@@ -11,19 +11,10 @@
 
 /* ---- device selection ----------------------------------------------------------- */
 
-#ifdef LORA_CUDA
-/* Weak, so that a CUDA build links before kernels/ defines the backend. */
-extern const lora_backend *lora_backend_cuda(int dev) __attribute__((weak));
-#endif
-
 static const lora_backend *get_cuda(int dev)
 {
 #ifdef LORA_CUDA
-	if (!lora_backend_cuda) {
-		lora_err("device 'cuda': the CUDA backend is not built yet (kernels/)");
-		return NULL;
-	}
-	return lora_backend_cuda(dev);
+	return lora_backend_cuda(dev);     /* kernels/backend_cuda.cu */
 #else
 	(void)dev;
 	lora_err("device 'cuda': this build has no CUDA support (rebuild with nvcc on PATH)");

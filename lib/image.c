@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <libdeflate.h>
 #include <jerror.h>
 #include <png.h>
 
@@ -184,7 +185,7 @@ static int png_decode(const uint8_t *buf, size_t len, const lora_image_opts *o,
 		free(px);
 		free(rows);
 		png_destroy_read_struct(&png, pi ? &pi : NULL, NULL);
-		return lora_err("%s", pi ? c.msg : "out of memory");
+		return lora_err("%s", c.msg[0] ? c.msg : "out of memory");
 	}
 	png_set_read_fn(png, &c, png_read_cb);
 	png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
@@ -244,34 +245,105 @@ static int png_decode(const uint8_t *buf, size_t len, const lora_image_opts *o,
 	return 0;
 }
 
+/* PNG writer: rows filtered with libpng's heuristic (per row, the filter
+ * whose output has the smallest sum of absolute signed bytes), the whole
+ * image compressed in one call by libdeflate (2-3x faster than zlib at the
+ * same level and ratio), written as IHDR, one IDAT, IEND. */
+static int put_chunk(FILE *fp, const char *tag, const uint8_t *data, size_t n)
+{
+	uint8_t hdr[8] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n,
+	                   (uint8_t)tag[0], (uint8_t)tag[1], (uint8_t)tag[2], (uint8_t)tag[3] };
+	uint32_t crc = libdeflate_crc32(0, hdr + 4, 4);
+	if (n)  /* libdeflate_crc32(crc, NULL, 0) returns the initial value, not crc */
+		crc = libdeflate_crc32(crc, data, n);
+	uint8_t tail[4] = { (uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc };
+	return fwrite(hdr, 1, 8, fp) == 8 && (n == 0 || fwrite(data, 1, n, fp) == n) &&
+	       fwrite(tail, 1, 4, fp) == 4 ? 0 : -1;
+}
+
+/* Filter one row of n bytes (bpp bytes per pixel) into out[0..n]; prev is
+ * the previous unfiltered row (all zero for the first row). cand: 5 scratch
+ * rows of n bytes. One loop per filter so each vectorizes (GCC: -O3 and an
+ * AVX2 clone chosen at run time). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O3"), target_clones("avx2", "default")))
+#endif
+static void filter_row(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp,
+                       uint8_t *cand[5], uint8_t *out)
+{
+	size_t k = (size_t)bpp < n ? (size_t)bpp : n;
+	uint8_t *c0 = cand[0], *c1 = cand[1], *c2 = cand[2], *c3 = cand[3], *c4 = cand[4];
+	for (size_t i = 0; i < k; i++) {        /* no left neighbour: a = c = 0 */
+		c1[i] = cur[i];
+		c3[i] = (uint8_t)(cur[i] - (prev[i] >> 1));
+		c4[i] = (uint8_t)(cur[i] - prev[i]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		c0[i] = cur[i];
+		c2[i] = (uint8_t)(cur[i] - prev[i]);
+	}
+	for (size_t i = k; i < n; i++)
+		c1[i] = (uint8_t)(cur[i] - cur[i - bpp]);
+	for (size_t i = k; i < n; i++)
+		c3[i] = (uint8_t)(cur[i] - ((cur[i - bpp] + prev[i]) >> 1));
+	for (size_t i = k; i < n; i++) {
+		int16_t a = cur[i - bpp], b = prev[i], c = prev[i - bpp];
+		int16_t p = a + b - c;
+		int16_t pa = p > a ? p - a : a - p, pb = p > b ? p - b : b - p, pc = p > c ? p - c : c - p;
+		int16_t pr = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+		c4[i] = (uint8_t)(cur[i] - pr);
+	}
+	unsigned best_sum = UINT_MAX;
+	int best = 0;
+	for (int f = 0; f < 5; f++) {
+		const uint8_t *o = cand[f];
+		unsigned sum = 0;
+		for (size_t i = 0; i < n; i++) {
+			int v = (int8_t)o[i];
+			sum += (unsigned)(v < 0 ? -v : v);
+		}
+		if (sum < best_sum) {
+			best_sum = sum;
+			best = f;
+		}
+	}
+	out[0] = (uint8_t)best;
+	memcpy(out + 1, cand[best], n);
+}
+
 int lora_image_write_png(const lora_image *im, FILE *fp, int level)
 {
-	png_ctx c = { 0 };
-	png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &c, png_error_cb, png_warn_cb);
-	if (!png)
-		return lora_err("out of memory");
-	png_infop pi = png_create_info_struct(png);
-	png_bytep *volatile rows = NULL;
-	if (!pi || setjmp(c.jb)) {
-		int e = errno;
-		free(rows);
-		png_destroy_write_struct(&png, pi ? &pi : NULL);
-		errno = e;
-		return ferror(fp) ? lora_err("write error:") : lora_err("%s", c.msg);
-	}
 	LORA_ASSERT(im->channels == 3);
-	png_init_io(png, fp);
-	png_set_compression_level(png, level);
-	png_set_IHDR(png, pi, im->w, im->h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-	             PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-	rows = lora_xmalloc(im->h * sizeof *rows);
+	size_t stride = (size_t)im->w * 3, raw_n = (size_t)im->h * (stride + 1);
+	uint8_t *raw = lora_xmalloc(raw_n), *scratch = lora_xmalloc(6 * stride);
+	uint8_t *cand[5];
+	for (int f = 0; f < 5; f++)
+		cand[f] = scratch + f * stride;
+	uint8_t *zero = scratch + 5 * stride;
+	memset(zero, 0, stride);
 	for (int y = 0; y < im->h; y++)
-		rows[y] = im->px + (size_t)y * im->w * 3;
-	png_set_rows(png, pi, rows);
-	png_write_png(png, pi, PNG_TRANSFORM_IDENTITY, NULL);
-	png_destroy_write_struct(&png, &pi);
-	free(rows);
-	if (ferror(fp))
+		filter_row(im->px + y * stride, y ? im->px + (y - 1) * stride : zero, stride, 3, cand,
+		           raw + y * (stride + 1));
+	free(scratch);
+	struct libdeflate_compressor *c = libdeflate_alloc_compressor(level < 0 ? 6 : level > 12 ? 12 : level);
+	if (!c) {
+		free(raw);
+		return lora_err("out of memory");
+	}
+	size_t cap = libdeflate_zlib_compress_bound(c, raw_n);
+	uint8_t *z = lora_xmalloc(cap);
+	size_t zn = libdeflate_zlib_compress(c, raw, raw_n, z, cap);
+	libdeflate_free_compressor(c);
+	free(raw);
+	LORA_ASSERT(zn > 0);
+	static const uint8_t sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+	uint8_t ihdr[13] = { (uint8_t)(im->w >> 24), (uint8_t)(im->w >> 16), (uint8_t)(im->w >> 8), (uint8_t)im->w,
+	                     (uint8_t)(im->h >> 24), (uint8_t)(im->h >> 16), (uint8_t)(im->h >> 8), (uint8_t)im->h,
+	                     8, 2, 0, 0, 0 };
+	int r = fwrite(sig, 1, 8, fp) == 8 && put_chunk(fp, "IHDR", ihdr, 13) == 0 &&
+	        put_chunk(fp, "IDAT", z, zn) == 0 && put_chunk(fp, "IEND", NULL, 0) == 0;
+	free(z);
+	if (!r || ferror(fp))
 		return lora_err("write error:");
 	return 0;
 }
@@ -448,6 +520,15 @@ int lora_image_write_jpeg(const lora_image *im, FILE *fp, int quality)
 	if (ferror(fp))
 		return lora_err("write error:");
 	return 0;
+}
+
+int lora_jpeg_draft_denom(int w, int h, int need_w, int need_h)
+{
+	int d = 1;
+	while (d < 8 && (w + 2 * d - 1) / (2 * d) >= 2 * (long long)need_w &&
+	       (h + 2 * d - 1) / (2 * d) >= 2 * (long long)need_h)
+		d *= 2;
+	return d;
 }
 
 /* ---- dispatch ---------------------------------------------------------------- */

@@ -14,7 +14,7 @@ static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)
 /* Parse a whole non-negative decimal component (no sign, no leading junk). */
 static int num(const char *s, int *out)
 {
-	if (!*s || strlen(s) > 6)
+	if (!*s || strlen(s) > 6 || (s[0] == '0' && s[1]))   /* no "01": it would not map back */
 		return -1;
 	for (const char *p = s; *p; p++)
 		if (*p < '0' || *p > '9')
@@ -23,13 +23,14 @@ static int num(const char *s, int *out)
 	return 0;
 }
 
-/* Split a dotted path into at most 64 components, in a copy owned by *buf. */
+/* Split a dotted path into at most 64 non-empty components, in a copy
+ * owned by *buf. -1 for an empty component or too many. */
 static int split(const char *path, char **buf, char **comp)
 {
 	*buf = lora_xstrdup(path);
 	int n = 0;
 	for (char *p = *buf, *tok; (tok = strsep(&p, ".")) != NULL;) {
-		if (n == 64)
+		if (n == 64 || !*tok)
 			return -1;
 		comp[n++] = tok;
 	}
@@ -327,8 +328,27 @@ static char *undo_underscores(const char *s)
 	return out;
 }
 
+/* A kohya lora_name: letters, digits and single '_' between pieces. */
+static int kohya_ok(const char *s)
+{
+	if (!*s || *s == '_')
+		return 0;
+	for (const char *p = s; *p; p++) {
+		int c = (unsigned char)*p;
+		if (!(c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+			return 0;
+		if (c == '_' && (p[1] == '_' || p[1] == 0))
+			return 0;
+	}
+	return 1;
+}
+
 char *lora_conv_from_kohya(const char *kohya)
 {
+	if (!kohya_ok(kohya)) {
+		lora_err("'%s': not a kohya LoRA module name", kohya);
+		return NULL;
+	}
 	static const char *te[][2] = {
 		{"lora_te_", "text_encoder"}, {"lora_te1_", "text_encoder"},
 		{"lora_te2_", "text_encoder_2"},

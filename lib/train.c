@@ -239,23 +239,50 @@ typedef struct {
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
 } run;
 
-/* A line on stdout and in train.log. */
-__attribute__((format(printf, 2, 3)))
-static void say(run *r, const char *fmt, ...)
+/* A line on stdout (unless quiet & 1) and in train.log (unless quiet & 2). */
+static void vsay(run *r, int quiet, const char *fmt, va_list ap)
 {
 	char buf[1024];
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (r->tty)
-		fputs("\r\033[K", stdout);
-	fprintf(stdout, "%s\n", buf);
-	fflush(stdout);
-	if (r->log) {
+	if (!(quiet & 1)) {
+		if (r->tty)
+			fputs("\r\033[K", stdout);
+		fprintf(stdout, "%s\n", buf);
+		fflush(stdout);
+	}
+	if (r->log && !(quiet & 2)) {
 		fprintf(r->log, "%s\n", buf);
 		fflush(r->log);
 	}
+}
+
+__attribute__((format(printf, 2, 3)))
+static void say(run *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, 0, fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void say_quiet(run *r, int quiet, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, quiet, fmt, ap);
+	va_end(ap);
+}
+
+/* A logging-step line: on a terminal only in train.log (the progress line
+ * shows it), on a pipe also on stdout. */
+__attribute__((format(printf, 2, 3)))
+static void say_step(run *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(r, r->tty, fmt, ap);
+	va_end(ap);
 }
 
 /* An error line on stderr (and in train.log); returns 1 for "failed". */
@@ -396,7 +423,13 @@ static int save_checkpoint(run *r)
 		json_object_set_new(j, "micro_batch_in_epoch", json_integer(r->pos));
 		json_object_set_new(j, "adam_step", json_integer(r->opt->step));
 		json_object_set_new(j, "seed", json_integer(r->c->seed));
+		/* every random draw is a function of (seed, epoch) or (seed, step,
+		 * micro-batch), so the RNG state is the position itself */
+		json_object_set_new(j, "rng", json_string("counter-based: data order from (seed, "
+		                    "epoch), dropout from (seed, step, micro_batch)"));
 		json_object_set_new(j, "n_train", json_integer(r->d->ntrain));
+		json_object_set_new(j, "batch_size", json_integer(r->B));
+		json_object_set_new(j, "gradient_accumulation_steps", json_integer(r->accum));
 		json_object_set_new(j, "n_params", json_integer((json_int_t)r->params->total));
 		json_object_set_new(j, "total_steps", json_integer(r->total));
 		json_t *ord = json_array();
@@ -542,6 +575,13 @@ static int resume_from(run *r, const char *dir)
 	else if (ntrain != r->d->ntrain)
 		rc = lora_err("'%s': %lld training examples, now %d: the data changed since the "
 		              "checkpoint", p, (long long)ntrain, r->d->ntrain);
+	else if (json_integer_value(json_object_get(j, "batch_size")) != r->B ||
+	         json_integer_value(json_object_get(j, "gradient_accumulation_steps")) != r->accum)
+		rc = lora_err("'%s': batch_size %lld x gradient_accumulation_steps %lld, now %d x %d: "
+		              "resume with the same batching", p,
+		              (long long)json_integer_value(json_object_get(j, "batch_size")),
+		              (long long)json_integer_value(json_object_get(j, "gradient_accumulation_steps")),
+		              r->B, r->accum);
 	else if (r->step < 0 || r->epoch < 0 || r->pos < 0 || r->pos > r->nmb)
 		rc = lora_err("'%s': bad position", p);
 	if (rc == 0) {
@@ -807,6 +847,10 @@ static int setup(run *r)
 	else if (r->be->is_host && strcmp(c->precision, "fp32"))
 		return fail(r, "precision %s: the CPU backend computes in fp32 (set precision: fp32)",
 		            c->precision);
+	else if (strcmp(c->precision, r->be->wdtype == LORA_DTYPE_F32 ? "fp32" :
+	                              r->be->wdtype == LORA_DTYPE_F16 ? "fp16" : "bf16"))
+		lora_warn("precision %s: the %s backend keeps frozen weights in %s", c->precision,
+		          r->be->name, lora_dtype_name(r->be->wdtype));
 	if (!c->task_type)
 		c->task_type = lora_xstrdup("text-generation");
 	if (lora_llama_config_load(c->base_model, &r->mc) < 0)
@@ -835,6 +879,15 @@ static int setup(run *r)
 	if (!r->full && c->init_lora) {
 		if (lora_adapter_read_config(c->init_lora, &r->acfg) < 0)
 			return fail(r, "init_lora: %s", lora_errmsg());
+		/* the adapter's shape wins; the resolved config says so */
+		if (c->lora_rank != r->acfg.r || c->lora_alpha != r->acfg.alpha)
+			lora_warn("init_lora: rank %d, alpha %g from '%s' (not lora_rank %ld, "
+			          "lora_alpha %g)", r->acfg.r, r->acfg.alpha, c->init_lora,
+			          c->lora_rank, c->lora_alpha);
+		c->lora_rank = r->acfg.r;
+		c->lora_alpha = r->acfg.alpha;
+		c->use_rslora = r->acfg.use_rslora;
+		r->acfg.dropout = (float)c->lora_dropout;
 	}
 
 	/* tokenizer */
@@ -924,6 +977,7 @@ static int load_model(run *r)
 		                      : lora_llama_add_lora(r->m, &r->acfg, (uint64_t)c->seed);
 		if (rc < 0)
 			return fail(r, "%s", lora_errmsg());
+		r->m->lora->cfg.dropout = (float)c->lora_dropout;   /* the config's, not the file's */
 	}
 	r->params = lora_llama_params(r->m);
 	r->opt = lora_adamw_new(r->params, r->be, &(lora_adamw_config){
@@ -951,7 +1005,7 @@ static int train_loop(run *r)
 	lora_config *c = r->c;
 	double t0 = lora_time(), t_last = t0, est_t0 = 0;
 	int64_t step0 = r->step, est_step0 = 0;
-	double win_loss = 0, tok_win = 0;
+	double win_loss = 0, tok_win = 0, tok_all = 0;
 	int win_n = 0;
 	double last_loss = NAN, last_norm = NAN, last_lr = 0;
 	char b1[32], b2[32];
@@ -980,8 +1034,11 @@ static int train_loop(run *r)
 			int b = r->d->ntrain - first < r->B ? (int)(r->d->ntrain - first) : r->B;
 			int nt;
 			int T = lora_batch_make(r->d, r->order + first, b, r->ids, r->tgt, &nt);
+			double ntok = 0;
 			for (int i = 0; i < b; i++)
-				tok_win += r->d->ex[r->order[first + i]].n;
+				ntok += r->d->ex[r->order[first + i]].n;
+			tok_win += ntok;
+			tok_all += ntok;
 			r->m->dropout_seed = dropout_seed(c->seed, r->step, k);
 			float loss = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
 			lora_llama_backward(r->m);
@@ -1025,8 +1082,9 @@ static int train_loop(run *r)
 			size_t used = 0, peak = 0, cap = 0;
 			r->be->mem_info(&used, &peak, &cap);
 			double rate = (double)(r->step - step0) / (now - t0);
-			printf("\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.2f it/s  ETA %s  mem %s",
-			       (long long)r->step, (long long)r->total, loss, lr, rate,
+			printf("\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.2f it/s  %.0f tok/s  ETA %s  "
+			       "mem %s", (long long)r->step, (long long)r->total, loss, lr, rate,
+			       tok_all / (now - t0),
 			       human_time(b1, sizeof b1, (double)(r->total - r->step) / rate),
 			       human_bytes(b2, sizeof b2, (double)peak));
 			fflush(stdout);
@@ -1048,13 +1106,15 @@ static int train_loop(run *r)
 			char ev[48] = "";
 			if (eval_now)
 				snprintf(ev, sizeof ev, " eval_loss=%.4f", eval);
-			if (log_now || !r->tty)
-				say(r, "step=%lld epoch=%.2f loss=%.4f lr=%.6g grad_norm=%.4f tok/s=%.0f "
-				    "elapsed=%s%s", (long long)r->step,
-				    (double)r->epoch + (double)r->pos / (double)r->nmb, avg, last_lr, last_norm,
-				    tps, human_time(b1, sizeof b1, now - t0), ev);
-			else
+			if (log_now)
+				say_step(r, "step=%lld epoch=%.2f loss=%.4f lr=%.6g grad_norm=%.4f tok/s=%.0f "
+				         "elapsed=%s%s", (long long)r->step,
+				         (double)r->epoch + (double)r->pos / (double)r->nmb, avg, last_lr,
+				         last_norm, tps, human_time(b1, sizeof b1, now - t0), ev);
+			if (eval_now && !log_now)
 				say(r, "step=%lld%s", (long long)r->step, ev);
+			else if (eval_now && r->tty)      /* train.log has it in the step line */
+				say_quiet(r, 2, "step=%lld%s", (long long)r->step, ev);
 			log_row(r, log_now ? avg : NAN, last_lr, log_now ? last_norm : NAN, eval,
 			        tps, now - t0);
 			if (log_now) {

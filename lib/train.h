@@ -46,9 +46,9 @@
  * the run without a checkpoint; the message names the step and the last good
  * checkpoint.
  *
- * Ownership: nothing outlives the call. Failure: -1... the function prints
- * its own diagnostics (it is the whole job) through lora_warn-style lines on
- * stderr and returns 1; lora_errmsg holds the last error.
+ * Ownership: nothing outlives the call. Failure: lora_train_run is the
+ * whole job, so it prints its own diagnostics (one line on stderr, also in
+ * train.log once that is open) and returns 1.
  */
 #ifndef LORA_TRAIN_H
 #define LORA_TRAIN_H

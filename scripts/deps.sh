@@ -3,7 +3,7 @@
 # is missing. Idempotent; does nothing when all are present.
 # Usage: scripts/deps.sh [--check]   (--check: only report, exit 1 if missing)
 PKGS="build-essential pkg-config libjansson-dev libyaml-dev libpng-dev
-libjpeg62-turbo-dev libopenblas-dev liblapacke-dev libpcre2-dev libutf8proc-dev
+libjpeg62-turbo-dev libdeflate-dev libopenblas-dev liblapacke-dev libpcre2-dev libutf8proc-dev
 zlib1g-dev clang libclang-rt-14-dev jq"
 missing=""
 for p in $PKGS; do

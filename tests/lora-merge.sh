@@ -90,6 +90,27 @@ try -o "$T/d.safetensors" -t diffusers "$F/peft_a"
 check "--to diffusers for an LLM: exit 1" [ $rc -eq 1 ] && says "peft"
 
 
+mkdir -p "$T/dora" && cp "$F/peft_b/"* "$T/dora/" &&
+	sed 's/"use_dora": false/"use_dora": true/' "$F/peft_b/adapter_config.json" >"$T/dora/adapter_config.json"
+try -o "$T/dd" "$T/dora"
+check "DoRA adapter refused, naming it" [ $rc -eq 1 ] && says "dora.*use_dora"
+
+try -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
+check "dora_scale tensor: exit 1 naming it" [ $rc -eq 1 ] && says "proj_in.dora_scale': DoRA"
+try -f -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
+check "dora_scale tensor with --force: warning, the LoRA part merged" [ $rc -eq 0 ] && \
+	says "warning:.*dora_scale" && grep -q proj_out.lora_up "$T/dora.safetensors"
+
+# a failure half-way through a folder (shard 2 cannot be renamed into place):
+# the shards already written go, what was there stays
+mkdir -p "$T/half/model-00002-of-00003.safetensors"
+try -o "$T/half" -b "$F/llama_tiny" "$F/peft_a"
+check "failure half-way: exit 1" [ $rc -eq 1 ] && says "model-00002-of-00003"
+check "failure half-way: no shard, config or temporary left; the old entry kept" \
+	[ "$(ls -A "$T/half")" = "model-00002-of-00003.safetensors" ]
+try -o "$T/newdir" -t peft "$F/kohya_bad.safetensors" "$F/peft_a"
+check "failed PEFT output: no folder created" [ $rc -eq 1 ] && [ ! -e "$T/newdir" ]
+
 # ---- outputs ------------------------------------------------------------------------------------
 try -o "$T/r.safetensors" -r 2 "$F/kohya_b.safetensors"
 check "resize: exit 0" [ $rc -eq 0 ]
@@ -105,6 +126,9 @@ check "--dtype f16 merge: exit 0" [ $rc -eq 0 ] && grep -q '"F16"' "$T/h.safeten
 try -o "$T/peft" -t peft "$F/peft_a:0.5" "$F/peft_b"
 check "PEFT merge: folder with config" [ $rc -eq 0 ] && [ -s "$T/peft/adapter_config.json" ] && \
 	grep -q '"peft_type": "LORA"' "$T/peft/adapter_config.json"
+try -o "$T/ix" -b "$F/llama_tiny/model.safetensors.index.json" "$F/peft_a"
+check "base given as its index.json: a folder like the base's" [ $rc -eq 0 ] && \
+	[ "$(ls "$T/ix" | tr '\n' ' ')" = "$(ls "$F/llama_tiny" | tr '\n' ' ')" ]
 check "no temporary files left" [ -z "$(ls "$T" "$T/peft" | grep '\.tmp\.')" ]
 
 echo "$passes passed, $fails failed"

@@ -50,11 +50,16 @@ check "one line per image, in input order" cmp -s "$T/expect" "$T/out"
 check "nothing on stderr" [ ! -s "$T/err" ]
 check "outputs are PNG files" [ "$(head -c 4 "$T/o1/cat.png" | od -An -c | tr -d ' ')" = "211PNG" ]
 check "no temporary files left" [ "$(ls "$T/o1" | wc -l)" -eq 3 ]
+"$R" -o "$T/o1b" -s 64 "$T/o1/photo.png" "$T/o1/cat.png" "$T/o1/pear.png" >/dev/null 2>"$T/err"
+check "the written PNGs read back (CRCs, zlib stream, filters)" [ $? -eq 0 ] && [ ! -s "$T/err" ]
 
 # stdin lines with passthrough fields; blank lines ignored
 printf '%s\ta caption\textra\n\n%s\n' "$F/cat.png" "$F/photo.jpg" | "$R" -o "$T/o2" -s 96 >"$T/out"
 printf '%s\t96\t96\ta caption\textra\n%s\t96\t96\n' "$T/o2/cat.png" "$T/o2/photo.png" >"$T/expect"
 check "stdin: first field is the path, the rest passes through" cmp -s "$T/expect" "$T/out"
+
+"$R" -o "$T/o2b/" -s 96 "$F/cat.png" >"$T/out"
+check "a trailing slash on -o gives clean paths" [ "$(cut -f1 "$T/out")" = "$T/o2b/cat.png" ]
 
 # same base names never overwrite each other
 mkdir -p "$T/a" "$T/b"
@@ -107,7 +112,17 @@ check "lanczos is the default" cmp -s "$T/o14/cat.png" "$T/o2/cat.png"
 check "--quality writes JPEG" [ "$(cut -f1 "$T/out")" = "$T/o15/cat.jpg" ] &&
 	[ "$(head -c 2 "$T/o15/cat.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ]
 "$R" -o "$T/o16" -s 96 --quality 30 "$F/cat.png" >/dev/null
+"$R" -o "$T/o15b" -s 64 "$T/o15/cat.jpg" >/dev/null 2>"$T/err"
+check "the written JPEG reads back" [ $? -eq 0 ] && [ ! -s "$T/err" ]
 check "--quality changes the size" [ "$(wc -c <"$T/o16/cat.jpg")" -lt "$(wc -c <"$T/o15/cat.jpg")" ]
+
+# --jpeg-draft: same sizes, different (approximate) pixels for JPEG only
+"$R" -o "$T/o16b" -s 96 --jpeg-draft "$F/photo.jpg" "$F/cat.png" "$F/exif-6.jpg" | cut -f2,3 >"$T/out"
+printf '96\t96\n96\t96\n96\t96\n' >"$T/expect"
+check "--jpeg-draft keeps the output sizes" cmp -s "$T/expect" "$T/out"
+"$R" -o "$T/o16c" -s 96 "$F/photo.jpg" "$F/cat.png" >/dev/null
+check "--jpeg-draft shrinks a large JPEG in the DCT" differ "$T/o16b/photo.png" "$T/o16c/photo.png"
+check "--jpeg-draft leaves PNG alone" cmp -s "$T/o16b/cat.png" "$T/o16c/cat.png"
 
 # --min-size and the default minimum (short side < size/2)
 "$R" -o "$T/o17" -s 640 "$F/cat.png" "$F/photo.jpg" >"$T/out" 2>"$T/err"
@@ -149,6 +164,22 @@ check "--max-pixels keeps the small one" [ "$(cut -f1 "$T/out")" = "$T/o22/cat.p
 : >"$T/notadir"
 "$R" -o "$T/notadir" "$F/cat.png" >/dev/null 2>"$T/err"
 check "-o naming a file fails" [ $? -eq 1 ] && grep -q "is not a directory" "$T/err"
+
+# a full disk: a 64 KiB tmpfs (needs root; skipped otherwise)
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then
+	"$R" -o "$T/full" -s 256 "$F/cat.png" "$F/photo.jpg" "$F/pear.png" >"$T/out" 2>"$T/err"
+	rc=$?
+	ls "$T/full" >"$T/left"
+	umount "$T/full"
+	check "full disk: exit 1" [ $rc -eq 1 ]
+	check "full disk: one line per file that did not fit" \
+		[ "$(grep -c "No space left on device" "$T/err")" -eq 2 ]
+	check "full disk: the file that fit is reported" [ "$(cut -f1 "$T/out")" = "$T/full/pear.png" ]
+	check "full disk: no partial or temporary file left" [ "$(cat "$T/left")" = "pear.png" ]
+else
+	echo "skip full disk (cannot mount a tmpfs here)"
+fi
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

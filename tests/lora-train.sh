@@ -123,14 +123,19 @@ check "same config, same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/A2
 # SIGKILL at a random step, then resume: auto
 lora_bg "$T/B"
 n=$(awk 'BEGIN { srand(); print 1 + int(rand() * 6) }')
-while [ ! -d "$T/B/checkpoints/step-$(printf %06d "$n")" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
+while [ ! -d "$T/B/checkpoints/step-$(printf %06d "$n")" ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 echo "  killed after checkpoint $n"
 lora "$T/B" --resume auto
 check "resume after SIGKILL: exit 0" [ $rc -eq 0 ]
 check "resume: says where it resumed" has "$T/out" "resume: from"
+at=$(sed -n 's/^resume: from .* at step \([0-9]*\) .*/\1/p' "$T/out")
+check "resume: from a step before the end (step ${at:-?})" [ "${at:-99}" -lt 12 ]
 check "SIGKILL + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/B/adapter_model.safetensors"
 check "no temporary checkpoint folders left" [ -z "$(ls -a "$T/B/checkpoints" | grep '^\.tmp')" ]
+
+lora "$T/B" --resume auto --batch_size 3
+check "resume with other batching refused" has "$T/err" "resume with the same batching"
 
 # SIGINT: finish the step, checkpoint, exit 1; then resume
 # (signalled once the plan is in train.log: the handler is installed by then)
@@ -143,6 +148,43 @@ check "SIGINT: says how to continue" has "$T/err" "interrupted: stopped after st
 check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_state.json" ]
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
+
+# a terminal gets one progress line rewritten in place (script(1) gives a tty)
+if command -v script >/dev/null 2>&1; then
+	script -qc "'$LT' --base_model '$T/full' --train_data_dir '$T/data' --output_dir '$T/tty' \
+		--max_seq_length 32 --batch_size 2 --max_steps 4 --logging_steps 1" /dev/null >"$T/tty.out" 2>&1
+	check "tty: progress line rewritten in place" has "$T/tty.out" "$(printf '\r\033')\[Kstep 2/4  loss"
+	check "tty: no per-step log lines on the terminal" [ "$(grep -c 'step=[0-9]* epoch=' "$T/tty.out")" -eq 0 ]
+	check "tty: train.log still has them" [ "$(grep -c '^step=[0-9]* epoch=' "$T/tty/logs/train.log")" -eq 4 ]
+fi
+
+# init_lora: start from the adapter of run A; its rank wins over lora_rank
+try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/inc" --max_seq_length 32 \
+	--batch_size 2 --max_steps 2 --init_lora "$T/A" --lora_rank 4
+check "init_lora: exit 0" [ $rc -eq 0 ]
+check "init_lora: the adapter's rank is used" has "$T/inc/config.yaml" "^lora_rank: 8"
+check "init_lora: says so" has "$T/err" "init_lora: rank 8"
+
+# gradient checkpointing recomputes the same numbers
+lora "$T/GC" --gradient_checkpointing true
+check "gradient_checkpointing: the same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/GC/adapter_model.safetensors"
+
+# full training: SIGKILL + resume gives the uninterrupted model too
+full() {   # full OUTDIR [extra]: 20 steps of full training on the trained base
+	o=$1; shift
+	try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$o" --train_mode full \
+		--max_seq_length 32 --batch_size 4 --max_steps 20 --learning_rate 0.003 \
+		--save_steps 2 --logging_steps 5 "$@"
+}
+full "$T/F1"
+( exec "$LT" --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/F2" --train_mode full \
+	--max_seq_length 32 --batch_size 4 --max_steps 20 --learning_rate 0.003 \
+	--save_steps 2 --logging_steps 5 >/dev/null 2>&1 ) &
+pid=$!
+while [ ! -d "$T/F2/checkpoints/step-000006" ] && kill -0 $pid 2>/dev/null; do sleep 0.02; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+full "$T/F2" --resume auto
+check "full: SIGKILL + resume gives the uninterrupted model" cmp -s "$T/F1/model.safetensors" "$T/F2/model.safetensors"
 
 # instruction data: loss only on answers
 try --base_model "$T/full" --train_data_dir "$T/qa" --output_dir "$T/qa-out" --max_seq_length 64 \

@@ -84,12 +84,22 @@ static pair pair_of(const float *h, size_t n)
 	return p;
 }
 
-static pair pair_rand(size_t n, float lo, float hi)
+static float round_to(float x, lora_dtype dt);
+
+/* Random values rounded to dt (F32: as drawn), the same on both sides. */
+static pair pair_rand_dt(size_t n, float lo, float hi, lora_dtype dt)
 {
 	float *h = host_rand(n, lo, hi);
+	for (size_t i = 0; i < n; i++)
+		h[i] = round_to(h[i], dt);
 	pair p = pair_of(h, n);
 	free(h);
 	return p;
+}
+
+static pair pair_rand(size_t n, float lo, float hi)
+{
+	return pair_rand_dt(n, lo, hi, LORA_DTYPE_F32);
 }
 
 /* An output: zero on the CPU, NaN on the GPU (so unwritten elements fail). */
@@ -390,8 +400,11 @@ static float *host_of(const pair *p)
 
 static void test_linear(void)
 {
+	/* the last two run the bf16 conversion in two row chunks (linear.cu's
+	 * 64 MiB workspace holds 1024 rows of 33000): forward, then dinp */
 	static const int shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 33, 64, 17 }, { 64, 128, 96 },
-	                                 { 130, 257, 129 }, { 256, 1024, 512 } };
+	                                 { 130, 257, 129 }, { 256, 1024, 512 },
+	                                 { 1100, 33000, 3 }, { 1100, 3, 33000 } };
 	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
 		int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
 		for (int k = 0; k < 3; k++) {
@@ -535,17 +548,27 @@ static void test_rope(void)
 
 /* ---- attention ----------------------------------------------------------------------------------------- */
 
+/* With LORA_CUDA_ATTN=tc, head sizes 64 and 128 take the tensor-core kernels
+ * (attention_tc.cu), which round q, k, v, dout, P and dS to bf16: there the
+ * inputs are rounded to bf16 for both backends, and the tolerance is a few
+ * bf16 roundings (u = 2^-8) of (|cpu| + max|cpu|): 4u forward, 16u backward. */
 static void test_attention(void)
 {
 	static const int shapes[][5] = {      /* B, T, NH, NKV, HS */
 		{ 1, 1, 1, 1, 4 }, { 2, 7, 4, 2, 6 }, { 1, 33, 4, 1, 16 }, { 2, 65, 6, 3, 64 },
 		{ 1, 100, 4, 2, 128 }, { 1, 37, 2, 1, 200 }, { 1, 70, 2, 2, 256 }, { 1, 300, 2, 1, 64 },
+		{ 2, 64, 2, 1, 64 }, { 1, 130, 4, 4, 128 }, { 1, 1, 2, 1, 128 },
 	};
+	const char *e = getenv("LORA_CUDA_ATTN");
+	int tc = e && !strcmp(e, "tc");
 	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
 		int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], NKV = shapes[s][3];
 		int HS = shapes[s][4];
+		int bf = tc && (HS == 64 || HS == 128);
+		lora_dtype dt = bf ? LORA_DTYPE_BF16 : LORA_DTYPE_F32;
 		size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
-		pair q = pair_rand(nq, -2, 2), k = pair_rand(nk, -2, 2), v = pair_rand(nk, -2, 2);
+		pair q = pair_rand_dt(nq, -2, 2, dt), k = pair_rand_dt(nk, -2, 2, dt);
+		pair v = pair_rand_dt(nk, -2, 2, dt);
 		pair out = pair_out(nq);
 		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
 		float *sg = be_alloc(gpu, gpu->attention_saved_floats(B, T, NH) * 4 + 4);
@@ -553,12 +576,12 @@ static void test_attention(void)
 		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS);
 		char what[128];
 		/* scores: sums of HS products; softmax over T keys; o sums of T terms */
-		double kf = 2.0 * HS + 2.0 * T + 16;
-		snprintf(what, sizeof what, "attention_forward B=%d T=%d NH=%d NKV=%d HS=%d",
-		         B, T, NH, NKV, HS);
+		double kf = bf ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
+		snprintf(what, sizeof what, "attention_forward B=%d T=%d NH=%d NKV=%d HS=%d%s",
+		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
 		compare(what, &out, kf, NULL);
 
-		pair dout = pair_rand(nq, -1, 1), dq = pair_rand(nq, -1, 1);
+		pair dout = pair_rand_dt(nq, -1, 1, dt), dq = pair_rand(nq, -1, 1);
 		pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
 		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
 		float *xg = be_alloc(gpu, gpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
@@ -566,7 +589,7 @@ static void test_attention(void)
 		                        B, T, NH, NKV, HS, xc);
 		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g,
 		                        B, T, NH, NKV, HS, xg);
-		double kb = 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
+		double kb = bf ? 16.0 / 256 / EPS32 : 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
 		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dq",
 		         B, T, NH, NKV, HS);
 		compare(what, &dq, kb, NULL);

@@ -14,7 +14,8 @@
  * 4. --rank k: error of each module = sqrt(Σ discarded s²) of numpy's SVD,
  *    and the report on stdout says the same;
  * 5. round trips kohya -> diffusers -> kohya (byte-identical file),
- *    kohya -> PEFT -> kohya, PEFT -> kohya refused for an LLM, diffusers
+ *    kohya -> PEFT -> kohya and PEFT -> kohya -> PEFT (identical files),
+ *    PEFT -> kohya refused for an LLM, diffusers
  *    (made by diffusers) -> kohya equals the kohya original.
  */
 #include <math.h>
@@ -407,6 +408,18 @@ static void test_convert(void)
 	test_cond("kohya a (conv ranks, alpha_pattern) -> peft -> kohya",
 	          run("--to peft -o '%s' " FIX "kohya_a.safetensors", pa) == 0 &&
 	          run("--to kohya -o '%s' '%s'", ka, pa) == 0 && same_bytes(ka, FIX "kohya_a.safetensors"));
+
+	/* and the other way: PEFT -> kohya -> PEFT gives the same folder */
+	char *pa2 = tp("a.peft2");
+	test_cond("peft -> kohya -> peft", run("--to peft -o '%s' '%s'", pa2, ka) == 0);
+	static const char *files[] = {"unet/adapter_model.safetensors", "unet/adapter_config.json"};
+	for (int i = 0; i < 2; i++) {
+		char *f1 = lora_xasprintf("%s/%s", pa, files[i]), *f2 = lora_xasprintf("%s/%s", pa2, files[i]);
+		test_cond("peft -> kohya -> peft: identical file", same_bytes(f1, f2));
+		free(f1);
+		free(f2);
+	}
+	free(pa2);
 
 	char *dk = tp("da.safetensors");
 	test_cond("diffusers (made by diffusers) -> kohya",

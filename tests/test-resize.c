@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 static char dir[4096];
+static int drafts;   /* resize checks also run with --jpeg-draft */
 
 static char *fx(const char *name)
 {
@@ -187,6 +188,42 @@ static void check_bucket(char **f)
 	lora_buckets_free(&b);
 }
 
+static int draft_cb(void *ctx, int w, int h, int orientation)
+{
+	const lora_geom *g = ctx;
+	return orientation >= 5 ? lora_jpeg_draft_denom(w, h, g->dh, g->dw)
+	                        : lora_jpeg_draft_denom(w, h, g->dw, g->dh);
+}
+
+/* --jpeg-draft: decode at 1/d in the DCT, resize to the same geometry. */
+static void check_draft(const char *name, const lora_geom *g, lora_filter filt,
+                        const lora_image *want)
+{
+	char *path = fx(name);
+	size_t len;
+	char *buf = lora_read_file(path, &len);
+	free(path);
+	lora_image im;
+	lora_image_opts o = { .max_pixels = 0, .jpeg_shrink = draft_cb, .ctx = (void *)g };
+	if (!buf || lora_image_decode((uint8_t *)buf, len, &o, &im) < 0) {
+		free(buf);
+		test_cond("draft decode", 0);
+		return;
+	}
+	free(buf);
+	lora_image out = { g->ow, g->oh, 3, lora_xmalloc((size_t)g->ow * g->oh * 3) };
+	lora_resample(im.px, im.w, im.h, 3, g->dw, g->dh, g->x0, g->y0, g->ow, g->oh, filt, out.px);
+	int md;
+	double p = psnr(&out, want, &md);
+	printf("draft   %-12s decoded at %4dx%-4d -> %3dx%-3d  psnr %6.2f dB against Pillow's full-size resize\n",
+	       name, im.w, im.h, out.w, out.h, p);
+	char msg[200];
+	snprintf(msg, sizeof msg, "--jpeg-draft %s: PSNR %.2f >= 40 dB", name, p);
+	test_cond(msg, p >= 40);
+	lora_image_free(&im);
+	lora_image_free(&out);
+}
+
 static void check_resize(char **f)
 {
 	/* resize src filter mode size noup bg bucket dw dh x0 y0 ow oh cw ch px py expect */
@@ -241,6 +278,10 @@ static void check_resize(char **f)
 		       f[1], f[2], f[3], size, out.w, out.h, p, md);
 		snprintf(msg, sizeof msg, "%s %s %s %d: PSNR %.2f >= 40 dB against Pillow", f[1], f[2], f[3], size, p);
 		test_cond(msg, p >= 40);
+		if (strstr(f[1], ".jpg") && strcmp(f[3], "fit") != 0 && g.cw == g.ow) {
+			check_draft(f[1], &g, filt, &want);
+			drafts++;
+		}
 	} else {
 		test_cond("resize output size equals Pillow's", 0);
 	}
@@ -333,6 +374,52 @@ static void test_bad_input(void)
 	free(buf);
 }
 
+/* Our PNG writer (own filters + libdeflate) read back by libpng; JPEG by libjpeg. */
+static void test_encoders(void)
+{
+	lora_image src;
+	if (decode_file("cat.png", &src) < 0) {
+		test_cond("decode cat.png for the encoder test", 0);
+		return;
+	}
+	for (int level = 1; level <= 12; level += 5) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *fp = open_memstream(&buf, &len);
+		int r = lora_image_write_png(&src, fp, level);
+		fclose(fp);
+		lora_image back;
+		lora_image_opts o = { 0 };
+		int ok = r == 0 && lora_image_decode((uint8_t *)buf, len, &o, &back) == 0;
+		char msg[100];
+		snprintf(msg, sizeof msg, "PNG level %d (%zu bytes) reads back through libpng, same pixels", level, len);
+		test_cond(msg, ok && same_shape(&src, &back) &&
+		          memcmp(src.px, back.px, (size_t)src.w * src.h * 3) == 0);
+		if (ok)
+			lora_image_free(&back);
+		free(buf);
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&buf, &len);
+	int r = lora_image_write_jpeg(&src, fp, 95);
+	fclose(fp);
+	lora_image back;
+	lora_image_opts o = { 0 };
+	int ok = r == 0 && lora_image_decode((uint8_t *)buf, len, &o, &back) == 0;
+	test_cond("JPEG q95 reads back", ok && same_shape(&src, &back));
+	if (ok && same_shape(&src, &back)) {
+		int md;
+		double p = psnr(&src, &back, &md);
+		printf("jpeg q95 round trip: %.2f dB\n", p);
+		test_cond("JPEG q95 round trip >= 35 dB", p >= 35);
+	}
+	if (ok)
+		lora_image_free(&back);
+	free(buf);
+	lora_image_free(&src);
+}
+
 int main(void)
 {
 	const char *e = getenv("FIXTURES");
@@ -362,8 +449,17 @@ int main(void)
 	       counts[0], counts[1], counts[2], counts[3], counts[4]);
 	test_cond("manifest has every kind of check",
 	          counts[0] >= 20 && counts[1] >= 9 && counts[2] >= 1 && counts[3] >= 100 && counts[4] >= 10);
+	test_cond("some JPEG resizes also ran as drafts", drafts >= 3);
+	{
+		/* 640x427 to 144x96: 1/2 leaves 320x214 >= 2x; 1/4 would not */
+		test_cond("draft denominator 2", lora_jpeg_draft_denom(640, 427, 144, 96) == 2);
+		test_cond("draft denominator 1 when it would go under 2x",
+		          lora_jpeg_draft_denom(640, 427, 192, 128) == 1);
+		test_cond("draft denominator capped at 8", lora_jpeg_draft_denom(8000, 6000, 10, 10) == 8);
+	}
 	test_resample_properties();
 	test_exif_parser();
 	test_bad_input();
+	test_encoders();
 	return test_report();
 }

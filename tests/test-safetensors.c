@@ -305,6 +305,24 @@ static void check_conv(void)
 				printf("      f16 %04x -> got %08x want %08x\n", i, got, want);
 		}
 		test_cond("f16 -> f32 for all 65536 values", bad == 0);
+		/* the bulk path (F16C on x86-64), at odd lengths and offsets */
+		uint16_t *h = lora_xmalloc(65536 * 2 + 2);
+		float *o = lora_xmalloc(65536 * 4);
+		for (uint32_t i = 0; i < 65536; i++)
+			h[i + 1] = (uint16_t)i;
+		bad = 0;
+		test_cond("lora_convert F16->F32",
+		          lora_convert(o, LORA_DTYPE_F32, h + 1, LORA_DTYPE_F16, 65533) == 0);
+		for (uint32_t i = 0; i < 65533; i++) {
+			uint32_t got, want;
+			memcpy(&got, &o[i], 4);
+			memcpy(&want, (const char *)all->data + 4 * i, 4);
+			if (!f32_same(got, want) && bad++ < 5)
+				printf("      bulk f16 %04x -> got %08x want %08x\n", i, got, want);
+		}
+		test_cond("bulk f16 -> f32 for all values", bad == 0);
+		free(h);
+		free(o);
 	}
 	const st_tensor *bi = st_find(f, "bf16_in"), *bo = st_find(f, "bf16_in_f32");
 	test_cond("conv: bf16_in", bi && bo && bi->numel == bo->numel);

@@ -17,6 +17,7 @@ with the real architectures and real module names:
                           and the text encoder, LDM-spelled UNet names
                           (lora_unet_input_blocks_1_1_...).
   kohya_bad.safetensors   4 modules of kohya_b, attn2.to_k's down one column too wide.
+  kohya_dora.safetensors  2 modules of kohya_b and a DoRA dora_scale tensor.
   diffusers_a.safetensors kohya_a loaded into the UNet and text encoder by
                           diffusers and saved back by diffusers'
                           save_lora_weights (PEFT keys + lora_adapter_metadata).
@@ -239,6 +240,10 @@ def sd_part(dst):
     bad[kb + ".lora_down.weight"] = torch.cat([bad[kb + ".lora_down.weight"],
                                                torch.ones(3, 1, dtype=torch.float16)], 1)
     save_file(bad, f"{dst}/kohya_bad.safetensors", metadata=mb)
+    # a DoRA-style kohya file: one module carries a dora_scale tensor
+    extra = {k: v for k, v in sdb_d.items() if "down_blocks_0_attentions_0_proj_" in k}
+    extra["lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale"] = torch.ones(1, 4, 1, 1, dtype=torch.float16)
+    save_file(extra, f"{dst}/kohya_dora.safetensors", metadata=mb)
 
     # names.tsv: canonical = where diffusers puts each kohya module
     from diffusers import StableDiffusionPipeline as P
@@ -420,6 +425,17 @@ def check(bin_dir):
                 assert torch.equal(m1.lora_B["x"].weight, m2.lora_B["x"].weight), n1
                 n += 1
         print(f"check: kohya->diffusers output loads in diffusers: {n} modules, same weights and scales")
+        # kohya -> PEFT (SD): PEFT loads the unet/ adapter onto a UNet with the same result
+        run("--to", "peft", "-o", f"{tmp}/sdp", f"{OUT}/kohya_a.safetensors")
+        u3 = PeftModel.from_pretrained(tiny_unet(), f"{tmp}/sdp/unet", adapter_name="x")
+        n = 0
+        for (n1, m1), (n2, m2) in zip(u3.base_model.model.named_modules(), u2.named_modules()):
+            if isinstance(m1, LoraLayer):
+                assert n1 == n2 and abs(m1.scaling["x"] - m2.scaling["x"]) < 1e-12, (n1, m1.scaling, m2.scaling)
+                assert torch.equal(m1.lora_A["x"].weight, m2.lora_A["x"].weight), n1
+                assert torch.equal(m1.lora_B["x"].weight, m2.lora_B["x"].weight), n1
+                n += 1
+        print(f"check: kohya->peft output loads in PEFT (PeftModel on the UNet): {n} modules, same weights and scales")
         # PEFT -> PEFT merge (weighted, concatenated) loads in PEFT and gives the weighted ΔW
         run("-o", f"{tmp}/p", f"{OUT}/peft_a:{W_PA}", f"{OUT}/peft_b:{W_PB}")
         from transformers import LlamaForCausalLM

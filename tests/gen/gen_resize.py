@@ -349,6 +349,7 @@ def resizes():
     resize_case("cat.png", "bicubic", "bucket", 192, bucket=(96, 384, 32))
     resize_case("photo.jpg", "lanczos", "bucket", 192, no_upscale=1, bucket=(96, 384, 32))
     resize_case("exif-6.jpg", "lanczos", "crop", 48)
+    resize_case("photo.jpg", "lanczos", "crop", 96)              # also run with --jpeg-draft
 
 
 def main():

@@ -8,7 +8,9 @@
 2. If build/rel/tests/test-tfevents exists, runs it with --write to make our
    own file and reads that back with TensorBoard's EventAccumulator and
    summary_iterator, checking every tag, step and value.
-Run: make build/rel/tests/test-tfevents && python3 tests/gen/tfevents.py"""
+3. With a lora-train logging_dir as argument, reads its event file with
+   EventAccumulator and checks every value against the run's loss.csv.
+Run: make build/rel/tests/test-tfevents && python3 tests/gen/tfevents.py [LOGDIR]"""
 import glob, os, shutil, struct, subprocess, sys, tempfile, time
 from unittest import mock
 
@@ -49,11 +51,32 @@ def read_back(path):
     acc.Reload()
     for tag in set(p[0] for p in POINTS):
         want = [(p[1], struct.unpack('<f', struct.pack('<f', p[2]))[0]) for p in POINTS if p[0] == tag]
-        have = [(e.step, e.value) for e in acc.Scalars(tag)]
+        have = [(e.step, e.value) for e in acc.Scalars(tag)] if want else []
         assert want == have, (tag, want, have)
     print('tensorboard reads', path, 'back:', len(got), 'scalars ok')
 
+def check_run(logdir):
+    import csv
+    from tensorboard.backend.event_processing import event_accumulator
+    acc = event_accumulator.EventAccumulator(logdir)
+    acc.Reload()
+    rows = list(csv.DictReader(open(os.path.join(logdir, 'loss.csv'))))
+    f32 = lambda x: struct.unpack('<f', struct.pack('<f', float(x)))[0]
+    n = 0
+    for tag, col in [('train/loss', 'loss'), ('train/lr', 'lr'), ('train/grad_norm', 'grad_norm'),
+                     ('eval/loss', 'eval_loss')]:
+        key = 'eval_loss' if col == 'eval_loss' else 'loss'
+        want = [(int(r['step']), float(r[col])) for r in rows if r[key] != '']
+        have = [(e.step, e.value) for e in acc.Scalars(tag)] if want else []
+        assert len(want) == len(have), (tag, len(want), len(have))
+        for (s1, v1), (s2, v2) in zip(want, have):
+            assert s1 == s2 and abs(f32(v1) - v2) <= 1e-6 * max(1, abs(v2)), (tag, s1, v1, s2, v2)
+        n += len(have)
+    print('tensorboard reads', logdir, 'back:', n, 'scalars match loss.csv')
+
 def main():
+    if len(sys.argv) > 1:
+        return check_run(sys.argv[1])
     os.makedirs(OUT, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         f = write_tbx(d)

@@ -1,0 +1,50 @@
+#!/bin/sh
+# gpu-run.sh: what one device call runs on the GPU box, from the repo root,
+# with build/gpu-bundle (bench/gpu-bundle.sh) carried:
+#
+#   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
+#                                          (+ the op tests with LORA_CUDA_ATTN=tc)
+#   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
+#   sh bench/gpu-run.sh bench llama2-7b
+#   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
+#   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
+#
+# Logs and the table land in $OUT (the device tool brings them back).
+# LORA_CUDA_ATTN=tc in the environment of a bench run times the training
+# with the tensor-core attention.
+set -u
+OUT=${OUT:-bench/results-tmp}
+mkdir -p "$OUT" /tmp/gpu
+tar -xJf build/gpu-bundle/bundle.tar.xz -C /tmp/gpu ||
+	{ echo "gpu-run.sh: no build/gpu-bundle/bundle.tar.xz (run bench/gpu-bundle.sh here, carry build/gpu-bundle)"; exit 1; }
+# cuBLAS: the toolkit's, else the pip wheel PyTorch uses
+cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
+      find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH="/tmp/gpu/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+what=${1:-all}
+[ $# -gt 0 ] && shift
+rc=0
+if [ "$what" = tests ] || [ "$what" = all ]; then
+	# the default kernels, then the tensor-core attention (attention_tc.cu)
+	for t in test-cuda-ops test-cuda-llama test-cuda-ops:tc; do
+		log=$OUT/$(echo "$t" | tr : -).log
+		case $t in
+		*:tc) LORA_CUDA_ATTN=tc /tmp/gpu/bin/${t%:tc} >"$log" 2>&1 ;;
+		*) /tmp/gpu/bin/$t >"$log" 2>&1 ;;
+		esac
+		r=$?
+		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$log" | head -40
+		[ $r -ne 0 ] && rc=1
+	done
+fi
+if [ "$what" = ops ] || [ "$what" = all ]; then
+	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
+	echo "---- attention on the tensor cores (LORA_CUDA_ATTN=tc)"
+	LORA_CUDA_ATTN=tc /tmp/gpu/bin/ops_gpu "$@" 2>&1 | grep -E '^----|attention' |
+		tee "$OUT/ops_gpu_tc.log" || rc=1
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
+fi
+exit $rc

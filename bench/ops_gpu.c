@@ -1,0 +1,158 @@
+/* ops_gpu.c: time each op of a backend at the shapes of one Llama-2-7B and
+ * one TinyLlama layer, to see where a training step goes (STYLE.md rule 10:
+ * benchmarking apart from the tests). Inputs are random (never zeros), each
+ * op runs 3 times untimed and then `reps` times between two syncs; the
+ * table gives the mean time, and the rate against the op's FLOPs (matrix
+ * ops, attention) or against the bytes it must move (everything else).
+ *
+ * Usage: ops_gpu [-d device] [-r reps] [-n tokens]      (default cuda, 20, 4096)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"     /* lora_backend_get */
+#include "lora.h"        /* lora_rng */
+#include "util.h"        /* lora_time, lora_die */
+
+static const lora_backend *be;
+static int reps = 20;
+static lora_rng rng = { 7 };
+
+static void *rand_buf(size_t n, lora_dtype dt, float lo, float hi)
+{
+	float *h = lora_xmalloc(n * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		h[i] = lo + (hi - lo) * lora_rng_uniform(&rng);
+	void *d = be->alloc(n * (dt == LORA_DTYPE_F32 ? 4 : 2));
+	if (!d)
+		lora_die("%s", lora_errmsg());
+	be->upload_f32(d, dt, h, n);
+	free(h);
+	return d;
+}
+
+static float *frand(size_t n) { return rand_buf(n, LORA_DTYPE_F32, -1, 1); }
+
+/* ---- timing ------------------------------------------------------------------------ */
+
+static void report(const char *op, const char *shape, double sec, double flops, double bytes)
+{
+	if (flops > 0)
+		printf("%-22s %-34s %9.3f ms %8.1f TFLOP/s\n", op, shape, sec * 1e3, flops / sec / 1e12);
+	else
+		printf("%-22s %-34s %9.3f ms %8.1f GB/s\n", op, shape, sec * 1e3, bytes / sec / 1e9);
+	fflush(stdout);
+}
+
+#define TIME(op, shape, flops, bytes, call) do { \
+	for (int i_ = 0; i_ < 3; i_++) { call; } \
+	be->sync(); \
+	double t_ = lora_time(); \
+	for (int i_ = 0; i_ < reps; i_++) { call; } \
+	be->sync(); \
+	report(op, shape, (lora_time() - t_) / reps, flops, bytes); } while (0)
+
+static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS, int V, int r)
+{
+	char s[96];
+	printf("---- %s: N=%d tokens, C=%d, I=%d, heads %d/%d x %d, V=%d, r=%d\n", name, N, C, I,
+	       NH, NKV, HS, V, r);
+	int T = N >= 2048 ? 2048 : N, B = N / T;
+	lora_dtype wd = be->wdtype;
+	size_t big = (size_t)N * (V > I ? V : I);
+	float *x = frand((size_t)N * C), *y = frand(big), *z = frand(big), *u = frand(big);
+	void *w = rand_buf((size_t)V * C > (size_t)I * C ? (size_t)V * C : (size_t)I * C, wd, -0.02f, 0.02f);
+
+	/* linear: q_proj, gate/up, down, lm_head */
+	int shapes[][2] = { { C, NH * HS }, { C, I }, { I, C }, { C, V } };
+	for (int i = 0; i < 4; i++) {
+		int K = shapes[i][0], OC = shapes[i][1];
+		float *in = K == C ? x : z;
+		double fl = 2.0 * N * K * OC;
+		snprintf(s, sizeof s, "N=%d C=%d OC=%d", N, K, OC);
+		TIME("linear_forward", s, fl, 0, be->linear_forward(y, in, w, NULL, wd, N, K, OC));
+		TIME("linear_backward dinp", s, fl, 0,
+		     be->linear_backward(z, NULL, NULL, y, in, w, wd, N, K, OC));
+	}
+	/* LoRA r on a C x C layer */
+	float *A = frand((size_t)r * C), *Bm = frand((size_t)C * r), *h = frand((size_t)N * r);
+	float *scr = frand((size_t)N * r + (size_t)N * C);
+	snprintf(s, sizeof s, "N=%d C=%d OC=%d r=%d", N, C, C, r);
+	TIME("lora_forward", s, 0, 4.0 * N * C * 2, be->lora_forward(y, h, x, A, Bm, 2.0f, 0, 1, N, C, C, r, scr));
+	TIME("lora_backward", s, 0, 4.0 * N * C * 3,
+	     be->lora_backward(z, A, Bm, y, x, h, A, Bm, 2.0f, 0, 1, N, C, C, r, scr));
+	/* attention */
+	size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS;
+	float *q = frand(nq), *k = frand(nk), *v = frand(nk), *o = frand(nq);
+	float *dq = frand(nq), *dk = frand(nk), *dv = frand(nk);
+	float *sv = frand(be->attention_saved_floats(B, T, NH));
+	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
+	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
+	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
+	TIME("attention_forward", s, afl, 0, be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS));
+	TIME("attention_backward", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax));
+	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
+	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
+	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
+	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, cs, sn, B, T, NH, HS));
+	void *nw = rand_buf(C, wd, 0.5f, 1.5f);
+	float *rs = frand(N);
+	snprintf(s, sizeof s, "N=%d C=%d", N, C);
+	TIME("rmsnorm_forward", s, 0, 8.0 * N * C, be->rmsnorm_forward(y, rs, x, nw, wd, N, C, 1e-5f));
+	TIME("rmsnorm_backward", s, 0, 16.0 * N * C,
+	     be->rmsnorm_backward(z, NULL, y, x, nw, wd, rs, N, C));
+	size_t ni = (size_t)N * I;
+	snprintf(s, sizeof s, "N=%zu", ni);
+	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, ni));
+	TIME("swiglu_backward", s, 0, 28.0 * ni, be->swiglu_backward(y, u, z, z, u, ni));
+	snprintf(s, sizeof s, "N=%zu", (size_t)N * C);
+	TIME("add_forward", s, 0, 12.0 * N * C, be->add_forward(y, y, x, (size_t)N * C));
+	int32_t *tg = be->alloc((size_t)N * 4);
+	{
+		int32_t *ht = lora_xmalloc((size_t)N * 4);
+		for (int i = 0; i < N; i++)
+			ht[i] = (int32_t)(lora_rng_next(&rng) % V);
+		be->upload(tg, ht, (size_t)N * 4);
+		free(ht);
+	}
+	snprintf(s, sizeof s, "N=%d V=%d", N, V);
+	TIME("crossentropy_forward", s, 0, 4.0 * N * V, be->crossentropy_forward(z, y, tg, N, V));
+	TIME("crossentropy_backward", s, 0, 8.0 * N * V,
+	     be->crossentropy_backward(y, y, tg, 1e-4f, N, V));
+	size_t np = (size_t)C * r;
+	snprintf(s, sizeof s, "n=%zu", np);
+	float *p = frand(np), *g = frand(np), *m = frand(np), *vv = rand_buf(np, LORA_DTYPE_F32, 0, 1);
+	TIME("adamw_update", s, 0, 28.0 * np, be->adamw_update(p, g, m, vv, np, 1e-4f, 0.9f, 0.999f,
+	                                                      1e-8f, 0, 0.5, 0.5));
+	void *all[] = { p, g, m, vv, u, x, y, z, w, A, Bm, h, scr, q, k, v, o, dq, dk, dv, sv, ax, cs, sn, nw, rs, tg };
+	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+		be->free(all[i]);
+}
+
+int main(int argc, char **argv)
+{
+	lora_progname = "ops_gpu";
+	const char *device = "cuda";
+	int N = 4096, c;
+	while ((c = getopt(argc, argv, "d:r:n:")) != -1)
+		switch (c) {
+		case 'd': device = optarg; break;
+		case 'r': reps = atoi(optarg); break;
+		case 'n': N = atoi(optarg); break;
+		default:
+			fprintf(stderr, "usage: ops_gpu [-d device] [-r reps] [-n tokens]\n");
+			return 2;
+		}
+	if (reps < 1 || N < 1)
+		lora_die("bad -r or -n");
+	if (!(be = lora_backend_get(device)))
+		lora_die("%s", lora_errmsg());
+	printf("# ops on %s, weights %s, %d reps\n", be->name, lora_dtype_name(be->wdtype), reps);
+	layer("Llama-2-7B layer", N, 4096, 11008, 32, 32, 128, 32000, 16);
+	layer("TinyLlama layer", N, 2048, 5632, 32, 4, 64, 32000, 16);
+	return 0;
+}

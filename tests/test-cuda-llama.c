@@ -1,0 +1,258 @@
+/* test-cuda-llama.c: end to end, the LLaMA-family model on the CUDA backend
+ * against the same model on the CPU backend: the forward (loss, logits),
+ * every LoRA gradient, and the loss curve and gradient norms of 10 AdamW
+ * steps (warmup + cosine, clipping, weight decay) on the golden fixtures of
+ * tests/test-llama.c (tests/fixtures/engine/<case>/), plus one step of full
+ * fine-tuning. Three GPU runs per case:
+ *
+ *   cuda, precision fp32 (the table with wdtype F32): every op in fp32, so
+ *     it must follow the CPU to fp32 rounding: rtol 1e-4 (as test-llama.c
+ *     holds the CPU to PyTorch);
+ *   cuda, bf16 (the default): frozen weights and GEMM inputs rounded to
+ *     bf16 (unit roundoff 2^-8 = 3.9e-3); the loss curve must follow the
+ *     CPU's within bf16 rounding: losses and logits 2e-2 relative (a few
+ *     roundings of 3.9e-3 through 2 layers), gradient norms 5e-2;
+ *   cuda full fine-tuning, fp32: loss and every gradient of one step, 1e-4.
+ *
+ * Skips (77) without CUDA in the build or without a GPU.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"        /* test_cond, test_report */
+#include "backend.h"     /* lora_backend_cpu, lora_backend_cuda */
+#include "llama.h"       /* lora_llama_* */
+#include "lora.h"        /* lora_params */
+#include "optim.h"       /* lora_adamw, lora_schedule */
+#include "safetensors.h" /* st_open, st_find */
+#include "util.h"        /* lora_xmalloc */
+
+#ifndef LORA_CUDA
+int main(void)
+{
+	printf("skipped: this build has no CUDA backend (nvcc was not found)\n");
+	return 77;
+}
+#else
+
+#define FIX "tests/fixtures/engine"
+#define STEPS_MAX 64
+
+static float *get(st_file *f, const char *name, int64_t *n)
+{
+	const st_tensor *t = st_find(f, name);
+	if (!t) {
+		printf("FAIL fixture has no '%s' (regenerate with tests/gen/gen_llama.py)\n", name);
+		exit(1);
+	}
+	float *p = lora_xcalloc(t->numel + 1, sizeof(float));
+	if (t->dtype == LORA_DTYPE_F64) {
+		const double *d = t->data;
+		for (int64_t i = 0; i < t->numel; i++)
+			p[i] = (float)d[i];
+	} else {
+		st_tensor_to_f32(t, p);
+	}
+	if (n)
+		*n = t->numel;
+	return p;
+}
+
+/* |got − want| <= rtol·(|want| + 1e-2·max|want|), NaN fails; first 5 shown. */
+static void close_arr(const char *what, const float *got, const float *want, int64_t n, double rtol)
+{
+	double amax = 0, maxd = 0;
+	for (int64_t i = 0; i < n; i++)
+		if (fabs(want[i]) > amax)
+			amax = fabs(want[i]);
+	int bad = 0;
+	for (int64_t i = 0; i < n; i++) {
+		double d = fabs((double)got[i] - want[i]);
+		if (d > maxd || d != d)
+			maxd = d;
+		if (!(d <= rtol * (fabs(want[i]) + 1e-2 * amax) + 1e-9)) {
+			if (bad < 5)
+				printf("      %s[%lld]: cuda %.9g cpu %.9g\n", what, (long long)i, got[i], want[i]);
+			bad++;
+		}
+	}
+	if (bad)
+		printf("      %s: %d of %lld differ, maxdiff %.3g (max|cpu| %.3g)\n", what, bad,
+		       (long long)n, maxd, amax);
+	test_cond(what, bad == 0);
+}
+
+static int32_t *shift(const float *labels, int B, int T)
+{
+	int32_t *t = lora_xmalloc(B * T * sizeof(int32_t));
+	for (int b = 0; b < B; b++)
+		for (int i = 0; i < T; i++)
+			t[b * T + i] = i + 1 < T ? (int32_t)labels[b * T + i + 1] : LORA_IGNORE_INDEX;
+	return t;
+}
+
+static int32_t *to_ids(const float *f, int n)
+{
+	int32_t *r = lora_xmalloc(n * sizeof(int32_t));
+	for (int i = 0; i < n; i++)
+		r[i] = (int32_t)f[i];
+	return r;
+}
+
+/* What one run of a case produces. */
+typedef struct {
+	int ok;
+	float loss;
+	float *logits;           /* (B, T, V) after the first forward */
+	float *grads;            /* (total) every trainable gradient of the first step */
+	size_t ngrad;
+	int S;
+	float losses[STEPS_MAX], norms[STEPS_MAX];
+} run_out;
+
+static void run_free(run_out *r)
+{
+	free(r->logits);
+	free(r->grads);
+}
+
+/* Load dir on be, (LoRA: the fixture's adapter) forward + backward once,
+ * then (LoRA only) S AdamW steps with the fixture's hyper-parameters. */
+static run_out run(const lora_backend *be, const char *dir, int full, st_file *gf)
+{
+	run_out r = { 0 };
+	const st_tensor *ti = st_find(gf, "ids");
+	int B = ti->shape[0], T = ti->shape[1];
+	float *fids = get(gf, "ids", 0), *flab = get(gf, "labels", 0);
+	int32_t *ids = to_ids(fids, B * T), *tg = shift(flab, B, T);
+	char path[512];
+	lora_llama *m = lora_llama_load(dir, be, full);
+	if (!m) {
+		printf("      %s: %s\n", be->name, lora_errmsg());
+		goto out;
+	}
+	snprintf(path, sizeof path, "%s/adapter", dir);
+	if ((!full && lora_llama_load_lora(m, path)) || lora_llama_plan(m, B, T, 0)) {
+		printf("      %s: %s\n", be->name, lora_errmsg());
+		goto out;
+	}
+	lora_params *ps = lora_llama_params(m);
+	lora_params_zero_grad(ps, be);
+	r.loss = lora_llama_forward(m, ids, tg, B, T);
+	r.logits = lora_xmalloc((size_t)B * T * m->cfg.vocab_size * sizeof(float));
+	lora_llama_logits(m, r.logits);
+	lora_llama_backward(m);
+	r.ngrad = ps->total;
+	r.grads = lora_xmalloc(ps->total * sizeof(float) + 4);
+	float *q = r.grads;
+	for (int i = 0; i < ps->n; i++) {
+		be->download(q, ps->p[i].grad, ps->p[i].n * sizeof(float));
+		q += ps->p[i].n;
+	}
+	if (!full) {
+		float *lr = get(gf, "hp.lr", 0), *b1 = get(gf, "hp.beta1", 0), *b2 = get(gf, "hp.beta2", 0);
+		float *eps = get(gf, "hp.eps", 0), *wd = get(gf, "hp.weight_decay", 0);
+		float *mgn = get(gf, "hp.max_grad_norm", 0), *wu = get(gf, "hp.warmup", 0);
+		float *tot = get(gf, "hp.total", 0);
+		int64_t S;
+		float *sids = get(gf, "steps.ids", &S), *slab = get(gf, "steps.labels", 0);
+		S /= (int64_t)B * T;
+		if (S > STEPS_MAX)
+			S = STEPS_MAX;
+		lora_adamw *opt = lora_adamw_new(ps, be, &(lora_adamw_config){ .lr = lr[0],
+		                                 .beta1 = b1[0], .beta2 = b2[0], .eps = eps[0],
+		                                 .weight_decay = wd[0] });
+		lora_schedule sch = { .kind = LORA_SCHED_COSINE, .lr = lr[0],
+		                      .warmup_steps = (int64_t)wu[0], .total_steps = (int64_t)tot[0] };
+		for (int s = 0; s < S; s++) {
+			int32_t *si = to_ids(sids + (size_t)s * B * T, B * T);
+			int32_t *st = shift(slab + (size_t)s * B * T, B, T);
+			lora_params_zero_grad(ps, be);
+			r.losses[s] = lora_llama_forward(m, si, st, B, T);
+			lora_llama_backward(m);
+			r.norms[s] = lora_clip_grad_norm(ps, be, mgn[0]);
+			lora_adamw_step(opt, lora_schedule_lr(&sch, opt->step));
+			free(si);
+			free(st);
+		}
+		r.S = (int)S;
+		lora_adamw_free(opt);
+		free(lr); free(b1); free(b2); free(eps); free(wd); free(mgn); free(wu); free(tot);
+		free(sids); free(slab);
+	}
+	r.ok = 1;
+out:
+	lora_llama_free(m);
+	free(fids); free(flab); free(ids); free(tg);
+	return r;
+}
+
+static void compare(const char *what, const run_out *g, const run_out *c, int64_t nlogits,
+                    double rt_logits, double rt_grads, double rt_loss, double rt_norm)
+{
+	char w[256];
+	snprintf(w, sizeof w, "%s: runs", what);
+	test_cond(w, g->ok && c->ok);
+	if (!g->ok || !c->ok)
+		return;
+	snprintf(w, sizeof w, "%s: loss", what);
+	test_close(w, g->loss, c->loss, rt_loss, 0);
+	snprintf(w, sizeof w, "%s: logits", what);
+	close_arr(w, g->logits, c->logits, nlogits, rt_logits);
+	snprintf(w, sizeof w, "%s: gradients of the first step", what);
+	test_cond(w, g->ngrad == c->ngrad);
+	close_arr(w, g->grads, c->grads, (int64_t)c->ngrad, rt_grads);
+	if (c->S) {
+		snprintf(w, sizeof w, "%s: losses of %d AdamW steps", what, c->S);
+		close_arr(w, g->losses, c->losses, c->S, rt_loss);
+		snprintf(w, sizeof w, "%s: gradient norms of %d AdamW steps", what, c->S);
+		close_arr(w, g->norms, c->norms, c->S, rt_norm);
+		printf("      %s: step losses cuda/cpu:", what);
+		for (int s = 0; s < c->S; s++)
+			printf(" %.5f/%.5f", g->losses[s], c->losses[s]);
+		printf("\n");
+	}
+}
+
+int main(void)
+{
+	const lora_backend *cpu = lora_backend_cpu(), *gpu = lora_backend_cuda(0);
+	if (!gpu) {
+		printf("skipped: %s\n", lora_errmsg());
+		return 77;
+	}
+	/* precision: fp32 on the GPU is the same table with F32 frozen weights */
+	lora_backend gpu32 = *gpu;
+	gpu32.wdtype = LORA_DTYPE_F32;
+	static const char *cases[] = { "llama_gqa", "qwen2_bias", "llama_tied", "mistral" };
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char dir[256], path[512], what[300];
+		snprintf(dir, sizeof dir, FIX "/%s", cases[i]);
+		snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+		st_file *gf = st_open(path);
+		if (!gf) {
+			printf("FAIL %s\n", lora_errmsg());
+			test_cond("fixture opens", 0);
+			continue;
+		}
+		printf("---- %s\n", cases[i]);
+		int64_t nl;
+		free(get(gf, "logits", &nl));
+		run_out c = run(cpu, dir, 0, gf);
+		run_out g32 = run(&gpu32, dir, 0, gf);
+		snprintf(what, sizeof what, "%s cuda fp32 vs cpu", cases[i]);
+		compare(what, &g32, &c, nl, 1e-4, 1e-3, 1e-4, 1e-4);
+		run_out g16 = run(gpu, dir, 0, gf);
+		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
+		compare(what, &g16, &c, nl, 2e-2, 1e-1, 2e-2, 5e-2);
+		run_out cf = run(cpu, dir, 1, gf), gf32 = run(&gpu32, dir, 1, gf);
+		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
+		compare(what, &gf32, &cf, nl, 1e-4, 1e-3, 1e-4, 1e-4);
+		run_free(&c); run_free(&g32); run_free(&g16); run_free(&cf); run_free(&gf32);
+		st_close(gf);
+	}
+	return test_report();
+}
+#endif
