@@ -1361,13 +1361,14 @@ static void decode_chain(const comp *c, tcache *tc, slist *l)
 		break;
 	}
 	case D_STRIP:
+		/* drop up to `start` leading and `stop` trailing copies of the char */
 		for (size_t i = 0; i < l->n; i++) {
 			const char *s = l->v[i].s ? l->v[i].s : "";
-			size_t n = l->v[i].n, a = 0, b = n;
-			for (int k = 0; k < c->a && a < n && !memcmp(s + a, c->str, c->str_len <= n - a ? c->str_len : n - a) && n - a >= c->str_len; k++)
-				a += c->str_len;
-			for (int k = 0; k < c->b && b >= a + c->str_len && !memcmp(s + b - c->str_len, c->str, c->str_len); k++)
-				b -= c->str_len;
+			size_t n = l->v[i].n, a = 0, b = n, cl = c->str_len;
+			for (int k = 0; k < c->a && n - a >= cl && !memcmp(s + a, c->str, cl); k++)
+				a += cl;
+			for (int k = 0; k < c->b && b - a >= cl && !memcmp(s + b - cl, c->str, cl); k++)
+				b -= cl;
 			sbuf_add(slist_push(&out), s + a, b - a);
 		}
 		break;
@@ -1624,7 +1625,7 @@ void lora_tokenizer_free(lora_tokenizer *t)
 	free(t);
 }
 
-#define MAX_ID (1 << 24)
+#define MAX_ID (1 << 22)   /* 4M ids: 16x the largest vocabularies in use */
 
 /* Record id -> token for id_to_token (the first spelling seen wins for added,
  * the model's otherwise as HF's id_to_token checks added tokens first). */
