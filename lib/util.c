@@ -188,7 +188,7 @@ int lora_afile_commit(lora_afile *f)
 	int rc = 0;
 	if (fflush(f->fp) != 0 || ferror(f->fp))
 		rc = lora_err("cannot write '%s':", f->path);
-	else if (fsync(f->fd) != 0 && errno != EINVAL)
+	else if (!f->nosync && fsync(f->fd) != 0 && errno != EINVAL)
 		rc = lora_err("cannot write '%s':", f->path);
 	if (fclose(f->fp) != 0 && rc == 0)
 		rc = lora_err("cannot write '%s':", f->path);

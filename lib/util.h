@@ -57,12 +57,16 @@ typedef struct {
 	int fd;         /* or this (same file) */
 	char *path;     /* final name */
 	char *tmp;      /* temporary name in the same folder */
+	int nosync;     /* set to 1 to skip the fsync in commit (see below) */
 } lora_afile;
 
 /* Create a temporary file beside path. 0 or -1 (lora_err names path). */
 int lora_afile_open(lora_afile *f, const char *path);
 /* Flush, fsync, close and rename onto path. On any failure the temporary is
- * removed, path is untouched, and -1 is returned. Frees f's strings. */
+ * removed, path is untouched, and -1 is returned. Frees f's strings.
+ * With f->nosync the fsync is skipped: a reader still never sees a partial
+ * file, but after a power cut the file may be empty. For batches of many
+ * small files whose caller syncs the file system once at the end. */
 int lora_afile_commit(lora_afile *f);
 /* Close and remove the temporary; path untouched. Safe on a committed f. */
 void lora_afile_abort(lora_afile *f);
