@@ -87,3 +87,18 @@ void lora_rope_table(float *cos_out, float *sin_out, int T, int HS, const lora_r
 		}
 	free(inv);
 }
+
+const lora_backend *lora_backend_with_wdtype(const lora_backend *be, lora_dtype wdt)
+{
+	static lora_backend copy;
+	if (be->wdtype == wdt)
+		return be;
+	if (be->is_host || (wdt != LORA_DTYPE_F32 && wdt != LORA_DTYPE_F16 &&
+	                    wdt != LORA_DTYPE_BF16)) {
+		lora_err("the %s backend cannot keep weights in %s", be->name, lora_dtype_name(wdt));
+		return NULL;
+	}
+	copy = *be;
+	copy.wdtype = wdt;
+	return &copy;
+}

@@ -206,6 +206,12 @@ struct lora_backend {
  * CUDA device that is absent. The result is static: do not free. */
 const lora_backend *lora_backend_get(const char *device);
 
+/* be with frozen weights kept in wdt instead (`precision: fp16` / `fp32` on
+ * CUDA, whose ops take F32, F16 and BF16 weights alike). Returns be itself
+ * when nothing changes; otherwise a static copy, so one variant per process.
+ * NULL + lora_err when be cannot hold weights in wdt (the CPU: F32 only). */
+const lora_backend *lora_backend_with_wdtype(const lora_backend *be, lora_dtype wdt);
+
 /* The CPU reference backend (lib/ops_cpu.c). */
 const lora_backend *lora_backend_cpu(void);
 /* The CUDA backend (kernels/), device index dev; NULL + lora_err if none.

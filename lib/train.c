@@ -847,10 +847,13 @@ static int setup(run *r)
 	else if (r->be->is_host && strcmp(c->precision, "fp32"))
 		return fail(r, "precision %s: the CPU backend computes in fp32 (set precision: fp32)",
 		            c->precision);
-	else if (strcmp(c->precision, r->be->wdtype == LORA_DTYPE_F32 ? "fp32" :
-	                              r->be->wdtype == LORA_DTYPE_F16 ? "fp16" : "bf16"))
-		lora_warn("precision %s: the %s backend keeps frozen weights in %s", c->precision,
-		          r->be->name, lora_dtype_name(r->be->wdtype));
+	else {
+		lora_dtype wdt = !strcmp(c->precision, "fp32") ? LORA_DTYPE_F32 :
+		                 !strcmp(c->precision, "fp16") ? LORA_DTYPE_F16 : LORA_DTYPE_BF16;
+		r->be = lora_backend_with_wdtype(r->be, wdt);
+		if (!r->be)
+			return fail(r, "precision %s: %s", c->precision, lora_errmsg());
+	}
 	if (!c->task_type)
 		c->task_type = lora_xstrdup("text-generation");
 	if (lora_llama_config_load(c->base_model, &r->mc) < 0)
