@@ -92,8 +92,22 @@ int main(int argc, char **argv)
 
 	lora_config c;
 	lora_config_init(&c);
-	if (cfgpath && lora_config_load(&c, cfgpath) < 0)
+	if (cfgpath && !strcmp(cfgpath, "-")) {           /* the config on stdin */
+		size_t n = 0, cap = 4096;
+		char *buf = lora_xmalloc(cap);
+		size_t k;
+		while ((k = fread(buf + n, 1, cap - n, stdin)) > 0)
+			if ((n += k) == cap)
+				buf = lora_xrealloc(buf, cap *= 2);
+		if (ferror(stdin))
+			lora_die("cannot read standard input:");
+		int rc = lora_config_load_string(&c, buf, n, "<stdin>");
+		free(buf);
+		if (rc < 0)
+			lora_die("%s", lora_errmsg());
+	} else if (cfgpath && lora_config_load(&c, cfgpath) < 0) {
 		lora_die("%s", lora_errmsg());
+	}
 	for (int i = 0; i < nset; i++)
 		if (lora_config_set(&c, set_k[i], set_v[i]) < 0)
 			lora_die("%s", lora_errmsg());

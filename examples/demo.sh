@@ -34,3 +34,17 @@ echo "== held-out loss on modern addresses (5% of 2001-2021, never trained on)"
 printf '   base model alone:  %.4f  (perplexity %.1f)\n' "$base" "$(awk "BEGIN { print exp($base) }")"
 printf '   base + LoRA:       %.4f  (perplexity %.1f)\n' "$lora" "$(awk "BEGIN { print exp($lora) }")"
 echo "   adapter: demo/lora-modern/adapter_model.safetensors ($(wc -c <demo/lora-modern/adapter_model.safetensors) bytes)"
+
+echo
+echo "== 3. a look inside with lora-inspect"
+a=demo/lora-modern/adapter_model.safetensors
+echo "\$ lora-inspect $a    (the summary lines)"
+"$BIN"/lora-inspect "$a" | grep '^#' | grep -v '^# module'
+echo
+echo "\$ lora-inspect --stats --filter '*layers.0.*' $a"
+"$BIN"/lora-inspect --stats --filter '*layers.0.*' "$a" | grep -v '^#'
+echo
+echo "\$ lora-inspect --diff (checkpoint at step 40 vs the final adapter) | head -5"
+"$BIN"/lora-inspect --diff demo/lora-modern/checkpoints/step-000040/adapter_model.safetensors "$a" | head -5
+echo
+echo "demo: done. Try: man -l man/lora-train.1, $BIN/lora-inspect --json $a | jq ."

@@ -52,6 +52,9 @@ check "missing output_dir named" has "$T/err" "output_dir is required"
 try --base_model m --train_data_dir d --output_dir o --lora_rank 0
 check "range error" has "$T/err" "lora_rank: 0 is out of range"
 
+printf 'lora_rnak: 4\n' | "$LT" -c - >/dev/null 2>"$T/err"
+check "config on stdin (-c -)" has "$T/err" "'<stdin>': line 1: unknown key 'lora_rnak'"
+
 # ---- a tiny base model: config.json + tokenizer.json, random init -----------------
 mkdir -p "$T/base" "$T/data" "$T/qa"
 cp "$F/train/tiny-config.json" "$T/base/config.json"
