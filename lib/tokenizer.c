@@ -1263,6 +1263,32 @@ int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
 	return 0;
 }
 
+int lora_tokenizer_encode_fixed(const lora_tokenizer *t, const char *text, size_t len,
+                                size_t n, int32_t *out)
+{
+	int32_t *ids;
+	size_t m;
+	if (lora_tokenizer_encode(t, text, len, 0, &ids, &m) < 0)
+		return -1;
+	size_t k = 0;
+	if (t->bos >= 0 && k < n)
+		out[k++] = t->bos;
+	for (size_t i = 0; i < m && k < n; i++)
+		out[k++] = ids[i];
+	if (t->eos >= 0 && n > 0) {
+		if (k < n)
+			out[k++] = t->eos;
+		else
+			out[n - 1] = t->eos;
+	}
+	free(ids);
+	size_t real = k;
+	int32_t pad = t->pad >= 0 ? t->pad : t->eos >= 0 ? t->eos : 0;
+	while (k < n)
+		out[k++] = pad;
+	return (int)real;
+}
+
 /* ---- decode ------------------------------------------------------------------------------------------------------ */
 
 typedef struct { sbuf *v; size_t n, cap; } slist;

@@ -48,6 +48,12 @@ void lora_tokenizer_free(lora_tokenizer *t);            /* NULL ok */
  * *ids is malloc'd (free()), *n its length. 0 or -1. Thread-safe. */
 int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
                           int add_special, int32_t **ids, size_t *n);
+/* A fixed-length row for a text encoder (CLIP's 77): BOS + ids + EOS (those
+ * the tokenizer has), cut to n keeping EOS last as open_clip does, padded
+ * with the pad id (EOS when there is none, 0 when neither). out has n slots.
+ * Returns the count of ids before padding (<= n), or -1 as encode. */
+int lora_tokenizer_encode_fixed(const lora_tokenizer *t, const char *text, size_t len,
+                                size_t n, int32_t *out);
 /* Decode ids to UTF-8 as HF decode(skip_special_tokens=skip_special).
  * malloc'd, NUL-terminated (free()). Unknown ids are skipped. */
 char *lora_tokenizer_decode(const lora_tokenizer *t, const int32_t *ids, size_t n,
