@@ -5,9 +5,6 @@ AdamW, gradient clipping, same threads, same random-weight model, same data.
 Run: sh bench/train.sh [THREADS] [STEPS]   (prints a table; results go in
 bench/RESULTS-train.md by hand)."""
 import os, sys
-# bench/ holds tokenize.py (the tokenizer benchmark), which would shadow the
-# standard library's tokenize module that torch imports: drop bench/ from the path.
-sys.path = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 import json, re, resource, shutil, subprocess, tempfile, time
 
 THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else os.cpu_count()

@@ -3,7 +3,7 @@
 against HF `tokenizers` (Rust), single-threaded and batched, in the same run;
 for GPT-2 also against tiktoken (Rust), built from the same files.
 
-    python3 bench/tokenize.py [--shared ../shared] [--bin bin] [--reps 3]
+    python3 bench/tokenize-bench.py [--shared ../shared] [--bin bin] [--reps 3]
 
 lora-tokenize runs as `--file --count` over all files (load time measured on
 an empty input and subtracted); HF runs encode() in a loop (one thread) and
