@@ -471,6 +471,7 @@ static void lora_summary(const st_file *f, const lora_format *lf, json_t *jl)
 			printf("# %s: %s%s\n", what[w], line,
 			       w == 1 && ms[0]->alpha_from == LORA_ALPHA_DEFAULT ? " [none stored: alpha = rank]" :
 			       w == 1 && ms[0]->alpha_from == LORA_ALPHA_CONFIG ? " [from adapter_config.json]" :
+			       w == 1 && ms[0]->alpha_from == LORA_ALPHA_METADATA ? " [from lora_adapter_metadata]" :
 			       w == 2 && lf->use_rslora ? " [alpha/sqrt(rank): use_rslora]" : "");
 	}
 	/* which layers: per part, the blocks and the kinds of layer */
@@ -568,7 +569,8 @@ static void lora_summary(const st_file *f, const lora_format *lf, json_t *jl)
 			                      "part", lora_part_name(m->part), "rank", m->rank,
 			                      "alpha", m->alpha,
 			                      "alpha_from", m->alpha_from == LORA_ALPHA_TENSOR ? "tensor" :
-			                      m->alpha_from == LORA_ALPHA_CONFIG ? "config" : "default",
+			                      m->alpha_from == LORA_ALPHA_CONFIG ? "config" :
+			                      m->alpha_from == LORA_ALPHA_METADATA ? "metadata" : "default",
 			                      "scale", m->scale);
 			json_object_set_new(e, "in", json_integer(in));
 			json_object_set_new(e, "out", json_integer(out));

@@ -14,14 +14,12 @@
  * so its scale is 1 and up'·down' = Σ wᵢ·sᵢ·Bᵢ·Aᵢ exactly. A single adapter
  * with weight 1 and no --rank is copied unchanged (alpha and bytes kept).
  */
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <cblas.h>       /* openblas_set_num_threads */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
-#include <pcre2.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -126,32 +124,6 @@ static double scalar(const st_tensor *t)
 	return v;
 }
 
-/* PEFT rank_pattern / alpha_pattern: the first key K with
- * re.match(rf"(.*\.)?({K})$", name), as peft.utils.other.get_pattern_key. */
-static json_t *pattern_get(json_t *pat, const char *name)
-{
-	const char *key;
-	json_t *v;
-	if (!json_is_object(pat))
-		return NULL;
-	json_object_foreach(pat, key, v) {
-		char *re = lora_xasprintf("^(.*\\.)?(%s)$", key);
-		int err;
-		PCRE2_SIZE eoff;
-		pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, 0, &err, &eoff, NULL);
-		free(re);
-		if (!c)
-			continue;
-		pcre2_match_data *md = pcre2_match_data_create_from_pattern(c, NULL);
-		int rc = pcre2_match(c, (PCRE2_SPTR)name, strlen(name), 0, 0, md, NULL);
-		pcre2_match_data_free(md);
-		pcre2_code_free(c);
-		if (rc >= 0)
-			return v;
-	}
-	return NULL;
-}
-
 /* Split "path:0.6" (the weight is taken only when it parses as a number). */
 static void parse_spec(const char *spec, adapter *a)
 {
@@ -250,16 +222,6 @@ static void read_modules(adapter *a, const st_file *st, const char *comp, const 
 	if (a->fmt == FMT_NONE)
 		a->fmt = lf->kind == LORA_KIND_KOHYA ? FMT_KOHYA :
 		         lf->kind == LORA_KIND_DIFFUSERS ? FMT_DIFFUSERS : FMT_PEFT;
-	/* diffusers keeps alphas in its lora_adapter_metadata JSON:
-	 * "unet.lora_alpha", "unet.alpha_pattern", "unet.use_rslora" */
-	json_t *dmeta = NULL;
-	const char *ms = lf->kind == LORA_KIND_DIFFUSERS ? st_meta(st, "lora_adapter_metadata") : NULL;
-	if (ms) {
-		json_error_t e;
-		dmeta = json_loads(ms, 0, &e);
-		if (!json_is_object(dmeta))
-			lora_die("'%s': lora_adapter_metadata is not a JSON object", st->path);
-	}
 	char *used = lora_xcalloc((size_t)st->ntensors + 1, 1);
 	for (int i = 0; i < lf->nmodules; i++) {
 		const lora_module *lm = &lf->modules[i];
@@ -296,22 +258,6 @@ static void read_modules(adapter *a, const st_file *st, const char *comp, const 
 		/* an alpha of 0 means none (kohya, A1111): the rank, scale 1 */
 		m->alpha = lm->alpha_from == LORA_ALPHA_TENSOR && lm->alpha == 0 ? m->r : lm->alpha;
 		m->scale = lm->scale;
-		if (lm->alpha_from == LORA_ALPHA_DEFAULT && dmeta) {
-			const char *dot = strchr(canon, '.');
-			char *ka = lora_xasprintf("%.*s.alpha_pattern", (int)(dot - canon), canon);
-			char *kl = lora_xasprintf("%.*s.lora_alpha", (int)(dot - canon), canon);
-			char *kr = lora_xasprintf("%.*s.use_rslora", (int)(dot - canon), canon);
-			json_t *v = pattern_get(json_object_get(dmeta, ka), dot + 1);
-			if (!json_is_number(v))
-				v = json_object_get(dmeta, kl);
-			if (json_is_number(v))
-				m->alpha = json_number_value(v);
-			int rs = json_is_true(json_object_get(dmeta, kr));
-			m->scale = rs ? m->alpha / sqrt(m->r) : m->alpha / m->r;
-			free(ka);
-			free(kl);
-			free(kr);
-		}
 	}
 	for (int i = 0; i < st->ntensors; i++) {
 		const char *n = st->tensors[i].name;
@@ -323,7 +269,6 @@ static void read_modules(adapter *a, const st_file *st, const char *comp, const 
 			mismatch("'%s': tensor '%s' is not part of a LoRA module", a->path, n);
 	}
 	free(used);
-	json_decref(dmeta);
 	lora_format_free(lf);
 }
 

@@ -421,6 +421,40 @@ static int read_config(lora_format *lf, const char *path, json_t **alpha_pattern
 	return 0;
 }
 
+/* diffusers keeps each component's PEFT config in the lora_adapter_metadata
+ * JSON, keys prefixed by the component: "unet.lora_alpha",
+ * "unet.alpha_pattern", "unet.use_rslora". 1 if it gives m an alpha. */
+static int metadata_alpha(json_t *dmeta, const lora_module *m, double *alpha, int *rslora)
+{
+	const char *dot = strchr(m->name, '.');
+	if (!dot || !m->path)
+		return 0;
+	int cl = (int)(dot - m->name);
+	char *ka = lora_xasprintf("%.*s.alpha_pattern", cl, m->name);
+	char *kl = lora_xasprintf("%.*s.lora_alpha", cl, m->name);
+	char *kr = lora_xasprintf("%.*s.use_rslora", cl, m->name);
+	json_t *v = NULL, *pv;
+	const char *key;
+	json_t *pat = json_object_get(dmeta, ka);
+	if (json_is_object(pat))
+		json_object_foreach(pat, key, pv)
+			if (json_is_number(pv) && pattern_match(key, m->path)) {
+				v = pv;
+				break;
+			}
+	if (!v)
+		v = json_object_get(dmeta, kl);
+	int found = json_is_number(v);
+	if (found) {
+		*alpha = json_number_value(v);
+		*rslora = json_is_true(json_object_get(dmeta, kr));
+	}
+	free(ka);
+	free(kl);
+	free(kr);
+	return found;
+}
+
 static double scalar_value(const st_tensor *t)
 {
 	float v = NAN;
@@ -451,6 +485,18 @@ lora_format *lora_format_open(const st_file *f, const char *config)
 	if (!lora_kind_is_lora(lf->kind)) {
 		lf->nother = f->ntensors;
 		return lf;
+	}
+	json_t *dmeta = NULL;
+	const char *ms = lf->kind == LORA_KIND_DIFFUSERS ? st_meta(f, "lora_adapter_metadata") : NULL;
+	if (ms) {
+		dmeta = json_loads(ms, 0, NULL);
+		if (!json_is_object(dmeta)) {
+			json_decref(dmeta);
+			json_decref(alpha_pattern);
+			lora_err("'%s': lora_adapter_metadata is not a JSON object", f->path);
+			lora_format_free(lf);
+			return NULL;
+		}
 	}
 	entry *e = lora_xcalloc((size_t)f->ntensors + 1, sizeof *e);
 	int ne = 0;
@@ -493,6 +539,7 @@ lora_format *lora_format_open(const st_file *f, const char *config)
 				*slot = e[q].t;
 		}
 		name_module(m, lf->kind);
+		int rslora = lf->use_rslora;
 		m->rank = m->down && m->down->ndim > 0 ? (int)m->down->shape[0] :
 		          m->up && m->up->ndim > 1 ? (int)m->up->shape[1] : 0;
 		if (m->alpha_t) {
@@ -509,19 +556,22 @@ lora_format *lora_format_open(const st_file *f, const char *config)
 					break;
 				}
 			}
+		} else if (dmeta && metadata_alpha(dmeta, m, &m->alpha, &rslora)) {
+			m->alpha_from = LORA_ALPHA_METADATA;
 		} else {
 			m->alpha = m->rank;
 			m->alpha_from = LORA_ALPHA_DEFAULT;
 		}
 		/* kohya / A1111: an alpha of 0 means "no alpha" (scale 1) */
 		double a = m->alpha_from == LORA_ALPHA_TENSOR && m->alpha == 0 ? m->rank : m->alpha;
-		m->scale = m->rank <= 0 ? 0 : lf->use_rslora ? a / sqrt((double)m->rank) : a / m->rank;
+		m->scale = m->rank <= 0 ? 0 : rslora ? a / sqrt((double)m->rank) : a / m->rank;
 		i = k;
 	}
 	for (int i = 0; i < ne; i++)
 		free(e[i].prefix);
 	free(e);
 	json_decref(alpha_pattern);
+	json_decref(dmeta);
 	return lf;
 }
 

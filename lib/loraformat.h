@@ -45,6 +45,7 @@ typedef enum {
 typedef enum {
 	LORA_ALPHA_TENSOR,      /* the file's <module>.alpha scalar */
 	LORA_ALPHA_CONFIG,      /* adapter_config.json lora_alpha / alpha_pattern */
+	LORA_ALPHA_METADATA,    /* diffusers lora_adapter_metadata: <part>.lora_alpha / alpha_pattern */
 	LORA_ALPHA_DEFAULT,     /* none given: alpha = rank (scale 1), as A1111/diffusers do */
 } lora_alpha_source;
 

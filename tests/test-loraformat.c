@@ -8,6 +8,7 @@
  * Plus kind detection of every fixture.
  */
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "test.h"
@@ -189,11 +190,44 @@ static void check_kinds(void)
 	st_close(f);
 }
 
+/* diffusers' save_lora_weights keeps alphas in lora_adapter_metadata:
+ * diffusers_a is kohya_a loaded into diffusers and saved back
+ * (tests/gen/gen_merge.py), so every module's scale must equal the scale
+ * kohya_a's alpha tensors give the same base weight. */
+static void check_diffusers_metadata(void)
+{
+	st_file *fk = st_open("tests/fixtures/merge/kohya_a.safetensors");
+	st_file *fd = st_open("tests/fixtures/merge/diffusers_a.safetensors");
+	lora_format *k = fk ? lora_format_open(fk, NULL) : NULL;
+	lora_format *d = fd ? lora_format_open(fd, NULL) : NULL;
+	test_cond("diffusers_a and kohya_a open", k && d && d->kind == LORA_KIND_DIFFUSERS);
+	int matched = 0, same = 0, from_meta = 0;
+	for (int i = 0; d && k && i < d->nmodules; i++) {
+		const lora_module *md = &d->modules[i];
+		from_meta += md->alpha_from == LORA_ALPHA_METADATA;
+		for (int j = 0; j < k->nmodules; j++)
+			if (md->base && k->modules[j].base && !strcmp(md->base, k->modules[j].base)) {
+				matched++;
+				same += fabs(md->scale - k->modules[j].scale) < 1e-9;
+				break;
+			}
+	}
+	test_cond("diffusers modules matched to kohya ones", d && matched == d->nmodules && matched > 200);
+	test_cond("alphas read from lora_adapter_metadata", d && from_meta == d->nmodules);
+	test_cond("diffusers scale == kohya scale for every module", same == matched);
+	printf("      diffusers_a: %d modules, %d with kohya_a's scale\n", matched, same);
+	lora_format_free(k);
+	lora_format_free(d);
+	st_close(fk);
+	st_close(fd);
+}
+
 int main(void)
 {
 	check_names();
 	check_modules();
 	check_kohya_details();
 	check_kinds();
+	check_diffusers_metadata();
 	return test_report();
 }
