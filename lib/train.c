@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -308,6 +309,28 @@ static int fail(run *r, const char *fmt, ...)
 /* ---- checkpoints ----------------------------------------------------------------------- */
 
 static char *ckpt_root(const run *r) { return lora_xasprintf("%s/checkpoints", r->c->output_dir); }
+
+/* Random-init folders (.init-PID) of runs that were killed while writing
+ * them: the process is gone, so nobody will finish or remove them. */
+static void remove_stale_init(const char *output_dir)
+{
+	DIR *dir = opendir(output_dir);
+	if (!dir)
+		return;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		int pid;
+		char end;
+		if (sscanf(de->d_name, ".init-%d%c", &pid, &end) != 1 || pid <= 0)
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char *p = lora_xasprintf("%s/%s", output_dir, de->d_name);
+		rm_rf(p);
+		free(p);
+	}
+	closedir(dir);
+}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -950,6 +973,7 @@ static int load_model(run *r)
 			return fail(r, "'%s' has no model.safetensors: a base model without weights can "
 			            "only be trained from random init with train_mode: full", dir);
 		float std = initializer_range(dir);
+		remove_stale_init(c->output_dir);
 		tmpinit = lora_xasprintf("%s/.init-%d", c->output_dir, (int)getpid());
 		rm_rf(tmpinit);
 		char *src = lora_xasprintf("%s/config.json", dir);
