@@ -41,8 +41,9 @@ a=demo/lora-modern/adapter_model.safetensors
 echo "\$ lora-inspect $a    (the summary lines)"
 "$BIN"/lora-inspect "$a" | grep '^#' | grep -v '^# module'
 echo
-echo "\$ lora-inspect --stats --filter '*layers.0.*' $a"
-"$BIN"/lora-inspect --stats --filter '*layers.0.*' "$a" | grep -v '^#'
+echo "\$ lora-inspect --stats --filter '*layers.0.self_attn.*' $a"
+echo "   (name, dtype, shape, params, min, max, mean, std, L2 norm, NaN count, Inf count)"
+"$BIN"/lora-inspect --stats --filter '*layers.0.self_attn.*' "$a" | grep -v '^#'
 echo
 echo "\$ lora-inspect --diff (checkpoint at step 40 vs the final adapter) | head -5"
 "$BIN"/lora-inspect --diff demo/lora-modern/checkpoints/step-000040/adapter_model.safetensors "$a" | head -5
