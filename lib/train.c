@@ -1048,7 +1048,7 @@ static int train_loop(run *r)
 	while (r->step < r->total) {
 		lora_params_zero_grad(r->params, r->be);
 		int k = 0;
-		double lsum = 0;
+		double lsum = 0, ntgt_all = 0;
 		while (k < r->accum) {
 			if (r->pos >= r->nmb) {
 				if (k > 0)
@@ -1067,16 +1067,23 @@ static int train_loop(run *r)
 			tok_win += ntok;
 			tok_all += ntok;
 			r->m->dropout_seed = dropout_seed(c->seed, r->step, k);
+			/* With accumulation the loss is the mean over every predicted
+			 * token of the step's micro-batches (as transformers does with
+			 * num_items_in_batch): each micro-batch's mean-loss gradient is
+			 * weighted by its token count here, divided by the total below. */
+			r->m->grad_scale = r->accum > 1 ? (float)nt : 1.0f;
 			float loss = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
 			lora_llama_backward(r->m);
-			lsum += loss;
+			lsum += r->accum > 1 ? (double)loss * nt : loss;
+			ntgt_all += nt;
 			k++;
 			r->pos++;
 		}
-		if (k > 1)
+		r->m->grad_scale = 1.0f;
+		if (r->accum > 1)
 			for (int i = 0; i < r->params->n; i++)
-				r->be->scale(r->params->p[i].grad, 1.0f / (float)k, r->params->p[i].n);
-		double loss = lsum / k;
+				r->be->scale(r->params->p[i].grad, (float)(1.0 / ntgt_all), r->params->p[i].n);
+		double loss = r->accum > 1 ? lsum / ntgt_all : lsum;
 		float norm = lora_clip_grad_norm(r->params, r->be, (float)c->max_grad_norm);
 		if (!isfinite(loss) || !isfinite(norm)) {
 			return fail(r, "%s is %s at step %lld: stopped; the last good checkpoint is %s",

@@ -17,8 +17,10 @@
  *      initializer_range) as HF initialises, full mode only), or resumes from
  *      a checkpoint (resume: auto | PATH).
  *   3. trains: for each optimizer step, gradient_accumulation_steps
- *      micro-batches (fewer at the end of an epoch), gradients averaged over
- *      them, clipped to max_grad_norm, AdamW with the schedule's lr. LoRA
+ *      micro-batches (fewer at the end of an epoch); the loss is the mean
+ *      over all their predicted tokens (each micro-batch weighted by its
+ *      token count); gradients clipped to max_grad_norm; AdamW with the
+ *      schedule's lr. LoRA
  *      dropout masks are seeded from (seed, step, micro-batch), the data order
  *      from (seed, epoch), so a resumed run repeats an uninterrupted one bit
  *      for bit (same device and thread count).

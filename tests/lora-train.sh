@@ -123,6 +123,28 @@ check "lora: checkpoint holds a PEFT adapter" [ -s "$T/A/checkpoints/step-000012
 lora "$T/A2"
 check "same config, same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/A2/adapter_model.safetensors"
 
+# gradient accumulation: 2 micro-batches of 2 make the step one batch of 4
+# makes (the loss is the mean over all the step's predicted tokens), also
+# when the micro-batches hold different numbers of answer tokens
+mkdir -p "$T/acc"
+i=0
+while [ $i -lt 16 ]; do
+	ans=$(awk "BEGIN { for (j = 0; j <= ($i * 7) % 5; j++) printf \" word%d\", j }")
+	printf '{"prompt": "Question %d: say something.", "completion": "%s"}\n' $i "$ans" >>"$T/acc/q.jsonl"
+	i=$((i+1))
+done
+ACC="--base_model $T/full --train_data_dir $T/acc --max_seq_length 32 --max_steps 4
+	--learning_rate 0.01 --lora_dropout 0 --val_split 0 --save_steps 100 --logging_steps 1"
+# shellcheck disable=SC2086
+try $ACC --output_dir "$T/acc1" --batch_size 4 --gradient_accumulation_steps 1
+check "accumulation: batch 4 x 1 runs" [ $rc -eq 0 ]
+# shellcheck disable=SC2086
+try $ACC --output_dir "$T/acc2" --batch_size 2 --gradient_accumulation_steps 2
+check "accumulation: batch 2 x 2 runs" [ $rc -eq 0 ]
+md=$("$BIN/lora-inspect" --diff "$T/acc1/adapter_model.safetensors" "$T/acc2/adapter_model.safetensors" 2>/dev/null |
+	awk -F'\t' '$1 == "differ" { if ($NF > m) m = $NF } END { print m + 0 }')
+check "accumulation: 2 x 2 gives the adapter of 4 x 1 (max diff $md)" awk "BEGIN { exit !($md < 1e-5) }"
+
 # SIGKILL at a random step, then resume: auto
 lora_bg "$T/B"
 n=$(awk 'BEGIN { srand(); print 1 + int(rand() * 6) }')
