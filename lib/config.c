@@ -195,8 +195,11 @@ static int set_scalar(lora_config *c, const key *k, const char *s, const char *w
 		long long iv = strtoll(s, &end, 10);
 		if (*end == '.' || *end == 'e' || *end == 'E') {   /* "1e3", "100.0" */
 			v = strtod(s, &end);
-			if (*end || v != floor(v))
+			if (*end || !isfinite(v) || v != floor(v))
 				return lora_err("%s%s: '%.100s' is not an integer", where, k->name, s);
+			if (v < k->lo || v > k->hi)    /* before the cast: 1e400 is no long long */
+				return lora_err("%s%s: %.100s is out of range [%.0f, %.0f]", where, k->name,
+				                s, k->lo, k->hi);
 			iv = (long long)v;
 		} else if (end == s || *end || errno)
 			return lora_err("%s%s: '%.100s' is not an integer", where, k->name, s);

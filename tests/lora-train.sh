@@ -51,6 +51,10 @@ try --base_model m --train_data_dir d; check "missing output_dir: 1" [ $rc -eq 1
 check "missing output_dir named" has "$T/err" "output_dir is required"
 try --base_model m --train_data_dir d --output_dir o --lora_rank 0
 check "range error" has "$T/err" "lora_rank: 0 is out of range"
+try --base_model m --train_data_dir d --output_dir o --lora_rank 1e400
+check "1e400 is no integer (no overflow)" has "$T/err" "lora_rank: '1e400' is not an integer"
+try --base_model m --train_data_dir d --output_dir o --save_steps 1e30
+check "1e30 is out of range" has "$T/err" "save_steps: 1e30 is out of range"
 
 printf 'lora_rnak: 4\n' | "$LT" -c - >/dev/null 2>"$T/err"
 check "config on stdin (-c -)" has "$T/err" "'<stdin>': line 1: unknown key 'lora_rnak'"
