@@ -10,6 +10,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "loraformat.h"    /* lora_format_open, lora_kind_desc, lora_module */
 #include "safetensors.h"   /* st_open, st_tensor, st_meta */
@@ -970,9 +972,35 @@ static void diff(const st_file *a, const st_file *b, json_t *jout)
 
 /* ---- main -------------------------------------------------------------------------- */
 
+/* A folder, as lora-train and lora-merge write them, stands for the file in it:
+ * a PEFT adapter, a sharded index, a single-file model (first one present). */
+static st_file *open_folder(const char *dir)
+{
+	static const char *const names[] = {
+		"adapter_model.safetensors", "model.safetensors.index.json", "model.safetensors",
+		"diffusion_pytorch_model.safetensors.index.json",
+		"diffusion_pytorch_model.safetensors", "pytorch_lora_weights.safetensors",
+	};
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+		char *p = lora_xasprintf("%s/%s", dir, names[i]);
+		if (access(p, F_OK) == 0) {
+			st_file *f = st_open(p);
+			free(p);
+			return f;
+		}
+		free(p);
+	}
+	lora_err("'%s': a folder without adapter_model.safetensors, model.safetensors"
+	         " or a .safetensors.index.json", dir);
+	return NULL;
+}
+
 static st_file *open_input(const char *path, char **buf)
 {
 	*buf = NULL;
+	struct stat sb;
+	if (strcmp(path, "-") && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return open_folder(path);
 	if (strcmp(path, "-"))
 		return st_open(path);
 	size_t n = 0;

@@ -198,5 +198,17 @@ done
 check "the malformed corpus has 40+ files" '[ $n -ge 40 ]'
 check "ok-shard.safetensors itself is fine" '"$X" "$F/bad/ok-shard.safetensors" >/dev/null'
 
+# ---- a folder stands for the file in it --------------------------------------------
+"$X" "$F/peft" >"$T/dir.out" 2>"$T/dir.err"
+"$X" "$F/peft/adapter_model.safetensors" >"$T/file.out"
+check "folder: a PEFT adapter folder lists its adapter" 'sed "/^# file:/d" "$T/dir.out" | cmp -s - "$(sed "/^# file:/d" "$T/file.out" >"$T/file2.out"; echo "$T/file2.out")"'
+check "folder: the adapter_config.json beside it is read" 'grep -q "\[from adapter_config.json\]" "$T/dir.out"'
+"$X" "$F/llama" >"$T/dir.out" 2>"$T/dir.err"
+check "folder: a sharded model folder uses its index" 'grep -q "^# file: .*(6 shards)" "$T/dir.out"'
+mkdir -p "$T/emptydir"
+"$X" "$T/emptydir" >"$T/dir.out" 2>"$T/dir.err"
+rc=$?
+check "folder: one without a model is an error naming it" '[ $rc -eq 1 ] && ! [ -s "$T/dir.out" ] && [ "$(wc -l <"$T/dir.err")" -eq 1 ] && grep -q "emptydir.: a folder without" "$T/dir.err"'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
