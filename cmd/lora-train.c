@@ -76,9 +76,20 @@ int main(int argc, char **argv)
 			usage(2);
 			break;
 		}
-		default:
-			set_k[nset] = lora_config_key(ch - 1000);
+		default: {
+			/* getopt_long takes any unambiguous prefix ('--learning_rat'); a key
+			 * must be spelt out, as it must in a config file. */
+			const char *key = lora_config_key(ch - 1000);
+			const char *a = argv[optind - 1] == optarg ? argv[optind - 2] : argv[optind - 1];
+			size_t n = strcspn(a + 2, "=");
+			if (n != strlen(key) || strncmp(a + 2, key, n)) {
+				fprintf(stderr, "lora-train: unknown option '--%.*s' (did you mean '--%s'?)\n",
+				        (int)n, a + 2, key);
+				usage(2);
+			}
+			set_k[nset] = key;
 			set_v[nset++] = optarg;
+		}
 		}
 	}
 	if (optind < argc && !cfgpath)

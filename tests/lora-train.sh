@@ -42,6 +42,9 @@ check "SYNOPSIS rendered (non-trivial)" [ "${#syn}" -gt 40 ]
 try; check "no arguments: usage error (2)" [ $rc -eq 2 ]
 try --lora_rnak 4; check "unknown option: 2" [ $rc -eq 2 ]
 check "unknown option names the nearest" has "$T/err" "did you mean '--lora_rank'"
+try --base_model m --learning_rat 1e-3; check "a cut-short key is not taken as the key it starts: 2" [ $rc -eq 2 ]
+check "a cut-short key names the full one" has "$T/err" "unknown option '--learning_rat' (did you mean '--learning_rate'?)"
+try --base_model m --lora_ran=4; check "a cut-short --key=value: 2" [ $rc -eq 2 ]
 
 # ---- config errors ---------------------------------------------------------------
 printf 'base_model: m\nlerning_rate: 1\n' >"$T/bad.yaml"
