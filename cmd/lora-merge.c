@@ -1338,8 +1338,13 @@ int main(int argc, char **argv)
 			write_kohya(out, (lora_dtype)dtype, (int)rank);
 		else if (to == FMT_DIFFUSERS)
 			write_diffusers(out, (lora_dtype)dtype, (int)rank);
-		else
+		else {
+			size_t n = strlen(out);
+			if (n > 12 && !strcmp(out + n - 12, ".safetensors"))
+				lora_warn("'%s': PEFT output is a folder (adapter_model.safetensors + "
+				          "adapter_config.json), not one file", out);
 			write_peft(out, (lora_dtype)dtype, (int)rank);
+		}
 		if (rank > 0) {
 			printf("module\trank_in\trank_out\tenergy_kept\tfrobenius_error\n");
 			for (int g = 0; g < nmerged; g++)

@@ -123,6 +123,10 @@ try -o "$T/c.safetensors" "$F/kohya_a.safetensors"
 check "plain copy: identical file" cmp -s "$T/c.safetensors" "$F/kohya_a.safetensors"
 try -o "$T/h.safetensors" -d f16 "$F/kohya_a.safetensors:0.5"
 check "--dtype f16 merge: exit 0" [ $rc -eq 0 ] && grep -q '"F16"' "$T/h.safetensors"
+try -o "$T/pf.safetensors" "$F/peft_a"
+[ $rc -eq 0 ] && [ -s "$T/pf.safetensors/adapter_model.safetensors" ] && \
+	says "warning: .*PEFT output is a folder"
+check "PEFT output named .safetensors: a folder, with a warning" [ $? -eq 0 ]
 try -o "$T/peft" -t peft "$F/peft_a:0.5" "$F/peft_b"
 check "PEFT merge: folder with config" [ $rc -eq 0 ] && [ -s "$T/peft/adapter_config.json" ] && \
 	grep -q '"peft_type": "LORA"' "$T/peft/adapter_config.json"
