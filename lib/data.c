@@ -384,8 +384,12 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	if (d->n == 0) {
 		if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0)
 			lora_err("'%s': no training data (no .txt, .jsonl or .ids files)", o->dir);
+		else if (d->ndropped && d->ntruncated)
+			lora_err("'%s': empty dataset: all %d examples lose their answer when cut to "
+			         "max_seq_length %d (raise max_seq_length)", o->dir, d->ndropped,
+			         o->max_seq_length);
 		else
-			lora_err("'%s': empty dataset (no example with at least 2 tokens)", o->dir);
+			lora_err("'%s': empty dataset (no example with a token to learn)", o->dir);
 		lora_dataset_free(d);
 		return NULL;
 	}

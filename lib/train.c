@@ -758,10 +758,11 @@ static void print_plan(run *r)
 	    r->d->ntruncated ? " (some cut to max_seq_length)" : "");
 	say(r, "steps: %lld per epoch (batch %d x %d accumulation), %lld in all%s", (long long)r->spe,
 	    r->B, r->accum, (long long)r->total, r->c->max_steps ? " (max_steps)" : "");
-	say(r, "memory on %s: %s (weights %s, activations %s, optimizer %s) of %s", r->be->name,
+	say(r, "memory on %s: %s (frozen weights %s, trainable weights + gradients + AdamW %s, "
+	    "activations %s) of %s", r->be->name,
 	    human_bytes(b1, sizeof b1, (double)mm.total), human_bytes(b2, sizeof b2, (double)mm.weights),
-	    human_bytes(b3, sizeof b3, (double)mm.activations),
 	    human_bytes(b4, sizeof b4, (double)(mm.optimizer + mm.grads + mm.trainable)),
+	    human_bytes(b3, sizeof b3, (double)mm.activations),
 	    cap ? human_bytes((char[32]){0}, 32, (double)cap) : "?");
 	if (cap) {
 		int lb = largest_batch(r, &mo, cap);
@@ -953,6 +954,10 @@ static int setup(run *r)
 	if (r->d->ntruncated)
 		lora_warn("%d example%s longer than max_seq_length %ld: cut", r->d->ntruncated,
 		          r->d->ntruncated == 1 ? "" : "s", c->max_seq_length);
+	if (r->d->ndropped)
+		lora_warn("%d example%s with no token to learn (empty, or the answer cut off by "
+		          "max_seq_length %ld): skipped", r->d->ndropped,
+		          r->d->ndropped == 1 ? "" : "s", c->max_seq_length);
 	r->T = r->d->max_len;
 	r->nmb = (r->d->ntrain + r->B - 1) / r->B;
 	r->spe = (r->nmb + r->accum - 1) / r->accum;

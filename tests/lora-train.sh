@@ -231,6 +231,25 @@ check "missing tokenizer: 1" [ $rc -eq 1 ]
 check "missing tokenizer: named" has "$T/err" "needs a tokenizer"
 try --base_model "$T/full" --train_data_dir "$T/empty" --output_dir "$T/x2" --max_seq_length 32
 check "empty dataset named" has "$T/err" "no training data"
+# answers cut off by max_seq_length: skipped with a warning, or an error when
+# none is left
+mkdir -p "$T/cut"
+i=0
+while [ $i -lt 6 ]; do
+	if [ $i -lt 2 ]; then q="Hi $i"; else q="Explain thing $i in a long detailed way, every part of it, please"; fi
+	printf '{"instruction": "%s", "output": "ok"}\n' "$q" >>"$T/cut/q.jsonl"
+	i=$((i+1))
+done
+try --base_model "$T/full" --train_data_dir "$T/cut" --output_dir "$T/x5" --max_seq_length 64 --dry-run
+check "answers cut off: warned and counted" has "$T/err" "4 examples with no token to learn"
+rm "$T/cut/q.jsonl"
+i=0
+while [ $i -lt 3 ]; do
+	printf '{"instruction": "Explain thing %d in a long detailed way, every part of it, please", "output": "ok"}\n' $i >>"$T/cut/q.jsonl"
+	i=$((i+1))
+done
+try --base_model "$T/full" --train_data_dir "$T/cut" --output_dir "$T/x5" --max_seq_length 64 --dry-run
+check "every answer cut off: an error that says so" has "$T/err" "all 3 examples lose their answer"
 try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/x3" --max_seq_length 128
 check "sequence longer than the context" has "$T/err" "longer than the model's context (64"
 sed 's/"vocab_size": 4096/"vocab_size": 1000/' "$T/base/config.json" >"$T/small/config.json"
