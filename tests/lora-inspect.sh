@@ -14,30 +14,9 @@ check() { if eval "$2"; then ok; else no "$1"; fi; }
 tab=$(printf '\t')
 
 # ---- usage matches the man page's SYNOPSIS ---------------------------------------
-# Render the mdoc SYNOPSIS (.Nm, .Op, .Fl, .Ar; nested .Op closes at the end
-# of the line) to text; compare with --help after "usage:".
-awk '
-/^\.Sh /      { insyn = ($2 == "SYNOPSIS"); next }
-!insyn        { next }
-/^\.Nm/       { if (line != "") print line; line = "lora-inspect"; next }
-/^\./ {
-	out = ""; depth = 0; fl = 0
-	for (i = 1; i <= NF; i++) {
-		w = $i; if (i == 1) w = substr(w, 2)
-		if (w == "Op") { out = out (out == "" || out ~ /\[$/ ? "" : " ") "["; depth++; continue }
-		if (w == "Fl") { fl = 1; continue }
-		if (w == "Ar") { fl = 0; continue }
-		tok = (fl ? "-" : "") w; fl = 0
-		out = out (out == "" || out ~ /\[$/ ? "" : " ") tok
-	}
-	while (depth-- > 0) out = out "]"
-	line = line " " out
-}
-END { if (line != "") print line }' "$(dirname "$0")/../man/lora-inspect.1" >"$T/syn.man"
-"$X" --help | sed 's/^usage: *//; s/^ *//' >"$T/syn.help"
-check "--help prints the man page synopsis" 'cmp -s "$T/syn.man" "$T/syn.help" && [ -s "$T/syn.man" ]'
-[ -s "$T/syn.man" ] && ! cmp -s "$T/syn.man" "$T/syn.help" && diff "$T/syn.man" "$T/syn.help"
-check "the synopsis has both forms" '[ "$(wc -l <"$T/syn.man")" -eq 2 ]'
+. "$(dirname "$0")/synopsis.sh"
+check "--help prints the man page synopsis" 'synopsis_matches "$X" "$(dirname "$0")/../man/lora-inspect.1"'
+check "the synopsis has both forms" '[ "$(man_synopsis "$(dirname "$0")/../man/lora-inspect.1" lora-inspect | wc -l)" -eq 2 ]'
 
 # ---- listing: the reference reader's names, dtypes, shapes, counts ----------------
 for c in dtypes edge kohya peft; do

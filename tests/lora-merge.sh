@@ -15,26 +15,8 @@ says() { grep -q -- "$1" "$T/err"; }
 none() { [ ! -e "$1" ] && [ -z "$(ls "$(dirname "$1")" | grep '\.tmp\.')" ]; }
 
 # ---- usage and synopsis -------------------------------------------------------------
-# The SYNOPSIS of man/lora-merge.1, rendered from its mdoc macros.
-man=$(dirname "$0")/../man/lora-merge.1
-syn=$(awk '/^\.Sh SYNOPSIS/ { on = 1; next } /^\.Sh/ { on = 0 }
-	function render(from,   i, s, t) {
-		s = ""
-		for (i = from; i <= NF; i++) {
-			t = $i
-			if (t == "Fl") { i++; t = "-" $i } else if (t == "Ar") { i++; t = $i }
-			s = s (s == "" ? "" : " ") t
-		}
-		return s
-	}
-	on && /^\.Nm/ { out = out " lora-merge" }
-	on && /^\.Op/ { out = out " [" render(2) "]" }
-	on && /^\.(Fl|Ar)/ { $1 = substr($1, 2); out = out " " render(1) }
-	END { print substr(out, 2) }' "$man")
-use=$("$M" --help | sed 's/^usage: //' | tr -s ' \n' '  ' | sed 's/ $//')
-check "--help prints the man page SYNOPSIS" [ "$syn" = "$use" ]
-[ "$syn" = "$use" ] || { echo "  man:   $syn"; echo "  usage: $use"; }
-check "SYNOPSIS rendered (non-trivial)" [ "${#syn}" -gt 40 ]
+. "$(dirname "$0")/synopsis.sh"
+check "--help prints the man page SYNOPSIS" synopsis_matches "$M" "$(dirname "$0")/../man/lora-merge.1"
 "$M" --help >/dev/null; check "--help exits 0" [ $? -eq 0 ]
 
 try; check "no arguments: usage error (2)" [ $rc -eq 2 ]

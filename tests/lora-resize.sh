@@ -16,25 +16,8 @@ want() { awk -F'\t' -v s="$1" -v f="$2" -v m="$3" -v z="$4" -v n="$5" \
 	'$1=="resize" && $2==s && $3==f && $4==m && $5==z && $6==n { print $15 "\t" $16; exit }' "$M"; }
 
 # ---- usage and synopsis ---------------------------------------------------------
-# The SYNOPSIS of man/lora-resize.1, rendered from its mdoc macros.
-man=$(dirname "$0")/../man/lora-resize.1
-syn=$(awk '/^\.Sh SYNOPSIS/ { on = 1; next } /^\.Sh/ { on = 0 }
-	function render(from,   i, s, t) {
-		s = ""
-		for (i = from; i <= NF; i++) {
-			t = $i
-			if (t == "Fl") { i++; t = "-" $i } else if (t == "Ar") { i++; t = $i }
-			s = s (s == "" ? "" : " ") t
-		}
-		return s
-	}
-	on && /^\.Nm/ { out = out " lora-resize" }
-	on && /^\.Op/ { out = out " [" render(2) "]" }
-	on && /^\.(Fl|Ar)/ { $1 = substr($1, 2); out = out " " render(1) }
-	END { print substr(out, 2) }' "$man")
-use=$("$R" --help | sed 's/^usage: //' | tr -s ' \n' '  ' | sed 's/ $//')
-check "--help prints the man page SYNOPSIS" [ "$syn" = "$use" ]
-[ "$syn" = "$use" ] || { echo "  man:   $syn"; echo "  usage: $use"; }
+. "$(dirname "$0")/synopsis.sh"
+check "--help prints the man page SYNOPSIS" synopsis_matches "$R" "$(dirname "$0")/../man/lora-resize.1"
 "$R" >/dev/null 2>&1; check "missing -o is a usage error (2)" [ $? -eq 2 ]
 "$R" -o "$T/x" -s 0 a.png >/dev/null 2>&1; check "bad --size is a usage error" [ $? -eq 2 ]
 "$R" -o "$T/x" --fit --bucket a.png >/dev/null 2>&1; check "--fit with --bucket is a usage error" [ $? -eq 2 ]

@@ -27,25 +27,9 @@ check() {   # name expected-file actual-file
 [ -d "$TOK" ] || { echo "no tokenizers in $TOK"; exit 77; }
 
 # ---- usage() is the man page's SYNOPSIS ----------------------------------------------
-# mdoc -> text: Nm is the name, Op X is [X], Fl x is -x, Ar x is x
-awk '/^\.Sh SYNOPSIS/ { on = 1; next } /^\.Sh/ { on = 0 }
-on {
-	n = split(substr($0, 2), w, " "); out = ""; op = 0; fl = 0
-	for (i = 1; i <= n; i++) {
-		x = w[i]; gsub(/\\-/, "-", x)
-		if (x == "Op") { op = 1; out = out (out == "" ? "" : " ") "["; continue }
-		if (x == "Fl") { fl = 1; continue }
-		if (x == "Ar") continue
-		if (x == "Nm") x = "lora-tokenize"
-		if (fl) { x = "-" x; fl = 0 }
-		out = out ((out == "" || out ~ /\[$/) ? "" : " ") x
-	}
-	if (op) out = out "]"
-	printf "%s ", out
-}' man/lora-tokenize.1 | tr -s ' ' | sed 's/ $//' > $t/syn.man
-echo >> $t/syn.man
-$T --help | sed 's/^usage: //' | tr '\n' ' ' | tr -s ' ' | sed 's/ $//' > $t/syn.usage
-echo >> $t/syn.usage
+. "$(dirname "$0")/synopsis.sh"
+man_synopsis "$(dirname "$0")/../man/lora-tokenize.1" lora-tokenize > $t/syn.man
+$T --help | help_synopsis lora-tokenize > $t/syn.usage
 check "usage matches the man page synopsis" $t/syn.man $t/syn.usage
 grep -q -- '--skip-special' $t/syn.man || { echo "FAIL synopsis extraction"; fail=1; }
 

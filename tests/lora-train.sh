@@ -20,24 +20,8 @@ try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
 
 # ---- usage and synopsis ---------------------------------------------------------
-# man/lora-train.1's SYNOPSIS rendered from its mdoc macros (Nm Op Fl Ar).
-syn=$(awk '/^\.Sh SYNOPSIS/ { on = 1; next } /^\.Sh/ { on = 0 }
-	on && /^\.Nm/ { s = "lora-train" }
-	on && /^\.Op/ {
-		t = ""
-		for (i = 2; i <= NF; i++) {
-			w = $i
-			if (w == "Fl") { i++; w = "-" $i; gsub(/\\/, "", w) }
-			else if (w == "Ar") { i++; w = $i }
-			t = t (t == "" ? "" : " ") w
-		}
-		s = s " [" t "]"
-	}
-	END { print s }' "$D/man/lora-train.1")
-use=$("$LT" --help | head -1 | sed 's/^usage: //')
-check "--help prints the man page SYNOPSIS" [ "$syn" = "$use" ]
-[ "$syn" = "$use" ] || { echo "  man:   $syn"; echo "  usage: $use"; }
-check "SYNOPSIS rendered (non-trivial)" [ "${#syn}" -gt 40 ]
+. "$D/tests/synopsis.sh"
+check "--help prints the man page SYNOPSIS" synopsis_matches "$LT" "$D/man/lora-train.1"
 "$LT" --help >/dev/null; check "--help exits 0" [ $? -eq 0 ]
 try; check "no arguments: usage error (2)" [ $rc -eq 2 ]
 try --lora_rnak 4; check "unknown option: 2" [ $rc -eq 2 ]
