@@ -84,7 +84,7 @@ $(BINDIR)/%: cmd/%.c $(LIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
 
-$(O)/tests/%: tests/%.c tests/test.h $(LIB_A)
+$(O)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
 

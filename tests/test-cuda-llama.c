@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "test.h"        /* test_cond, test_report */
+#include "fixture.h"
 #include "backend.h"     /* lora_backend_cpu, lora_backend_cuda */
 #include "llama.h"       /* lora_llama_* */
 #include "lora.h"        /* lora_params */
@@ -42,22 +43,7 @@ int main(void)
 
 static float *get(st_file *f, const char *name, int64_t *n)
 {
-	const st_tensor *t = st_find(f, name);
-	if (!t) {
-		printf("FAIL fixture has no '%s' (regenerate with tests/gen/gen_llama.py)\n", name);
-		exit(1);
-	}
-	float *p = lora_xcalloc(t->numel + 1, sizeof(float));
-	if (t->dtype == LORA_DTYPE_F64) {
-		const double *d = t->data;
-		for (int64_t i = 0; i < t->numel; i++)
-			p[i] = (float)d[i];
-	} else {
-		st_tensor_to_f32(t, p);
-	}
-	if (n)
-		*n = t->numel;
-	return p;
+	return fixture_f32(f, name, n, "tests/gen/gen_llama.py");
 }
 
 /* |got − want| <= rtol·(|want| + 1e-2·max|want|), NaN fails; first 5 shown. */

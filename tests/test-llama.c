@@ -17,6 +17,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "test.h"
+#include "fixture.h"
 #include "util.h"
 
 #define FIX "tests/fixtures/engine"
@@ -27,22 +28,7 @@ static const char *tmpdir;
 
 static float *get(st_file *f, const char *name, int64_t *n)
 {
-	const st_tensor *t = st_find(f, name);
-	if (!t) {
-		printf("FAIL fixture has no '%s' (regenerate with tests/gen/gen_llama.py)\n", name);
-		exit(1);
-	}
-	float *p = lora_xcalloc(t->numel + 1, sizeof(float));
-	if (t->dtype == LORA_DTYPE_F64) {
-		const double *d = t->data;
-		for (int64_t i = 0; i < t->numel; i++)
-			p[i] = (float)d[i];
-	} else {
-		st_tensor_to_f32(t, p);
-	}
-	if (n)
-		*n = t->numel;
-	return p;
+	return fixture_f32(f, name, n, "tests/gen/gen_llama.py");
 }
 
 /* Compare arrays: |got - want| <= rtol·(|want| + scale·atol_frac) where the

@@ -11,6 +11,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "test.h"
+#include "fixture.h"
 #include "util.h"
 
 static st_file *fx;
@@ -19,21 +20,7 @@ static const lora_backend *be;
 /* Fixture tensor as a fresh f32 array; *n gets the element count. */
 static float *get(const char *name, int64_t *n)
 {
-	const st_tensor *t = st_find(fx, name);
-	if (!t) {
-		printf("FAIL fixture has no '%s' (regenerate with tests/gen/gen_ops.py)\n", name);
-		exit(1);
-	}
-	float *p = lora_xcalloc(t->numel + 1, sizeof(float));
-	if (t->dtype == LORA_DTYPE_F64) {
-		const double *d = t->data;
-		for (int64_t i = 0; i < t->numel; i++)
-			p[i] = (float)d[i];
-	} else
-		st_tensor_to_f32(t, p);
-	if (n)
-		*n = t->numel;
-	return p;
+	return fixture_f32(fx, name, n, "tests/gen/gen_ops.py");
 }
 
 static const st_tensor *shape(const char *name) { return st_find(fx, name); }
