@@ -58,22 +58,14 @@ static const char *res_names[][2] = {      /* diffusers, LDM */
 	{"time_emb_proj", "emb_layers.1"}, {"conv_shortcut", "skip_connection"},
 };
 
-static char *res_to_ldm(const char *rest)
+/* rest of a resnet's name, renamed from column `from` of res_names to the
+ * other (0: diffusers, 1: LDM); NULL when it names no resnet part. */
+static char *res_rename(const char *rest, int from)
 {
 	for (size_t i = 0; i < sizeof res_names / sizeof *res_names; i++) {
-		size_t l = strlen(res_names[i][0]);
-		if (strncmp(rest, res_names[i][0], l) == 0 && (rest[l] == 0 || rest[l] == '.'))
-			return lora_xasprintf("%s%s", res_names[i][1], rest + l);
-	}
-	return NULL;
-}
-
-static char *res_from_ldm(const char *rest)
-{
-	for (size_t i = 0; i < sizeof res_names / sizeof *res_names; i++) {
-		size_t l = strlen(res_names[i][1]);
-		if (strncmp(rest, res_names[i][1], l) == 0 && (rest[l] == 0 || rest[l] == '.'))
-			return lora_xasprintf("%s%s", res_names[i][0], rest + l);
+		size_t l = strlen(res_names[i][from]);
+		if (strncmp(rest, res_names[i][from], l) == 0 && (rest[l] == 0 || rest[l] == '.'))
+			return lora_xasprintf("%s%s", res_names[i][!from], rest + l);
 	}
 	return NULL;
 }
@@ -88,12 +80,14 @@ static char *with_rest(const char *head, char **comp, int from, int n)
 	return s;
 }
 
-static char *res_block(const char *head, char **comp, int from, int n)
+/* head + "." + comp[from..n) with the resnet part renamed (to_ldm: from the
+ * diffusers spelling to LDM's, else back); NULL if it is no resnet part. */
+static char *res_block(const char *head, char **comp, int from, int n, int to_ldm)
 {
 	if (from >= n)
 		return NULL;
 	char *rest = join(comp, from, n);
-	char *r = res_to_ldm(rest);
+	char *r = res_rename(rest, to_ldm ? 0 : 1);
 	free(rest);
 	if (!r)
 		return NULL;
@@ -122,7 +116,7 @@ static char *unet_to_ldm(char **c, int n)
 	if (n >= 4 && !strcmp(c[0], "down_blocks") && !num(c[1], &i) && !num(c[3], &j) && i <= 3) {
 		if (!strcmp(c[2], "resnets") && j <= 1) {
 			snprintf(head, sizeof head, "input_blocks.%d.0", 3 * i + j + 1);
-			return res_block(head, c, 4, n);
+			return res_block(head, c, 4, n, 1);
 		}
 		if (!strcmp(c[2], "attentions") && j <= 1 && i <= 2) {
 			snprintf(head, sizeof head, "input_blocks.%d.1", 3 * i + j + 1);
@@ -137,7 +131,7 @@ static char *unet_to_ldm(char **c, int n)
 	if (n >= 3 && !strcmp(c[0], "mid_block") && !num(c[2], &j)) {
 		if (!strcmp(c[1], "resnets") && j <= 1) {
 			snprintf(head, sizeof head, "middle_block.%d", 2 * j);
-			return res_block(head, c, 3, n);
+			return res_block(head, c, 3, n, 1);
 		}
 		if (!strcmp(c[1], "attentions") && j == 0)
 			return with_rest("middle_block.1", c, 3, n);
@@ -146,7 +140,7 @@ static char *unet_to_ldm(char **c, int n)
 	if (n >= 4 && !strcmp(c[0], "up_blocks") && !num(c[1], &i) && !num(c[3], &j) && i <= 3) {
 		if (!strcmp(c[2], "resnets") && j <= 2) {
 			snprintf(head, sizeof head, "output_blocks.%d.0", 3 * i + j);
-			return res_block(head, c, 4, n);
+			return res_block(head, c, 4, n, 1);
 		}
 		if (!strcmp(c[2], "attentions") && j <= 2 && i >= 1) {
 			snprintf(head, sizeof head, "output_blocks.%d.1", 3 * i + j);
@@ -194,12 +188,7 @@ static char *unet_from_ldm(char **c, int n)
 		}
 		if (m == 0) {
 			snprintf(head, sizeof head, "down_blocks.%d.resnets.%d", i, j);
-			char *rest = join(c, 3, n), *r = res_from_ldm(rest), *s = NULL;
-			if (r)
-				s = lora_xasprintf("%s.%s", head, r);
-			free(rest);
-			free(r);
-			return s;
+			return res_block(head, c, 3, n, 0);
 		}
 		if (m == 1 && i <= 2) {
 			snprintf(head, sizeof head, "down_blocks.%d.attentions.%d", i, j);
@@ -212,12 +201,7 @@ static char *unet_from_ldm(char **c, int n)
 			return with_rest("mid_block.attentions.0", c, 2, n);
 		if (b == 0 || b == 2) {
 			snprintf(head, sizeof head, "mid_block.resnets.%d", b / 2);
-			char *rest = join(c, 2, n), *r = res_from_ldm(rest), *s = NULL;
-			if (r)
-				s = lora_xasprintf("%s.%s", head, r);
-			free(rest);
-			free(r);
-			return s;
+			return res_block(head, c, 2, n, 0);
 		}
 		return NULL;
 	}
@@ -233,12 +217,7 @@ static char *unet_from_ldm(char **c, int n)
 		}
 		if (m == 0) {
 			snprintf(head, sizeof head, "up_blocks.%d.resnets.%d", i, j);
-			char *rest = join(c, 3, n), *r = res_from_ldm(rest), *s = NULL;
-			if (r)
-				s = lora_xasprintf("%s.%s", head, r);
-			free(rest);
-			free(r);
-			return s;
+			return res_block(head, c, 3, n, 0);
 		}
 		if (m == 1 && i >= 1) {
 			snprintf(head, sizeof head, "up_blocks.%d.attentions.%d", i, j);
