@@ -6,11 +6,13 @@
  *
  * A missing tensor or an unconvertible dtype ends the test (exit 1) with a
  * line saying which script regenerates the fixture. One spare element is
- * allocated so that a 0-element tensor still gets a pointer. */
+ * allocated so that a 0-element tensor still gets a pointer.
+ * fixture_ids and fixture_targets turn HF input_ids / labels into ours. */
 #ifndef LORA_TEST_FIXTURE_H
 #define LORA_TEST_FIXTURE_H
 #include <stdio.h>
 #include <stdlib.h>
+#include "backend.h"       /* LORA_IGNORE_INDEX */
 #include "safetensors.h"
 #include "util.h"
 
@@ -29,5 +31,25 @@ static inline float *fixture_f32(const st_file *f, const char *name, int64_t *n,
 	if (n)
 		*n = t->numel;
 	return p;
+}
+
+/* Token ids stored as floats in a fixture -> int32 (malloc'd). */
+static inline int32_t *fixture_ids(const float *f, int n)
+{
+	int32_t *r = lora_xmalloc((size_t)n * sizeof(int32_t));
+	for (int i = 0; i < n; i++)
+		r[i] = (int32_t)f[i];
+	return r;
+}
+
+/* HF labels (B, T) -> our targets (malloc'd): position t predicts
+ * labels[t+1]; the last position predicts nothing. */
+static inline int32_t *fixture_targets(const float *labels, int B, int T)
+{
+	int32_t *t = lora_xmalloc((size_t)B * T * sizeof(int32_t));
+	for (int b = 0; b < B; b++)
+		for (int i = 0; i < T; i++)
+			t[b * T + i] = i + 1 < T ? (int32_t)labels[b * T + i + 1] : LORA_IGNORE_INDEX;
+	return t;
 }
 #endif

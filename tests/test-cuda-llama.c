@@ -70,23 +70,6 @@ static void close_arr(const char *what, const float *got, const float *want, int
 	test_cond(what, bad == 0);
 }
 
-static int32_t *shift(const float *labels, int B, int T)
-{
-	int32_t *t = lora_xmalloc(B * T * sizeof(int32_t));
-	for (int b = 0; b < B; b++)
-		for (int i = 0; i < T; i++)
-			t[b * T + i] = i + 1 < T ? (int32_t)labels[b * T + i + 1] : LORA_IGNORE_INDEX;
-	return t;
-}
-
-static int32_t *to_ids(const float *f, int n)
-{
-	int32_t *r = lora_xmalloc(n * sizeof(int32_t));
-	for (int i = 0; i < n; i++)
-		r[i] = (int32_t)f[i];
-	return r;
-}
-
 /* What one run of a case produces. */
 typedef struct {
 	int ok;
@@ -112,7 +95,7 @@ static run_out run(const lora_backend *be, const char *dir, int full, st_file *g
 	const st_tensor *ti = st_find(gf, "ids");
 	int B = ti->shape[0], T = ti->shape[1];
 	float *fids = get(gf, "ids", 0), *flab = get(gf, "labels", 0);
-	int32_t *ids = to_ids(fids, B * T), *tg = shift(flab, B, T);
+	int32_t *ids = fixture_ids(fids, B * T), *tg = fixture_targets(flab, B, T);
 	char path[512];
 	lora_llama *m = lora_llama_load(dir, be, full);
 	if (!m) {
@@ -153,8 +136,8 @@ static run_out run(const lora_backend *be, const char *dir, int full, st_file *g
 		lora_schedule sch = { .kind = LORA_SCHED_COSINE, .lr = lr[0],
 		                      .warmup_steps = (int64_t)wu[0], .total_steps = (int64_t)tot[0] };
 		for (int s = 0; s < S; s++) {
-			int32_t *si = to_ids(sids + (size_t)s * B * T, B * T);
-			int32_t *st = shift(slab + (size_t)s * B * T, B, T);
+			int32_t *si = fixture_ids(sids + (size_t)s * B * T, B * T);
+			int32_t *st = fixture_targets(slab + (size_t)s * B * T, B, T);
 			lora_params_zero_grad(ps, be);
 			r.losses[s] = lora_llama_forward(m, si, st, B, T);
 			lora_llama_backward(m);

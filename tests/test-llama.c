@@ -65,24 +65,6 @@ static int close_arr(const char *what, const float *got, const float *want, int6
 	return close_arr_floor(what, got, want, n, rtol, 1e-2);
 }
 
-/* HF labels (B, T) -> our targets: position t predicts labels[t+1]. */
-static int32_t *shift(const float *labels, int B, int T)
-{
-	int32_t *t = lora_xmalloc(B * T * sizeof(int32_t));
-	for (int b = 0; b < B; b++)
-		for (int i = 0; i < T; i++)
-			t[b * T + i] = i + 1 < T ? (int32_t)labels[b * T + i + 1] : LORA_IGNORE_INDEX;
-	return t;
-}
-
-static int32_t *to_ids(const float *f, int n)
-{
-	int32_t *r = lora_xmalloc(n * sizeof(int32_t));
-	for (int i = 0; i < n; i++)
-		r[i] = (int32_t)f[i];
-	return r;
-}
-
 static float *grads_copy(lora_params *ps)
 {
 	float *g = lora_xmalloc(ps->total * sizeof(float)), *q = g;
@@ -108,7 +90,7 @@ static void test_case(const char *name)
 	const st_tensor *ti = st_find(gf, "ids");
 	int B = ti->shape[0], T = ti->shape[1];
 	float *fids = get(gf, "ids", 0), *flab = get(gf, "labels", 0);
-	int32_t *ids = to_ids(fids, B * T), *tg = shift(flab, B, T);
+	int32_t *ids = fixture_ids(fids, B * T), *tg = fixture_targets(flab, B, T);
 
 	lora_llama *m = lora_llama_load(dir, be, 0);
 	snprintf(what, sizeof what, "%s: load", name);
@@ -200,7 +182,7 @@ static void test_case(const char *name)
 	float *gl = lora_xmalloc(S * sizeof(float)), *gn = lora_xmalloc(S * sizeof(float));
 	float *glr = lora_xmalloc(S * sizeof(float));
 	for (int s = 0; s < S; s++) {
-		int32_t *si = to_ids(sids + s * B * T, B * T), *st = shift(slab + s * B * T, B, T);
+		int32_t *si = fixture_ids(sids + s * B * T, B * T), *st = fixture_targets(slab + s * B * T, B, T);
 		lora_params_zero_grad(ps, be);
 		gl[s] = lora_llama_forward(m, si, st, B, T);
 		lora_llama_backward(m);
