@@ -140,7 +140,6 @@ cuda-tests: $(CUDA_TESTS:%=$(O)/tests/%)
 sim-check:
 	$(MAKE) -j$(NPROC) SIM=1 cuda-tests
 	build/sim/tests/test-cuda-ops
-	LORA_CUDA_ATTN=tc LORA_TEST_ONLY=attention build/sim/tests/test-cuda-ops
 	build/sim/tests/test-cuda-llama
 
 deps:

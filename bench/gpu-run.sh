@@ -3,15 +3,15 @@
 # with build/gpu-bundle (bench/gpu-bundle.sh) carried:
 #
 #   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
-#                                          (+ the op tests with LORA_CUDA_ATTN=tc)
+#                                          (+ the op tests with LORA_CUDA_ATTN=fp32)
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
 #   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
-# LORA_CUDA_ATTN=tc in the environment of a bench run times the training
-# with the tensor-core attention.
+# LORA_CUDA_ATTN=fp32 in the environment of a bench run times the training
+# with the CUDA-core attention instead of the tensor cores.
 set -u
 OUT=${OUT:-bench/results-tmp}
 mkdir -p "$OUT" /tmp/gpu
@@ -26,11 +26,12 @@ what=${1:-all}
 [ $# -gt 0 ] && shift
 rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
-	# the default kernels, then the tensor-core attention (attention_tc.cu)
-	for t in test-cuda-ops test-cuda-llama test-cuda-ops:tc; do
+	# the default kernels (both attention paths), then the bf16 runs on
+	# the fp32 attention kernels too
+	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32; do
 		log=$OUT/$(echo "$t" | tr : -).log
 		case $t in
-		*:tc) LORA_CUDA_ATTN=tc /tmp/gpu/bin/${t%:tc} >"$log" 2>&1 ;;
+		*:fp32) LORA_CUDA_ATTN=fp32 /tmp/gpu/bin/${t%:fp32} >"$log" 2>&1 ;;
 		*) /tmp/gpu/bin/$t >"$log" 2>&1 ;;
 		esac
 		r=$?
@@ -40,9 +41,6 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = ops ] || [ "$what" = all ]; then
 	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
-	echo "---- attention on the tensor cores (LORA_CUDA_ATTN=tc)"
-	LORA_CUDA_ATTN=tc /tmp/gpu/bin/ops_gpu "$@" 2>&1 | grep -E '^----|attention' |
-		tee "$OUT/ops_gpu_tc.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1

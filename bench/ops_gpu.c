@@ -92,9 +92,15 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
 	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
-	TIME("attention_forward", s, afl, 0, be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS));
-	TIME("attention_backward", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax));
+	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) */
+	TIME("attention_forward fp32", s, afl, 0,
+	     be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS, 0));
+	TIME("attention_backward fp32", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax, 0));
+	TIME("attention_forward bf16", s, afl, 0,
+	     be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS, 1));
+	TIME("attention_backward bf16", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax, 1));
 	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
 	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);

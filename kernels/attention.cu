@@ -353,24 +353,26 @@ static void smem_optin(F kernel, size_t smem, int *smem_set)
 static int smem_fwd[4], smem_dq[4], smem_dkv[4];
 static int ndl_slot(int ndl) { return ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3; }
 
-/* The tensor-core path: asked for (LORA_CUDA_ATTN=tc) and available for HS. */
-static int use_tc(int HS)
+/* The tensor-core path (attention_tc.cu): for bf16 runs where it has a
+ * kernel for HS. LORA_CUDA_ATTN=fp32 turns it off, =tc on for fp32 runs too
+ * (to time or test one path against the other). */
+static int use_tc(int HS, int bf16)
 {
-	static int mode = -1;
-	if (mode < 0) {
+	static int mode = -2;         /* -1 fp32 always, 1 tc always, 0 by the run */
+	if (mode == -2) {
 		const char *e = getenv("LORA_CUDA_ATTN");
-		mode = e && !strcmp(e, "tc");
+		mode = e && !strcmp(e, "tc") ? 1 : e && !strcmp(e, "fp32") ? -1 : 0;
 	}
-	return mode && cuda_attention_tc_supports(HS);
+	return mode >= 0 && (mode == 1 || bf16) && cuda_attention_tc_supports(HS);
 }
 
 void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
-                            const float *v, int B, int T, int NH, int NKV, int HS)
+                            const float *v, int B, int T, int NH, int NKV, int HS, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
 	if (B <= 0 || T <= 0)
 		return;
-	if (use_tc(HS)) {
+	if (use_tc(HS, bf16)) {
 		cuda_attention_tc_forward(out, saved, q, k, v, B, T, NH, NKV, HS);
 		return;
 	}
@@ -387,7 +389,7 @@ void cuda_attention_forward(float *out, float *saved, const float *q, const floa
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *saved, const float *q, const float *k, const float *v,
                              const float *out, int B, int T, int NH, int NKV, int HS,
-                             float *scratch)
+                             float *scratch, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
 	if (B <= 0 || T <= 0)
@@ -398,7 +400,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	att_d_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
 		D, dout, out, T, NH, HS, rows);
 	CUDA_LAUNCH_CHECK();
-	if (use_tc(HS)) {
+	if (use_tc(HS, bf16)) {
 		LORA_ASSERT(dq && dk && dv);
 		cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, B, T, NH, NKV, HS);
 		return;

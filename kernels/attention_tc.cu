@@ -1,8 +1,8 @@
 /* attention_tc.cu: the same causal GQA attention as attention.cu on the
  * tensor cores: bf16 tiles through WMMA (16x16x16, fp32 accumulators),
- * flash-attention-2 style. Opt-in (LORA_CUDA_ATTN=tc) and for head sizes 64
- * and 128 only, until a GPU session has checked it with test-cuda-ops
- * (LORA_CUDA_ATTN=tc build/rel/tests/test-cuda-ops); attention.cu decides.
+ * flash-attention-2 style, for head sizes 64 and 128. attention.cu picks it
+ * for bf16 runs (the default precision); test-cuda-ops checks it against
+ * the CPU (on the emulator in CI; never yet on a GPU).
  *
  * Numerics: q, k, v and dout are rounded to bf16 when a tile is staged in
  * shared memory, as are the probabilities P and dS before their products

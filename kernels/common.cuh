@@ -152,13 +152,13 @@ void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int 
 size_t cuda_attention_saved_floats(int B, int T, int NH);
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS);
 void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
-                            const float *v, int B, int T, int NH, int NKV, int HS);
+                            const float *v, int B, int T, int NH, int NKV, int HS, int bf16);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *saved, const float *q, const float *k, const float *v,
                              const float *out, int B, int T, int NH, int NKV, int HS,
-                             float *scratch);
+                             float *scratch, int bf16);
 /* attention_tc.cu: the tensor-core path for HS 64 and 128 (attention.cu
- * picks it when LORA_CUDA_ATTN=tc); D is the backward's rowsum(dout ∘ out). */
+ * picks it for bf16 runs); D is the backward's rowsum(dout ∘ out). */
 int cuda_attention_tc_supports(int HS);
 void cuda_attention_tc_forward(float *out, float *saved, const float *q, const float *k,
                                const float *v, int B, int T, int NH, int NKV, int HS);

@@ -155,15 +155,20 @@ struct lora_backend {
 	 * q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h uses KV head
 	 * h / (NH/NKV). out (B, T, NH, HS) = softmax(q·kᵀ/sqrt(HS) + causal mask)·v.
 	 * saved: attention_saved_floats(B, T, NH) floats kept for the backward.
-	 * backward: dq, dk, dv +=. scratch: attention_scratch_floats(B, T, NH, HS). */
+	 * backward: dq, dk, dv +=. scratch: attention_scratch_floats(B, T, NH, HS).
+	 * bf16: the run trains in bf16 (frozen weights BF16), so the backend may
+	 * round q, k, v, dout, the probabilities and dS to bf16 inside the op, as
+	 * PyTorch's bf16 SDPA does (CUDA: the tensor-core kernels, HS 64 and
+	 * 128); 0 keeps the op fp32 throughout. The CPU ignores it. */
 	size_t (*attention_saved_floats)(int B, int T, int NH);
 	size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
 	void (*attention_forward)(float *out, float *saved, const float *q, const float *k,
-	                          const float *v, int B, int T, int NH, int NKV, int HS);
+	                          const float *v, int B, int T, int NH, int NKV, int HS,
+	                          int bf16);
 	void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
 	                           const float *saved, const float *q, const float *k,
 	                           const float *v, const float *out, int B, int T,
-	                           int NH, int NKV, int HS, float *scratch);
+	                           int NH, int NKV, int HS, float *scratch, int bf16);
 
 	/* ---- SwiGLU ---------------------------------------------------------------
 	 * out (N) = silu(gate) * up, silu(x) = x·sigmoid(x). out is overwritten.

@@ -733,7 +733,8 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	linear_fwd(m, l, LORA_MOD_V, a, a->v, a->ln1, y->wv, y->bv, N, C, KD);
 	be->rope_forward(a->q, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_forward(a->k, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, HS);
+	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, HS,
+	                      m->wdt == LORA_DTYPE_BF16);
 	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, a->atty, y->wo, y->bo, N, QD, C);
 	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
 	/* MLP */
@@ -840,7 +841,7 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	be->zero(p->dk, (size_t)N * KD * sizeof(float));
 	be->zero(p->dv, (size_t)N * KD * sizeof(float));
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
-	                       B, T, NH, NKV, HS, p->scratch);
+	                       B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
 	be->zero(p->dln, nc);

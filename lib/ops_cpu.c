@@ -363,8 +363,9 @@ static void causal_softmax_rows(float *S, int T)
 }
 
 static void attention_forward(float *out, float *saved, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int NKV, int HS)
+                              const float *v, int B, int T, int NH, int NKV, int HS, int bf16)
 {
+	(void)bf16;                   /* the reference is fp32 throughout */
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0);
 	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
@@ -390,8 +391,9 @@ static void attention_forward(float *out, float *saved, const float *q, const fl
 static void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                const float *saved, const float *q, const float *k,
                                const float *v, const float *out, int B, int T,
-                               int NH, int NKV, int HS, float *scratch)
+                               int NH, int NKV, int HS, float *scratch, int bf16)
 {
+	(void)bf16;
 	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
 	float *dS = scratch;                          /* (T, T) */

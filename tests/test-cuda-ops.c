@@ -549,10 +549,12 @@ static void test_rope(void)
 
 /* ---- attention ----------------------------------------------------------------------------------------- */
 
-/* With LORA_CUDA_ATTN=tc, head sizes 64 and 128 take the tensor-core kernels
+/* In a bf16 run, head sizes 64 and 128 take the tensor-core kernels
  * (attention_tc.cu), which round q, k, v, dout, P and dS to bf16: there the
  * inputs are rounded to bf16 for both backends, and the tolerance is a few
- * bf16 roundings (u = 2^-8) of (|cpu| + max|cpu|): 4u forward, 16u backward. */
+ * bf16 roundings (u = 2^-8) of (|cpu| + max|cpu|): 4u forward, 16u backward.
+ * (LORA_CUDA_ATTN=fp32 in the environment makes those runs take the fp32
+ * kernels, which must pass the same, looser, bounds.) */
 static void test_attention(void)
 {
 	static const int shapes[][5] = {      /* B, T, NH, NKV, HS */
@@ -560,12 +562,16 @@ static void test_attention(void)
 		{ 1, 100, 4, 2, 128 }, { 1, 37, 2, 1, 200 }, { 1, 70, 2, 2, 256 }, { 1, 300, 2, 1, 64 },
 		{ 2, 64, 2, 1, 64 }, { 1, 130, 4, 4, 128 }, { 1, 1, 2, 1, 128 },
 	};
-	const char *e = getenv("LORA_CUDA_ATTN");
-	int tc = e && !strcmp(e, "tc");
-	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-		int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], NKV = shapes[s][3];
-		int HS = shapes[s][4];
-		int bf = tc && (HS == 64 || HS == 128);
+	/* each shape twice: an fp32 run (CUDA-core kernels) and a bf16 run
+	 * (tensor-core kernels where HS is 64 or 128, with inputs that are
+	 * bf16 values, as they are in such a run) */
+	for (size_t s = 0; s < 2 * sizeof shapes / sizeof *shapes; s++) {
+		int run_bf16 = s % 2;
+		int B = shapes[s / 2][0], T = shapes[s / 2][1], NH = shapes[s / 2][2];
+		int NKV = shapes[s / 2][3], HS = shapes[s / 2][4];
+		int bf = run_bf16 && (HS == 64 || HS == 128);
+		if (run_bf16 && !bf)
+			continue;            /* the same kernels as the fp32 run */
 		lora_dtype dt = bf ? LORA_DTYPE_BF16 : LORA_DTYPE_F32;
 		size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
 		pair q = pair_rand_dt(nq, -2, 2, dt), k = pair_rand_dt(nk, -2, 2, dt);
@@ -573,8 +579,8 @@ static void test_attention(void)
 		pair out = pair_out(nq);
 		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
 		float *sg = be_alloc(gpu, gpu->attention_saved_floats(B, T, NH) * 4 + 4);
-		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, B, T, NH, NKV, HS);
-		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS);
+		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, B, T, NH, NKV, HS, bf);
+		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS, bf);
 		char what[128];
 		/* scores: sums of HS products; softmax over T keys; o sums of T terms */
 		double kf = bf ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
@@ -587,18 +593,18 @@ static void test_attention(void)
 		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
 		float *xg = be_alloc(gpu, gpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
 		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c,
-		                        B, T, NH, NKV, HS, xc);
+		                        B, T, NH, NKV, HS, xc, bf);
 		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g,
-		                        B, T, NH, NKV, HS, xg);
+		                        B, T, NH, NKV, HS, xg, bf);
 		double kb = bf ? 16.0 / 256 / EPS32 : 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dq",
-		         B, T, NH, NKV, HS);
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dq",
+		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
 		compare(what, &dq, kb, NULL);
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dk",
-		         B, T, NH, NKV, HS);
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dk",
+		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
 		compare(what, &dk, kb, NULL);
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d: dv",
-		         B, T, NH, NKV, HS);
+		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dv",
+		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
 		compare(what, &dv, kb, NULL);
 		pair_free(&q); pair_free(&k); pair_free(&v); pair_free(&out);
 		pair_free(&dout); pair_free(&dq); pair_free(&dk); pair_free(&dv);

@@ -214,10 +214,10 @@ static void test_attention(const char *tag)
 	float *out = lora_xcalloc(nq, 4), *saved = lora_xcalloc(be->attention_saved_floats(B, T, NH), 4);
 	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, HS) + 1, 4);
 	float *dq = lora_xcalloc(nq, 4), *dk = lora_xcalloc(nk, 4), *dv = lora_xcalloc(nk, 4);
-	be->attention_forward(out, saved, q, kk, v, B, T, NH, NKV, HS);
+	be->attention_forward(out, saved, q, kk, v, B, T, NH, NKV, HS, 0);
 	snprintf(what, sizeof what, "%s forward (NH %d, NKV %d, HS %d)", tag, NH, NKV, HS);
 	close_arr(what, out, y, nq, RT, AT);
-	be->attention_backward(dq, dk, dv, dout, saved, q, kk, v, out, B, T, NH, NKV, HS, scr);
+	be->attention_backward(dq, dk, dv, dout, saved, q, kk, v, out, B, T, NH, NKV, HS, scr, 0);
 	float *w = get(K("dq"), 0);
 	snprintf(what, sizeof what, "%s dq", tag);
 	close_arr(what, dq, w, nq, RT, AT);
