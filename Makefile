@@ -127,7 +127,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 check: deps
 	$(MAKE) -j$(NPROC) all cuda-tests
 	$(MAKE) -j$(NPROC) SAN=1 all san-tests
-	$(MAKE) -j$(NPROC) SIM=1 cuda-tests
+	$(MAKE) -j$(NPROC) SIM=1 all cuda-tests
 	$(MAKE) fuzz-run
 	@sh tests/run.sh build/san
 
@@ -138,9 +138,10 @@ cuda-tests: $(CUDA_TESTS:%=$(O)/tests/%)
 # The CUDA tests and tool tests on the emulator only (a quick loop while
 # working on kernels/).
 sim-check:
-	$(MAKE) -j$(NPROC) SIM=1 cuda-tests
+	$(MAKE) -j$(NPROC) SIM=1 all cuda-tests
 	build/sim/tests/test-cuda-ops
 	build/sim/tests/test-cuda-llama
+	BIN=build/sim/bin FIXTURES=tests/fixtures TMPDIR=$$(mktemp -d) sh tests/lora-train-cuda.sh
 
 deps:
 	@sh scripts/deps.sh

@@ -145,17 +145,7 @@ static void cu_mem_info(size_t *used, size_t *peak, size_t *cap)
 
 void *cuda_workspace(size_t bytes)
 {
-	if (bytes <= S.ws_bytes)
-		return S.ws;
-	CUDA_CHECK(cudaStreamSynchronize(S.stream));   /* queued work may still read it */
-	cu_free(S.ws);
-	size_t want = bytes + bytes / 8;     /* some headroom for the next shape */
-	S.ws = cu_alloc(want);
-	if (!S.ws) {
-		fprintf(stderr, "%s\n", lora_errmsg());
-		LORA_ASSERT(!"cannot grow the CUDA workspace");
-	}
-	S.ws_bytes = want;
+	LORA_ASSERT(bytes <= S.ws_bytes);
 	return S.ws;
 }
 
@@ -261,6 +251,9 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	if (!(S.blas_ws = cu_alloc(blas_ws)))
 		return NULL;
 	CUBLAS_CHECK(cublasSetWorkspace(S.blas, S.blas_ws, blas_ws));
+	if (!(S.ws = cu_alloc(CUDA_WS_BYTES)))
+		return NULL;
+	S.ws_bytes = CUDA_WS_BYTES;
 	CUDA_CHECK(cudaStreamSynchronize(S.stream));
 	return &cuda_be;
 }

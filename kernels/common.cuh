@@ -44,12 +44,13 @@ void cuda_fail(const char *what, const char *msg, const char *file, int line)
 
 cudaStream_t cuda_stream(void);
 cublasHandle_t cuda_blas(void);
-/* A device buffer of at least `bytes`, owned by the backend, reused by every
- * op that needs temporary memory the op-layer signature has no scratch
- * argument for (the bf16 copies of activations in linear.cu). It grows on
- * first use to the largest size asked for and then stays: a training step
- * after the first allocates nothing. Counted in mem_info. Valid until the
- * next call (ops are ordered on the one stream). */
+/* A device buffer of CUDA_WS_BYTES, owned by the backend, reused by every op
+ * that needs temporary memory the op-layer signature has no scratch argument
+ * for (the bf16 copies of activations in linear.cu). Allocated when the
+ * device opens, so it is in mem_info's `used` before the model plans its
+ * memory, and a step never allocates. Asking for more is a bug (asserts).
+ * Valid until the next call (ops are ordered on the one stream). */
+#define CUDA_WS_BYTES ((size_t)64 << 20)
 void *cuda_workspace(size_t bytes);
 
 /* ---- sizes ------------------------------------------------------------------------------ */

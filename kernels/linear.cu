@@ -9,16 +9,15 @@
  * the fp32 activation and a write of half its size per GEMM; error: the
  * activation is rounded once to bf16 (relative 2^-9 per product), which is
  * what PyTorch's bf16 autocast does too. The conversion goes in row chunks
- * of at most WS_BYTES, so the workspace stays 64 MiB even for the lm_head's
- * (N, V) gradient; a chunk of >= 1024 rows keeps each GEMM large. F32 weights (full fine-tuning,
+ * that fit the backend's fixed workspace (CUDA_WS_BYTES, 64 MiB), even for
+ * the lm_head's (N, V) gradient: 1016 rows of K = 33000, 261 rows of
+ * Llama 3's V = 128256, each still a large GEMM. F32 weights (full fine-tuning,
  * precision: fp32) use a plain fp32 GEMM (CUBLAS_COMPUTE_32F: no TF32).
  * dw is only ever requested for trainable (F32) weights.
  * Later: keep activations bf16 end to end, and fold the bias (cuBLASLt
  * epilogue) and the LoRA branch into the GEMM.
  */
 #include "common.cuh"
-
-#define WS_BYTES ((size_t)64 << 20)   /* bf16 copy of one row chunk */
 
 /* ---- kernels ----------------------------------------------------------------------- */
 
@@ -117,8 +116,8 @@ static void convert(void *dst, const float *x, size_t n, lora_dtype wdt)
 
 /* Row-major C (M, N) = A (M, K) · op(w) + beta · C where A is an fp32
  * activation and w a weight of dtype wdt (op(w) = wᵀ when transW): for F32
- * one GEMM; else A is converted to wdt in chunks of rows that fit WS_BYTES,
- * one GEMM per chunk. */
+ * one GEMM; else A is converted to wdt in chunks of rows that fit the
+ * workspace, one GEMM per chunk. */
 static void gemm_act_w(int transW, int M, int N, int K, const float *A, const void *w,
                        int ldw, lora_dtype wdt, float beta, float *C)
 {
@@ -126,9 +125,8 @@ static void gemm_act_w(int transW, int M, int N, int K, const float *A, const vo
 		gemm_rm(0, transW, M, N, K, 1.0f, A, K, w, ldw, cuda_type(wdt), beta, C, N);
 		return;
 	}
-	size_t rows = WS_BYTES / 2 / (size_t)K;
-	if (rows < 1024)
-		rows = 1024;              /* a huge K: a larger workspace, not tiny GEMMs */
+	size_t rows = CUDA_WS_BYTES / 2 / (size_t)K;
+	LORA_ASSERT(rows >= 1);
 	if (rows > (size_t)M)
 		rows = M;
 	void *ws = cuda_workspace(rows * (size_t)K * 2);

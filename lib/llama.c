@@ -653,6 +653,46 @@ lora_params *lora_llama_params(lora_llama *m) { return &m->params; }
 
 /* ---- plan ----------------------------------------------------------------------------------------- */
 
+/* The activations of (B, T) did not fit: say what they need, what is free,
+ * and what would fit (the largest batch at T, the longest T at B, and the
+ * need with gradient checkpointing). */
+static int plan_oom(lora_llama *m, const lora_adapter_config *lc, int B, int T, int ckpt,
+                    size_t need)
+{
+	const lora_llama_config *c = &m->cfg;
+	size_t used = 0, cap = 0;
+	m->be->mem_info(&used, NULL, &cap);
+	size_t avail = cap > used ? cap - used : 0;
+	int bl = 0, bh = B - 1, tl = 0, th = T - 1;  /* largest fitting b < B, t < T */
+	while (bl < bh) {
+		int mid = bl + (bh - bl + 1) / 2;
+		if (layout(NULL, c, m->be, lc, mid, T, ckpt, NULL) * sizeof(float) <= avail)
+			bl = mid;
+		else
+			bh = mid - 1;
+	}
+	while (tl < th) {
+		int mid = tl + (th - tl + 1) / 2;
+		if (layout(NULL, c, m->be, lc, B, mid, ckpt, NULL) * sizeof(float) <= avail)
+			tl = mid;
+		else
+			th = mid - 1;
+	}
+	char fits[160] = "";
+	if (bl > 0 || tl > 0)
+		snprintf(fits, sizeof fits, "; batch_size %d fits at this length, max_seq_length %d "
+		         "at this batch_size", bl, tl);
+	else
+		snprintf(fits, sizeof fits, "; not even batch_size 1 fits at this length");
+	char ck[96] = "";
+	if (!ckpt)
+		snprintf(ck, sizeof ck, "; with gradient_checkpointing: true they need %.1f MiB",
+		         layout(NULL, c, m->be, lc, B, T, 1, NULL) * 4.0 / 1048576.0);
+	return lora_err("out of memory on %s: the activations for batch %d x %d tokens need "
+	                "%.1f MiB, %.1f MiB is free%s%s", m->be->name, B, T, need / 1048576.0,
+	                avail / 1048576.0, fits, ck);
+}
+
 int lora_llama_plan(lora_llama *m, int B, int T, int ckpt)
 {
 	const lora_llama_config *c = &m->cfg;
@@ -676,9 +716,7 @@ int lora_llama_plan(lora_llama *m, int B, int T, int ckpt)
 	p->arena = m->be->alloc(n * sizeof(float));
 	if (!p->arena) {
 		p->B = 0;
-		return lora_err("out of memory: activations for batch %d x %d tokens need %.1f MiB "
-		                "(try a smaller batch_size or gradient_checkpointing)",
-		                B, T, n * 4.0 / (1 << 20));
+		return plan_oom(m, lc, B, T, ckpt, n * sizeof(float));
 	}
 	p->arena_floats = n;
 	layout(p, c, m->be, lc, B, T, ckpt, p->arena);

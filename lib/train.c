@@ -715,28 +715,6 @@ static double evaluate(run *r)
 
 /* ---- the plan ------------------------------------------------------------------------------ */
 
-static int largest_batch(run *r, const lora_llama_opts *mo, size_t cap)
-{
-	int lo = 0;
-	for (int b = 1; b <= 65536; b *= 2) {
-		lora_llama_mem mm = lora_llama_memory(&r->mc, r->be, b, r->T, mo);
-		if (mm.total > cap)
-			break;
-		lo = b;
-	}
-	if (lo == 0)
-		return 0;
-	int hi = lo * 2;               /* binary search in [lo, hi) */
-	while (hi - lo > 1) {
-		int mid = (lo + hi) / 2;
-		if (lora_llama_memory(&r->mc, r->be, mid, r->T, mo).total <= cap)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static void print_plan(run *r)
 {
 	char b1[32], b2[32], b3[32], b4[32];
@@ -745,8 +723,11 @@ static void print_plan(run *r)
 	lora_llama_opts mo = {.full = r->full, .grad_ckpt = r->c->gradient_checkpointing,
 	                      .lora = r->full ? NULL : &r->acfg};
 	lora_llama_mem mm = lora_llama_memory(&r->mc, r->be, r->B, r->T, &mo);
+	/* before the model loads, `used` is what the backend holds for itself
+	 * (CUDA: the cuBLAS and GEMM workspaces); the run gets the rest */
 	size_t used = 0, peak = 0, cap = 0;
 	r->be->mem_info(&used, &peak, &cap);
+	size_t budget = cap > used ? cap - used : 0;
 	say(r, "model: %s, %d layers, hidden %d, heads %d/%d, vocab %d (%s)", r->mc.model_type,
 	    r->mc.n_layers, r->mc.hidden_size, r->mc.n_heads, r->mc.n_kv_heads, r->mc.vocab_size,
 	    r->c->base_model);
@@ -759,15 +740,15 @@ static void print_plan(run *r)
 	say(r, "steps: %lld per epoch (batch %d x %d accumulation), %lld in all%s", (long long)r->spe,
 	    r->B, r->accum, (long long)r->total, r->c->max_steps ? " (max_steps)" : "");
 	say(r, "memory on %s: %s (frozen weights %s, trainable weights + gradients + AdamW %s, "
-	    "activations %s) of %s", r->be->name,
+	    "activations %s) of %s available", r->be->name,
 	    human_bytes(b1, sizeof b1, (double)mm.total), human_bytes(b2, sizeof b2, (double)mm.weights),
 	    human_bytes(b4, sizeof b4, (double)(mm.optimizer + mm.grads + mm.trainable)),
 	    human_bytes(b3, sizeof b3, (double)mm.activations),
-	    cap ? human_bytes((char[32]){0}, 32, (double)cap) : "?");
+	    cap ? human_bytes((char[32]){0}, 32, (double)budget) : "?");
 	if (cap) {
-		int lb = largest_batch(r, &mo, cap);
+		int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, budget, 1 << 20);
 		say(r, "largest batch_size that fits at sequence %d: %d", r->T, lb);
-		if (mm.total > cap)
+		if (mm.total > budget)
 			lora_warn("the run needs more memory than %s has: lower batch_size or "
 			          "max_seq_length, or set gradient_checkpointing: true", r->be->name);
 	}

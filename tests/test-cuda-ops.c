@@ -401,8 +401,8 @@ static float *host_of(const pair *p)
 
 static void test_linear(void)
 {
-	/* the last two run the bf16 conversion in two row chunks (linear.cu's
-	 * 64 MiB workspace holds 1024 rows of 33000): forward, then dinp */
+	/* the last two run the bf16 conversion in two row chunks (the 64 MiB
+	 * workspace holds 1016 rows of 33000): forward, then dinp */
 	static const int shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 33, 64, 17 }, { 64, 128, 96 },
 	                                 { 130, 257, 129 }, { 256, 1024, 512 },
 	                                 { 1100, 33000, 3 }, { 1100, 3, 33000 } };

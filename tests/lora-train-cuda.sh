@@ -1,0 +1,107 @@
+#!/bin/sh
+# lora-train-cuda.sh: lora-train on the CUDA backend, end to end, against
+# the same runs on the CPU backend: full fine-tuning in fp32 follows the CPU
+# to print precision, a bf16 LoRA run within bf16 rounding; out of GPU
+# memory is one clear line whose suggestions really fit (and are the
+# largest that do); no GPU falls back to the CPU with `device: auto` and is
+# an error with `device: cuda`.
+#
+# Without a GPU it runs the emulator build (make SIM=1 all: build/sim/bin),
+# whose CUDASIM_MEM / CUDASIM_NO_GPU give it a small GPU or none. On a GPU
+# machine: LT=build/rel/bin/lora-train sh tests/lora-train-cuda.sh runs the
+# first part (the memory and no-GPU parts need the emulator and are skipped).
+T=$TMPDIR
+D=$(dirname "$0")/..
+LT=${LT:-$D/build/sim/bin/lora-train}
+F=$FIXTURES
+export LORA_THREADS=2
+[ -x "$LT" ] || { echo "no CUDA lora-train to test ($LT: make SIM=1 all builds the emulator's)"; exit 77; }
+sim=0
+case $LT in *build/sim/*) sim=1 ;; esac
+fails=0 passes=0
+ok() { passes=$((passes+1)); echo "ok   $1"; }
+bad() { fails=$((fails+1)); echo "FAIL $1"; }
+check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
+losses() { sed -n 's/.*step=\([0-9]*\) .* loss=\([0-9.]*\) .*/\1 \2/p' "$1"; }
+# close A B RTOL: the step losses of logs A and B agree within RTOL (relative)
+close() {
+	losses "$1" >"$T/la"; losses "$2" >"$T/lb"
+	[ -s "$T/la" ] && [ "$(wc -l <"$T/la")" = "$(wc -l <"$T/lb")" ] &&
+	paste "$T/la" "$T/lb" | awk -v r="$3" '{ d = $2 - $4; if (d < 0) d = -d;
+		if ($1 != $3 || d > r * $4) { print "  step " $1 ": " $2 " vs " $4; bad = 1 } }
+		END { exit bad }'
+}
+
+# ---- a tiny base model, trained from random init on the CPU -----------------------
+mkdir -p "$T/base" "$T/data"
+cp "$F/train/tiny-config.json" "$T/base/config.json"
+cp "$D/examples/demo/base/tokenizer.json" "$T/base/tokenizer.json"
+cp "$F/data/text/a.txt" "$F/data/text/b.txt" "$T/data/"
+i=0; while [ $i -lt 6 ]; do cat "$F/data/text/a.txt" >>"$T/data/c.txt"; i=$((i+1)); done
+RUN="--train_data_dir $T/data --max_seq_length 32 --batch_size 4 --max_steps 6
+     --learning_rate 0.01 --logging_steps 2"
+
+# ---- full fine-tuning, fp32: the GPU follows the CPU --------------------------------
+try --base_model "$T/base" --output_dir "$T/full-cpu" --train_mode full $RUN --device cpu
+cp "$T/out" "$T/full-cpu.out"
+check "full fine-tuning on the CPU: exit 0" [ $rc -eq 0 ]
+try --base_model "$T/base" --output_dir "$T/full-gpu" --train_mode full $RUN --device cuda
+check "full fine-tuning on cuda: exit 0" [ $rc -eq 0 ]
+check "... on cuda:0" has "$T/out" "memory on cuda:0"
+check "... fp32 (full fine-tuning trains fp32 weights)" has "$T/out" "frozen weights 0 B"
+check "... step losses equal the CPU's to 1e-4" close "$T/out" "$T/full-cpu.out" 1e-4
+
+# ---- LoRA, bf16 (the GPU default): within bf16 rounding of the CPU ------------------
+try --base_model "$T/full-cpu" --output_dir "$T/lora-cpu" $RUN --device cpu
+cp "$T/out" "$T/lora-cpu.out"
+check "LoRA on the CPU: exit 0" [ $rc -eq 0 ]
+try --base_model "$T/full-cpu" --output_dir "$T/lora-gpu" $RUN --device cuda
+check "LoRA on cuda, bf16: exit 0" [ $rc -eq 0 ]
+check "... frozen weights in bf16 (half the CPU's fp32 bytes)" has "$T/out" "frozen weights 292.3 KiB"
+check "... step losses within 1% of the CPU's" close "$T/out" "$T/lora-cpu.out" 1e-2
+check "... adapter written" [ -s "$T/lora-gpu/adapter_model.safetensors" ]
+check "... same tensors as the CPU's adapter" [ "$(wc -c <"$T/lora-gpu/adapter_model.safetensors")" = \
+	"$(wc -c <"$T/lora-cpu/adapter_model.safetensors")" ]
+
+if [ $sim -eq 0 ]; then
+	echo "$passes passed, $fails failed (memory and no-GPU checks need the emulator)"
+	[ $fails -eq 0 ]; exit
+fi
+
+# ---- out of GPU memory: one line, what fits, no adapter -----------------------------
+export CUDASIM_MEM=140M
+OOM="--base_model $T/full-cpu --train_data_dir $T/data --max_steps 1"
+try $OOM --output_dir "$T/oom" --max_seq_length 64 --batch_size 64
+check "activations larger than the GPU: exit 1" [ $rc -eq 1 ]
+check "... says out of memory on cuda:0 and the need" has "$T/err" \
+	"out of memory on cuda:0: the activations for batch 64 x 64 tokens need"
+check "... the plan warned first" has "$T/err" "needs more memory than cuda:0 has"
+check "... no adapter" [ ! -e "$T/oom/adapter_model.safetensors" ]
+nb=$(sed -n 's/.*; batch_size \([0-9]*\) fits at this length.*/\1/p' "$T/err")
+nt=$(sed -n 's/.*, max_seq_length \([0-9]*\) at this batch_size.*/\1/p' "$T/err")
+check "... suggests a batch_size and a max_seq_length" [ -n "$nb" ] && [ -n "$nt" ] && [ "$nb" -gt 0 ]
+check "... the plan's largest batch is the same" has "$T/out" "largest batch_size that fits at sequence 64: $nb"
+try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size "$nb"
+check "the suggested batch_size $nb runs" [ $rc -eq 0 ]
+try $OOM --output_dir "$T/oom-b1" --max_seq_length 64 --batch_size $((nb + 1))
+check "... and batch_size $((nb + 1)) does not" [ $rc -eq 1 ]
+try $OOM --output_dir "$T/oom-t" --max_seq_length "$nt" --batch_size 64
+check "the suggested max_seq_length $nt runs" [ $rc -eq 0 ]
+unset CUDASIM_MEM
+
+# ---- no GPU ---------------------------------------------------------------------------
+export CUDASIM_NO_GPU=1
+try --base_model "$T/full-cpu" --output_dir "$T/auto" $RUN --max_steps 2 --device auto
+check "no GPU, device auto: exit 0" [ $rc -eq 0 ]
+check "... one notice, then the CPU" has "$T/err" "no usable GPU"
+check "... trained on the CPU" has "$T/out" "memory on cpu:"
+try --base_model "$T/full-cpu" --output_dir "$T/nogpu" $RUN --device cuda
+check "no GPU, device cuda: exit 1" [ $rc -eq 1 ]
+check "... says so" has "$T/err" "no CUDA GPU found"
+check "... writes nothing" [ ! -e "$T/nogpu" ]
+unset CUDASIM_NO_GPU
+
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]
