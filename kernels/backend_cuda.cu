@@ -159,6 +159,18 @@ void *cuda_workspace(size_t bytes)
 	return S.ws;
 }
 
+void *cuda_buffer_alloc(size_t bytes)
+{
+	void *p = cu_alloc(bytes);
+	if (!p) {
+		fprintf(stderr, "%s\n", lora_errmsg());
+		LORA_ASSERT(!"cannot allocate a CUDA op buffer");
+	}
+	return p;
+}
+
+void cuda_buffer_free(void *p) { cu_free(p); }
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 /* Filled field by field in lora_backend_cuda (robust to the order of the
@@ -201,6 +213,7 @@ static void table_fill(lora_backend *t)
 	t->crossentropy_backward = cuda_crossentropy_backward;
 	t->adamw_update = cuda_adamw_update;
 	t->sumsq = cuda_sumsq;
+	t->sumsq_segments = cuda_sumsq_segments;
 	t->scale = cuda_scale;
 }
 

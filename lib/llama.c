@@ -612,6 +612,7 @@ static int attach(lora_llama *m, const lora_adapter_config *cfg)
 	if (cfg->r < 1 || !cfg->targets || cfg->dropout < 0 || cfg->dropout >= 1)
 		return lora_err("bad LoRA configuration (rank %d, dropout %g)", cfg->r, cfg->dropout);
 	m->lora = lora_adapter_new(cfg, m->be);
+	lora_adapter_reserve(m->lora, lora_llama_n_lora_params(&m->cfg, cfg));   /* one buffer */
 	for (int l = 0; l < m->cfg.n_layers; l++)
 		for (int k = 0; k < LORA_MOD_COUNT; k++)
 			if (cfg->targets & (1u << k)) {
