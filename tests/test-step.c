@@ -4,7 +4,8 @@
  * scale each for the 1/ntokens normalisation and for clipping, however many
  * tensors the adapter has; the fused calls must give bit for bit what
  * per-tensor calls give (the same step replayed on a copy of every tensor
- * in its own buffer); full fine-tuning makes one call per run. Also the
+ * in its own buffer); full fine-tuning has one gradient run and one AdamW
+ * call per stretch of equal weight decay. Also the
  * run bookkeeping of lora_params and the adapter's one buffer (growing,
  * reserved, order A0, B0, A1, ...). The model is the engine's llama_gqa
  * fixture (tests/gen/gen_llama.py); the counts need no reference. */
@@ -272,8 +273,15 @@ static void test_step(int full)
 			snprintf(what, sizeof what, "lora step %d: 2 scales (got %d)", s, calls.scale);
 			test_cond(what, calls.scale == 2);
 		} else {
+			int changes = 0;       /* weights are one buffer: runs split at decay only */
+			for (int i = 1; i < ps->n; i++)
+				changes += ps->p[i].decay != ps->p[i - 1].decay;
 			printf("      full mode: %d tensors, %d grad runs, %d step runs\n", ps->n,
 			       ps->ngrad_runs, ps->nstep_runs);
+			snprintf(what, sizeof what, "full step %d: one grad run, a step run per decay "
+			         "stretch (%d)", s, changes + 1);
+			test_cond(what, ps->ngrad_runs == 1 && ps->nstep_runs == changes + 1 &&
+			          changes > 0);
 			snprintf(what, sizeof what, "full step %d: adamw_update once per step run", s);
 			test_cond(what, calls.adamw == ps->nstep_runs);
 			snprintf(what, sizeof what, "full step %d: sumsq_segments once per grad run", s);
