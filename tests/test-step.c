@@ -330,6 +330,43 @@ static void test_step(int full)
 	lora_llama_free(m);
 }
 
+/* Llama-2-7B's shapes (32 layers, C 4096, I 11008), an adapter on every
+ * linear layer: 448 tensors, still one call of each kind per step. r = 1
+ * keeps it small; the counts do not depend on r. */
+static void test_7b_counts(void)
+{
+	lora_adapter_config cfg = lora_adapter_config_default();
+	cfg.r = 1;
+	lora_adapter *ad = lora_adapter_new(&cfg, &cnt);
+	static const int in[7] = { 4096, 4096, 4096, 4096, 4096, 4096, 11008 };
+	static const int out[7] = { 4096, 4096, 4096, 4096, 11008, 11008, 4096 };
+	size_t total = 0;
+	for (int k = 0; k < 7; k++)
+		total += 32 * (size_t)(in[k] + out[k]);
+	lora_adapter_reserve(ad, total);
+	for (int l = 0; l < 32; l++)
+		for (int k = 0; k < 7; k++)
+			lora_adapter_add(ad, lora_mod_name(k), in[k], out[k]);
+	lora_params ps = { 0 };
+	lora_params_add_adapter(&ps, ad);
+	lora_adamw *o = lora_adamw_new(&ps, &cnt, &(lora_adamw_config){ .lr = 1e-3f, .beta1 = 0.9f,
+	                                  .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0 });
+	memset(&calls, 0, sizeof calls);
+	lora_params_zero_grad(&ps, &cnt);
+	lora_params_scale_grad(&ps, &cnt, 0.5f);
+	lora_clip_grad_norm(&ps, &cnt, 1.0f);
+	lora_adamw_step(o, 1e-3f);
+	printf("      7B-shaped adapter, all linear layers: %d tensors; one step: %d zero, %d scale, "
+	       "%d sumsq_segments, %d sumsq, %d adamw_update\n", ps.n, calls.zero, calls.scale,
+	       calls.segs, calls.sumsq, calls.adamw);
+	test_cond("7B shapes: 448 tensors", ps.n == 448 && ps.total == total);
+	test_cond("7B shapes: one call of each kind", calls.zero == 1 && calls.scale == 1 &&
+	          calls.segs == 1 && calls.sumsq == 0 && calls.adamw == 1);
+	lora_adamw_free(o);
+	lora_params_free(&ps);
+	lora_adapter_free(ad);
+}
+
 int main(void)
 {
 	cpu = lora_backend_cpu();
@@ -344,5 +381,6 @@ int main(void)
 	test_adapter_buffer(cpu);
 	test_step(0);
 	test_step(1);
+	test_7b_counts();
 	return test_report();
 }
