@@ -4,7 +4,7 @@
  *
  * One GPU per process: the first lora_backend_cuda(dev) opens dev; asking
  * for another index later is an error. Everything runs in order on one
- * stream; upload/download/sumsq synchronise it, ops do not.
+ * stream; upload/download/sumsq/sumsq_segments synchronise it, ops do not.
  *
  * Memory: alloc is cudaMalloc plus an asynchronous zero fill; each pointer's
  * size is kept in a host table so that free can keep the `used` counter. Out
