@@ -5,9 +5,9 @@
  * tensors the adapter has; the fused calls must give bit for bit what
  * per-tensor calls give (the same step replayed on a copy of every tensor
  * in its own buffer); full fine-tuning has one gradient run and one AdamW
- * call per stretch of equal weight decay. Also the
- * run bookkeeping of lora_params and the adapter's one buffer (growing,
- * reserved, order A0, B0, A1, ...). The model is the engine's llama_gqa
+ * call per stretch of equal weight decay. Also the run bookkeeping of
+ * lora_params and the adapter's one buffer (growing, reserved, order A0,
+ * B0, A1, ...). sumsq_segments itself is checked in test-ops. The model is the engine's llama_gqa
  * fixture (tests/gen/gen_llama.py); the counts need no reference. */
 #include <math.h>
 #include <stdlib.h>
@@ -53,46 +53,6 @@ static void c_zero(void *p, size_t bytes)
 {
 	calls.zero++;
 	cpu->zero(p, bytes);
-}
-
-/* ---- sumsq_segments against a naive loop and against sumsq ---------------------- */
-
-static void test_segments(const lora_backend *be)
-{
-	/* odd sizes, empty segments at the start, middle and end */
-	static const size_t len[] = { 0, 1, 7, 0, 1000, 33, 4097, 0, 2, 0 };
-	int nseg = sizeof len / sizeof *len;
-	size_t off[sizeof len / sizeof *len + 1], base = 5;    /* a run inside a list */
-	off[0] = base;
-	for (int k = 0; k < nseg; k++)
-		off[k + 1] = off[k] + len[k];
-	size_t n = off[nseg] - base;
-	float *x = lora_xmalloc(n * sizeof(float));
-	lora_rng g = { 7 };
-	for (size_t i = 0; i < n; i++)
-		x[i] = (lora_rng_uniform(&g) - 0.5f) * (i % 5 == 0 ? 1e3f : 1.0f);
-	double out[sizeof len / sizeof *len];
-	for (int k = 0; k < nseg; k++)
-		out[k] = -1;
-	be->sumsq_segments(x, off, nseg, out);
-	int same = 1, naive = 1;
-	for (int k = 0; k < nseg; k++) {
-		const float *s = x + (off[k] - base);
-		double want = 0;                         /* naive, independent of sumsq */
-		for (size_t i = 0; i < len[k]; i++)
-			want += (double)s[i] * (double)s[i];
-		naive &= fabs(out[k] - want) <= 1e-12 * want;
-		same &= out[k] == be->sumsq(s, len[k]);  /* bit for bit */
-	}
-	test_cond("sumsq_segments = naive double sums", naive);
-	test_cond("sumsq_segments = sumsq per segment, bit for bit", same);
-	test_cond("sumsq_segments: an empty segment is 0", out[0] == 0 && out[3] == 0 && out[9] == 0);
-	test_cond("sumsq_segments: a 1-element segment", out[1] == (double)x[0] * x[0]);
-	/* nseg 0 writes nothing */
-	out[0] = -1;
-	be->sumsq_segments(x, off, 0, out);
-	test_cond("sumsq_segments: nseg 0 writes nothing", out[0] == -1);
-	free(x);
 }
 
 /* ---- runs of the param list -------------------------------------------------------- */
@@ -376,7 +336,6 @@ int main(void)
 	cnt.sumsq_segments = c_segs;
 	cnt.scale = c_scale;
 	cnt.zero = c_zero;
-	test_segments(cpu);
 	test_runs();
 	test_adapter_buffer(cpu);
 	test_step(0);
