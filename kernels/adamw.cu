@@ -9,7 +9,7 @@
  *
  * sumsq_segments is deterministic (no atomics): pass 1 gives every block a
  * fixed chunk of SEG_CHUNK values of one segment and writes its double sum
- * to partials[block]; pass 2 gives every segment a block that adds its
+ * to partials[block]; pass 2 gives every segment a warp that adds its
  * chunks' partials in a fixed tree. The table that maps blocks to segments
  * (offsets and the first chunk of each segment) stays on the device and is
  * uploaded again only when the offsets change: in training they are the
@@ -108,14 +108,16 @@ __global__ void sumsq_chunks_kernel(double *partials, const float *x, const size
 		partials[b] = s;
 }
 
-/* pass 2: block k adds the partials of segment k's chunks. */
+/* pass 2: the warp of block k adds the partials of segment k's chunks
+ * (a few per LoRA tensor; 16K for a 7B embedding in full fine-tuning). */
 __global__ void sumsq_segsum_kernel(double *out, const double *partials, const size_t *cstart)
 {
 	int k = blockIdx.x;
 	double s = 0;
-	for (size_t i = cstart[k] + threadIdx.x; i < cstart[k + 1]; i += blockDim.x)
+	for (size_t i = cstart[k] + threadIdx.x; i < cstart[k + 1]; i += 32)
 		s += partials[i];
-	s = block_sum_fixed(s);
+	for (int o = 16; o > 0; o >>= 1)
+		s += __shfl_xor_sync(0xffffffffu, s, o);
 	if (threadIdx.x == 0)
 		out[k] = s;
 }
@@ -213,8 +215,7 @@ void cuda_sumsq_segments(const float *x, const size_t *offsets, int nseg, double
 			d_part, x, d_off, d_cstart, nseg);
 		CUDA_LAUNCH_CHECK();
 	}
-	sumsq_segsum_kernel<<<(unsigned)nseg, SEG_THREADS, 0, cuda_stream()>>>(d_out, d_part,
-	                                                                      d_cstart);
+	sumsq_segsum_kernel<<<(unsigned)nseg, 32, 0, cuda_stream()>>>(d_out, d_part, d_cstart);
 	CUDA_LAUNCH_CHECK();
 	CUDA_CHECK(cudaMemcpyAsync(out, d_out, (size_t)nseg * sizeof(double),
 	                           cudaMemcpyDeviceToHost, cuda_stream()));
