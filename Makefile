@@ -25,7 +25,21 @@ LDLIBS  += -ljansson -lyaml -lpng -ljpeg -ldeflate -lpcre2-8 -lutf8proc -llapack
 # ---- build flavours ---------------------------------------------------------
 # O is the object directory, BINDIR where tools go. SAN=1 is the sanitizer
 # build the tests use (CPU only: ASan does not mix with the CUDA runtime).
-ifeq ($(SAN),1)
+# SIM=1 is the CUDA backend on the CPU emulator (tests/cudasim/cudasim.h):
+# kernels/*.cu become C++ run by fibers, under ASan+UBSan, so that the CUDA
+# tests run where there is no GPU.
+ifeq ($(SIM),1)
+O       := build/sim
+BINDIR  := build/sim/bin
+SANFLAGS := -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+CFLAGS  := -O1 -g $(SANFLAGS) $(filter-out -O% -g,$(CFLAGS)) -DLORA_CUDA=1 -DLORA_CUDA_SIM=1
+SIM_CXXFLAGS := -O2 -g $(SANFLAGS) -DLORA_CUDA_SIM=1 -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -Wno-missing-field-initializers \
+           -Ilib -Ikernels -Itests/cudasim/include -include tests/cudasim/cudasim.h \
+           -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDFLAGS += -fsanitize=address,undefined
+LDLIBS  += -lstdc++
+CUDA    := 0
+else ifeq ($(SAN),1)
 O       := build/san
 BINDIR  := build/san/bin
 CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -51,6 +65,9 @@ CFLAGS  += -DLORA_CUDA=1 -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl -lrt
 KERNEL_OBJ := $(KERNEL_SRC:kernels/%.cu=$(O)/kernels/%.o)
 endif
+ifeq ($(SIM),1)
+KERNEL_OBJ := $(KERNEL_SRC:kernels/%.cu=$(O)/kernels/%.o) $(O)/cudasim/cudasim.o
+endif
 
 # ---- sources ------------------------------------------------------------------
 LIB_SRC  := $(wildcard lib/*.c)
@@ -72,9 +89,23 @@ $(O)/lib/%.o: lib/%.c $(wildcard lib/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+ifeq ($(SIM),1)
+SIM_DEPS := $(wildcard lib/*.h kernels/*.cuh tests/cudasim/*.h tests/cudasim/include/*.h)
+$(O)/kernels/%.cc: kernels/%.cu tests/cudasim/cu2cc.pl
+	@mkdir -p $(@D)
+	perl tests/cudasim/cu2cc.pl $< >$@.tmp && mv $@.tmp $@
+
+$(O)/kernels/%.o: $(O)/kernels/%.cc $(SIM_DEPS)
+	$(CXX) $(SIM_CXXFLAGS) -c -o $@ $<
+
+$(O)/cudasim/cudasim.o: tests/cudasim/cudasim.cc $(SIM_DEPS)
+	@mkdir -p $(@D)
+	$(CXX) $(SIM_CXXFLAGS) -c -o $@ $<
+else
 $(O)/kernels/%.o: kernels/%.cu $(wildcard lib/*.h kernels/*.cuh)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
+endif
 
 $(LIB_A): $(LIB_OBJ) $(KERNEL_OBJ)
 	@rm -f $@
@@ -96,12 +127,21 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 check: deps
 	$(MAKE) -j$(NPROC) all cuda-tests
 	$(MAKE) -j$(NPROC) SAN=1 all san-tests
+	$(MAKE) -j$(NPROC) SIM=1 cuda-tests
 	$(MAKE) fuzz-run
 	@sh tests/run.sh build/san
 
 san-tests: $(UNIT:%=$(O)/tests/%)
 
 cuda-tests: $(CUDA_TESTS:%=$(O)/tests/%)
+
+# The CUDA tests and tool tests on the emulator only (a quick loop while
+# working on kernels/).
+sim-check:
+	$(MAKE) -j$(NPROC) SIM=1 cuda-tests
+	build/sim/tests/test-cuda-ops
+	LORA_CUDA_ATTN=tc LORA_TEST_ONLY=attention build/sim/tests/test-cuda-ops
+	build/sim/tests/test-cuda-llama
 
 deps:
 	@sh scripts/deps.sh
@@ -153,5 +193,5 @@ install: all
 clean:
 	rm -rf build bin
 
-.PHONY: all check san-tests cuda-tests deps fuzz fuzz-build fuzz-run demo install clean
+.PHONY: all check san-tests cuda-tests sim-check deps fuzz fuzz-build fuzz-run demo install clean
 .SECONDARY:

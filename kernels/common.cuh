@@ -59,11 +59,21 @@ void cuda_buffer_free(void *p);
 
 /* ---- sizes ------------------------------------------------------------------------------ */
 
+/* The grid of an elementwise kernel: one thread per element, at most
+ * CUDA_MAX_BLOCKS blocks (grid-stride loops cover the rest). On the CPU
+ * emulator (tests/cudasim) a thread costs far more than a loop iteration,
+ * so it gets few long threads; the kernels are correct for any grid. */
+#ifdef LORA_CUDA_SIM
+#define CUDA_MAX_BLOCKS 64u
+#else
+#define CUDA_MAX_BLOCKS (65536u * 16u)
+#endif
+
 static inline unsigned cuda_blocks(size_t n, unsigned threads)
 {
 	size_t b = (n + threads - 1) / threads;
-	if (b > 65536u * 16u)        /* grid-stride loops cover the rest */
-		b = 65536u * 16u;
+	if (b > CUDA_MAX_BLOCKS)
+		b = CUDA_MAX_BLOCKS;
 	return b ? (unsigned)b : 1u;
 }
 

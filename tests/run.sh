@@ -34,6 +34,14 @@ for t in "$B"/tests/test-* build/rel/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
 	run "$(basename "$t")" "$t"
 done
+# The CUDA tests on the CPU emulator (make SIM=1 cuda-tests), the
+# tensor-core attention too.
+for t in build/sim/tests/test-cuda-*; do
+	[ -x "$t" ] || continue
+	run "sim-$(basename "$t")" "$t"
+done
+[ -x build/sim/tests/test-cuda-ops ] &&
+	run sim-test-cuda-ops-tc env LORA_CUDA_ATTN=tc LORA_TEST_ONLY=attention build/sim/tests/test-cuda-ops
 for t in tests/lora-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"

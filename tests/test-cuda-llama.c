@@ -9,9 +9,14 @@
  *     it must follow the CPU to fp32 rounding: rtol 1e-4 (as test-llama.c
  *     holds the CPU to PyTorch);
  *   cuda, bf16 (the default): frozen weights and GEMM inputs rounded to
- *     bf16 (unit roundoff 2^-8 = 3.9e-3); the loss curve must follow the
- *     CPU's within bf16 rounding: losses and logits 2e-2 relative (a few
- *     roundings of 3.9e-3 through 2 layers), gradient norms 5e-2;
+ *     bf16 (unit roundoff 2^-8 = 3.9e-3). "Within bf16 rounding" is measured,
+ *     not guessed: tests/gen/gen_bf16_ref.py records how far PyTorch's own
+ *     bf16 step (bf16 weights, autocast) is from its fp32 one, normwise, per
+ *     case (fixtures/engine/bf16_reference.json: logits 1.1-1.8%, LoRA
+ *     gradients 2.0-4.7%); ours must be within 1.5x that, normwise (an
+ *     element's error scales with the sizes in its dot products, not with
+ *     its own). The loss curve follows the CPU's within 2e-2 relative,
+ *     gradient norms 5e-2;
  *   cuda full fine-tuning, fp32: loss and every gradient of one step, 1e-4.
  *
  * Skips (77) without CUDA in the build or without a GPU.
@@ -20,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "test.h"        /* test_cond, test_report */
 #include "fixture.h"
@@ -68,6 +75,24 @@ static void close_arr(const char *what, const float *got, const float *want, int
 		printf("      %s: %d of %lld differ, maxdiff %.3g (max|cpu| %.3g)\n", what, bad,
 		       (long long)n, maxd, amax);
 	test_cond(what, bad == 0);
+}
+
+/* Normwise: ‖got − want‖₂ <= rtol·‖want‖₂ (NaN fails). For bf16 runs, where
+ * an element's error scales with Σ|x||w| of its dot products rather than
+ * with its own size, so an element near zero has no meaningful relative
+ * error. */
+static void close_norm(const char *what, const float *got, const float *want, int64_t n,
+                       double rtol)
+{
+	double dd = 0, ww = 0;
+	for (int64_t i = 0; i < n; i++) {
+		double d = (double)got[i] - want[i];
+		dd += d * d;
+		ww += (double)want[i] * want[i];
+	}
+	double rel = sqrt(dd) / (sqrt(ww) + 1e-30);
+	printf("      %s: normwise relative error %.3g (tolerance %.3g)\n", what, rel, rtol);
+	test_cond(what, rel <= rtol);
 }
 
 /* What one run of a case produces. */
@@ -159,7 +184,8 @@ out:
 }
 
 static void compare(const char *what, const run_out *g, const run_out *c, int64_t nlogits,
-                    double rt_logits, double rt_grads, double rt_loss, double rt_norm)
+                    int normwise, double rt_logits, double rt_grads, double rt_loss,
+                    double rt_norm)
 {
 	char w[256];
 	snprintf(w, sizeof w, "%s: runs", what);
@@ -169,10 +195,10 @@ static void compare(const char *what, const run_out *g, const run_out *c, int64_
 	snprintf(w, sizeof w, "%s: loss", what);
 	test_close(w, g->loss, c->loss, rt_loss, 0);
 	snprintf(w, sizeof w, "%s: logits", what);
-	close_arr(w, g->logits, c->logits, nlogits, rt_logits);
+	(normwise ? close_norm : close_arr)(w, g->logits, c->logits, nlogits, rt_logits);
 	snprintf(w, sizeof w, "%s: gradients of the first step", what);
 	test_cond(w, g->ngrad == c->ngrad);
-	close_arr(w, g->grads, c->grads, (int64_t)c->ngrad, rt_grads);
+	(normwise ? close_norm : close_arr)(w, g->grads, c->grads, (int64_t)c->ngrad, rt_grads);
 	if (c->S) {
 		snprintf(w, sizeof w, "%s: losses of %d AdamW steps", what, c->S);
 		close_arr(w, g->losses, c->losses, c->S, rt_loss);
@@ -195,6 +221,12 @@ int main(void)
 	/* precision: fp32 on the GPU is the same table with F32 frozen weights */
 	lora_backend gpu32 = *gpu;
 	gpu32.wdtype = LORA_DTYPE_F32;
+	json_error_t jerr;
+	json_t *bref = json_load_file(FIX "/bf16_reference.json", 0, &jerr);
+	if (!bref) {
+		printf("FAIL %s: %s (run tests/gen/gen_bf16_ref.py)\n", FIX "/bf16_reference.json", jerr.text);
+		return 1;
+	}
 	static const char *cases[] = { "llama_gqa", "qwen2_bias", "llama_tied", "mistral" };
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		char dir[256], path[512], what[300];
@@ -212,16 +244,23 @@ int main(void)
 		run_out c = run(cpu, dir, 0, gf);
 		run_out g32 = run(&gpu32, dir, 0, gf);
 		snprintf(what, sizeof what, "%s cuda fp32 vs cpu", cases[i]);
-		compare(what, &g32, &c, nl, 1e-4, 1e-3, 1e-4, 1e-4);
+		compare(what, &g32, &c, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
+		/* bf16: logits and gradients within 1.5x the normwise error of
+		 * PyTorch's own bf16 step against its fp32 one (gen_bf16_ref.py) */
+		json_t *ref = json_object_get(bref, cases[i]);
+		double el = json_number_value(json_object_get(ref, "logits"));
+		double eg = json_number_value(json_object_get(ref, "grads"));
+		test_cond("bf16_reference.json has the case", el > 0 && eg > 0);
 		run_out g16 = run(gpu, dir, 0, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
-		compare(what, &g16, &c, nl, 2e-2, 1e-1, 2e-2, 5e-2);
+		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, 2e-2, 5e-2);
 		run_out cf = run(cpu, dir, 1, gf), gf32 = run(&gpu32, dir, 1, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
-		compare(what, &gf32, &cf, nl, 1e-4, 1e-3, 1e-4, 1e-4);
+		compare(what, &gf32, &cf, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
 		run_free(&c); run_free(&g32); run_free(&g16); run_free(&cf); run_free(&gf32);
 		st_close(gf);
 	}
+	json_decref(bref);
 	return test_report();
 }
 #endif

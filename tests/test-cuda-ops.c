@@ -22,7 +22,8 @@
  *
  * On a mismatch: the first 5 (index, gpu, cpu) pairs and the max difference.
  * Without CUDA in the build, or without a GPU, it prints why and exits 77.
- * LORA_TEST_SEED=N draws other inputs.
+ * LORA_TEST_SEED=N draws other inputs; LORA_TEST_ONLY=attention,linear runs
+ * only the groups named.
  */
 #include <float.h>
 #include <math.h>
@@ -810,16 +811,20 @@ int main(void)
 		return 77;
 	}
 	printf("CUDA backend %s vs cpu, seed %llu\n", gpu->name, (unsigned long long)rng.s);
-	test_memory();
-	test_embedding();
-	test_rmsnorm();
-	test_linear();
-	test_lora();
-	test_rope();
-	test_attention();
-	test_elementwise();
-	test_crossentropy();
-	test_optim();
+	/* LORA_TEST_ONLY=attention,rope runs those groups only */
+	const char *only = getenv("LORA_TEST_ONLY");
+#define GROUP(name) if (!only || strstr(only, #name)) test_##name()
+	GROUP(memory);
+	GROUP(embedding);
+	GROUP(rmsnorm);
+	GROUP(linear);
+	GROUP(lora);
+	GROUP(rope);
+	GROUP(attention);
+	GROUP(elementwise);
+	GROUP(crossentropy);
+	GROUP(optim);
+#undef GROUP
 	size_t used, peak, cap;
 	gpu->mem_info(&used, &peak, &cap);
 	printf("GPU memory: %zu bytes held at the end, peak %zu, capacity %zu\n", used, peak, cap);

@@ -1,0 +1,322 @@
+/* cudasim.h: a CPU emulator of the parts of CUDA that kernels/ uses, so that
+ * the CUDA backend's kernels run, and are tested against the CPU backend, on
+ * machines without a GPU (CI). It is a test tool, not a backend: slow, one OS
+ * thread, and strict.
+ *
+ * How it works. tests/cudasim/cu2cc.pl turns a kernels/X.cu into C++: each
+ * `k<<<grid, block, smem, stream>>>(args)` becomes a sim::launch of a lambda
+ * that calls k(args), and `__shared__` declarations become per-block buffers.
+ * That C++ is compiled by the host compiler with this header forced in
+ * (-include) and tests/cudasim/include/ standing in for the CUDA headers.
+ * A launch runs the blocks one after another; the threads of a block are
+ * fibers (own stacks, switched by a few instructions of assembly), so
+ * __syncthreads, __syncwarp and the __shfl_*_sync exchanges really wait for
+ * the other threads. Within a block the fibers run in a seeded random order
+ * that changes at every barrier, so code that reads another thread's shared
+ * memory before a barrier sees stale data (poisoned, see below).
+ *
+ * What it checks, beyond computing the same numbers:
+ *   - launch configuration: block size, grid limits, dynamic shared memory
+ *     above 48 KiB only after cudaFuncSetAttribute, the opt-in maximum;
+ *   - barriers: every thread of a block at the same __syncthreads, every
+ *     lane of a warp at the same __syncwarp / shuffle / wmma op, full masks
+ *     only over lanes that exist and have not exited; a deadlock is reported
+ *     with where each thread waits;
+ *   - memory: cudaMalloc memory and shared memory start as 0xFF bytes (NaN
+ *     as float or bf16), so a read of something never written shows; built
+ *     with AddressSanitizer, every buffer (global, dynamic and static shared)
+ *     is its own allocation, so an out-of-bounds index is caught where it
+ *     happens;
+ *   - wmma: pointers 256-bit aligned, ldm a multiple of 16 bytes;
+ *   - cuBLAS: cublasGemmEx's argument rules (leading dimensions, types).
+ * It does not model timing, registers, memory ordering between blocks,
+ * asynchronous streams (everything is synchronous) or fast-math rounding
+ * (expf here is glibc's, FMA contraction is the host compiler's).
+ *
+ * Environment: CUDASIM_MEM (device size, bytes with K/M/G suffix; default
+ * 80G), CUDASIM_NO_GPU=1 (no device), CUDASIM_SEED (thread order, default
+ * 1; 0 runs threads in index order).
+ */
+#ifndef CUDASIM_H
+#define CUDASIM_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <type_traits>
+
+#define CUDART_VERSION 13000
+
+/* ---- qualifiers ------------------------------------------------------------------ */
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __restrict__ __restrict
+
+/* ---- vector types ---------------------------------------------------------------- */
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 {
+	unsigned x, y, z;
+	constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+
+/* ---- runtime API (tests/cudasim/cudasim.cc) -------------------------------------- */
+
+typedef enum cudaError {
+	cudaSuccess = 0,
+	cudaErrorInvalidValue = 1,
+	cudaErrorMemoryAllocation = 2,
+	cudaErrorInvalidConfiguration = 9,
+	cudaErrorInsufficientDriver = 35,
+	cudaErrorNoDevice = 100,
+	cudaErrorInvalidDevice = 101,
+	cudaErrorLaunchFailure = 719,
+} cudaError_t;
+
+typedef struct CUstream_st *cudaStream_t;
+enum cudaMemcpyKind {
+	cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
+	cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4,
+};
+#define cudaStreamNonBlocking 0x01
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+
+struct cudaFuncAttributes {
+	size_t sharedSizeBytes, constSizeBytes, localSizeBytes;
+	int maxThreadsPerBlock, numRegs, ptxVersion, binaryVersion, maxDynamicSharedSizeBytes;
+};
+
+struct cudaDeviceProp {
+	char name[256];
+	size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin, l2CacheSize;
+	int warpSize, maxThreadsPerBlock, major, minor, multiProcessorCount;
+	int clockRate, memoryClockRate, memoryBusWidth;
+};
+
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaSetDevice(int dev);
+cudaError_t cudaGetDevice(int *dev);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaMalloc(void **p, size_t bytes);
+template <class T> cudaError_t cudaMalloc(T **p, size_t bytes) { return cudaMalloc((void **)p, bytes); }
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMemGetInfo(size_t *freeb, size_t *total);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k,
+                            cudaStream_t s = 0);
+cudaError_t cudaMemset(void *p, int v, size_t n);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s = 0);
+cudaError_t cudaStreamCreate(cudaStream_t *s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+const char *cudaGetErrorString(cudaError_t e);
+const char *cudaGetErrorName(cudaError_t e);
+
+namespace sim {
+cudaError_t func_set_attr(const void *fn, cudaFuncAttribute a, int v);
+}
+template <class F> cudaError_t cudaFuncSetAttribute(F *fn, cudaFuncAttribute a, int v)
+{
+	return sim::func_set_attr(reinterpret_cast<const void *>(fn), a, v);
+}
+template <class F> cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *fa, F *fn)
+{
+	(void)fn;
+	memset(fa, 0, sizeof *fa);
+	fa->maxThreadsPerBlock = 1024;
+	fa->ptxVersion = fa->binaryVersion = 90;
+	return cudaSuccess;
+}
+
+/* ---- the emulator's per-thread state ---------------------------------------------- */
+
+namespace sim {
+extern uint3 t_idx, b_idx;       /* of the thread running now */
+extern dim3 b_dim, g_dim;
+
+[[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void syncthreads(const char *file, int line);
+/* Every lane of the warp (mask: all of them) arrives before any goes on. */
+void warp_sync(const char *file, int line, unsigned mask);
+int lane(void);
+inline unsigned mask_or_full(void) { return 0xffffffffu; }
+inline unsigned mask_or_full(unsigned m) { return m; }
+/* The calling thread's two exchange slots per lane (double-buffered by a
+ * per-thread count of collectives, see shfl). */
+uint64_t *warp_slots(unsigned *gen);
+
+template <class T> inline T shfl(const char *file, int line, unsigned mask, T v, int src)
+{
+	static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle type");
+	unsigned gen;
+	uint64_t *slots = warp_slots(&gen);          /* (2, 32) */
+	int me = lane();
+	memcpy(&slots[(gen & 1) * 32 + me], &v, sizeof v);
+	warp_sync(file, line, mask);
+	T r;
+	memcpy(&r, &slots[(gen & 1) * 32 + src], sizeof r);
+	return r;
+}
+template <class T> inline T shfl_idx(const char *f, int l, unsigned mask, T v, int src, int w = 32)
+{
+	int me = lane();
+	return shfl(f, l, mask, v, (me & ~(w - 1)) + (src & (w - 1)));
+}
+template <class T> inline T shfl_xor(const char *f, int l, unsigned mask, T v, int m, int w = 32)
+{
+	int me = lane(), s = me ^ m;
+	if ((s & ~(w - 1)) > (me & ~(w - 1)))       /* a later group: own value */
+		s = me;
+	return shfl(f, l, mask, v, s & 31);
+}
+template <class T> inline T shfl_down(const char *f, int l, unsigned mask, T v, int d, int w = 32)
+{
+	int me = lane(), s = me + d;
+	if ((s & ~(w - 1)) != (me & ~(w - 1)))
+		s = me;
+	return shfl(f, l, mask, v, s);
+}
+
+/* __shared__ variables: one buffer per declaration and block. */
+void *shared_static(const void *key, size_t bytes);
+void *shared_dynamic(void);
+
+/* Launches. */
+struct launch_cfg {
+	dim3 g, b;
+	size_t smem;
+};
+inline launch_cfg cfg(dim3 g, dim3 b, size_t smem = 0, cudaStream_t s = 0)
+{
+	(void)s;
+	return launch_cfg{ g, b, smem };
+}
+void run_grid(const launch_cfg &c, const void *kernel, const char *name, void (*body)(void *),
+              void *ctx);
+template <class F> void launch(const launch_cfg &c, const void *kernel, const char *name, F f)
+{
+	run_grid(c, kernel, name, [](void *p) { (*(F *)p)(); }, &f);
+}
+}  /* namespace sim */
+
+#define threadIdx (sim::t_idx)
+#define blockIdx (sim::b_idx)
+#define blockDim (sim::b_dim)
+#define gridDim (sim::g_dim)
+static const int warpSize = 32;
+
+#define __syncthreads() sim::syncthreads(__FILE__, __LINE__)
+#define __syncwarp(...) sim::warp_sync(__FILE__, __LINE__, sim::mask_or_full(__VA_ARGS__))
+#define __shfl_sync(m, v, s, ...) sim::shfl_idx(__FILE__, __LINE__, m, v, s, ##__VA_ARGS__)
+#define __shfl_xor_sync(m, v, s, ...) sim::shfl_xor(__FILE__, __LINE__, m, v, s, ##__VA_ARGS__)
+#define __shfl_down_sync(m, v, s, ...) sim::shfl_down(__FILE__, __LINE__, m, v, s, ##__VA_ARGS__)
+
+/* ---- atomics (one OS thread: plain read-modify-write) ------------------------------- */
+
+template <class T> inline T atomicAdd(T *a, T v) { T o = *a; *a = o + v; return o; }
+template <class T> inline T atomicMax(T *a, T v) { T o = *a; *a = o > v ? o : v; return o; }
+template <class T> inline T atomicMin(T *a, T v) { T o = *a; *a = o < v ? o : v; return o; }
+template <class T> inline T atomicExch(T *a, T v) { T o = *a; *a = v; return o; }
+template <class T> inline T atomicCAS(T *a, T c, T v) { T o = *a; if (o == c) *a = v; return o; }
+
+/* ---- math ------------------------------------------------------------------------ */
+
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
+
+#define SIM_MINMAX(T) \
+	inline T min(T a, T b) { return a < b ? a : b; } \
+	inline T max(T a, T b) { return a > b ? a : b; }
+SIM_MINMAX(int)
+SIM_MINMAX(unsigned)
+SIM_MINMAX(long)
+SIM_MINMAX(unsigned long)
+SIM_MINMAX(long long)
+SIM_MINMAX(unsigned long long)
+#undef SIM_MINMAX
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+
+/* ---- bf16 and fp16 (round to nearest even, as the device converts) ------------------ */
+
+struct __nv_bfloat16 { uint16_t __x; };
+struct __half { uint16_t __x; };
+
+inline __nv_bfloat16 __float2bfloat16_rn(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, 4);
+	__nv_bfloat16 b;
+	if ((x & 0x7fffffffu) > 0x7f800000u)
+		b.__x = 0x7fff;                                    /* NaN, as CUDA's */
+	else
+		b.__x = (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+	return b;
+}
+inline float __bfloat162float(__nv_bfloat16 b)
+{
+	uint32_t x = (uint32_t)b.__x << 16;
+	float f;
+	memcpy(&f, &x, 4);
+	return f;
+}
+inline __half __float2half_rn(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, 4);
+	uint16_t sign = (uint16_t)((x >> 16) & 0x8000u), h;
+	x &= 0x7fffffffu;
+	if (x > 0x7f800000u)
+		h = 0x7fff;                                        /* NaN */
+	else if (x >= 0x477ff000u)                             /* >= 65520: infinity */
+		h = 0x7c00;
+	else if (x < 0x38800000u) {                            /* below 2^-14: subnormal */
+		float a;
+		memcpy(&a, &x, 4);
+		h = (uint16_t)nearbyintf(a * 16777216.0f);     /* units of 2^-24, ties to even */
+	} else {
+		uint32_t mant = x & 0x7fffffu, rest = mant & 0x1fffu;
+		h = (uint16_t)((((x >> 23) - 112u) << 10) | (mant >> 13));
+		if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+			h++;
+	}
+	__half r;
+	r.__x = sign | h;
+	return r;
+}
+inline float __half2float(__half v)
+{
+	uint32_t sign = (uint32_t)(v.__x & 0x8000u) << 16, e = (v.__x >> 10) & 31u, m = v.__x & 1023u;
+	float f;
+	if (e == 0) {
+		f = (float)m * (1.0f / 16777216.0f);
+		return sign ? -f : f;
+	}
+	uint32_t x = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112u) << 23) | (m << 13));
+	memcpy(&f, &x, 4);
+	return f;
+}
+
+#endif

@@ -1,0 +1,2 @@
+/* cuda_runtime.h: the CPU emulator stands in for it (tests/cudasim/cudasim.h). */
+#include "../cudasim.h"

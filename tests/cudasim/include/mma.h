@@ -1,0 +1,104 @@
+/* mma.h: nvcuda::wmma for the CPU emulator (tests/cudasim/cudasim.h).
+ * The layout of a fragment's elements across the lanes of a warp is opaque
+ * in CUDA; here every lane holds the whole tile (row-major), which gives the
+ * same results for code that uses only the documented operations (load,
+ * store, fill, mma and element-wise loops over x[]). mma_sync multiplies in
+ * fp32 with fp32 accumulation: products of bf16/fp16 values are exact. Each
+ * operation is a warp collective: all 32 lanes must reach the same call. */
+#ifndef CUDASIM_MMA_H
+#define CUDASIM_MMA_H
+#include "../cudasim.h"
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+	static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+	static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+	enum { num_elements = rows * cols };
+	T x[num_elements];
+};
+
+inline float to_f(float v) { return v; }
+inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float to_f(__half v) { return __half2float(v); }
+
+inline void check_ptr(const void *p, unsigned ldm, size_t esize, const char *what)
+{
+	if ((uintptr_t)p % 32)
+		sim::fail("wmma::%s: pointer %p is not 256-bit aligned", what, p);
+	if ((ldm * esize) % 16)
+		sim::fail("wmma::%s: ldm %u is not a multiple of 16 bytes", what, ldm);
+}
+
+template <class Use, int M, int N, int K, class T, class L>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsigned ldm)
+{
+	typedef fragment<Use, M, N, K, T, L> F;
+	static_assert(!std::is_same<Use, accumulator>::value, "accumulator loads need a layout");
+	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	check_ptr(p, ldm, sizeof(T), "load_matrix_sync");
+	bool row = std::is_same<L, row_major>::value;
+	for (int i = 0; i < F::rows; i++)
+		for (int j = 0; j < F::cols; j++)
+			f.x[i * F::cols + j] = row ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm];
+}
+
+template <int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T> &f, const T *p, unsigned ldm,
+                             layout_t l)
+{
+	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	check_ptr(p, ldm, sizeof(T), "load_matrix_sync");
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++)
+			f.x[i * N + j] = l == mem_row_major ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm];
+}
+
+template <int M, int N, int K, class T>
+inline void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, T> &f, unsigned ldm,
+                              layout_t l)
+{
+	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	check_ptr(p, ldm, sizeof(T), "store_matrix_sync");
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++)
+			(l == mem_row_major ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm]) = f.x[i * N + j];
+}
+
+template <class Use, int M, int N, int K, class T, class L, class V>
+inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, const V &v)
+{
+	for (int i = 0; i < fragment<Use, M, N, K, T, L>::num_elements; i++)
+		f.x[i] = v;
+}
+
+template <int M, int N, int K, class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                     const fragment<matrix_a, M, N, K, T, LA> &a,
+                     const fragment<matrix_b, M, N, K, T, LB> &b,
+                     const fragment<accumulator, M, N, K, float> &c)
+{
+	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	float r[M * N];
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++) {
+			float s = c.x[i * N + j];
+			for (int k = 0; k < K; k++)
+				s += to_f(a.x[i * K + k]) * to_f(b.x[k * N + j]);
+			r[i * N + j] = s;
+		}
+	memcpy(d.x, r, sizeof r);
+}
+
+}  /* namespace wmma */
+}  /* namespace nvcuda */
+#endif
