@@ -4,7 +4,7 @@
  *
  * One GPU per process: the first lora_backend_cuda(dev) opens dev; asking
  * for another index later is an error. Everything runs in order on one
- * stream; upload/download/sumsq synchronise it, ops do not.
+ * stream; upload/download/sumsq/sumsq_segments synchronise it, ops do not.
  *
  * Memory: alloc is cudaMalloc plus an asynchronous zero fill; each pointer's
  * size is kept in a host table so that free can keep the `used` counter. Out
@@ -149,6 +149,18 @@ void *cuda_workspace(size_t bytes)
 	return S.ws;
 }
 
+void *cuda_buffer_alloc(size_t bytes)
+{
+	void *p = cu_alloc(bytes);
+	if (!p) {
+		fprintf(stderr, "%s\n", lora_errmsg());
+		LORA_ASSERT(!"cannot allocate a CUDA op buffer");
+	}
+	return p;
+}
+
+void cuda_buffer_free(void *p) { cu_free(p); }
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 /* Filled field by field in lora_backend_cuda (robust to the order of the
@@ -191,6 +203,7 @@ static void table_fill(lora_backend *t)
 	t->crossentropy_backward = cuda_crossentropy_backward;
 	t->adamw_update = cuda_adamw_update;
 	t->sumsq = cuda_sumsq;
+	t->sumsq_segments = cuda_sumsq_segments;
 	t->scale = cuda_scale;
 }
 

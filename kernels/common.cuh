@@ -52,6 +52,11 @@ cublasHandle_t cuda_blas(void);
  * Valid until the next call (ops are ordered on the one stream). */
 #define CUDA_WS_BYTES ((size_t)64 << 20)
 void *cuda_workspace(size_t bytes);
+/* A device buffer an op keeps across calls (adamw.cu's segment table):
+ * be->alloc's memory, counted in mem_info, but out of memory aborts (ops do
+ * not fail). cuda_buffer_free synchronises; NULL ok. */
+void *cuda_buffer_alloc(size_t bytes);
+void cuda_buffer_free(void *p);
 
 /* ---- sizes ------------------------------------------------------------------------------ */
 
@@ -178,6 +183,7 @@ void cuda_crossentropy_backward(float *dlogits, const float *logits, const int32
 void cuda_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
                        float beta1, float beta2, float eps, float wd, double bc1, double bc2);
 double cuda_sumsq(const float *x, size_t n);
+void cuda_sumsq_segments(const float *x, const size_t *offsets, int nseg, double *out);
 void cuda_scale(float *x, float s, size_t n);
 
 /* linear.cu's row-major GEMM, shared with lora.cu: C (M, N) = alpha ·

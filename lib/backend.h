@@ -197,11 +197,21 @@ struct lora_backend {
 	 * p -= lr·wd·p; m = lerp(m, g, 1-b1); v = b2·v + (1-b2)·g²;
 	 * p -= (lr/bc1) · m / (sqrt(v)/sqrt(bc2) + eps), bc = 1 - beta^t.
 	 * sumsq returns Σ x² (accumulated in double; synchronises).
+	 * sumsq_segments: the Σ x² of nseg segments of one buffer in one call
+	 * and one synchronisation (gradient clipping over every trainable tensor
+	 * of a step). offsets (nseg + 1, HOST memory, non-decreasing) are element
+	 * offsets relative to offsets[0]: x points at element offsets[0] and
+	 * segment k is x[offsets[k] - offsets[0] .. offsets[k+1] - offsets[0]),
+	 * so a run in the middle of a flat list passes &off[first] unchanged.
+	 * out (nseg, HOST) gets each segment's sum in double; an empty segment
+	 * gives 0. Each out[k] is what sumsq would return for that segment (the
+	 * CPU: bit for bit, same order; CUDA: deterministic, its own order).
 	 * scale: x *= s. */
 	void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n,
 	                     float lr, float beta1, float beta2, float eps, float wd,
 	                     double bc1, double bc2);
 	double (*sumsq)(const float *x, size_t n);
+	void (*sumsq_segments)(const float *x, const size_t *offsets, int nseg, double *out);
 	void (*scale)(float *x, float s, size_t n);
 };
 

@@ -294,6 +294,12 @@ typedef struct {
 	/* full mode */
 	float *dwte, *dlm_head, *dlnf_w;
 	layer_grads *g;          /* (L) */
+	/* full mode: every weight is a slice of wbuf and its gradient the same
+	 * slice of gbuf, in load order (the order of the param list), so the
+	 * gradients are one run and the optimizer step one call per stretch of
+	 * equal weight decay (lora.h: lora_params) */
+	float *wbuf, *gbuf;      /* (wcap) backend F32 */
+	size_t wused, wcap;
 } priv_t;
 
 /* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
@@ -421,10 +427,15 @@ static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, 
 		return lora_err("'%s': tensor '%s': unsupported dtype %s (F32, F16, BF16)", f->path, name,
 		                lora_dtype_name(t->dtype));
 	const lora_backend *be = m->be;
+	priv_t *p = m->priv;
 	size_t n = (size_t)t->numel, bytes = n * (lora_dtype_bits(m->wdt) / 8);
-	void *buf = be->alloc(bytes);
-	if (!buf)
+	void *buf;
+	if (m->full) {         /* lora_llama_n_params counted every weight we load */
+		LORA_ASSERT(p->wused + n <= p->wcap);
+		buf = p->wbuf + p->wused;
+	} else if (!(buf = be->alloc(bytes))) {
 		return lora_err("out of memory loading '%s' (%zu bytes)", name, bytes);
+	}
 	if (be->is_host && m->wdt == LORA_DTYPE_F32) {
 		st_tensor_to_f32(t, buf);
 	} else {
@@ -435,9 +446,8 @@ static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, 
 	}
 	*dst = buf;
 	if (m->full) {
-		*grad = be->alloc(n * sizeof(float));
-		if (!*grad)
-			return lora_err("out of memory for the gradient of '%s'", name);
+		*grad = p->gbuf + p->wused;
+		p->wused += n;
 		lora_params_add(&m->params, name, buf, *grad, ndim, (int64_t[]){ d0, d1 }, decay);
 	}
 	return 0;
@@ -470,6 +480,15 @@ lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 	}
 	if (!(f = st_open(path)))
 		goto fail;
+	if (full) {
+		p->wcap = lora_llama_n_params(c);
+		size_t bytes = p->wcap * sizeof(float);
+		if (!(p->wbuf = be->alloc(bytes)) || !(p->gbuf = be->alloc(bytes))) {
+			lora_err("out of memory for the trainable weights and their gradients "
+			         "(2 x %zu bytes)", bytes);
+			goto fail;
+		}
+	}
 	int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
 	int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
 	int L = c->n_layers;
@@ -562,7 +581,10 @@ void lora_llama_free(lora_llama *m)
 		return;
 	const lora_backend *be = m->be;
 	priv_t *p = P(m);
-	if (m->layers) {
+	if (m->full) {          /* every weight and gradient is a slice of these */
+		be->free(p->wbuf);
+		be->free(p->gbuf);
+	} else if (m->layers) {
 		for (int l = 0; l < m->cfg.n_layers; l++) {
 			lora_llama_layer *y = &m->layers[l];
 			void *w[] = { y->ln1_w, y->wq, y->wk, y->wv, y->bq, y->bk, y->bv, y->wo, y->bo,
@@ -576,14 +598,16 @@ void lora_llama_free(lora_llama *m)
 				be->free(gg[i]);
 		}
 	}
-	if (m->lm_head != m->wte) {
-		be->free(m->lm_head);
-		be->free(p->dlm_head);
+	if (!m->full) {
+		if (m->lm_head != m->wte) {
+			be->free(m->lm_head);
+			be->free(p->dlm_head);
+		}
+		be->free(m->wte);
+		be->free(p->dwte);
+		be->free(m->lnf_w);
+		be->free(p->dlnf_w);
 	}
-	be->free(m->wte);
-	be->free(p->dwte);
-	be->free(m->lnf_w);
-	be->free(p->dlnf_w);
 	be->free(p->arena);
 	free(p->a);
 	free(p->resid);
@@ -612,6 +636,7 @@ static int attach(lora_llama *m, const lora_adapter_config *cfg)
 	if (cfg->r < 1 || !cfg->targets || cfg->dropout < 0 || cfg->dropout >= 1)
 		return lora_err("bad LoRA configuration (rank %d, dropout %g)", cfg->r, cfg->dropout);
 	m->lora = lora_adapter_new(cfg, m->be);
+	lora_adapter_reserve(m->lora, lora_llama_n_lora_params(&m->cfg, cfg));   /* one buffer */
 	for (int l = 0; l < m->cfg.n_layers; l++)
 		for (int k = 0; k < LORA_MOD_COUNT; k++)
 			if (cfg->targets & (1u << k)) {

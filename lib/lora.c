@@ -84,23 +84,59 @@ static float *balloc(const lora_backend *be, size_t n)
 {
 	float *p = be->alloc(n * sizeof(float));
 	if (!p) {   /* adapters are small: treat like host OOM */
-		fprintf(stderr, "out of memory allocating a LoRA tensor (%zu bytes)\n", n * 4);
+		fprintf(stderr, "out of memory allocating LoRA tensors (%zu bytes)\n", n * 4);
 		abort();
 	}
 	return p;
 }
 
+/* Move both buffers to a capacity of cap floats (cap >= used) and point
+ * every module into the new ones. */
+static void adapter_grow(lora_adapter *ad, size_t cap)
+{
+	const lora_backend *be = ad->be;
+	float *d = balloc(be, cap), *g = balloc(be, cap);
+	if (ad->used) {
+		be->copy(d, ad->data, ad->used * sizeof(float));
+		be->copy(g, ad->grad, ad->used * sizeof(float));
+	}
+	for (int i = 0; i < ad->n; i++) {
+		lora_module *m = &ad->mods[i];
+		m->A = d + (m->A - ad->data);
+		m->B = d + (m->B - ad->data);
+		m->dA = g + (m->dA - ad->grad);
+		m->dB = g + (m->dB - ad->grad);
+	}
+	be->free(ad->data);
+	be->free(ad->grad);
+	ad->data = d;
+	ad->grad = g;
+	ad->cap = cap;
+}
+
+void lora_adapter_reserve(lora_adapter *ad, size_t floats)
+{
+	if (floats > ad->cap)
+		adapter_grow(ad, floats);
+}
+
 int lora_adapter_add(lora_adapter *ad, const char *name, int in, int out)
 {
+	int r = ad->cfg.r;
+	size_t na = (size_t)r * in, nb = (size_t)out * r;
+	if (ad->used + na + nb > ad->cap) {
+		size_t cap = 2 * ad->cap;
+		adapter_grow(ad, cap > ad->used + na + nb ? cap : ad->used + na + nb);
+	}
 	ad->mods = lora_xrealloc(ad->mods, (ad->n + 1) * sizeof *ad->mods);
 	lora_module *m = &ad->mods[ad->n];
-	int r = ad->cfg.r;
 	*m = (lora_module){ .name = lora_xstrdup(name), .in = in, .out = out, .r = r,
 	                    .scale = lora_adapter_config_scale(&ad->cfg) };
-	m->A = balloc(ad->be, (size_t)r * in);
-	m->dA = balloc(ad->be, (size_t)r * in);
-	m->B = balloc(ad->be, (size_t)out * r);
-	m->dB = balloc(ad->be, (size_t)out * r);
+	m->A = ad->data + ad->used;
+	m->dA = ad->grad + ad->used;
+	m->B = m->A + na;
+	m->dB = m->dA + na;
+	ad->used += na + nb;
 	return ad->n++;
 }
 
@@ -132,14 +168,10 @@ void lora_adapter_free(lora_adapter *ad)
 {
 	if (!ad)
 		return;
-	for (int i = 0; i < ad->n; i++) {
-		lora_module *m = &ad->mods[i];
-		ad->be->free(m->A);
-		ad->be->free(m->B);
-		ad->be->free(m->dA);
-		ad->be->free(m->dB);
-		free(m->name);
-	}
+	for (int i = 0; i < ad->n; i++)
+		free(ad->mods[i].name);
+	ad->be->free(ad->data);
+	ad->be->free(ad->grad);
 	free(ad->mods);
 	free(ad->base_model);
 	free(ad);
@@ -444,18 +476,41 @@ out:
 
 /* ---- the parameter list ---------------------------------------------------------------------- */
 
+/* Append entry i to the last run of *runs when `follows`, else open one. */
+static void run_extend(lora_param_run **runs, int *nruns, int i, size_t n, int follows)
+{
+	if (follows && *nruns > 0) {
+		lora_param_run *r = &(*runs)[*nruns - 1];
+		LORA_ASSERT(r->first + r->count == i);
+		r->count++;
+		r->n += n;
+		return;
+	}
+	*runs = lora_xrealloc(*runs, (*nruns + 1) * sizeof **runs);
+	(*runs)[(*nruns)++] = (lora_param_run){ .first = i, .count = 1, .n = n };
+}
+
 void lora_params_add(lora_params *ps, const char *name, float *data, float *grad,
                      int ndim, const int64_t *shape, int decay)
 {
 	ps->p = lora_xrealloc(ps->p, (ps->n + 1) * sizeof *ps->p);
-	lora_param *p = &ps->p[ps->n++];
+	ps->off = lora_xrealloc(ps->off, (ps->n + 2) * sizeof *ps->off);
+	int i = ps->n++;
+	lora_param *p = &ps->p[i];
 	*p = (lora_param){ .name = lora_xstrdup(name), .data = data, .grad = grad,
 	                   .ndim = ndim, .decay = decay, .n = 1 };
-	for (int i = 0; i < ndim; i++) {
-		p->shape[i] = shape[i];
-		p->n *= (size_t)shape[i];
+	for (int k = 0; k < ndim; k++) {
+		p->shape[k] = shape[k];
+		p->n *= (size_t)shape[k];
 	}
+	const lora_param *q = i > 0 ? &ps->p[i - 1] : NULL;
+	int gnext = q && grad && q->grad && grad == q->grad + q->n;
+	int dnext = q && data && q->data && data == q->data + q->n;
+	run_extend(&ps->grad_runs, &ps->ngrad_runs, i, p->n, gnext);
+	run_extend(&ps->step_runs, &ps->nstep_runs, i, p->n, gnext && dnext && decay == q->decay);
+	ps->off[i] = ps->total;
 	ps->total += p->n;
+	ps->off[i + 1] = ps->total;
 }
 
 void lora_params_add_adapter(lora_params *ps, const lora_adapter *ad)
@@ -472,8 +527,14 @@ void lora_params_add_adapter(lora_params *ps, const lora_adapter *ad)
 
 void lora_params_zero_grad(const lora_params *ps, const lora_backend *be)
 {
-	for (int i = 0; i < ps->n; i++)
-		be->zero(ps->p[i].grad, ps->p[i].n * sizeof(float));
+	for (int r = 0; r < ps->ngrad_runs; r++)
+		be->zero(ps->p[ps->grad_runs[r].first].grad, ps->grad_runs[r].n * sizeof(float));
+}
+
+void lora_params_scale_grad(const lora_params *ps, const lora_backend *be, float s)
+{
+	for (int r = 0; r < ps->ngrad_runs; r++)
+		be->scale(ps->p[ps->grad_runs[r].first].grad, s, ps->grad_runs[r].n);
 }
 
 void lora_params_free(lora_params *ps)
@@ -481,5 +542,8 @@ void lora_params_free(lora_params *ps)
 	for (int i = 0; i < ps->n; i++)
 		free(ps->p[i].name);
 	free(ps->p);
+	free(ps->off);
+	free(ps->grad_runs);
+	free(ps->step_runs);
 	*ps = (lora_params){ 0 };
 }

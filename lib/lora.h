@@ -14,7 +14,14 @@
  *     lora_adapter_free(ad);
  *
  * Tensors live in backend memory (be->alloc): A, B and their gradients dA,
- * dB, all F32. The adapter owns them; lora_adapter_free releases everything.
+ * dB, all F32. Every A and B is a slice of ONE buffer, in the order
+ * A0, B0, A1, B1, ... (the order lora_params_add_adapter lists them), and
+ * dA, dB are slices of one gradient buffer with the same layout, so the
+ * optimizer updates the whole adapter in one call (see lora_params). The
+ * buffer grows while modules are added, which moves every module's tensors:
+ * take the A, B, dA, dB pointers after the last lora_adapter_add, and call
+ * lora_adapter_reserve with the total first to allocate once. The adapter
+ * owns the buffers; lora_adapter_free releases everything.
  *
  * Initialisation RNG (ours, documented; it does not reproduce torch's
  * stream): module k (in the order added) draws A's r·in values in row-major
@@ -91,10 +98,17 @@ typedef struct {
 	int n;                  /* modules */
 	lora_module *mods;      /* (n) in the order added */
 	char *base_model;       /* base_model_name_or_path written to the config, or NULL */
+	float *data;            /* (cap) backend F32: A0, B0, A1, B1, ... then zeros */
+	float *grad;            /* (cap) dA0, dB0, ... the same layout */
+	size_t used, cap;       /* floats in use / allocated in each buffer */
 } lora_adapter;
 
 lora_adapter *lora_adapter_new(const lora_adapter_config *cfg, const lora_backend *be);
-/* Append a module (tensors allocated, A and B zero). Returns its index. */
+/* Make room for `floats` values of A and B in all (Σ r·(in + out) over the
+ * modules to come): the adds that follow then allocate nothing. */
+void lora_adapter_reserve(lora_adapter *ad, size_t floats);
+/* Append a module (A, B, dA, dB zero; the buffers grow, doubling, when the
+ * reserve is used up: earlier modules' pointers move). Returns its index. */
 int lora_adapter_add(lora_adapter *ad, const char *name, int in, int out);
 lora_module *lora_adapter_find(lora_adapter *ad, const char *name);   /* NULL */
 /* PEFT init: A kaiming-uniform from the RNG above, B zero. */
@@ -119,7 +133,18 @@ int lora_adapter_load_weights(lora_adapter *ad, const char *dir);
 /* ---- the trainable-parameter list ----------------------------------------------- */
 
 /* A flat view of every trainable tensor, for the optimizer, gradient
- * clipping, checkpoints and full fine-tuning. data/grad are backend F32. */
+ * clipping, checkpoints and full fine-tuning. data/grad are backend F32.
+ *
+ * Entry i owns values off[i] .. off[i+1] of the flat list (where its AdamW
+ * moments are). The list also keeps its maximal RUNS of consecutive entries
+ * whose buffers follow each other in memory, so that the per-step work is
+ * one backend call per run instead of one per tensor:
+ *   grad runs: p[i].grad == p[i-1].grad + p[i-1].n (zeroing, scaling and
+ *              the sums of squares of clipping);
+ *   step runs: the same for grad AND data, and the same decay (one
+ *              adamw_update call).
+ * An adapter's tensors are one buffer (lora_adapter_add), so LoRA mode is
+ * one run of each kind; tensors allocated one by one give one run each. */
 typedef struct {
 	char *name;             /* file key: PEFT key for LoRA, HF key in full mode */
 	float *data;            /* (n) */
@@ -131,17 +156,29 @@ typedef struct {
 } lora_param;
 
 typedef struct {
+	int first, count;       /* entries p[first .. first+count) */
+	size_t n;               /* values in the run: off[first+count] - off[first] */
+} lora_param_run;
+
+typedef struct {
 	int n;
 	lora_param *p;          /* (n) */
 	size_t total;           /* sum of p[i].n */
+	size_t *off;            /* (n + 1) flat offsets: off[0] = 0, off[n] = total */
+	int ngrad_runs, nstep_runs;
+	lora_param_run *grad_runs;   /* (ngrad_runs) contiguous grads */
+	lora_param_run *step_runs;   /* (nstep_runs) contiguous data and grads, one decay */
 } lora_params;
 
-/* Append one entry (name copied). */
+/* Append one entry (name copied); extends the last runs when its buffers
+ * follow the previous entry's. */
 void lora_params_add(lora_params *ps, const char *name, float *data, float *grad,
                      int ndim, const int64_t *shape, int decay);
 /* The entries of an adapter: for each module, lora_A then lora_B. */
 void lora_params_add_adapter(lora_params *ps, const lora_adapter *ad);
+/* grad = 0 and grad *= s over every entry: one backend call per grad run. */
 void lora_params_zero_grad(const lora_params *ps, const lora_backend *be);
-void lora_params_free(lora_params *ps);     /* frees names and the array */
+void lora_params_scale_grad(const lora_params *ps, const lora_backend *be, float s);
+void lora_params_free(lora_params *ps);     /* frees names and the arrays */
 
 #endif

@@ -550,6 +550,16 @@ static double sumsq(const float *x, size_t n)
 	return s;
 }
 
+/* segment by segment, each summed exactly as sumsq sums it (same order, so
+ * the same doubles) */
+static void sumsq_segments(const float *x, const size_t *off, int nseg, double *out)
+{
+	for (int k = 0; k < nseg; k++) {
+		LORA_ASSERT(off[k + 1] >= off[k]);
+		out[k] = sumsq(x + (off[k] - off[0]), off[k + 1] - off[k]);
+	}
+}
+
 static void scale(float *x, float s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -577,7 +587,8 @@ static const lora_backend cpu = {
 	.add_forward = add_forward,
 	.crossentropy_forward = crossentropy_forward,
 	.crossentropy_backward = crossentropy_backward,
-	.adamw_update = adamw_update, .sumsq = sumsq, .scale = scale,
+	.adamw_update = adamw_update, .sumsq = sumsq, .sumsq_segments = sumsq_segments,
+	.scale = scale,
 };
 
 const lora_backend *lora_backend_cpu(void)

@@ -36,13 +36,16 @@ void lora_adamw_step(lora_adamw *o, float lr)
 	/* torch: bias_correction = 1 - beta ** step, as Python floats (double) */
 	double bc1 = 1.0 - pow((double)c->beta1, (double)o->step);
 	double bc2 = 1.0 - pow((double)c->beta2, (double)o->step);
-	size_t off = 0;
-	for (int i = 0; i < o->params->n; i++) {
-		const lora_param *p = &o->params->p[i];
-		o->be->adamw_update(p->data, p->grad, o->m + off, o->v + off, p->n, lr,
+	/* one launch per run of tensors contiguous in data and grad with one
+	 * decay (their moments are contiguous too): LoRA mode is one run */
+	const lora_params *ps = o->params;
+	for (int r = 0; r < ps->nstep_runs; r++) {
+		const lora_param_run *run = &ps->step_runs[r];
+		const lora_param *p = &ps->p[run->first];
+		size_t off = ps->off[run->first];
+		o->be->adamw_update(p->data, p->grad, o->m + off, o->v + off, run->n, lr,
 		                    c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0f,
 		                    bc1, bc2);
-		off += p->n;
 	}
 }
 
@@ -59,12 +62,21 @@ void lora_adamw_free(lora_adamw *o)
 
 float lora_clip_grad_norm(const lora_params *ps, const lora_backend *be, float max_norm)
 {
-	/* torch: total = ‖(‖g_1‖, ‖g_2‖, ...)‖ with per-tensor norms in fp32 */
+	/* torch: total = ‖(‖g_1‖, ‖g_2‖, ...)‖ with per-tensor norms in fp32.
+	 * The sums of squares come from one sumsq_segments call per grad run
+	 * (one synchronisation in LoRA mode); the fp32 sum stays in list order. */
+	double *sq = lora_xmalloc((ps->n ? ps->n : 1) * sizeof(double));
+	for (int r = 0; r < ps->ngrad_runs; r++) {
+		const lora_param_run *run = &ps->grad_runs[r];
+		be->sumsq_segments(ps->p[run->first].grad, ps->off + run->first, run->count,
+		                   sq + run->first);
+	}
 	float acc = 0;
 	for (int i = 0; i < ps->n; i++) {
-		float n = (float)sqrt(be->sumsq(ps->p[i].grad, ps->p[i].n));
+		float n = (float)sqrt(sq[i]);
 		acc += n * n;
 	}
+	free(sq);
 	float total = sqrtf(acc);
 	if (max_norm > 0) {
 		float coef = max_norm / (total + 1e-6f);
@@ -72,8 +84,7 @@ float lora_clip_grad_norm(const lora_params *ps, const lora_backend *be, float m
 			coef = 1.0f;
 		/* torch multiplies even when coef is 1 (a no-op); skip that */
 		if (coef < 1.0f)
-			for (int i = 0; i < ps->n; i++)
-				be->scale(ps->p[i].grad, coef, ps->p[i].n);
+			lora_params_scale_grad(ps, be, coef);
 	}
 	return total;
 }

@@ -11,8 +11,11 @@
  * AdamW is torch.optim.AdamW's single-tensor path (the one torch takes on the
  * CPU): decoupled weight decay p *= 1 - lr·wd (for params with decay set),
  * fp32 moments m, v, bias corrections computed in double as Python floats.
- * The moments live in backend memory (2 floats per trainable value); the
- * update runs on the backend (be->adamw_update).
+ * The moments live in backend memory (2 floats per trainable value, at the
+ * param list's flat offsets); the update runs on the backend, one
+ * be->adamw_update per step run of the list (lora.h: one call for a whole
+ * LoRA adapter). Clipping makes one be->sumsq_segments (one host sync) and
+ * at most one be->scale per gradient run.
  *
  * Schedules are transformers' get_{constant,linear,cosine}_schedule_with_warmup:
  * the lr used for optimizer step k (k = 0, 1, ...) is lr · lambda(k).

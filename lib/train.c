@@ -1067,8 +1067,7 @@ static int train_loop(run *r)
 		}
 		r->m->grad_scale = 1.0f;
 		if (r->accum > 1)
-			for (int i = 0; i < r->params->n; i++)
-				r->be->scale(r->params->p[i].grad, (float)(1.0 / ntgt_all), r->params->p[i].n);
+			lora_params_scale_grad(r->params, r->be, (float)(1.0 / ntgt_all));
 		double loss = r->accum > 1 ? lsum / ntgt_all : lsum;
 		float norm = lora_clip_grad_norm(r->params, r->be, (float)c->max_grad_norm);
 		if (!isfinite(loss) || !isfinite(norm)) {

@@ -695,6 +695,83 @@ static void test_crossentropy(void)
 
 /* ---- optimizer ------------------------------------------------------------------------------------------------ */
 
+/* sumsq_segments on offsets[0..nseg] (relative to offsets[0]) of x: the
+ * GPU's sums against the CPU's (double sums of the same floats, another
+ * order: 1e-9 relative); twice in a row: bit for bit the same. */
+static int segs_check(const char *what, const pair *x, const size_t *off, int nseg)
+{
+	double *a = lora_xmalloc((nseg + 1) * sizeof(double));
+	double *b = lora_xmalloc((nseg + 1) * sizeof(double));
+	double *b2 = lora_xmalloc((nseg + 1) * sizeof(double));
+	for (int k = 0; k < nseg; k++)
+		b[k] = b2[k] = NAN;
+	cpu->sumsq_segments(x->c, off, nseg, a);
+	gpu->sumsq_segments(x->g, off, nseg, b);
+	gpu->sumsq_segments(x->g, off, nseg, b2);
+	int bad = 0, same = 1;
+	for (int k = 0; k < nseg; k++) {
+		if (!(fabs(b[k] - a[k]) <= 1e-9 * a[k])) {
+			if (bad < 5)
+				printf("      %s: segment %d of %zu values: gpu %.17g cpu %.17g\n", what, k,
+				       off[k + 1] - off[k], b[k], a[k]);
+			bad++;
+		}
+		same &= b[k] == b2[k];
+	}
+	char w[160];
+	snprintf(w, sizeof w, "%s (%d segments)", what, nseg);
+	test_cond(w, bad == 0);
+	snprintf(w, sizeof w, "%s: deterministic", what);
+	test_cond(w, same);
+	free(a);
+	free(b);
+	free(b2);
+	return bad == 0;
+}
+
+static void test_sumsq_segments(void)
+{
+	/* odd sizes around the 8192-value chunk, empty ones at both ends and
+	 * inside, offsets not starting at 0 (a run in the middle of a list) */
+	static const size_t len[] = { 0, 1, 7, 8191, 8192, 8193, 0, 100003, 3, 16385, 0 };
+	int nseg = sizeof len / sizeof *len;
+	size_t off[sizeof len / sizeof *len + 1];
+	off[0] = 12345;
+	for (int k = 0; k < nseg; k++)
+		off[k + 1] = off[k] + len[k];
+	pair x = pair_rand(off[nseg] - off[0], -3, 3);
+	segs_check("sumsq_segments odd sizes", &x, off, nseg);
+	/* the same number of segments, other offsets: the device table must follow */
+	size_t off2[sizeof len / sizeof *len + 1];
+	for (int k = 0; k <= nseg; k++)
+		off2[k] = off[k] - off[0];
+	off2[2] += 1;
+	off2[nseg - 1] -= 5;
+	segs_check("sumsq_segments other offsets, same count", &x, off2, nseg);
+	segs_check("sumsq_segments first offsets again", &x, off, nseg);
+	/* one segment: the same as sumsq */
+	size_t one[2] = { 0, off[nseg] - off[0] };
+	double a = gpu->sumsq(x.g, one[1]), b = NAN;
+	gpu->sumsq_segments(x.g, one, 1, &b);
+	test_close("sumsq_segments one segment = sumsq", b, a, 1e-12, 0);
+	/* all empty */
+	size_t zeros[4] = { 9, 9, 9, 9 };
+	double z[3] = { NAN, NAN, NAN };
+	gpu->sumsq_segments(x.g, zeros, 3, z);
+	test_cond("sumsq_segments: all segments empty", z[0] == 0 && z[1] == 0 && z[2] == 0);
+	pair_free(&x);
+	/* many segments (an adapter on every layer of a 7B model has 448) */
+	int many = 1001;
+	size_t *mo = lora_xmalloc((many + 1) * sizeof(size_t));
+	mo[0] = 0;
+	for (int k = 0; k < many; k++)
+		mo[k + 1] = mo[k] + (k % 97 == 0 ? 0 : lora_rng_next(&rng) % 500);
+	pair y = pair_rand(mo[many], -1, 1);
+	segs_check("sumsq_segments many", &y, mo, many);
+	pair_free(&y);
+	free(mo);
+}
+
 static void test_optim(void)
 {
 	static const size_t sizes[] = { 1, 1000, 12345 };
@@ -726,6 +803,7 @@ static void test_optim(void)
 		test_close(what, b, a, 1e-9, 0);
 		pair_free(&x);
 	}
+	test_sumsq_segments();
 }
 
 int main(void)

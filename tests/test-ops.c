@@ -1,7 +1,8 @@
 /* test-ops.c: every op of the CPU backend against PyTorch autograd
  * (fixture from tests/gen/gen_ops.py: tests/fixtures/engine/ops.safetensors),
  * plus the optimizer, clipping and the LR schedules against torch and
- * transformers, and LoRA dropout against an explicit masked computation. */
+ * transformers, LoRA dropout against an explicit masked computation, and
+ * sumsq_segments against a naive loop and sumsq. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,6 +339,45 @@ static void test_clip(void)
 	free(ga); free(gb); free(mx); free(wn); free(wa); free(wb);
 }
 
+/* sumsq_segments against a naive loop and against sumsq per segment */
+static void test_sumsq_segments(void)
+{
+	/* odd sizes, empty segments at the start, middle and end */
+	static const size_t len[] = { 0, 1, 7, 0, 1000, 33, 4097, 0, 2, 0 };
+	int nseg = sizeof len / sizeof *len;
+	size_t off[sizeof len / sizeof *len + 1], base = 5;    /* a run inside a list */
+	off[0] = base;
+	for (int k = 0; k < nseg; k++)
+		off[k + 1] = off[k] + len[k];
+	size_t n = off[nseg] - base;
+	float *x = lora_xmalloc(n * sizeof(float));
+	lora_rng g = { 7 };
+	for (size_t i = 0; i < n; i++)
+		x[i] = (lora_rng_uniform(&g) - 0.5f) * (i % 5 == 0 ? 1e3f : 1.0f);
+	double out[sizeof len / sizeof *len];
+	for (int k = 0; k < nseg; k++)
+		out[k] = -1;
+	be->sumsq_segments(x, off, nseg, out);
+	int same = 1, naive = 1;
+	for (int k = 0; k < nseg; k++) {
+		const float *s = x + (off[k] - base);
+		double want = 0;                         /* naive, independent of sumsq */
+		for (size_t i = 0; i < len[k]; i++)
+			want += (double)s[i] * (double)s[i];
+		naive &= fabs(out[k] - want) <= 1e-12 * want;
+		same &= out[k] == be->sumsq(s, len[k]);  /* bit for bit */
+	}
+	test_cond("sumsq_segments = naive double sums", naive);
+	test_cond("sumsq_segments = sumsq per segment, bit for bit", same);
+	test_cond("sumsq_segments: an empty segment is 0", out[0] == 0 && out[3] == 0 && out[9] == 0);
+	test_cond("sumsq_segments: a 1-element segment", out[1] == (double)x[0] * x[0]);
+	/* nseg 0 writes nothing */
+	out[0] = -1;
+	be->sumsq_segments(x, off, 0, out);
+	test_cond("sumsq_segments: nseg 0 writes nothing", out[0] == -1);
+	free(x);
+}
+
 static void test_sched(void)
 {
 	for (int k = 0; k < LORA_SCHED_COUNT; k++) {
@@ -383,6 +423,7 @@ int main(void)
 	test_embedding();
 	test_adamw();
 	test_clip();
+	test_sumsq_segments();
 	test_sched();
 	st_close(fx);
 	return test_report();
