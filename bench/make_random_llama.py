@@ -82,7 +82,7 @@ def main():
         tensors[name] = t.cpu()
     n = sum(t.numel() for t in tensors.values())
     save_file(tensors, os.path.join(a.out, "model.safetensors"), metadata={"format": "pt"})
-    print(f"{a.shape}: {n / 1e9:.2f} B params in {a.out} ({time.time() - t0:.0f} s)", flush=True)
+    print(f"{a.shape}: {n / 1e9:.3g} B params in {a.out} ({time.time() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
