@@ -4,6 +4,7 @@
 #
 #   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
 #                                          (+ the op tests with LORA_CUDA_ATTN=fp32)
+#                                          + lora-train on the GPU vs the CPU
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
@@ -38,6 +39,14 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 		echo "$t: exit $r"; grep -E '^FAIL|passed|skipped' "$log" | head -40
 		[ $r -ne 0 ] && rc=1
 	done
+	# lora-train itself on the GPU against the CPU (the memory and no-GPU
+	# parts of this test need the emulator and are skipped here)
+	mkdir -p /tmp/gpu/lt
+	LT=/tmp/gpu/bin/lora-train FIXTURES=$(pwd)/tests/fixtures TMPDIR=/tmp/gpu/lt \
+		sh tests/lora-train-cuda.sh >"$OUT/lora-train-cuda.log" 2>&1
+	r=$?
+	echo "lora-train-cuda: exit $r"; grep -E '^FAIL|passed' "$OUT/lora-train-cuda.log"
+	[ $r -ne 0 ] && rc=1
 fi
 if [ "$what" = ops ] || [ "$what" = all ]; then
 	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1

@@ -58,12 +58,20 @@ try --base_model "$T/full-cpu" --output_dir "$T/lora-cpu" $RUN --device cpu
 cp "$T/out" "$T/lora-cpu.out"
 check "LoRA on the CPU: exit 0" [ $rc -eq 0 ]
 try --base_model "$T/full-cpu" --output_dir "$T/lora-gpu" $RUN --device cuda
+cp "$T/out" "$T/lora-gpu.out"
 check "LoRA on cuda, bf16: exit 0" [ $rc -eq 0 ]
 check "... frozen weights in bf16 (half the CPU's fp32 bytes)" has "$T/out" "frozen weights 292.3 KiB"
 check "... step losses within 1% of the CPU's" close "$T/out" "$T/lora-cpu.out" 1e-2
 check "... adapter written" [ -s "$T/lora-gpu/adapter_model.safetensors" ]
 check "... same tensors as the CPU's adapter" [ "$(wc -c <"$T/lora-gpu/adapter_model.safetensors")" = \
 	"$(wc -c <"$T/lora-cpu/adapter_model.safetensors")" ]
+
+try --base_model "$T/full-cpu" --output_dir "$T/lora-ckpt" $RUN --device cuda \
+	--gradient_checkpointing true
+check "LoRA on cuda with gradient checkpointing: exit 0" [ $rc -eq 0 ]
+check "... plans less activation memory" [ "$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/out")" != \
+	"$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/lora-cpu.out")" ]
+check "... the same step losses as without (recomputed, not changed)" close "$T/out" "$T/lora-gpu.out" 1e-6
 
 if [ $sim -eq 0 ]; then
 	echo "$passes passed, $fails failed (memory and no-GPU checks need the emulator)"
