@@ -72,6 +72,7 @@ struct fiber {
 	uint3 tid;
 	int lane, warp, state;
 	unsigned gen;             /* warp collectives so far (shuffle slot parity) */
+	unsigned wmma;            /* wmma operations so far */
 #ifdef SIM_ASAN
 	void *fake;
 #endif
@@ -160,6 +161,7 @@ static void fiber_start(fiber *f)
 	f->sp = &s[-7];
 	f->state = F_READY;
 	f->gen = 0;
+	f->wmma = 0;
 }
 
 /* scheduler -> fiber f */
@@ -191,8 +193,35 @@ static void yield(void)
 #endif
 }
 
+void wmma_op(void)
+{
+	if (!cur)
+		fail("a wmma operation outside a kernel");
+	cur->wmma++;
+}
+
+/* At a barrier: the live lanes of warp w made the same number of wmma calls
+ * (they are warp collectives: a lane that skipped one is a divergence). */
+static void check_wmma(int w, const char *file, int line)
+{
+	int base = w * 32, ref = -1;
+	for (int i = base; i < base + warps[w].lanes; i++) {
+		fiber &g = fibers[i];
+		if (g.state == F_DONE)
+			continue;
+		if (ref < 0)
+			ref = (int)g.wmma;
+		else if ((int)g.wmma != ref)
+			fail("at the barrier at %s:%d, lanes of warp %d made different numbers of wmma "
+			     "calls (%d and %u): a wmma operation in divergent code", file, line, w,
+			     ref, g.wmma);
+	}
+}
+
 static void release_block(void)
 {
+	for (size_t w = 0; w < warps.size(); w++)
+		check_wmma((int)w, bar_file, bar_line);
 	for (fiber &g : fibers)
 		if (g.state == F_BLOCK)
 			g.state = F_READY;
@@ -270,6 +299,7 @@ void warp_sync(const char *file, int line, unsigned mask)
 		     line, w.file, w.line);
 	}
 	if (++w.waiting == w.live) {
+		check_wmma(f->warp, file, line);
 		int base = f->warp * 32;
 		for (int i = base; i < base + w.lanes; i++)
 			if (fibers[i].state == F_WARP)

@@ -27,7 +27,9 @@
  *     with AddressSanitizer, every buffer (global, dynamic and static shared)
  *     is its own allocation, so an out-of-bounds index is caught where it
  *     happens;
- *   - wmma: pointers 256-bit aligned, ldm a multiple of 16 bytes;
+ *   - wmma: pointers 256-bit aligned, ldm a multiple of 16 bytes; the
+ *     operations order no memory between lanes (see include/mma.h), so a
+ *     missing __syncwarp around them shows; every lane makes the same calls;
  *   - cuBLAS: cublasGemmEx's argument rules (leading dimensions, types).
  * It does not model timing, registers, memory ordering between blocks,
  * asynchronous streams (everything is synchronous) or fast-math rounding
@@ -157,6 +159,9 @@ inline unsigned mask_or_full(unsigned m) { return m; }
 /* The calling thread's two exchange slots per lane (double-buffered by a
  * per-thread count of collectives, see shfl). */
 uint64_t *warp_slots(unsigned *gen);
+/* A wmma load/store/mma by this lane (counted; the counts of a warp's lanes
+ * must agree at every barrier). */
+void wmma_op(void);
 
 template <class T> inline T shfl(const char *file, int line, unsigned mask, T v, int src)
 {

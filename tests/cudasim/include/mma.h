@@ -3,8 +3,15 @@
  * in CUDA; here every lane holds the whole tile (row-major), which gives the
  * same results for code that uses only the documented operations (load,
  * store, fill, mma and element-wise loops over x[]). mma_sync multiplies in
- * fp32 with fp32 accumulation: products of bf16/fp16 values are exact. Each
- * operation is a warp collective: all 32 lanes must reach the same call. */
+ * fp32 with fp32 accumulation: products of bf16/fp16 values are exact.
+ * Load, store and mma are warp collectives, but they do not order memory
+ * between lanes: only __syncwarp (or __syncthreads) does. So here they do
+ * not wait for the other lanes at all: a load reads memory when its lane
+ * gets there, perhaps before the others have written what it reads, and a
+ * store writes only its lane's share of the tile (element i by lane i % 32):
+ * a lane that reads what others stored, or loads what others wrote, without
+ * a barrier between, sees stale or NaN data. That all 32 lanes made the same
+ * number of wmma calls is checked at the next barrier. */
 #ifndef CUDASIM_MMA_H
 #define CUDASIM_MMA_H
 #include "../cudasim.h"
@@ -44,7 +51,7 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsign
 {
 	typedef fragment<Use, M, N, K, T, L> F;
 	static_assert(!std::is_same<Use, accumulator>::value, "accumulator loads need a layout");
-	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	sim::wmma_op();
 	check_ptr(p, ldm, sizeof(T), "load_matrix_sync");
 	bool row = std::is_same<L, row_major>::value;
 	for (int i = 0; i < F::rows; i++)
@@ -56,7 +63,7 @@ template <int M, int N, int K, class T>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T> &f, const T *p, unsigned ldm,
                              layout_t l)
 {
-	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	sim::wmma_op();
 	check_ptr(p, ldm, sizeof(T), "load_matrix_sync");
 	for (int i = 0; i < M; i++)
 		for (int j = 0; j < N; j++)
@@ -67,11 +74,12 @@ template <int M, int N, int K, class T>
 inline void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, T> &f, unsigned ldm,
                               layout_t l)
 {
-	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	sim::wmma_op();
 	check_ptr(p, ldm, sizeof(T), "store_matrix_sync");
-	for (int i = 0; i < M; i++)
-		for (int j = 0; j < N; j++)
-			(l == mem_row_major ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm]) = f.x[i * N + j];
+	for (int e = sim::lane(); e < M * N; e += 32) {
+		int i = e / N, j = e % N;
+		(l == mem_row_major ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm]) = f.x[e];
+	}
 }
 
 template <class Use, int M, int N, int K, class T, class L, class V>
@@ -87,7 +95,7 @@ inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                      const fragment<matrix_b, M, N, K, T, LB> &b,
                      const fragment<accumulator, M, N, K, float> &c)
 {
-	sim::warp_sync(__FILE__, __LINE__, 0xffffffffu);
+	sim::wmma_op();
 	float r[M * N];
 	for (int i = 0; i < M; i++)
 		for (int j = 0; j < N; j++) {
