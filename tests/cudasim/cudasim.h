@@ -31,9 +31,11 @@
  *     operations order no memory between lanes (see include/mma.h), so a
  *     missing __syncwarp around them shows; every lane makes the same calls;
  *   - cuBLAS: cublasGemmEx's argument rules (leading dimensions, types).
- * It does not model timing, registers, memory ordering between blocks,
- * asynchronous streams (everything is synchronous) or fast-math rounding
- * (expf here is glibc's, FMA contraction is the host compiler's).
+ * It does not model timing, registers, memory ordering between blocks or
+ * around shuffles (a shuffle must meet the other lanes here, so shared
+ * memory written before it is seen after it, which the device does not
+ * promise), asynchronous streams (everything is synchronous) or fast-math
+ * rounding (expf here is glibc's, FMA contraction the host compiler's).
  *
  * Environment: CUDASIM_MEM (device size, bytes with K/M/G suffix; default
  * 80G), CUDASIM_NO_GPU=1 (no device), CUDASIM_SEED (thread order, default
