@@ -715,7 +715,46 @@ static double evaluate(run *r)
 
 /* ---- the plan ------------------------------------------------------------------------------ */
 
-static void print_plan(run *r)
+/* The run does not fit in budget bytes of a GPU: say what it needs and
+ * what would fit, before the model is loaded (lora_llama_plan says the same
+ * if an allocation fails later anyway). */
+static int plan_too_big(run *r, const lora_llama_opts *mo, size_t need, size_t budget, int lb)
+{
+	char hn[32], hb[32], hx[32];
+	human_bytes(hn, sizeof hn, (double)need);
+	human_bytes(hb, sizeof hb, (double)budget);
+	lora_llama_mem one = lora_llama_memory(&r->mc, r->be, 1, 1, mo);
+	if (one.total - one.activations > budget)
+		return fail(r, "out of memory on %s: the run needs %s and %s is available; the "
+		            "weights, LoRA state and optimizer alone need %s", r->be->name, hn, hb,
+		            human_bytes(hx, sizeof hx, (double)(one.total - one.activations)));
+	int tl = 0, th = r->T - 1;       /* longest t < T that fits at batch B */
+	while (tl < th) {
+		int mid = tl + (th - tl + 1) / 2;
+		if (lora_llama_memory(&r->mc, r->be, r->B, mid, mo).total <= budget)
+			tl = mid;
+		else
+			th = mid - 1;
+	}
+	char fits[128], ck[96] = "";
+	if (lb > 0 || tl > 0)
+		snprintf(fits, sizeof fits, "batch_size %d fits at this length, max_seq_length %d "
+		         "at this batch_size", lb, tl);
+	else
+		snprintf(fits, sizeof fits, "not even batch_size 1 fits at this length");
+	if (!mo->grad_ckpt) {
+		lora_llama_opts mc = *mo;
+		mc.grad_ckpt = 1;
+		snprintf(ck, sizeof ck, "; with gradient_checkpointing: true it needs %s",
+		         human_bytes(hx, sizeof hx,
+		                     (double)lora_llama_memory(&r->mc, r->be, r->B, r->T, &mc).total));
+	}
+	return fail(r, "out of memory on %s: batch %d x %d tokens need %s in all, %s is "
+	            "available; %s%s", r->be->name, r->B, r->T, hn, hb, fits, ck);
+}
+
+/* Print the plan; 0, or -1 (the message said) when it cannot fit on a GPU. */
+static int print_plan(run *r)
 {
 	char b1[32], b2[32], b3[32], b4[32];
 	size_t total = lora_llama_n_params(&r->mc);
@@ -748,10 +787,15 @@ static void print_plan(run *r)
 	if (cap) {
 		int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, budget, 1 << 20);
 		say(r, "largest batch_size that fits at sequence %d: %d", r->T, lb);
+		/* a GPU's memory is a hard limit: stop before loading the model;
+		 * the CPU's RAM is not (swap, overcommit): a warning */
+		if (mm.total > budget && !r->be->is_host && !r->o->dry_run)
+			return plan_too_big(r, &mo, mm.total, budget, lb);
 		if (mm.total > budget)
 			lora_warn("the run needs more memory than %s has: lower batch_size or "
 			          "max_seq_length, or set gradient_checkpointing: true", r->be->name);
 	}
+	return 0;
 }
 
 /* ---- final outputs ---------------------------------------------------------------------------- */
@@ -1200,10 +1244,8 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 			rc = fail(&r, "%s", lora_errmsg());
 		free(p);
 	}
-	if (rc == 0) {
-		print_plan(&r);
+	if (rc == 0 && (rc = print_plan(&r)) == 0)
 		rc = load_model(&r);
-	}
 	if (rc == 0) {
 		int err;
 		char *rp = resume_path(&r, &err);
