@@ -9,7 +9,7 @@
 # runtime; dynamically against
 # glibc, libstdc++, cuBLAS/cuBLASLt (the GPU box's CUDA 13) and libgfortran,
 # which is packed beside them.
-# Usage: sh bench/gpu-bundle.sh     then see docs/readme-cuda.md
+# Usage: sh bench/gpu-bundle.sh     then see docs/CUDA.md
 set -eu
 make -j2 all cuda-tests
 D=build/gpu

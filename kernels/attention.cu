@@ -6,7 +6,7 @@
  * Layout: q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h reads KV
  * head h / (NH/NKV). All in fp32 on the CUDA cores (this first version is
  * written to be checked, not to be fast; tensor-core tiles are next, see
- * docs/readme-cuda.md).
+ * docs/CUDA.md).
  *
  * One scheme serves all three kernels. A block of 8 warps owns a tile of 32
  * "own" rows (4 per warp) of one (batch, head) and walks the tiles of 32

@@ -74,12 +74,17 @@ static void *be_alloc(const lora_backend *be, size_t bytes)
 	return p;
 }
 
+/* GPU buffers are exactly n elements (1 byte when empty), so that on the
+ * emulator ASan stops a kernel that reads or writes one element past the
+ * end (the CPU side keeps 4 spare bytes). */
+static size_t gbytes(size_t n, size_t esize) { return n ? n * esize : 1; }
+
 /* The same n floats on both backends. */
 typedef struct { float *c, *g; size_t n; } pair;
 
 static pair pair_of(const float *h, size_t n)
 {
-	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), n };
+	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, 4)), n };
 	cpu->upload(p.c, h, n * 4);
 	gpu->upload(p.g, h, n * 4);
 	return p;
@@ -109,7 +114,7 @@ static pair pair_out(size_t n)
 	float *h = lora_xmalloc((n ? n : 1) * 4);
 	for (size_t i = 0; i < n; i++)
 		h[i] = NAN;
-	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), n };
+	pair p = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, 4)), n };
 	gpu->upload(p.g, h, n * 4);
 	free(h);
 	return p;
@@ -143,7 +148,8 @@ static float round_to(float x, lora_dtype dt)
 
 static wpair wpair_rand(size_t n, float lo, float hi, lora_dtype dt)
 {
-	wpair w = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, n * 4 + 4), dt, n, host_rand(n, lo, hi) };
+	wpair w = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, dt == LORA_DTYPE_F32 ? 4 : 2)),
+	            dt, n, host_rand(n, lo, hi) };
 	for (size_t i = 0; i < n; i++)
 		w.h[i] = round_to(w.h[i], dt);
 	cpu->upload(w.c, w.h, n * 4);
@@ -578,7 +584,7 @@ static void test_attention(void)
 		pair v = pair_rand_dt(nk, -2, 2, dt);
 		pair out = pair_out(nq);
 		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
-		float *sg = be_alloc(gpu, gpu->attention_saved_floats(B, T, NH) * 4 + 4);
+		float *sg = be_alloc(gpu, gbytes(gpu->attention_saved_floats(B, T, NH), 4));
 		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, B, T, NH, NKV, HS, bf);
 		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS, bf);
 		char what[128];
@@ -591,7 +597,7 @@ static void test_attention(void)
 		pair dout = pair_rand_dt(nq, -1, 1, dt), dq = pair_rand(nq, -1, 1);
 		pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
 		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
-		float *xg = be_alloc(gpu, gpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
+		float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, HS), 4));
 		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c,
 		                        B, T, NH, NKV, HS, xc, bf);
 		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g,
