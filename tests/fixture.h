@@ -7,13 +7,18 @@
  * A missing tensor or an unconvertible dtype ends the test (exit 1) with a
  * line saying which script regenerates the fixture. One spare element is
  * allocated so that a 0-element tensor still gets a pointer.
- * fixture_ids and fixture_targets turn HF input_ids / labels into ours. */
+ * fixture_ids and fixture_targets turn HF input_ids / labels into ours;
+ * fixture_close compares an array with its reference the way the engine
+ * tests judge gradients; fixture_grads downloads every gradient. */
 #ifndef LORA_TEST_FIXTURE_H
 #define LORA_TEST_FIXTURE_H
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "backend.h"       /* LORA_IGNORE_INDEX */
+#include "lora.h"          /* lora_params */
 #include "safetensors.h"
+#include "test.h"          /* test_cond */
 #include "util.h"
 
 static inline float *fixture_f32(const st_file *f, const char *name, int64_t *n, const char *gen)
@@ -51,5 +56,45 @@ static inline int32_t *fixture_targets(const float *labels, int B, int T)
 		for (int i = 0; i < T; i++)
 			t[b * T + i] = i + 1 < T ? (int32_t)labels[b * T + i + 1] : LORA_IGNORE_INDEX;
 	return t;
+}
+
+/* |got - want| <= rtol·(|want| + floor·max|want|) + 1e-9 per element, NaN
+ * fails: the absolute part is relative to the array's largest value, so
+ * tiny entries of a gradient are judged against the gradient's size. The
+ * first 5 mismatches and the largest difference are printed; 1 if all hold. */
+static inline int fixture_close(const char *what, const float *got, const float *want,
+                                int64_t n, double rtol, double floor)
+{
+	double amax = 0, maxd = 0;
+	for (int64_t i = 0; i < n; i++)
+		if (fabs(want[i]) > amax)
+			amax = fabs(want[i]);
+	int bad = 0;
+	for (int64_t i = 0; i < n; i++) {
+		double d = fabs((double)got[i] - want[i]);
+		if (d > maxd || isnan(d))
+			maxd = isnan(d) ? INFINITY : d;
+		if (!(d <= rtol * (fabs(want[i]) + floor * amax) + 1e-9)) {
+			if (bad < 5)
+				printf("      %s[%lld]: got %.9g want %.9g\n", what, (long long)i, got[i], want[i]);
+			bad++;
+		}
+	}
+	if (bad)
+		printf("      %s: %d of %lld differ, max abs diff %.3g (max |want| %.3g)\n", what, bad,
+		       (long long)n, maxd, amax);
+	test_cond(what, bad == 0);
+	return bad == 0;
+}
+
+/* Every gradient of ps, downloaded from be into one malloc'd array. */
+static inline float *fixture_grads(const lora_params *ps, const lora_backend *be)
+{
+	float *g = lora_xmalloc(ps->total * sizeof(float) + 4), *q = g;
+	for (int i = 0; i < ps->n; i++) {
+		be->download(q, ps->p[i].grad, ps->p[i].n * sizeof(float));
+		q += ps->p[i].n;
+	}
+	return g;
 }
 #endif

@@ -53,28 +53,10 @@ static float *get(st_file *f, const char *name, int64_t *n)
 	return fixture_f32(f, name, n, "tests/gen/gen_llama.py");
 }
 
-/* |got − want| <= rtol·(|want| + 1e-2·max|want|), NaN fails; first 5 shown. */
+/* |got − want| <= rtol·(|want| + 1e-2·max|want|), NaN fails. */
 static void close_arr(const char *what, const float *got, const float *want, int64_t n, double rtol)
 {
-	double amax = 0, maxd = 0;
-	for (int64_t i = 0; i < n; i++)
-		if (fabs(want[i]) > amax)
-			amax = fabs(want[i]);
-	int bad = 0;
-	for (int64_t i = 0; i < n; i++) {
-		double d = fabs((double)got[i] - want[i]);
-		if (d > maxd || d != d)
-			maxd = d;
-		if (!(d <= rtol * (fabs(want[i]) + 1e-2 * amax) + 1e-9)) {
-			if (bad < 5)
-				printf("      %s[%lld]: cuda %.9g cpu %.9g\n", what, (long long)i, got[i], want[i]);
-			bad++;
-		}
-	}
-	if (bad)
-		printf("      %s: %d of %lld differ, maxdiff %.3g (max|cpu| %.3g)\n", what, bad,
-		       (long long)n, maxd, amax);
-	test_cond(what, bad == 0);
+	fixture_close(what, got, want, n, rtol, 1e-2);
 }
 
 /* Normwise: ‖got − want‖₂ <= rtol·‖want‖₂ (NaN fails). For bf16 runs, where
@@ -139,12 +121,7 @@ static run_out run(const lora_backend *be, const char *dir, int full, st_file *g
 	lora_llama_logits(m, r.logits);
 	lora_llama_backward(m);
 	r.ngrad = ps->total;
-	r.grads = lora_xmalloc(ps->total * sizeof(float) + 4);
-	float *q = r.grads;
-	for (int i = 0; i < ps->n; i++) {
-		be->download(q, ps->p[i].grad, ps->p[i].n * sizeof(float));
-		q += ps->p[i].n;
-	}
+	r.grads = fixture_grads(ps, be);
 	if (!full) {
 		float *lr = get(gf, "hp.lr", 0), *b1 = get(gf, "hp.beta1", 0), *b2 = get(gf, "hp.beta2", 0);
 		float *eps = get(gf, "hp.eps", 0), *wd = get(gf, "hp.weight_decay", 0);

@@ -31,48 +31,9 @@ static float *get(st_file *f, const char *name, int64_t *n)
 	return fixture_f32(f, name, n, "tests/gen/gen_llama.py");
 }
 
-/* Compare arrays: |got - want| <= rtol·(|want| + scale·atol_frac) where the
- * absolute part is relative to the array's largest value, so tiny entries
- * of a gradient are judged against the gradient's size (floor 1e-2 by
- * default). */
-static int close_arr_floor(const char *what, const float *got, const float *want, int64_t n,
-                           double rtol, double floor)
-{
-	double amax = 0, maxd = 0;
-	for (int64_t i = 0; i < n; i++)
-		if (fabs(want[i]) > amax)
-			amax = fabs(want[i]);
-	int bad = 0;
-	for (int64_t i = 0; i < n; i++) {
-		double d = fabs((double)got[i] - want[i]);
-		if (d > maxd || isnan(d))
-			maxd = isnan(d) ? INFINITY : d;
-		if (!(d <= rtol * (fabs(want[i]) + floor * amax) + 1e-9)) {
-			if (bad < 5)
-				printf("      %s[%lld]: got %.9g want %.9g\n", what, (long long)i, got[i], want[i]);
-			bad++;
-		}
-	}
-	if (bad)
-		printf("      %s: %d of %lld differ, max abs diff %.3g (max |want| %.3g)\n", what, bad,
-		       (long long)n, maxd, amax);
-	test_cond(what, bad == 0);
-	return bad == 0;
-}
-
 static int close_arr(const char *what, const float *got, const float *want, int64_t n, double rtol)
 {
-	return close_arr_floor(what, got, want, n, rtol, 1e-2);
-}
-
-static float *grads_copy(lora_params *ps)
-{
-	float *g = lora_xmalloc(ps->total * sizeof(float)), *q = g;
-	for (int i = 0; i < ps->n; i++) {
-		be->download(q, ps->p[i].grad, ps->p[i].n * sizeof(float));
-		q += ps->p[i].n;
-	}
-	return g;
+	return fixture_close(what, got, want, n, rtol, 1e-2);
 }
 
 static void test_case(const char *name)
@@ -155,12 +116,12 @@ static void test_case(const char *name)
 	test_cond(what, nfix == ps->n && ngrad == ps->n);
 
 	/* gradient checkpointing: same loss, same gradients */
-	float *g0 = grads_copy(ps);
+	float *g0 = fixture_grads(ps, be);
 	test_cond("plan with checkpointing", lora_llama_plan(m, B, T, 1) == 0);
 	lora_params_zero_grad(ps, be);
 	float lossc = lora_llama_forward(m, ids, tg, B, T);
 	lora_llama_backward(m);
-	float *g1 = grads_copy(ps);
+	float *g1 = fixture_grads(ps, be);
 	snprintf(what, sizeof what, "%s: checkpointed loss", name);
 	test_close(what, lossc, loss, 1e-6, 0);
 	snprintf(what, sizeof what, "%s: checkpointed gradients", name);
