@@ -43,6 +43,37 @@ __device__ __forceinline__ float dot_sm(const float *a, const float *b, int n)
 	return s;
 }
 
+/* Rows [k0, k0 + TILE) of k and v (row stride ks; rows at or past T are
+ * zero) into Ks and Vs, rows padded to HSP floats. All threads. */
+__device__ __forceinline__ void stage_kv(float *Ks, float *Vs, const float *kb, const float *vb,
+                                         int k0, int T, size_t ks, int HS, int HSP)
+{
+	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
+		int j = i / HS, d = i % HS, u = k0 + j;
+		Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
+		Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
+	}
+}
+
+/* a[i] += w_j · X[j][lane + 32i] for j in [j0, jn), where lane j holds w_j:
+ * the lane's output dimensions of a weighted sum of the staged rows X
+ * (stride HSP). All lanes of the warp. */
+template <int NDL>
+__device__ __forceinline__ void acc_rows(float (&a)[NDL], float w, const float *X, int j0,
+                                         int jn, int HS, int HSP)
+{
+	int lane = threadIdx.x & 31;
+	for (int j = j0; j < jn; j++) {
+		float wj = __shfl_sync(0xffffffffu, w, j);
+#pragma unroll
+		for (int i = 0; i < NDL; i++) {
+			int d = lane + 32 * i;
+			if (d < HS)
+				a[i] += wj * X[j * HSP + d];
+		}
+	}
+}
+
 template <int NDL>
 __global__ void __launch_bounds__(WARPS * 32)
 att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -74,11 +105,7 @@ att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const flo
 	int last = min(q0 + TILE, T) - 1;
 	for (int k0 = 0; k0 <= last; k0 += TILE) {
 		__syncthreads();
-		for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
-			int j = i / HS, d = i % HS, u = k0 + j;
-			Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
-			Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
-		}
+		stage_kv(Ks, Vs, kb, vb, k0, T, ks, HS, HSP);
 		__syncthreads();
 #pragma unroll
 		for (int rr = 0; rr < RPW; rr++) {
@@ -97,16 +124,7 @@ att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const flo
 #pragma unroll
 			for (int i = 0; i < NDL; i++)
 				o[rr][i] *= corr;
-			int jn = min(TILE, t - k0 + 1);
-			for (int j = 0; j < jn; j++) {
-				float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-				for (int i = 0; i < NDL; i++) {
-					int d = lane + 32 * i;
-					if (d < HS)
-						o[rr][i] += pj * Vs[j * HSP + d];
-				}
-			}
+			acc_rows<NDL>(o[rr], p, Vs, 0, min(TILE, t - k0 + 1), HS, HSP);
 		}
 	}
 #pragma unroll
@@ -180,11 +198,7 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 	int last = min(q0 + TILE, T) - 1;
 	for (int k0 = 0; k0 <= last; k0 += TILE) {
 		__syncthreads();
-		for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
-			int j = i / HS, d = i % HS, u = k0 + j;
-			Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
-			Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
-		}
+		stage_kv(Ks, Vs, kb, vb, k0, T, ks, HS, HSP);
 		__syncthreads();
 #pragma unroll
 		for (int rr = 0; rr < RPW; rr++) {
@@ -199,16 +213,7 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 				float p = expf(s - lt[rr]);
 				ds = p * (dp - dt[rr]) * scale;
 			}
-			int jn = min(TILE, t - k0 + 1);
-			for (int j = 0; j < jn; j++) {
-				float dsj = __shfl_sync(0xffffffffu, ds, j);
-#pragma unroll
-				for (int i = 0; i < NDL; i++) {
-					int d = lane + 32 * i;
-					if (d < HS)
-						acc[rr][i] += dsj * Ks[j * HSP + d];
-				}
-			}
+			acc_rows<NDL>(acc[rr], ds, Ks, 0, min(TILE, t - k0 + 1), HS, HSP);
 		}
 	}
 #pragma unroll
@@ -285,18 +290,8 @@ att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const 
 					ds = p * (dp - Ds[lane]) * scale;
 				}
 				int j0 = max(0, u - q0), jn = min(TILE, T - q0);
-				for (int j = j0; j < jn; j++) {
-					float pj = __shfl_sync(0xffffffffu, p, j);
-					float dsj = __shfl_sync(0xffffffffu, ds, j);
-#pragma unroll
-					for (int i = 0; i < NDL; i++) {
-						int d = lane + 32 * i;
-						if (d < HS) {
-							av[rr][i] += pj * Gs[j * HSP + d];
-							ak[rr][i] += dsj * Qs[j * HSP + d];
-						}
-					}
-				}
+				acc_rows<NDL>(av[rr], p, Gs, j0, jn, HS, HSP);
+				acc_rows<NDL>(ak[rr], ds, Qs, j0, jn, HS, HSP);
 			}
 		}
 	}
