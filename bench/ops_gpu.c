@@ -73,9 +73,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		float *in = K == C ? x : z;
 		double fl = 2.0 * N * K * OC;
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d", N, K, OC);
-		TIME("linear_forward", s, fl, 0, be->linear_forward(y, in, w, NULL, wd, N, K, OC));
+		TIME("linear_forward", s, fl, 0, be->linear_forward(y, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
 		TIME("linear_backward dinp", s, fl, 0,
-		     be->linear_backward(z, NULL, NULL, y, in, w, wd, N, K, OC));
+		     be->linear_backward(z, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
 	/* LoRA r = 8 and r on a C x C layer. Bytes: the forward reads x and
 	 * reads + writes out (3 N·C floats); the backward reads dout twice (dB,
@@ -87,9 +87,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		int rr = r > 8 ? ranks[i] : r;
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d r=%d", N, C, C, rr);
 		TIME("lora_forward", s, 0, 12.0 * N * C,
-		     be->lora_forward(y, h, x, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
+		     be->lora_forward(y, h, x, LORA_DTYPE_F32, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
 		TIME("lora_backward", s, 0, 20.0 * N * C,
-		     be->lora_backward(z, A, Bm, y, x, h, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
+		     be->lora_backward(z, A, Bm, y, x, LORA_DTYPE_F32, h, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
 	}
 	/* attention */
 	size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS;
@@ -101,27 +101,27 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
 	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) */
 	TIME("attention_forward fp32", s, afl, 0,
-	     be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS, 0));
+	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0));
 	TIME("attention_backward fp32", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax, 0));
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 0));
 	TIME("attention_forward bf16", s, afl, 0,
-	     be->attention_forward(o, sv, q, k, v, B, T, NH, NKV, HS, 1));
+	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 1));
 	TIME("attention_backward bf16", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, B, T, NH, NKV, HS, ax, 1));
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 1));
 	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
 	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
-	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, cs, sn, B, T, NH, HS));
+	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, LORA_DTYPE_F32, q, cs, sn, B, T, NH, HS));
 	void *nw = rand_buf(C, wd, 0.5f, 1.5f);
 	float *rs = frand(N);
 	snprintf(s, sizeof s, "N=%d C=%d", N, C);
-	TIME("rmsnorm_forward", s, 0, 8.0 * N * C, be->rmsnorm_forward(y, rs, x, nw, wd, N, C, 1e-5f));
+	TIME("rmsnorm_forward", s, 0, 8.0 * N * C, be->rmsnorm_forward(y, LORA_DTYPE_F32, rs, x, nw, wd, N, C, 1e-5f));
 	TIME("rmsnorm_backward", s, 0, 16.0 * N * C,
 	     be->rmsnorm_backward(z, NULL, y, x, nw, wd, rs, N, C));
 	size_t ni = (size_t)N * I;
 	snprintf(s, sizeof s, "N=%zu", ni);
-	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, ni));
-	TIME("swiglu_backward", s, 0, 28.0 * ni, be->swiglu_backward(y, u, z, z, u, ni));
+	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, LORA_DTYPE_F32, ni));
+	TIME("swiglu_backward", s, 0, 28.0 * ni, be->swiglu_backward(y, u, z, z, u, LORA_DTYPE_F32, ni));
 	snprintf(s, sizeof s, "N=%zu", (size_t)N * C);
 	TIME("add_forward", s, 0, 12.0 * N * C, be->add_forward(y, y, x, (size_t)N * C));
 	int32_t *tg = be->alloc((size_t)N * 4);

@@ -1,5 +1,6 @@
 /* add.cu: the residual out = a + b, elementwise (out may alias a or b: each
- * element is read and written by the same thread). */
+ * element is read and written by the same thread), and the conversion of an
+ * fp32 array to a saved activation's dtype (convert_kernel, common.cuh). */
 #include "common.cuh"
 
 /* ---- kernels ---------------------------------------------------------------------- */
@@ -18,5 +19,20 @@ void cuda_add_forward(float *out, const float *a, const float *b, size_t N)
 	if (!N)
 		return;
 	add_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>(out, a, b, N);
+	CUDA_LAUNCH_CHECK();
+}
+
+void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N)
+{
+	if (!N)
+		return;
+	if (odt == LORA_DTYPE_F32) {
+		if (out != src)
+			CUDA_CHECK(cudaMemcpyAsync(out, src, N * sizeof(float), cudaMemcpyDeviceToDevice,
+			                           cuda_stream()));
+		return;
+	}
+	WDTYPE_DISPATCH(odt, T,
+		convert_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>((T *)out, src, N));
 	CUDA_LAUNCH_CHECK();
 }

@@ -361,10 +361,14 @@ static int use_tc(int HS, int bf16)
 	return mode >= 0 && (mode == 1 || bf16) && cuda_attention_tc_supports(HS);
 }
 
-void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
-                            const float *v, int B, int T, int NH, int NKV, int HS, int bf16)
+void cuda_attention_forward(void *outv, float *saved, const void *qv, const void *kv,
+                            const void *vv, lora_dtype adt, int B, int T, int NH, int NKV,
+                            int HS, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	float *out = (float *)outv;
+	const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
 	if (B <= 0 || T <= 0)
 		return;
 	if (use_tc(HS, bf16)) {
@@ -382,11 +386,14 @@ void cuda_attention_forward(float *out, float *saved, const float *q, const floa
 }
 
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                             const float *saved, const float *q, const float *k, const float *v,
-                             const float *out, int B, int T, int NH, int NKV, int HS,
-                             float *scratch, int bf16)
+                             const float *saved, const void *qv, const void *kv, const void *vv,
+                             const void *outv, lora_dtype adt, int B, int T, int NH, int NKV,
+                             int HS, float *scratch, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
+	const float *out = (const float *)outv;
 	if (B <= 0 || T <= 0)
 		return;
 	float scale = 1.0f / sqrtf((float)HS);

@@ -94,6 +94,32 @@ __device__ __forceinline__ float ldw(const __half *p, size_t i) { return __half2
 	case LORA_DTYPE_F16:  { typedef __half W; __VA_ARGS__; break; } \
 	default: LORA_ASSERT(!"weight dtype not F32, BF16 or F16"); } } while (0)
 
+/* ---- activations -------------------------------------------------------------------------
+ * Saved activations are F32 or BF16 (backend.h: adt): kernels are templates
+ * on the element type A, launched through ADTYPE_DISPATCH(adt, A, stmt);
+ * ldw reads them as it reads weights, from_f32 rounds a value to a type
+ * (to nearest even) and convert_kernel a whole array. */
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __half from_f32(float x) { return __float2half_rn(x); }
+
+template <typename T>
+__global__ void convert_kernel(T *dst, const float *src, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		dst[i] = from_f32<T>(src[i]);
+}
+
+#define ADTYPE_DISPATCH(adt, A, ...) do { \
+	switch (adt) { \
+	case LORA_DTYPE_F32:  { typedef float A; __VA_ARGS__; break; } \
+	case LORA_DTYPE_BF16: { typedef __nv_bfloat16 A; __VA_ARGS__; break; } \
+	default: LORA_ASSERT(!"activation dtype not F32 or BF16"); } } while (0)
+
 /* ---- the dropout draw ------------------------------------------------------------------------
  * The device twin of lora_dropout_u (backend.h): same constants, same bits. */
 __device__ __forceinline__ float dropout_u(uint64_t seed, uint64_t i)
@@ -139,30 +165,34 @@ __device__ __forceinline__ float block_sum(float v, float *sh)
 
 void cuda_embedding_forward(float *out, const int32_t *ids, const void *wte, lora_dtype wdt, int N, int C);
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int N, int C);
-void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const void *w,
-                          lora_dtype wdt, int N, int C, float eps);
+void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
+                          const void *w, lora_dtype wdt, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const void *w, lora_dtype wdt, const float *rstd, int N, int C);
-void cuda_linear_forward(float *out, const float *inp, const void *w, const void *bias,
-                         lora_dtype wdt, int N, int C, int OC);
+void cuda_linear_forward(float *out, const void *inp, lora_dtype idt, const void *w,
+                         const void *bias, lora_dtype wdt, int N, int C, int OC);
 void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
-                          const float *inp, const void *w, lora_dtype wdt, int N, int C, int OC);
-void cuda_lora_forward(float *out, float *h, const float *inp, const float *A, const float *B,
-                       float scale, float p, uint64_t seed, int N, int C, int OC, int r,
-                       float *scratch);
-void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
-                        const float *h, const float *A, const float *B, float scale, float p,
-                        uint64_t seed, int N, int C, int OC, int r, float *scratch);
-void cuda_rope_forward(float *x, const float *fc, const float *fs, int B, int T, int NH, int HS);
+                          const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
+                          int N, int C, int OC);
+void cuda_lora_forward(float *out, float *h, const void *inp, lora_dtype idt, const float *A,
+                       const float *B, float scale, float p, uint64_t seed, int N, int C,
+                       int OC, int r, float *scratch);
+void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const void *inp,
+                        lora_dtype idt, const float *h, const float *A, const float *B,
+                        float scale, float p, uint64_t seed, int N, int C, int OC, int r,
+                        float *scratch);
+void cuda_rope_forward(void *out, lora_dtype odt, const float *x, const float *fc,
+                       const float *fs, int B, int T, int NH, int HS);
 void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);
 size_t cuda_attention_saved_floats(int B, int T, int NH);
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS);
-void cuda_attention_forward(float *out, float *saved, const float *q, const float *k,
-                            const float *v, int B, int T, int NH, int NKV, int HS, int bf16);
+void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
+                            const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
+                            int HS, int bf16);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                             const float *saved, const float *q, const float *k, const float *v,
-                             const float *out, int B, int T, int NH, int NKV, int HS,
-                             float *scratch, int bf16);
+                             const float *saved, const void *q, const void *k, const void *v,
+                             const void *out, lora_dtype adt, int B, int T, int NH, int NKV,
+                             int HS, float *scratch, int bf16);
 /* attention_tc.cu: the tensor-core path for HS 64 and 128 (attention.cu
  * picks it for bf16 runs); D is the backward's rowsum(dout ∘ out). */
 int cuda_attention_tc_supports(int HS);
@@ -172,10 +202,11 @@ void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *do
                                 const float *saved, const float *D, const float *q,
                                 const float *k, const float *v, int B, int T, int NH, int NKV,
                                 int HS);
-void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t N);
-void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                          const float *up, size_t N);
+void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const void *gate,
+                          const void *up, lora_dtype adt, size_t N);
 void cuda_add_forward(float *out, const float *a, const float *b, size_t N);
+void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N);
 void cuda_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
                                int N, int V);
 void cuda_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,

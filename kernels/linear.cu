@@ -14,25 +14,13 @@
  * Llama 3's V = 128256, each still a large GEMM. F32 weights (full fine-tuning,
  * precision: fp32) use a plain fp32 GEMM (CUBLAS_COMPUTE_32F: no TF32).
  * dw is only ever requested for trainable (F32) weights.
- * Later: keep activations bf16 end to end, and fold the bias (cuBLASLt
- * epilogue) and the LoRA branch into the GEMM.
+ * A BF16 input (a saved activation of a bf16 run, backend.h) needs no
+ * conversion: one bf16 × bf16 GEMM.
+ * Later: fold the bias (cuBLASLt epilogue) and the LoRA branch into the GEMM.
  */
 #include "common.cuh"
 
 /* ---- kernels ----------------------------------------------------------------------- */
-
-template <typename W>
-__device__ __forceinline__ W from_f32(float x);
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __forceinline__ __half from_f32(float x) { return __float2half_rn(x); }
-
-template <typename W>
-__global__ void convert_kernel(W *dst, const float *src, size_t n)
-{
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-	     i += (size_t)gridDim.x * blockDim.x)
-		dst[i] = from_f32<W>(src[i]);
-}
 
 /* out (N, OC) += bias (OC) */
 template <typename W>
@@ -140,10 +128,15 @@ static void gemm_act_w(int transW, int M, int N, int K, const float *A, const vo
 
 /* ---- launchers ---------------------------------------------------------------------------------- */
 
-void cuda_linear_forward(float *out, const float *inp, const void *w, const void *bias,
-                         lora_dtype wdt, int N, int C, int OC)
+void cuda_linear_forward(float *out, const void *inp, lora_dtype idt, const void *w,
+                         const void *bias, lora_dtype wdt, int N, int C, int OC)
 {
-	gemm_act_w(1, N, OC, C, inp, w, C, wdt, 0.0f, out);
+	if (idt == LORA_DTYPE_F32) {
+		gemm_act_w(1, N, OC, C, (const float *)inp, w, C, wdt, 0.0f, out);
+	} else {       /* a BF16 activation meets a BF16 weight: no conversion */
+		LORA_ASSERT(idt == wdt && idt == LORA_DTYPE_BF16);
+		gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, CUDA_R_16BF, 0.0f, out, OC);
+	}
 	if (bias) {
 		size_t n = (size_t)N * OC;
 		WDTYPE_DISPATCH(wdt, W,
@@ -154,13 +147,14 @@ void cuda_linear_forward(float *out, const float *inp, const void *w, const void
 }
 
 void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
-                          const float *inp, const void *w, lora_dtype wdt, int N, int C, int OC)
+                          const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
+                          int N, int C, int OC)
 {
 	if (dinp) {     /* (N, C) += (N, OC) · (OC, C) */
 		gemm_act_w(0, N, C, OC, dout, w, C, wdt, 1.0f, dinp);
 	}
 	if (dw) {       /* (OC, C) += (N, OC)ᵀ · (N, C); trainable weights are F32 */
-		LORA_ASSERT(wdt == LORA_DTYPE_F32);
+		LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
 		gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, CUDA_R_32F, 1.0f, dw, C);
 	}
 	if (dbias && N > 0) {

@@ -3,6 +3,7 @@
  * agree to fp32 rounding). Backward, per row r = rstd:
  *   dinp_i += r·w_i·dy_i − (r³/C)·x_i·Σ_j dy_j·w_j·x_j
  *   dw_i   += Σ_n dy_i·x_i·r   (column sums: atomic adds per row chunk)
+ * The output may be BF16 (a saved activation, backend.h); the sums are fp32.
  */
 #include "common.cuh"
 
@@ -10,8 +11,8 @@
 
 /* ---- kernels ---------------------------------------------------------------------- */
 
-template <typename W>
-__global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp, const W *w,
+template <typename O, typename W>
+__global__ void rmsnorm_fwd_kernel(O *out, float *rstd, const float *inp, const W *w,
                                    int N, int C, float eps)
 {
 	int n = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -25,9 +26,9 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp, co
 	float r = 1.0f / sqrtf(ss / C + eps);
 	if (lane == 0)
 		rstd[n] = r;
-	float *y = out + (size_t)n * C;
+	O *y = out + (size_t)n * C;
 	for (int i = lane; i < C; i += 32)
-		y[i] = (x[i] * r) * ldw(w, i);
+		y[i] = from_f32<O>((x[i] * r) * ldw(w, i));
 }
 
 template <typename W>
@@ -65,15 +66,15 @@ __global__ void rmsnorm_dw_kernel(float *dw, const float *dout, const float *inp
 
 /* ---- launchers ------------------------------------------------------------------------- */
 
-void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const void *w,
-                          lora_dtype wdt, int N, int C, float eps)
+void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
+                          const void *w, lora_dtype wdt, int N, int C, float eps)
 {
 	if (N <= 0)
 		return;
 	unsigned grid = (N + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-	WDTYPE_DISPATCH(wdt, W,
+	ADTYPE_DISPATCH(odt, O, WDTYPE_DISPATCH(wdt, W,
 		rmsnorm_fwd_kernel<<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-			out, rstd, inp, (const W *)w, N, C, eps));
+			(O *)out, rstd, inp, (const W *)w, N, C, eps)));
 	CUDA_LAUNCH_CHECK();
 }
 

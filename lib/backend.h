@@ -19,7 +19,14 @@
  * ids and targets are backend memory too (int32). Host code moves data with
  * upload/download. Scalars (sizes, eps, scale) are passed by value.
  *
- * Dtypes. ACTIVATIONS and GRADIENTS are always fp32 (float *). TRAINABLE
+ * Dtypes. GRADIENTS are always fp32 (float *). ACTIVATIONS are fp32, except
+ * the ones a model keeps for its backward, which may be stored in the
+ * activation dtype `adt` (lora_dtype, F32 or BF16): the ops that produce or
+ * read such tensors take `void *` plus an `adt`/`idt`/`odt` argument. A
+ * bf16 run (frozen weights BF16 on CUDA) stores them in BF16, as PyTorch
+ * does, which halves activation memory and spares each bf16 GEMM its input
+ * conversion; the arithmetic inside an op stays fp32. The CPU implements F32
+ * only (it never runs with BF16 weights). TRAINABLE
  * tensors (LoRA A/B, every weight in full fine-tuning, AdamW moments) are
  * always fp32. FROZEN WEIGHTS are backend-owned buffers in be->wdtype: F32 on
  * the CPU, BF16 (or F16, per `precision`) on CUDA. Because a weight can be
@@ -107,7 +114,7 @@ struct lora_backend {
 	/* ---- RMSNorm ----------------------------------------------------------
 	 * out (N, C) = inp * rstd * w, rstd (N) = 1/sqrt(mean(inp^2) + eps) saved.
 	 * backward: dinp (N, C) +=, dw (C) += (NULL: frozen). */
-	void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
+	void (*rmsnorm_forward)(void *out, lora_dtype odt, float *rstd, const float *inp,
 	                        const void *w, lora_dtype wdt, int N, int C, float eps);
 	void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout,
 	                         const float *inp, const void *w, lora_dtype wdt,
@@ -115,13 +122,14 @@ struct lora_backend {
 
 	/* ---- linear (matmul) ----------------------------------------------------
 	 * out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias (OC)   (bias may be NULL;
-	 * bias has the weight's dtype). out is overwritten.
+	 * bias has the weight's dtype; inp is in idt). out is overwritten.
 	 * backward: dinp (N, C) += dout·w; dw (OC, C) += doutᵀ·inp; dbias (OC) +=
-	 * column sums. Each of dinp, dw, dbias may be NULL (skipped). */
-	void (*linear_forward)(float *out, const float *inp, const void *w,
+	 * column sums. Each of dinp, dw, dbias may be NULL (skipped); inp is read
+	 * only for dw. */
+	void (*linear_forward)(float *out, const void *inp, lora_dtype idt, const void *w,
 	                       const void *bias, lora_dtype wdt, int N, int C, int OC);
 	void (*linear_backward)(float *dinp, float *dw, float *dbias, const float *dout,
-	                        const float *inp, const void *w, lora_dtype wdt,
+	                        const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
 	                        int N, int C, int OC);
 
 	/* ---- LoRA branch -------------------------------------------------------
@@ -129,25 +137,27 @@ struct lora_backend {
 	 * h (N, r) = drop(inp)·Aᵀ is saved. drop() zeroes element i of inp (the
 	 * flat index n*C + c) when lora_dropout_u(seed, i) < p and scales the
 	 * rest by 1/(1-p); p = 0 is the identity. The mask is recomputed from
-	 * (seed, i), never stored. scratch: N*C floats when p > 0, else unused.
+	 * (seed, i), never stored. inp is in idt; the products are fp32.
+	 * scratch: N*C floats when p > 0 or idt is not F32, else unused.
 	 * backward: dA (r, C) +=, dB (OC, r) +=, dinp (N, C) += (NULL: skip).
-	 * scratch: N*r + N*C floats (N*r when p = 0). */
-	void (*lora_forward)(float *out, float *h, const float *inp, const float *A,
-	                     const float *B, float scale, float p, uint64_t seed,
-	                     int N, int C, int OC, int r, float *scratch);
+	 * scratch: N*r + N*C floats (N*r when p = 0 and idt is F32). */
+	void (*lora_forward)(float *out, float *h, const void *inp, lora_dtype idt,
+	                     const float *A, const float *B, float scale, float p,
+	                     uint64_t seed, int N, int C, int OC, int r, float *scratch);
 	void (*lora_backward)(float *dinp, float *dA, float *dB, const float *dout,
-	                      const float *inp, const float *h, const float *A,
+	                      const void *inp, lora_dtype idt, const float *h, const float *A,
 	                      const float *B, float scale, float p, uint64_t seed,
 	                      int N, int C, int OC, int r, float *scratch);
 
 	/* ---- RoPE (HF rotate_half layout) -------------------------------------
-	 * x (B, T, NH, HS) rotated in place: for j < HS/2 at position t,
-	 * x[j] = x[j]·cos − x[j+HS/2]·sin, x[j+HS/2] = x[j+HS/2]·cos + x[j]·sin
-	 * with cos/sin = freqs_cos/freqs_sin (T, HS/2) (lora_rope_table).
+	 * out (B, T, NH, HS) in odt = x rotated: for j < HS/2 at position t,
+	 * out[j] = x[j]·cos − x[j+HS/2]·sin, out[j+HS/2] = x[j+HS/2]·cos + x[j]·sin
+	 * with cos/sin = freqs_cos/freqs_sin (T, HS/2) (lora_rope_table). out
+	 * may alias x when odt is F32 (in place).
 	 * backward: dx rotated by the negative angle, in place (the one op
 	 * whose backward overwrites: dx holds dout on entry, dinp on return). */
-	void (*rope_forward)(float *x, const float *freqs_cos, const float *freqs_sin,
-	                     int B, int T, int NH, int HS);
+	void (*rope_forward)(void *out, lora_dtype odt, const float *x, const float *freqs_cos,
+	                     const float *freqs_sin, int B, int T, int NH, int HS);
 	void (*rope_backward)(float *dx, const float *freqs_cos, const float *freqs_sin,
 	                      int B, int T, int NH, int HS);
 
@@ -159,28 +169,35 @@ struct lora_backend {
 	 * bf16: the run trains in bf16 (frozen weights BF16), so the backend may
 	 * round q, k, v, dout, the probabilities and dS to bf16 inside the op, as
 	 * PyTorch's bf16 SDPA does (CUDA: the tensor-core kernels, HS 64 and
-	 * 128); 0 keeps the op fp32 throughout. The CPU ignores it. */
+	 * 128); 0 keeps the op fp32 throughout. The CPU ignores it.
+	 * q, k, v and out are in adt (the gradients fp32). */
 	size_t (*attention_saved_floats)(int B, int T, int NH);
 	size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
-	void (*attention_forward)(float *out, float *saved, const float *q, const float *k,
-	                          const float *v, int B, int T, int NH, int NKV, int HS,
-	                          int bf16);
+	void (*attention_forward)(void *out, float *saved, const void *q, const void *k,
+	                          const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
+	                          int HS, int bf16);
 	void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
-	                           const float *saved, const float *q, const float *k,
-	                           const float *v, const float *out, int B, int T,
+	                           const float *saved, const void *q, const void *k,
+	                           const void *v, const void *out, lora_dtype adt, int B, int T,
 	                           int NH, int NKV, int HS, float *scratch, int bf16);
 
 	/* ---- SwiGLU ---------------------------------------------------------------
 	 * out (N) = silu(gate) * up, silu(x) = x·sigmoid(x). out is overwritten.
+	 * gate, up and out are in adt (computed in fp32).
 	 * backward: dgate +=, dup +=. */
-	void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t N);
+	void (*swiglu_forward)(void *out, const void *gate, const void *up, lora_dtype adt,
+	                       size_t N);
 	void (*swiglu_backward)(float *dgate, float *dup, const float *dout,
-	                        const float *gate, const float *up, size_t N);
+	                        const void *gate, const void *up, lora_dtype adt, size_t N);
 
 	/* ---- residual -------------------------------------------------------------
 	 * out (N) = a + b (out may alias a or b). Its backward is "pass dout to
 	 * both", which the += convention makes a no-op for the caller. */
 	void (*add_forward)(float *out, const float *a, const float *b, size_t N);
+
+	/* ---- dtype conversion -------------------------------------------------------
+	 * out (N) in odt = src rounded to nearest even (F32: a copy). */
+	void (*convert)(void *out, lora_dtype odt, const float *src, size_t N);
 
 	/* ---- softmax cross-entropy over the vocabulary --------------------------------
 	 * losses (N) = -log softmax(logits (N, V))[targets[n]], 0 where

@@ -249,20 +249,32 @@ size_t lora_llama_n_lora_params(const lora_llama_config *c, const lora_adapter_c
 /* ---- the activation arena ------------------------------------------------------------------------
  * One layer's saved activations (L sets, or 1 set with gradient
  * checkpointing), the residual stream (L+1 tensors), the head, the gradient
- * buffers of one layer and a scratch area: all pointers into one block. */
+ * buffers of one layer and a scratch area: all pointers into one block.
+ *
+ * Decision: the saved activations that are matrix-product inputs or
+ * attention operands (void * below) are stored in the activation dtype adt:
+ * BF16 in a bf16 run (frozen weights BF16), as PyTorch keeps them, else
+ * F32. The residual stream, res2, the norms' rstd, the LoRA h and every
+ * gradient stay fp32. A bf16 run's q, k, v, gate and up are computed in fp32
+ * in p->f32 and rounded once into their saved copies (RoPE rounds q and k on
+ * the way). ln1, ln2 and swi are kept per layer only when the backward reads
+ * them (a LoRA branch on the layers they feed, or full fine-tuning): frozen
+ * linears need no input for their backward, so e.g. q,v LoRA keeps no ln2
+ * or swi per layer. LORA_CUDA_ACT=fp32 keeps a bf16 run's activations F32
+ * (to compare the two). */
 
 typedef struct {
-	float *ln1;              /* (N, C) input_layernorm output */
+	void *ln1;               /* (N, C) input_layernorm output (adt) */
 	float *rstd1;            /* (N) */
-	float *q;                /* (N, NH*HS) after RoPE */
-	float *k, *v;            /* (N, NKV*HS), k after RoPE */
+	void *q;                 /* (N, NH*HS) after RoPE (adt) */
+	void *k, *v;             /* (N, NKV*HS), k after RoPE (adt) */
 	float *att;              /* attention_saved_floats(B, T, NH) */
-	float *atty;             /* (N, NH*HS) attention output, o_proj input */
+	void *atty;              /* (N, NH*HS) attention output, o_proj input (adt) */
 	float *res2;             /* (N, C) residual after attention */
-	float *ln2;              /* (N, C) post_attention_layernorm output */
+	void *ln2;               /* (N, C) post_attention_layernorm output (adt) */
 	float *rstd2;            /* (N) */
-	float *gate, *up;        /* (N, I) */
-	float *swi;              /* (N, I) silu(gate) * up, down_proj input */
+	void *gate, *up;         /* (N, I) (adt) */
+	void *swi;               /* (N, I) silu(gate) * up, down_proj input (adt) */
 	float *h[LORA_MOD_COUNT];    /* (N, r) LoRA intermediates, NULL if none */
 } acts;
 
@@ -273,6 +285,7 @@ typedef struct {                 /* gradients of the full-mode weights, F32 */
 
 typedef struct {
 	int B, T, ckpt;          /* planned sizes */
+	lora_dtype adt;          /* dtype of the void * activations */
 	float *arena;
 	size_t arena_floats;
 	acts *a;                 /* (L) (all the same with ckpt) */
@@ -287,6 +300,7 @@ typedef struct {
 	float *datty;            /* (N, NH*HS) */
 	float *dgate, *dup, *dswi;   /* (N, I) */
 	float *scratch;          /* see layout() */
+	float *f32;              /* (N, max(NH*HS, I)) fp32 staging when adt is not F32 */
 	float *rope_cos, *rope_sin;  /* (T, HS/2) */
 	int32_t *ids, *targets;  /* (N) backend copies */
 	/* last forward */
@@ -302,31 +316,71 @@ typedef struct {
 	size_t wused, wcap;
 } priv_t;
 
+/* The dtype of the saved activations (see acts) for a run on be. */
+static lora_dtype act_dtype(const lora_backend *be, int full)
+{
+	static int force_f32 = -1;
+	if (force_f32 < 0) {
+		const char *e = getenv("LORA_CUDA_ACT");
+		force_f32 = e && !strcmp(e, "fp32");
+	}
+	force_f32 = 1;   /* XXX until attention takes BF16 */
+	return !full && be->wdtype == LORA_DTYPE_BF16 && !force_f32 ? LORA_DTYPE_BF16
+	                                                            : LORA_DTYPE_F32;
+}
+
 /* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
 static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *be,
-                     const lora_adapter_config *lc, int B, int T, int ckpt, float *base)
+                     const lora_adapter_config *lc, int full, int B, int T, int ckpt,
+                     float *base)
 {
 	size_t N = (size_t)B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
 	size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
 	int L = c->n_layers, sets = ckpt ? 1 : L;
-	size_t off = 0;
+	lora_dtype adt = act_dtype(be, full);
+	size_t asz = (size_t)lora_dtype_bits(adt) / 8, off = 0;
+	if (p)
+		p->adt = adt;
 #define TAKE(ptr, n) do { if (base) (ptr) = base + off; off += ((n) + 15) & ~(size_t)15; } while (0)
+#define TAKEA(ptr, n) TAKE(ptr, ((n) * asz + 3) / 4)        /* n values of adt */
 	float *dummy;
+	void *vdummy;
+	/* matrix-product inputs the backward reads only for a LoRA branch (or
+	 * every weight's gradient): one per layer if so, else one shared */
+	unsigned t = lc ? lc->targets : 0;
+	int keep_ln1 = full || (t & (1u << LORA_MOD_Q | 1u << LORA_MOD_K | 1u << LORA_MOD_V));
+	int keep_ln2 = full || (t & (1u << LORA_MOD_GATE | 1u << LORA_MOD_UP));
+	int keep_swi = full || (t & (1u << LORA_MOD_DOWN));
+	void *ln1 = NULL, *ln2 = NULL, *swi = NULL;
+	if (!keep_ln1 || ckpt)
+		TAKEA(*(base ? &ln1 : &vdummy), N * C);
+	if (!keep_ln2 || ckpt)
+		TAKEA(*(base ? &ln2 : &vdummy), N * C);
+	if (!keep_swi || ckpt)
+		TAKEA(*(base ? &swi : &vdummy), N * I);
 	for (int l = 0; l < sets; l++) {
 		acts *a = base ? &p->a[l] : NULL;
-		TAKE(*(a ? &a->ln1 : &dummy), N * C);
+		if (a) {
+			a->ln1 = ln1;
+			a->ln2 = ln2;
+			a->swi = swi;
+		}
+		if (keep_ln1 && !ckpt)
+			TAKEA(*(a ? &a->ln1 : &vdummy), N * C);
 		TAKE(*(a ? &a->rstd1 : &dummy), N);
-		TAKE(*(a ? &a->q : &dummy), N * QD);
-		TAKE(*(a ? &a->k : &dummy), N * KD);
-		TAKE(*(a ? &a->v : &dummy), N * KD);
+		TAKEA(*(a ? &a->q : &vdummy), N * QD);
+		TAKEA(*(a ? &a->k : &vdummy), N * KD);
+		TAKEA(*(a ? &a->v : &vdummy), N * KD);
 		TAKE(*(a ? &a->att : &dummy), be->attention_saved_floats(B, T, c->n_heads));
-		TAKE(*(a ? &a->atty : &dummy), N * QD);
+		TAKEA(*(a ? &a->atty : &vdummy), N * QD);
 		TAKE(*(a ? &a->res2 : &dummy), N * C);
-		TAKE(*(a ? &a->ln2 : &dummy), N * C);
+		if (keep_ln2 && !ckpt)
+			TAKEA(*(a ? &a->ln2 : &vdummy), N * C);
 		TAKE(*(a ? &a->rstd2 : &dummy), N);
-		TAKE(*(a ? &a->gate : &dummy), N * I);
-		TAKE(*(a ? &a->up : &dummy), N * I);
-		TAKE(*(a ? &a->swi : &dummy), N * I);
+		TAKEA(*(a ? &a->gate : &vdummy), N * I);
+		TAKEA(*(a ? &a->up : &vdummy), N * I);
+		if (keep_swi && !ckpt)
+			TAKEA(*(a ? &a->swi : &vdummy), N * I);
 		for (int m = 0; m < LORA_MOD_COUNT; m++) {
 			if (a)
 				a->h[m] = NULL;
@@ -358,9 +412,15 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	size_t in_max = C > QD ? C : QD;
 	if (I > in_max)
 		in_max = I;
-	size_t s_lora = lc ? N * lc->r + (lc->dropout > 0 ? N * in_max : 0) : 0;
+	size_t s_lora = lc ? N * lc->r + (lc->dropout > 0 || adt != LORA_DTYPE_F32 ? N * in_max : 0)
+	                   : 0;
 	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->head_dim);
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
+	size_t f_max = QD > I ? QD : I;
+	if (base)
+		p->f32 = NULL;
+	if (adt != LORA_DTYPE_F32)
+		TAKE(*(base ? &p->f32 : &dummy), N * f_max);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
 	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
@@ -370,6 +430,7 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 		p->ids = (int32_t *)(void *)ids;
 		p->targets = (int32_t *)(void *)targets;
 	}
+#undef TAKEA
 #undef TAKE
 	return off;
 }
@@ -388,7 +449,8 @@ lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend 
 	}
 	r.grads = r.trainable;
 	r.optimizer = 2 * r.trainable;
-	r.activations = layout(NULL, c, be, o->full ? NULL : o->lora, B, T, o->grad_ckpt, NULL) * sizeof(float);
+	r.activations = layout(NULL, c, be, o->full ? NULL : o->lora, o->full, B, T, o->grad_ckpt,
+	                       NULL) * sizeof(float);
 	r.total = r.weights + r.trainable + r.grads + r.optimizer + r.activations;
 	return r;
 }
@@ -691,14 +753,14 @@ static int plan_oom(lora_llama *m, const lora_adapter_config *lc, int B, int T, 
 	int bl = 0, bh = B - 1, tl = 0, th = T - 1;  /* largest fitting b < B, t < T */
 	while (bl < bh) {
 		int mid = bl + (bh - bl + 1) / 2;
-		if (layout(NULL, c, m->be, lc, mid, T, ckpt, NULL) * sizeof(float) <= avail)
+		if (layout(NULL, c, m->be, lc, m->full, mid, T, ckpt, NULL) * sizeof(float) <= avail)
 			bl = mid;
 		else
 			bh = mid - 1;
 	}
 	while (tl < th) {
 		int mid = tl + (th - tl + 1) / 2;
-		if (layout(NULL, c, m->be, lc, B, mid, ckpt, NULL) * sizeof(float) <= avail)
+		if (layout(NULL, c, m->be, lc, m->full, B, mid, ckpt, NULL) * sizeof(float) <= avail)
 			tl = mid;
 		else
 			th = mid - 1;
@@ -712,7 +774,7 @@ static int plan_oom(lora_llama *m, const lora_adapter_config *lc, int B, int T, 
 	char ck[96] = "";
 	if (!ckpt)
 		snprintf(ck, sizeof ck, "; with gradient_checkpointing: true they need %.1f MiB",
-		         layout(NULL, c, m->be, lc, B, T, 1, NULL) * 4.0 / 1048576.0);
+		         layout(NULL, c, m->be, lc, m->full, B, T, 1, NULL) * 4.0 / 1048576.0);
 	return lora_err("out of memory on %s: the activations for batch %d x %d tokens need "
 	                "%.1f MiB, %.1f MiB is free%s%s", m->be->name, B, T, need / 1048576.0,
 	                avail / 1048576.0, fits, ck);
@@ -737,14 +799,14 @@ int lora_llama_plan(lora_llama *m, int B, int T, int ckpt)
 	free(p->resid);
 	p->a = lora_xcalloc(c->n_layers, sizeof *p->a);
 	p->resid = lora_xcalloc(c->n_layers + 1, sizeof *p->resid);
-	size_t n = layout(p, c, m->be, lc, B, T, ckpt, NULL);
+	size_t n = layout(p, c, m->be, lc, m->full, B, T, ckpt, NULL);
 	p->arena = m->be->alloc(n * sizeof(float));
 	if (!p->arena) {
 		p->B = 0;
 		return plan_oom(m, lc, B, T, ckpt, n * sizeof(float));
 	}
 	p->arena_floats = n;
-	layout(p, c, m->be, lc, B, T, ckpt, p->arena);
+	layout(p, c, m->be, lc, m->full, B, T, ckpt, p->arena);
 	p->B = B;
 	p->T = T;
 	p->ckpt = ckpt;
@@ -766,18 +828,20 @@ static uint64_t drop_seed(const lora_llama *m, int l, int k)
 	return m->dropout_seed ^ ((uint64_t)(l * LORA_MOD_COUNT + k + 1) * 0xD1B54A32D192ED03ULL);
 }
 
-/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any. */
-static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const float *inp,
+/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any; inp is
+ * a saved activation (adt), out fp32. */
+static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const void *inp,
                        const void *w, const void *b, int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	be->linear_forward(out, inp, w, b, m->wdt, N, C, OC);
+	lora_dtype adt = P(m)->adt;
+	be->linear_forward(out, inp, adt, w, b, m->wdt, N, C, OC);
 	int idx = m->layers[l].lora[k];
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
 	float p = m->training ? m->lora->cfg.dropout : 0.0f;
-	be->lora_forward(out, a->h[k], inp, mo->A, mo->B, mo->scale, p, drop_seed(m, l, k),
+	be->lora_forward(out, a->h[k], inp, adt, mo->A, mo->B, mo->scale, p, drop_seed(m, l, k),
 	                 N, C, OC, mo->r, P(m)->scratch);
 }
 
@@ -789,22 +853,35 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	priv_t *p = P(m);
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
+	lora_dtype adt = p->adt;
+	/* fp32 results go to p->f32 and are rounded into the saved copy, or
+	 * straight into it when adt is F32 */
+	float *fq = p->f32 ? p->f32 : a->q, *fk = p->f32 ? p->f32 : a->k;
+	float *fv = p->f32 ? p->f32 : a->v, *fg = p->f32 ? p->f32 : a->gate;
+	float *fu = p->f32 ? p->f32 : a->up;
 	/* attention */
-	be->rmsnorm_forward(a->ln1, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
-	linear_fwd(m, l, LORA_MOD_Q, a, a->q, a->ln1, y->wq, y->bq, N, C, QD);
-	linear_fwd(m, l, LORA_MOD_K, a, a->k, a->ln1, y->wk, y->bk, N, C, KD);
-	linear_fwd(m, l, LORA_MOD_V, a, a->v, a->ln1, y->wv, y->bv, N, C, KD);
-	be->rope_forward(a->q, p->rope_cos, p->rope_sin, B, T, NH, HS);
-	be->rope_forward(a->k, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, HS,
+	be->rmsnorm_forward(a->ln1, adt, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
+	linear_fwd(m, l, LORA_MOD_Q, a, fq, a->ln1, y->wq, y->bq, N, C, QD);
+	be->rope_forward(a->q, adt, fq, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	linear_fwd(m, l, LORA_MOD_K, a, fk, a->ln1, y->wk, y->bk, N, C, KD);
+	be->rope_forward(a->k, adt, fk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	linear_fwd(m, l, LORA_MOD_V, a, fv, a->ln1, y->wv, y->bv, N, C, KD);
+	if (p->f32)
+		be->convert(a->v, adt, fv, (size_t)N * KD);
+	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, adt, B, T, NH, NKV, HS,
 	                      m->wdt == LORA_DTYPE_BF16);
 	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, a->atty, y->wo, y->bo, N, QD, C);
 	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
 	/* MLP */
-	be->rmsnorm_forward(a->ln2, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C, c->rms_norm_eps);
-	linear_fwd(m, l, LORA_MOD_GATE, a, a->gate, a->ln2, y->wgate, y->bgate, N, C, I);
-	linear_fwd(m, l, LORA_MOD_UP, a, a->up, a->ln2, y->wup, y->bup, N, C, I);
-	be->swiglu_forward(a->swi, a->gate, a->up, (size_t)N * I);
+	be->rmsnorm_forward(a->ln2, adt, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C,
+	                    c->rms_norm_eps);
+	linear_fwd(m, l, LORA_MOD_GATE, a, fg, a->ln2, y->wgate, y->bgate, N, C, I);
+	if (p->f32)
+		be->convert(a->gate, adt, fg, (size_t)N * I);
+	linear_fwd(m, l, LORA_MOD_UP, a, fu, a->ln2, y->wup, y->bup, N, C, I);
+	if (p->f32)
+		be->convert(a->up, adt, fu, (size_t)N * I);
+	be->swiglu_forward(a->swi, a->gate, a->up, adt, (size_t)N * I);
 	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, a->swi, y->wdown, y->bdown, N, I, C);
 	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
 }
@@ -825,9 +902,9 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 	be->embedding_forward(p->resid[0], p->ids, m->wte, m->wdt, N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
-	be->rmsnorm_forward(p->lnf, p->rstdf, p->resid[c->n_layers], m->lnf_w, m->wdt, N, C,
-	                    c->rms_norm_eps);
-	be->linear_forward(p->logits, p->lnf, m->lm_head, NULL, m->wdt, N, C, V);
+	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], m->lnf_w,
+	                    m->wdt, N, C, c->rms_norm_eps);
+	be->linear_forward(p->logits, p->lnf, LORA_DTYPE_F32, m->lm_head, NULL, m->wdt, N, C, V);
 	p->has_targets = 0;
 	if (!targets)
 		return NAN;
@@ -861,17 +938,18 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 
 /* dinp += dout·W (and dW, db in full mode), plus the LoRA branch's grads. */
 static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, const float *dout,
-                       const float *inp, const void *w, float *dw, float *db, int N, int C, int OC)
+                       const void *inp, const void *w, float *dw, float *db, int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	be->linear_backward(dinp, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, w, m->wdt,
-	                    N, C, OC);
+	lora_dtype adt = P(m)->adt;
+	be->linear_backward(dinp, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, adt, w,
+	                    m->wdt, N, C, OC);
 	int idx = l >= 0 ? m->layers[l].lora[k] : -1;
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
 	float p = m->training ? m->lora->cfg.dropout : 0.0f;
-	be->lora_backward(dinp, mo->dA, mo->dB, dout, inp, a->h[k], mo->A, mo->B, mo->scale, p,
+	be->lora_backward(dinp, mo->dA, mo->dB, dout, inp, adt, a->h[k], mo->A, mo->B, mo->scale, p,
 	                  drop_seed(m, l, k), N, C, OC, mo->r, P(m)->scratch);
 }
 
@@ -891,7 +969,7 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
 	be->zero(p->dgate, ni);
 	be->zero(p->dup, ni);
-	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, (size_t)N * I);
+	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
 	be->zero(p->dln, nc);
 	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
 	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
@@ -904,7 +982,7 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	be->zero(p->dk, (size_t)N * KD * sizeof(float));
 	be->zero(p->dv, (size_t)N * KD * sizeof(float));
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
-	                       B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
+	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
 	be->zero(p->dln, nc);
@@ -928,7 +1006,7 @@ void lora_llama_backward(lora_llama *m)
 	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
 	be->zero(p->dln, (size_t)N * C * sizeof(float));
 	be->linear_backward(p->dln, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
-	                    m->lm_head, m->wdt, N, C, V);
+	                    LORA_DTYPE_F32, m->lm_head, m->wdt, N, C, V);
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
 	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],
 	                     m->lnf_w, m->wdt, p->rstdf, N, C);

@@ -147,10 +147,10 @@ static void rmsnorm_rows(void *vc, int lo, int hi)
 	}
 }
 
-static void rmsnorm_forward(float *out, float *rstd, const float *inp, const void *w,
-                            lora_dtype wdt, int N, int C, float eps)
+static void rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
+                            const void *w, lora_dtype wdt, int N, int C, float eps)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && odt == LORA_DTYPE_F32);
 	norm_ctx c = { .out = out, .rstd = rstd, .inp = inp, .w = w, .C = C, .eps = eps };
 	parallel_range(N, 16, rmsnorm_rows, &c);
 }
@@ -191,10 +191,10 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 
 /* ---- linear -------------------------------------------------------------------- */
 
-static void linear_forward(float *out, const float *inp, const void *w, const void *bias,
-                           lora_dtype wdt, int N, int C, int OC)
+static void linear_forward(float *out, const void *inp, lora_dtype idt, const void *w,
+                           const void *bias, lora_dtype wdt, int N, int C, int OC)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C,
 	            1.0f, inp, C, w, C, 0.0f, out, OC);
 	if (bias) {
@@ -206,10 +206,10 @@ static void linear_forward(float *out, const float *inp, const void *w, const vo
 }
 
 static void linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
-                            const float *inp, const void *w, lora_dtype wdt,
+                            const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                             int N, int C, int OC)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
 	if (dinp)       /* (N, C) += (N, OC) · (OC, C) */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
 		            1.0f, dout, OC, w, C, 1.0f, dinp, C);
@@ -232,10 +232,11 @@ static void dropout_apply(float *xd, const float *x, size_t n, float p, uint64_t
 		xd[i] = lora_dropout_u(seed, i) < p ? 0.0f : x[i] * s;
 }
 
-static void lora_forward(float *out, float *h, const float *inp, const float *A,
-                         const float *B, float scale, float p, uint64_t seed,
-                         int N, int C, int OC, int r, float *scratch)
+static void lora_forward(float *out, float *h, const void *inp, lora_dtype idt,
+                         const float *A, const float *B, float scale, float p,
+                         uint64_t seed, int N, int C, int OC, int r, float *scratch)
 {
+	LORA_ASSERT(idt == LORA_DTYPE_F32);
 	const float *x = inp;
 	if (p > 0) {
 		dropout_apply(scratch, inp, (size_t)N * C, p, seed);
@@ -249,10 +250,11 @@ static void lora_forward(float *out, float *h, const float *inp, const float *A,
 }
 
 static void lora_backward(float *dinp, float *dA, float *dB, const float *dout,
-                          const float *inp, const float *h, const float *A,
+                          const void *inp, lora_dtype idt, const float *h, const float *A,
                           const float *B, float scale, float p, uint64_t seed,
                           int N, int C, int OC, int r, float *scratch)
 {
+	LORA_ASSERT(idt == LORA_DTYPE_F32);
 	float *dh = scratch;                         /* (N, r) */
 	float *xd = scratch + (size_t)N * r;         /* (N, C), only when p > 0 */
 	/* dB (OC, r) += scale · doutᵀ · h ; dh (N, r) = scale · dout · B */
@@ -303,9 +305,13 @@ static void rope_apply(float *x, const float *fc, const float *fs, int B, int T,
 		}
 }
 
-static void rope_forward(float *x, const float *fc, const float *fs, int B, int T, int NH, int HS)
+static void rope_forward(void *out, lora_dtype odt, const float *x, const float *fc,
+                         const float *fs, int B, int T, int NH, int HS)
 {
-	rope_apply(x, fc, fs, B, T, NH, HS, 1.0f);
+	LORA_ASSERT(odt == LORA_DTYPE_F32);
+	if (out != x)
+		memcpy(out, x, (size_t)B * T * NH * HS * sizeof(float));
+	rope_apply(out, fc, fs, B, T, NH, HS, 1.0f);
 }
 
 /* The rotation is orthogonal: its transpose is the rotation by −angle. */
@@ -362,11 +368,14 @@ static void causal_softmax_rows(float *S, int T)
 	}
 }
 
-static void attention_forward(float *out, float *saved, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int NKV, int HS, int bf16)
+static void attention_forward(void *outv, float *saved, const void *qv, const void *kv,
+                              const void *vv, lora_dtype adt, int B, int T, int NH, int NKV,
+                              int HS, int bf16)
 {
 	(void)bf16;                   /* the reference is fp32 throughout */
-	LORA_ASSERT(NKV > 0 && NH % NKV == 0);
+	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && adt == LORA_DTYPE_F32);
+	const float *q = qv, *k = kv, *v = vv;
+	float *out = outv;
 	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
 	for (int b = 0; b < B; b++)
@@ -389,11 +398,13 @@ static void attention_forward(float *out, float *saved, const float *q, const fl
  * dq += scale·dS·k, dk += scale·dSᵀ·q. P is 0 above the diagonal, so dS is
  * too without a mask. */
 static void attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                               const float *saved, const float *q, const float *k,
-                               const float *v, const float *out, int B, int T,
+                               const float *saved, const void *qv, const void *kv,
+                               const void *vv, const void *outv, lora_dtype adt, int B, int T,
                                int NH, int NKV, int HS, float *scratch, int bf16)
 {
 	(void)bf16;
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	const float *q = qv, *k = kv, *v = vv, *out = outv;
 	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
 	float *dS = scratch;                          /* (T, T) */
@@ -422,17 +433,23 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
 
 /* ---- SwiGLU and residual ------------------------------------------------------------------ */
 
-static void swiglu_forward(float *out, const float *gate, const float *up, size_t N)
+static void swiglu_forward(void *outv, const void *gatev, const void *upv, lora_dtype adt,
+                           size_t N)
 {
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	float *out = outv;
+	const float *gate = gatev, *up = upv;
 	for (size_t i = 0; i < N; i++) {
 		float g = gate[i];
 		out[i] = g / (1.0f + expf(-g)) * up[i];
 	}
 }
 
-static void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                            const float *up, size_t N)
+static void swiglu_backward(float *dgate, float *dup, const float *dout, const void *gatev,
+                            const void *upv, lora_dtype adt, size_t N)
 {
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	const float *gate = gatev, *up = upv;
 	for (size_t i = 0; i < N; i++) {
 		float g = gate[i], s = 1.0f / (1.0f + expf(-g)), silu = g * s;
 		dgate[i] += dout[i] * up[i] * (s + silu * (1.0f - s));
@@ -444,6 +461,13 @@ static void add_forward(float *out, const float *a, const float *b, size_t N)
 {
 	for (size_t i = 0; i < N; i++)
 		out[i] = a[i] + b[i];
+}
+
+static void convert(void *out, lora_dtype odt, const float *src, size_t N)
+{
+	int rc = lora_convert(out, odt, src, LORA_DTYPE_F32, N);
+	LORA_ASSERT(rc == 0);
+	(void)rc;
 }
 
 /* ---- cross-entropy ----------------------------------------------------------------------------- */
@@ -584,7 +608,7 @@ static const lora_backend cpu = {
 	.attention_scratch_floats = attention_scratch_floats,
 	.attention_forward = attention_forward, .attention_backward = attention_backward,
 	.swiglu_forward = swiglu_forward, .swiglu_backward = swiglu_backward,
-	.add_forward = add_forward,
+	.add_forward = add_forward, .convert = convert,
 	.crossentropy_forward = crossentropy_forward,
 	.crossentropy_backward = crossentropy_backward,
 	.adamw_update = adamw_update, .sumsq = sumsq, .sumsq_segments = sumsq_segments,

@@ -347,8 +347,8 @@ static void test_rmsnorm(void)
 			pair x = pair_rand((size_t)N * C, -2, 2);
 			pair out = pair_out((size_t)N * C), rstd = pair_out(N);
 			float eps = 1e-5f;
-			cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, LORA_DTYPE_F32, N, C, eps);
-			gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, dt, N, C, eps);
+			cpu->rmsnorm_forward(out.c, LORA_DTYPE_F32, rstd.c, x.c, w.c, LORA_DTYPE_F32, N, C, eps);
+			gpu->rmsnorm_forward(out.g, LORA_DTYPE_F32, rstd.g, x.g, w.g, dt, N, C, eps);
 			char what[96];
 			/* fp32 sum of C squares vs the CPU's double: k = C/8 + 8 */
 			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: rstd", N, C, dtname(dt));
@@ -388,7 +388,7 @@ static float *linear_bound_fwd(const float *x, const float *w, int N, int C, int
 	float *co = be_alloc(cpu, (size_t)N * OC * 4 + 4);
 	cpu->upload(cx, ax, (size_t)N * C * 4);
 	cpu->upload(cw, aw, (size_t)OC * C * 4);
-	cpu->linear_forward(co, cx, cw, NULL, LORA_DTYPE_F32, N, C, OC);
+	cpu->linear_forward(co, cx, LORA_DTYPE_F32, cw, NULL, LORA_DTYPE_F32, N, C, OC);
 	float *b = lora_xmalloc((size_t)N * OC * 4 + 4);
 	cpu->download(b, co, (size_t)N * OC * 4);
 	for (size_t i = 0; i < (size_t)N * OC; i++)
@@ -424,8 +424,8 @@ static void test_linear(void)
 			float *bound = linear_bound_fwd(xh, w.h, N, C, OC, u, f);
 			char what[128];
 			for (int wb = 0; wb < 2; wb++) {
-				cpu->linear_forward(out.c, x.c, w.c, wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
-				gpu->linear_forward(out.g, x.g, w.g, wb ? bias.g : NULL, dt, N, C, OC);
+				cpu->linear_forward(out.c, x.c, LORA_DTYPE_F32, w.c, wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
+				gpu->linear_forward(out.g, x.g, LORA_DTYPE_F32, w.g, wb ? bias.g : NULL, dt, N, C, OC);
 				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d %s%s", N, C, OC,
 				         dtname(dt), wb ? " +bias" : "");
 				compare(what, &out, 4, bound);
@@ -443,9 +443,9 @@ static void test_linear(void)
 			bound = linear_bound_fwd(gh, wt, N, OC, C, u, f);
 			int train = dt == LORA_DTYPE_F32;
 			pair dw = pair_rand((size_t)OC * C, -1, 1), db = pair_rand(OC, -1, 1);
-			cpu->linear_backward(dx.c, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c,
+			cpu->linear_backward(dx.c, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c, LORA_DTYPE_F32,
 			                     w.c, LORA_DTYPE_F32, N, C, OC);
-			gpu->linear_backward(dx.g, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g,
+			gpu->linear_backward(dx.g, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g, LORA_DTYPE_F32,
 			                     w.g, dt, N, C, OC);
 			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp", N, C, OC,
 			         dtname(dt));
@@ -494,8 +494,8 @@ static void test_lora(void)
 			pair h = pair_out((size_t)N * r);
 			size_t sc = (size_t)N * r + (size_t)N * C;
 			pair scr = pair_out(sc);
-			cpu->lora_forward(out.c, h.c, x.c, A.c, B.c, scale, p, seed, N, C, OC, r, scr.c);
-			gpu->lora_forward(out.g, h.g, x.g, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
+			cpu->lora_forward(out.c, h.c, x.c, LORA_DTYPE_F32, A.c, B.c, scale, p, seed, N, C, OC, r, scr.c);
+			gpu->lora_forward(out.g, h.g, x.g, LORA_DTYPE_F32, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
 			char what[128];
 			/* fp32 GEMMs of length C then r: k = 2·(C + r) */
 			snprintf(what, sizeof what, "lora_forward N=%d C=%d OC=%d r=%d p=%g: h", N, C, OC, r, p);
@@ -506,9 +506,9 @@ static void test_lora(void)
 			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
 			pair dA = pair_rand((size_t)r * C, -1, 1), dB = pair_rand((size_t)OC * r, -1, 1);
 			for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
-				cpu->lora_backward(wd ? dx.c : NULL, dA.c, dB.c, dout.c, x.c, h.c, A.c, B.c,
+				cpu->lora_backward(wd ? dx.c : NULL, dA.c, dB.c, dout.c, x.c, LORA_DTYPE_F32, h.c, A.c, B.c,
 				                   scale, p, seed, N, C, OC, r, scr.c);
-				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, h.g, A.g, B.g,
+				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, LORA_DTYPE_F32, h.g, A.g, B.g,
 				                   scale, p, seed, N, C, OC, r, scr.g);
 			}
 			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dA", N, C, OC, r, p);
@@ -539,8 +539,8 @@ static void test_rope(void)
 			sh[i] = sinf(a);
 		}
 		pair fc = pair_of(ch, nt), fs = pair_of(sh, nt), x = pair_rand(n, -2, 2);
-		cpu->rope_forward(x.c, fc.c, fs.c, B, T, NH, HS);
-		gpu->rope_forward(x.g, fc.g, fs.g, B, T, NH, HS);
+		cpu->rope_forward(x.c, LORA_DTYPE_F32, x.c, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_forward(x.g, LORA_DTYPE_F32, x.g, fc.g, fs.g, B, T, NH, HS);
 		char what[96];
 		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
 		compare(what, &x, 4, NULL);
@@ -585,8 +585,8 @@ static void test_attention(void)
 		pair out = pair_out(nq);
 		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
 		float *sg = be_alloc(gpu, gbytes(gpu->attention_saved_floats(B, T, NH), 4));
-		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, B, T, NH, NKV, HS, bf);
-		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, B, T, NH, NKV, HS, bf);
+		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
+		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
 		char what[128];
 		/* scores: sums of HS products; softmax over T keys; o sums of T terms */
 		double kf = bf ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
@@ -598,9 +598,9 @@ static void test_attention(void)
 		pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
 		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
 		float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, HS), 4));
-		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c,
+		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c, LORA_DTYPE_F32,
 		                        B, T, NH, NKV, HS, xc, bf);
-		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g,
+		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g, LORA_DTYPE_F32,
 		                        B, T, NH, NKV, HS, xg, bf);
 		double kb = bf ? 16.0 / 256 / EPS32 : 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
 		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dq",
@@ -627,13 +627,13 @@ static void test_elementwise(void)
 		size_t n = sizes[s];
 		char what[96];
 		pair g = pair_rand(n, -8, 8), u = pair_rand(n, -2, 2), out = pair_out(n);
-		cpu->swiglu_forward(out.c, g.c, u.c, n);
-		gpu->swiglu_forward(out.g, g.g, u.g, n);
+		cpu->swiglu_forward(out.c, g.c, u.c, LORA_DTYPE_F32, n);
+		gpu->swiglu_forward(out.g, g.g, u.g, LORA_DTYPE_F32, n);
 		snprintf(what, sizeof what, "swiglu_forward N=%zu", n);
 		compare(what, &out, 4, NULL);
 		pair dout = pair_rand(n, -1, 1), dg = pair_rand(n, -1, 1), du = pair_rand(n, -1, 1);
-		cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, n);
-		gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, n);
+		cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
+		gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, LORA_DTYPE_F32, n);
 		snprintf(what, sizeof what, "swiglu_backward N=%zu: dgate", n);
 		compare(what, &dg, 8, NULL);
 		snprintf(what, sizeof what, "swiglu_backward N=%zu: dup", n);

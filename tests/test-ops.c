@@ -73,9 +73,9 @@ static void test_linear(void)
 	float *y = get("linear.y", &n), *dout = get("linear.dout", 0);
 	float *out = lora_xcalloc(N * OC, 4), *dx = lora_xcalloc(N * C, 4);
 	float *dw = lora_xcalloc(OC * C, 4), *db = lora_xcalloc(OC, 4);
-	be->linear_forward(out, x, w, b, LORA_DTYPE_F32, N, C, OC);
+	be->linear_forward(out, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
 	close_arr("linear forward", out, y, n, RT, AT);
-	be->linear_backward(dx, dw, db, dout, x, w, LORA_DTYPE_F32, N, C, OC);
+	be->linear_backward(dx, dw, db, dout, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32, N, C, OC);
 	float *want = get("linear.dx", 0);
 	close_arr("linear dinp", dx, want, N * C, RT, AT);
 	free(want);
@@ -86,7 +86,7 @@ static void test_linear(void)
 	close_arr("linear dbias", db, want, OC, RT, AT);
 	free(want);
 	/* accumulation: a second backward doubles; NULL grads are skipped */
-	be->linear_backward(dx, NULL, NULL, dout, x, w, LORA_DTYPE_F32, N, C, OC);
+	be->linear_backward(dx, NULL, NULL, dout, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32, N, C, OC);
 	want = get("linear.dx", 0);
 	for (int i = 0; i < N * C; i++)
 		want[i] *= 2;
@@ -104,7 +104,7 @@ static void test_rmsnorm(void)
 	float *dout = get("rmsnorm.dout", 0), *wdx = get("rmsnorm.dx", 0), *wdw = get("rmsnorm.dw", 0);
 	float *out = lora_xcalloc(N * C, 4), *rstd = lora_xcalloc(N, 4);
 	float *dx = lora_xcalloc(N * C, 4), *dw = lora_xcalloc(C, 4);
-	be->rmsnorm_forward(out, rstd, x, w, LORA_DTYPE_F32, N, C, eps[0]);
+	be->rmsnorm_forward(out, LORA_DTYPE_F32, rstd, x, w, LORA_DTYPE_F32, N, C, eps[0]);
 	close_arr("rmsnorm forward", out, y, N * C, RT, AT);
 	be->rmsnorm_backward(dx, dw, dout, x, w, LORA_DTYPE_F32, rstd, N, C);
 	close_arr("rmsnorm dinp", dx, wdx, N * C, RT, AT);
@@ -122,9 +122,9 @@ static void test_lora(void)
 	float *out = get("lora.base", 0), *y = get("lora.y", 0), *dout = get("lora.dout", 0);
 	float *h = lora_xcalloc(N * r, 4), *scratch = lora_xcalloc(N * r + N * C, 4);
 	float *dx = lora_xcalloc(N * C, 4), *dA = lora_xcalloc(r * C, 4), *dB = lora_xcalloc(OC * r, 4);
-	be->lora_forward(out, h, x, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
+	be->lora_forward(out, h, x, LORA_DTYPE_F32, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
 	close_arr("lora forward (out += branch)", out, y, N * OC, RT, AT);
-	be->lora_backward(dx, dA, dB, dout, x, h, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
+	be->lora_backward(dx, dA, dB, dout, x, LORA_DTYPE_F32, h, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
 	float *w = get("lora.dx", 0);
 	close_arr("lora dinp", dx, w, N * C, RT, AT);
 	free(w);
@@ -148,14 +148,14 @@ static void test_lora(void)
 	}
 	test_cond("dropout drops some but not all", dropped > 0 && dropped < N * C);
 	float *o1 = lora_xcalloc(N * OC, 4), *o2 = lora_xcalloc(N * OC, 4), *h2 = lora_xcalloc(N * r, 4);
-	be->lora_forward(o1, h, x, A, B, sc[0], p, seed, N, C, OC, r, scratch);
-	be->lora_forward(o2, h2, xm, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
+	be->lora_forward(o1, h, x, LORA_DTYPE_F32, A, B, sc[0], p, seed, N, C, OC, r, scratch);
+	be->lora_forward(o2, h2, xm, LORA_DTYPE_F32, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
 	close_arr("lora dropout forward", o1, o2, N * OC, RT, AT);
 	float *dx1 = lora_xcalloc(N * C, 4), *dx2 = lora_xcalloc(N * C, 4);
 	float *dA1 = lora_xcalloc(r * C, 4), *dA2 = lora_xcalloc(r * C, 4);
 	float *dB1 = lora_xcalloc(OC * r, 4), *dB2 = lora_xcalloc(OC * r, 4);
-	be->lora_backward(dx1, dA1, dB1, dout, x, h, A, B, sc[0], p, seed, N, C, OC, r, scratch);
-	be->lora_backward(dx2, dA2, dB2, dout, xm, h2, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
+	be->lora_backward(dx1, dA1, dB1, dout, x, LORA_DTYPE_F32, h, A, B, sc[0], p, seed, N, C, OC, r, scratch);
+	be->lora_backward(dx2, dA2, dB2, dout, xm, LORA_DTYPE_F32, h2, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
 	for (int i = 0; i < N * C; i++)
 		dx2[i] = lora_dropout_u(seed, i) < p ? 0 : dx2[i] / (1 - p);
 	close_arr("lora dropout dinp", dx1, dx2, N * C, RT, AT);
@@ -192,7 +192,7 @@ static void test_rope(const char *tag)
 	close_arr(what, fs, ws, T * HS / 2, RT, 1e-6);
 	int64_t n;
 	float *x = get(K("x"), &n), *y = get(K("y"), 0), *d = get(K("dout"), 0), *wdx = get(K("dx"), 0);
-	be->rope_forward(x, fc, fs, B, T, NH, HS);
+	be->rope_forward(x, LORA_DTYPE_F32, x, fc, fs, B, T, NH, HS);
 	snprintf(what, sizeof what, "%s forward", tag);
 	close_arr(what, x, y, n, RT, AT);
 	be->rope_backward(d, fc, fs, B, T, NH, HS);
@@ -215,10 +215,10 @@ static void test_attention(const char *tag)
 	float *out = lora_xcalloc(nq, 4), *saved = lora_xcalloc(be->attention_saved_floats(B, T, NH), 4);
 	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, HS) + 1, 4);
 	float *dq = lora_xcalloc(nq, 4), *dk = lora_xcalloc(nk, 4), *dv = lora_xcalloc(nk, 4);
-	be->attention_forward(out, saved, q, kk, v, B, T, NH, NKV, HS, 0);
+	be->attention_forward(out, saved, q, kk, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0);
 	snprintf(what, sizeof what, "%s forward (NH %d, NKV %d, HS %d)", tag, NH, NKV, HS);
 	close_arr(what, out, y, nq, RT, AT);
-	be->attention_backward(dq, dk, dv, dout, saved, q, kk, v, out, B, T, NH, NKV, HS, scr, 0);
+	be->attention_backward(dq, dk, dv, dout, saved, q, kk, v, out, LORA_DTYPE_F32, B, T, NH, NKV, HS, scr, 0);
 	float *w = get(K("dq"), 0);
 	snprintf(what, sizeof what, "%s dq", tag);
 	close_arr(what, dq, w, nq, RT, AT);
@@ -242,9 +242,9 @@ static void test_swiglu(void)
 	float *g = get("swiglu.gate", &n), *u = get("swiglu.up", 0), *y = get("swiglu.y", 0);
 	float *d = get("swiglu.dout", 0), *wg = get("swiglu.dgate", 0), *wu = get("swiglu.dup", 0);
 	float *out = lora_xcalloc(n, 4), *dg = lora_xcalloc(n, 4), *du = lora_xcalloc(n, 4);
-	be->swiglu_forward(out, g, u, n);
+	be->swiglu_forward(out, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu forward", out, y, n, RT, AT);
-	be->swiglu_backward(dg, du, d, g, u, n);
+	be->swiglu_backward(dg, du, d, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu dgate", dg, wg, n, RT, AT);
 	close_arr("swiglu dup", du, wu, n, RT, AT);
 	be->add_forward(out, g, u, n);
