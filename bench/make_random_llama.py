@@ -6,6 +6,7 @@ are the published configs of the two models.
 
   python3 bench/make_random_llama.py --shape tinyllama --out /tmp/m/tinyllama
   python3 bench/make_random_llama.py --shape llama2-7b --out /tmp/m/llama2-7b
+  python3 bench/make_random_llama.py --shape llama2-7b --out DIR --config-only
 
 Weights are N(0, 0.02) (the models' initializer_range), norms 1; drawn on
 the GPU when there is one. The folder loads in lora-train and in
@@ -51,11 +52,15 @@ def main():
     ap.add_argument("--shape", choices=sorted(SHAPES), required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config-only", action="store_true",
+                    help="write config.json only (bench/memory.sh)")
     a = ap.parse_args()
     c = config_dict(a.shape)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(c, f, indent=2, sort_keys=True)
+    if a.config_only:
+        return
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator(device=dev).manual_seed(a.seed)
     C, I, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]

@@ -176,17 +176,16 @@ static double maxabs(const float *x, size_t n)
 }
 
 /* Pass when |gpu − cpu| <= bound[i] (if bound) + k·eps32·(|cpu| + max|cpu|)
- * for every element; NaN never passes. */
-static int compare(const char *what, const pair *p, double k, const float *bound)
+ * + rel·|cpu| for every element; NaN never passes. want, got: host arrays. */
+static int compare_host(const char *what, const float *want, const float *got, size_t n,
+                        double k, const float *bound, double rel)
 {
-	float *want = lora_xmalloc((p->n ? p->n : 1) * 4);
-	cpu->download(want, p->c, p->n * 4);
-	float *got = download(p->g, p->n);
-	double mx = maxabs(want, p->n), maxdiff = 0;
+	double mx = maxabs(want, n), maxdiff = 0;
 	size_t bad = 0;
-	for (size_t i = 0; i < p->n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		double d = fabs((double)got[i] - want[i]);
-		double tol = k * EPS32 * (fabs(want[i]) + mx) + (bound ? bound[i] : 0);
+		double tol = k * EPS32 * (fabs(want[i]) + mx) + (bound ? bound[i] : 0) +
+		             rel * fabs(want[i]);
 		if (!(d <= tol)) {
 			if (bad < 5)
 				printf("      %s [%zu]: gpu %.9g cpu %.9g (tol %.3g)\n", what, i,
@@ -198,11 +197,53 @@ static int compare(const char *what, const pair *p, double k, const float *bound
 	}
 	if (bad)
 		printf("      %s: %zu of %zu differ, maxdiff %.3g (max|cpu| %.3g)\n", what, bad,
-		       p->n, maxdiff, mx);
+		       n, maxdiff, mx);
 	test_cond(what, bad == 0);
+	return bad == 0;
+}
+
+static int compare(const char *what, const pair *p, double k, const float *bound)
+{
+	float *want = lora_xmalloc((p->n ? p->n : 1) * 4);
+	cpu->download(want, p->c, p->n * 4);
+	float *got = download(p->g, p->n);
+	int ok = compare_host(what, want, got, p->n, k, bound, 0);
 	free(want);
 	free(got);
-	return bad == 0;
+	return ok;
+}
+
+/* ---- activations in a dtype (backend.h: adt) ------------------------------------ */
+
+/* n values of dt on the GPU, NaN (so unwritten elements fail). */
+static void *gpu_out_dt(size_t n, lora_dtype dt)
+{
+	float *h = lora_xmalloc((n ? n : 1) * 4);
+	for (size_t i = 0; i < n; i++)
+		h[i] = NAN;
+	void *g = be_alloc(gpu, gbytes(n, lora_dtype_bits(dt) / 8));
+	gpu->upload_f32(g, dt, h, n);
+	free(h);
+	return g;
+}
+
+/* The CPU's fp32 result cpu_out against the GPU's g in dt, within the fp32
+ * tolerance k plus rel·|cpu|: rel = unit_roundoff(dt) covers one rounding
+ * to dt (at most half a unit in the last place, 2^-9 relative for BF16). */
+static int compare_dt(const char *what, const float *cpu_out, const void *g, lora_dtype dt,
+                      size_t n, double k, double rel)
+{
+	size_t es = lora_dtype_bits(dt) / 8;
+	float *want = lora_xmalloc((n ? n : 1) * 4), *got = lora_xmalloc((n ? n : 1) * 4);
+	void *raw = lora_xmalloc((n ? n : 1) * es);
+	cpu->download(want, cpu_out, n * 4);
+	gpu->download(raw, g, n * es);
+	lora_convert(got, LORA_DTYPE_F32, raw, dt, n);
+	int ok = compare_host(what, want, got, n, k, NULL, rel);
+	free(want);
+	free(got);
+	free(raw);
+	return ok;
 }
 
 /* Elementwise bounds for linear: the CPU's product of absolute values. */
@@ -369,6 +410,13 @@ static void test_rmsnorm(void)
 				snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d: dw", N, C);
 				compare(what, &dw, 2.0 * N + 16, NULL);
 			}
+			/* a BF16 output (the saved ln1/ln2 of a bf16 run) */
+			void *ob = gpu_out_dt((size_t)N * C, LORA_DTYPE_BF16);
+			gpu->rmsnorm_forward(ob, LORA_DTYPE_BF16, rstd.g, x.g, w.g, dt, N, C, eps);
+			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: BF16 out", N, C, dtname(dt));
+			compare_dt(what, out.c, ob, LORA_DTYPE_BF16, (size_t)N * C, C / 8.0 + 8,
+			           unit_roundoff(LORA_DTYPE_BF16));
+			gpu->free(ob);
 			pair_free(&dout); pair_free(&dx); pair_free(&dw);
 			pair_free(&x); pair_free(&out); pair_free(&rstd);
 			wpair_free(&w);
@@ -431,6 +479,17 @@ static void test_linear(void)
 				compare(what, &out, 4, bound);
 			}
 			free(bound);
+			if (dt == LORA_DTYPE_BF16) {   /* a BF16 input: no conversion, same bound */
+				wpair xb = wpair_rand((size_t)N * C, -2, 2, LORA_DTYPE_BF16);
+				bound = linear_bound_fwd(xb.h, w.h, N, C, OC, u, f);
+				cpu->linear_forward(out.c, xb.c, LORA_DTYPE_F32, w.c, bias.c, LORA_DTYPE_F32, N, C, OC);
+				gpu->linear_forward(out.g, xb.g, LORA_DTYPE_BF16, w.g, bias.g, dt, N, C, OC);
+				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 input +bias",
+				         N, C, OC);
+				compare(what, &out, 4, bound);
+				free(bound);
+				wpair_free(&xb);
+			}
 
 			/* backward: dinp (N, C) += dout · w, bound (u + OC·eps)·|dout|·|w| */
 			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
@@ -484,23 +543,30 @@ static void test_lora(void)
 	static const int shapes[][4] = { { 1, 3, 5, 1 }, { 7, 33, 17, 4 }, { 64, 128, 96, 8 },
 	                                 { 37, 100, 200, 16 }, { 256, 1024, 1024, 64 } };
 	static const float ps[] = { 0.0f, 0.25f };
-	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+	size_t ns = sizeof shapes / sizeof *shapes;
+	/* inp F32, then BF16 (a saved activation of a bf16 run: the GPU widens it
+	 * to fp32 first, so the same values give the same fp32 bounds) */
+	for (size_t s = 0; s < 2 * ns - 1; s++)
 		for (int pi = 0; pi < 2; pi++) {
-			int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2], r = shapes[s][3];
+			int N = shapes[s % ns][0], C = shapes[s % ns][1], OC = shapes[s % ns][2];
+			int r = shapes[s % ns][3];
+			lora_dtype idt = s < ns ? LORA_DTYPE_F32 : LORA_DTYPE_BF16;
 			float p = ps[pi], scale = 2.0f;
 			uint64_t seed = lora_rng_next(&rng);
-			pair x = pair_rand((size_t)N * C, -2, 2), A = pair_rand((size_t)r * C, -0.5f, 0.5f);
+			wpair x = wpair_rand((size_t)N * C, -2, 2, idt);
+			pair A = pair_rand((size_t)r * C, -0.5f, 0.5f);
 			pair B = pair_rand((size_t)OC * r, -0.5f, 0.5f), out = pair_rand((size_t)N * OC, -1, 1);
 			pair h = pair_out((size_t)N * r);
 			size_t sc = (size_t)N * r + (size_t)N * C;
 			pair scr = pair_out(sc);
 			cpu->lora_forward(out.c, h.c, x.c, LORA_DTYPE_F32, A.c, B.c, scale, p, seed, N, C, OC, r, scr.c);
-			gpu->lora_forward(out.g, h.g, x.g, LORA_DTYPE_F32, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
-			char what[128];
+			gpu->lora_forward(out.g, h.g, x.g, idt, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
+			char what[128], shp[80];
+			snprintf(shp, sizeof shp, "N=%d C=%d OC=%d r=%d p=%g %s", N, C, OC, r, p, dtname(idt));
 			/* fp32 GEMMs of length C then r: k = 2·(C + r) */
-			snprintf(what, sizeof what, "lora_forward N=%d C=%d OC=%d r=%d p=%g: h", N, C, OC, r, p);
+			snprintf(what, sizeof what, "lora_forward %s: h", shp);
 			compare(what, &h, 2.0 * C, NULL);
-			snprintf(what, sizeof what, "lora_forward N=%d C=%d OC=%d r=%d p=%g: out", N, C, OC, r, p);
+			snprintf(what, sizeof what, "lora_forward %s: out", shp);
 			compare(what, &out, 2.0 * (C + r), NULL);
 
 			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
@@ -508,17 +574,17 @@ static void test_lora(void)
 			for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
 				cpu->lora_backward(wd ? dx.c : NULL, dA.c, dB.c, dout.c, x.c, LORA_DTYPE_F32, h.c, A.c, B.c,
 				                   scale, p, seed, N, C, OC, r, scr.c);
-				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, LORA_DTYPE_F32, h.g, A.g, B.g,
+				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, idt, h.g, A.g, B.g,
 				                   scale, p, seed, N, C, OC, r, scr.g);
 			}
-			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dA", N, C, OC, r, p);
+			snprintf(what, sizeof what, "lora_backward %s: dA", shp);
 			compare(what, &dA, 4.0 * (N + OC), NULL);
-			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dB", N, C, OC, r, p);
+			snprintf(what, sizeof what, "lora_backward %s: dB", shp);
 			compare(what, &dB, 4.0 * (N + C), NULL);
-			snprintf(what, sizeof what, "lora_backward N=%d C=%d OC=%d r=%d p=%g: dinp", N, C, OC, r, p);
+			snprintf(what, sizeof what, "lora_backward %s: dinp", shp);
 			compare(what, &dx, 2.0 * (OC + r), NULL);
 			pair_free(&dout); pair_free(&dx); pair_free(&dA); pair_free(&dB);
-			pair_free(&x); pair_free(&A); pair_free(&B); pair_free(&out);
+			wpair_free(&x); pair_free(&A); pair_free(&B); pair_free(&out);
 			pair_free(&h); pair_free(&scr);
 		}
 }
@@ -539,9 +605,21 @@ static void test_rope(void)
 			sh[i] = sinf(a);
 		}
 		pair fc = pair_of(ch, nt), fs = pair_of(sh, nt), x = pair_rand(n, -2, 2);
+		char what[96];
+		/* out of place: F32 and BF16 (the saved q, k of a bf16 run) */
+		pair o32 = pair_out(n);
+		void *o16 = gpu_out_dt(n, LORA_DTYPE_BF16);
+		cpu->rope_forward(o32.c, LORA_DTYPE_F32, x.c, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_forward(o32.g, LORA_DTYPE_F32, x.g, fc.g, fs.g, B, T, NH, HS);
+		gpu->rope_forward(o16, LORA_DTYPE_BF16, x.g, fc.g, fs.g, B, T, NH, HS);
+		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d out of place", B, T, NH, HS);
+		compare(what, &o32, 4, NULL);
+		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d BF16 out", B, T, NH, HS);
+		compare_dt(what, o32.c, o16, LORA_DTYPE_BF16, n, 4, unit_roundoff(LORA_DTYPE_BF16));
+		pair_free(&o32);
+		gpu->free(o16);
 		cpu->rope_forward(x.c, LORA_DTYPE_F32, x.c, fc.c, fs.c, B, T, NH, HS);
 		gpu->rope_forward(x.g, LORA_DTYPE_F32, x.g, fc.g, fs.g, B, T, NH, HS);
-		char what[96];
 		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
 		compare(what, &x, 4, NULL);
 		cpu->rope_backward(x.c, fc.c, fs.c, B, T, NH, HS);
@@ -653,6 +731,38 @@ static void test_elementwise(void)
 		compare(what, &g, 0, NULL);
 		pair_free(&g); pair_free(&u); pair_free(&out);
 		pair_free(&dout); pair_free(&dg); pair_free(&du);
+
+		/* BF16 gate, up and out (a bf16 run's saved activations) */
+		wpair gb = wpair_rand(n, -8, 8, LORA_DTYPE_BF16), ub = wpair_rand(n, -2, 2, LORA_DTYPE_BF16);
+		out = pair_out(n);
+		void *ob = gpu_out_dt(n, LORA_DTYPE_BF16);
+		cpu->swiglu_forward(out.c, gb.c, ub.c, LORA_DTYPE_F32, n);
+		gpu->swiglu_forward(ob, gb.g, ub.g, LORA_DTYPE_BF16, n);
+		snprintf(what, sizeof what, "swiglu_forward N=%zu BF16", n);
+		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 4, unit_roundoff(LORA_DTYPE_BF16));
+		dout = pair_rand(n, -1, 1), dg = pair_rand(n, -1, 1), du = pair_rand(n, -1, 1);
+		cpu->swiglu_backward(dg.c, du.c, dout.c, gb.c, ub.c, LORA_DTYPE_F32, n);
+		gpu->swiglu_backward(dg.g, du.g, dout.g, gb.g, ub.g, LORA_DTYPE_BF16, n);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu BF16: dgate", n);
+		compare(what, &dg, 8, NULL);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu BF16: dup", n);
+		compare(what, &du, 8, NULL);
+		/* convert: bit for bit lora_f32_to_bf16 (tolerance 0), F32 a copy */
+		cpu->convert(out.c, LORA_DTYPE_F32, dout.c, n);
+		gpu->convert(ob, LORA_DTYPE_BF16, dout.g, n);
+		gpu->convert(out.g, LORA_DTYPE_F32, dout.g, n);
+		snprintf(what, sizeof what, "convert N=%zu F32", n);
+		compare(what, &out, 0, NULL);
+		float *hd = host_of(&dout), *hb = lora_xmalloc(n * 4 + 4);
+		for (size_t i = 0; i < n; i++)
+			hb[i] = round_to(hd[i], LORA_DTYPE_BF16);
+		cpu->upload(out.c, hb, n * 4);
+		snprintf(what, sizeof what, "convert N=%zu BF16", n);
+		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 0, 0);
+		free(hd); free(hb);
+		gpu->free(ob);
+		wpair_free(&gb); wpair_free(&ub);
+		pair_free(&out); pair_free(&dout); pair_free(&dg); pair_free(&du);
 	}
 }
 
