@@ -99,7 +99,8 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
 	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
-	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) */
+	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) with
+	 * fp32 q, k, v, out, then with bf16 ones ("bf16 act": a bf16 run's) */
 	TIME("attention_forward fp32", s, afl, 0,
 	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0));
 	TIME("attention_backward fp32", s, 2 * afl, 0,
@@ -108,6 +109,12 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 1));
 	TIME("attention_backward bf16", s, 2 * afl, 0,
 	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 1));
+	void *qa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1), *ka = rand_buf(nk, LORA_DTYPE_BF16, -1, 1);
+	void *va = rand_buf(nk, LORA_DTYPE_BF16, -1, 1), *oa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1);
+	TIME("attention_forward bf16 act", s, afl, 0,
+	     be->attention_forward(oa, sv, qa, ka, va, LORA_DTYPE_BF16, B, T, NH, NKV, HS, 1));
+	TIME("attention_backward bf16 act", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, qa, ka, va, oa, LORA_DTYPE_BF16, B, T, NH, NKV, HS, ax, 1));
 	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
 	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
@@ -141,7 +148,7 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	float *p = frand(np), *g = frand(np), *m = frand(np), *vv = rand_buf(np, LORA_DTYPE_F32, 0, 1);
 	TIME("adamw_update", s, 0, 28.0 * np, be->adamw_update(p, g, m, vv, np, 1e-4f, 0.9f, 0.999f,
 	                                                      1e-8f, 0, 0.5, 0.5));
-	void *all[] = { p, g, m, vv, u, x, y, z, w, A, Bm, h, scr, q, k, v, o, dq, dk, dv, sv, ax, cs, sn, nw, rs, tg };
+	void *all[] = { p, g, m, vv, u, x, y, z, w, A, Bm, h, scr, q, k, v, o, dq, dk, dv, sv, ax, qa, ka, va, oa, cs, sn, nw, rs, tg };
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
 		be->free(all[i]);
 }

@@ -4,9 +4,12 @@
  * probabilities from it, tile by tile.
  *
  * Layout: q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h reads KV
- * head h / (NH/NKV). All in fp32 on the CUDA cores (this first version is
- * written to be checked, not to be fast; tensor-core tiles are next, see
- * docs/CUDA.md).
+ * head h / (NH/NKV). q, k, v and out are in the activation dtype (F32, or
+ * BF16 in a bf16 run: the kernels are templates on its element type A);
+ * everything else, and all arithmetic, is fp32 on the CUDA cores (written
+ * to be checked, not to be fast; attention_tc.cu is the fast path). A BF16
+ * q, k, v is read exactly and the BF16 out is the fp32 result rounded once
+ * (to nearest even): the inputs and output PyTorch's bf16 SDPA sees.
  *
  * One scheme serves all three kernels. A block of 8 warps owns a tile of 32
  * "own" rows (4 per warp) of one (batch, head) and walks the tiles of 32
@@ -44,14 +47,15 @@ __device__ __forceinline__ float dot_sm(const float *a, const float *b, int n)
 }
 
 /* Rows [k0, k0 + TILE) of k and v (row stride ks; rows at or past T are
- * zero) into Ks and Vs, rows padded to HSP floats. All threads. */
-__device__ __forceinline__ void stage_kv(float *Ks, float *Vs, const float *kb, const float *vb,
+ * zero) into Ks and Vs as floats, rows padded to HSP. All threads. */
+template <typename A>
+__device__ __forceinline__ void stage_kv(float *Ks, float *Vs, const A *kb, const A *vb,
                                          int k0, int T, size_t ks, int HS, int HSP)
 {
 	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
 		int j = i / HS, d = i % HS, u = k0 + j;
-		Ks[j * HSP + d] = u < T ? kb[(size_t)u * ks + d] : 0.0f;
-		Vs[j * HSP + d] = u < T ? vb[(size_t)u * ks + d] : 0.0f;
+		Ks[j * HSP + d] = u < T ? ldw(kb, (size_t)u * ks + d) : 0.0f;
+		Vs[j * HSP + d] = u < T ? ldw(vb, (size_t)u * ks + d) : 0.0f;
 	}
 }
 
@@ -74,9 +78,9 @@ __device__ __forceinline__ void acc_rows(float (&a)[NDL], float w, const float *
 	}
 }
 
-template <int NDL>
+template <int NDL, typename A>
 __global__ void __launch_bounds__(WARPS * 32)
-att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+att_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
                int T, int NH, int NKV, int HS, float scale)
 {
 	extern __shared__ float sm[];
@@ -85,13 +89,13 @@ att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const flo
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	int q0 = blockIdx.x * TILE, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
-	const float *qb = q + (size_t)b * T * qs + (size_t)h * HS;
-	const float *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
-	const float *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
+	const A *qb = q + (size_t)b * T * qs + (size_t)h * HS;
+	const A *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
+	const A *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
 
 	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, t = q0 + r;
-		Qs[i] = t < T ? qb[(size_t)t * qs + d] : 0.0f;
+		Qs[i] = t < T ? ldw(qb, (size_t)t * qs + d) : 0.0f;
 	}
 	float o[RPW][NDL], m[RPW], l[RPW];
 #pragma unroll
@@ -133,12 +137,12 @@ att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const flo
 		if (t >= T)
 			continue;
 		float inv = 1.0f / l[rr];
-		float *ot = out + (size_t)b * T * qs + (size_t)t * qs + (size_t)h * HS;
+		A *ot = out + (size_t)b * T * qs + (size_t)t * qs + (size_t)h * HS;
 #pragma unroll
 		for (int i = 0; i < NDL; i++) {
 			int d = lane + 32 * i;
 			if (d < HS)
-				ot[d] = o[rr][i] * inv;
+				ot[d] = from_f32<A>(o[rr][i] * inv);
 		}
 		if (lane == 0)
 			lse[((size_t)b * NH + h) * T + t] = m[rr] + logf(l[rr]);
@@ -146,17 +150,19 @@ att_fwd_kernel(float *out, float *lse, const float *q, const float *k, const flo
 }
 
 /* D (B, NH, T) = rowsum(dout ∘ out); one warp per (b, t, h) row. */
-__global__ void att_d_kernel(float *D, const float *dout, const float *out, int T, int NH,
+template <typename A>
+__global__ void att_d_kernel(float *D, const float *dout, const A *out, int T, int NH,
                              int HS, size_t rows)
 {
 	size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
 	int lane = threadIdx.x & 31;
 	if (i >= rows)
 		return;
-	const float *g = dout + i * HS, *o = out + i * HS;
+	const float *g = dout + i * HS;
+	const A *o = out + i * HS;
 	float s = 0.0f;
 	for (int d = lane; d < HS; d += 32)
-		s += g[d] * o[d];
+		s += g[d] * ldw(o, d);
 	s = warp_sum(s);
 	size_t b = i / ((size_t)T * NH);
 	int t = (int)((i / NH) % T), h = (int)(i % NH);
@@ -164,10 +170,10 @@ __global__ void att_d_kernel(float *D, const float *dout, const float *out, int 
 		D[(b * NH + h) * T + t] = s;
 }
 
-template <int NDL>
+template <int NDL, typename A>
 __global__ void __launch_bounds__(WARPS * 32)
-att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const float *q,
-              const float *k, const float *v, int T, int NH, int NKV, int HS, float scale)
+att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const A *q,
+              const A *k, const A *v, int T, int NH, int NKV, int HS, float scale)
 {
 	extern __shared__ float sm[];
 	const int HSP = HS + 1;
@@ -176,13 +182,13 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 	int q0 = blockIdx.x * TILE, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
 	size_t qoff = (size_t)b * T * qs + (size_t)h * HS;
-	const float *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
-	const float *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
+	const A *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
+	const A *vb = v + (size_t)b * T * ks + (size_t)hk * HS;
 	const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
 
 	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, t = q0 + r;
-		Qs[i] = t < T ? q[qoff + (size_t)t * qs + d] : 0.0f;
+		Qs[i] = t < T ? ldw(q, qoff + (size_t)t * qs + d) : 0.0f;
 		Gs[i] = t < T ? dout[qoff + (size_t)t * qs + d] : 0.0f;
 	}
 	float acc[RPW][NDL], lt[RPW], dt[RPW];
@@ -231,10 +237,10 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 	}
 }
 
-template <int NDL>
+template <int NDL, typename A>
 __global__ void __launch_bounds__(WARPS * 32)
 att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *D,
-               const float *q, const float *k, const float *v, int T, int NH, int NKV, int HS,
+               const A *q, const A *k, const A *v, int T, int NH, int NKV, int HS,
                float scale)
 {
 	extern __shared__ float sm[];
@@ -250,8 +256,8 @@ att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const 
 
 	for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, u = k0 + r;
-		Kr[i] = u < T ? k[koff + (size_t)u * ks + d] : 0.0f;
-		Vr[i] = u < T ? v[koff + (size_t)u * ks + d] : 0.0f;
+		Kr[i] = u < T ? ldw(k, koff + (size_t)u * ks + d) : 0.0f;
+		Vr[i] = u < T ? ldw(v, koff + (size_t)u * ks + d) : 0.0f;
 	}
 	float ak[RPW][NDL], av[RPW][NDL];
 #pragma unroll
@@ -267,7 +273,7 @@ att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const 
 			__syncthreads();
 			for (int i = threadIdx.x; i < TILE * HS; i += blockDim.x) {
 				int j = i / HS, d = i % HS, t = q0 + j;
-				Qs[j * HSP + d] = t < T ? q[qoff + (size_t)t * qs + d] : 0.0f;
+				Qs[j * HSP + d] = t < T ? ldw(q, qoff + (size_t)t * qs + d) : 0.0f;
 				Gs[j * HSP + d] = t < T ? dout[qoff + (size_t)t * qs + d] : 0.0f;
 			}
 			for (int j = threadIdx.x; j < TILE; j += blockDim.x) {
@@ -344,9 +350,13 @@ static void smem_optin(F kernel, size_t smem, int *smem_set)
 	else if ((HS) <= 128) { const int NDL = 4; __VA_ARGS__; } \
 	else { const int NDL = 8; __VA_ARGS__; } } while (0)
 
-/* One "smem limit already set" slot per kernel and NDL. */
-static int smem_fwd[4], smem_dq[4], smem_dkv[4];
-static int ndl_slot(int ndl) { return ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3; }
+/* One "smem limit already set" slot per kernel instantiation: [A is BF16][NDL]. */
+static int smem_fwd[2][4], smem_dq[2][4], smem_dkv[2][4];
+template <typename A>
+static int *slot(int (*set)[4], int ndl)
+{
+	return &set[sizeof(A) == 2][ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3];
+}
 
 /* The tensor-core path (attention_tc.cu): for bf16 runs where it has a
  * kernel for HS. LORA_CUDA_ATTN=fp32 turns it off, =tc on for fp32 runs too
@@ -361,59 +371,56 @@ static int use_tc(int HS, int bf16)
 	return mode >= 0 && (mode == 1 || bf16) && cuda_attention_tc_supports(HS);
 }
 
-void cuda_attention_forward(void *outv, float *saved, const void *qv, const void *kv,
-                            const void *vv, lora_dtype adt, int B, int T, int NH, int NKV,
+void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
+                            const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                             int HS, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
-	LORA_ASSERT(adt == LORA_DTYPE_F32);
-	float *out = (float *)outv;
-	const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
 	if (B <= 0 || T <= 0)
 		return;
 	if (use_tc(HS, bf16)) {
-		cuda_attention_tc_forward(out, saved, q, k, v, B, T, NH, NKV, HS);
+		cuda_attention_tc_forward(out, saved, q, k, v, adt, B, T, NH, NKV, HS);
 		return;
 	}
 	float scale = 1.0f / sqrtf((float)HS);
 	dim3 grid((T + TILE - 1) / TILE, B * NH);
 	size_t smem = (2 * (size_t)TILE * (HS + 1) + (size_t)TILE * HS) * sizeof(float);
-	NDL_DISPATCH(HS, NDL,
-		smem_optin(att_fwd_kernel<NDL>, smem, &smem_fwd[ndl_slot(NDL)]);
-		att_fwd_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
-			out, saved, q, k, v, T, NH, NKV, HS, scale));
+	ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
+		smem_optin(att_fwd_kernel<NDL, A>, smem, slot<A>(smem_fwd, NDL));
+		att_fwd_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, T, NH, NKV, HS,
+			scale)));
 	CUDA_LAUNCH_CHECK();
 }
 
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                             const float *saved, const void *qv, const void *kv, const void *vv,
-                             const void *outv, lora_dtype adt, int B, int T, int NH, int NKV,
+                             const float *saved, const void *q, const void *k, const void *v,
+                             const void *out, lora_dtype adt, int B, int T, int NH, int NKV,
                              int HS, float *scratch, int bf16)
 {
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
-	LORA_ASSERT(adt == LORA_DTYPE_F32);
-	const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
-	const float *out = (const float *)outv;
 	if (B <= 0 || T <= 0)
 		return;
 	float scale = 1.0f / sqrtf((float)HS);
 	float *D = scratch;
 	size_t rows = (size_t)B * T * NH;
-	att_d_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
-		D, dout, out, T, NH, HS, rows);
+	ADTYPE_DISPATCH(adt, A,
+		att_d_kernel<A><<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
+			D, dout, (const A *)out, T, NH, HS, rows));
 	CUDA_LAUNCH_CHECK();
 	if (use_tc(HS, bf16)) {
 		LORA_ASSERT(dq && dk && dv);
-		cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, B, T, NH, NKV, HS);
+		cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH, NKV, HS);
 		return;
 	}
 	if (dq) {
 		dim3 grid((T + TILE - 1) / TILE, B * NH);
 		size_t smem = (2 * (size_t)TILE * (HS + 1) + 2 * (size_t)TILE * HS) * sizeof(float);
-		NDL_DISPATCH(HS, NDL,
-			smem_optin(att_dq_kernel<NDL>, smem, &smem_dq[ndl_slot(NDL)]);
-			att_dq_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
-				dq, dout, saved, D, q, k, v, T, NH, NKV, HS, scale));
+		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
+			smem_optin(att_dq_kernel<NDL, A>, smem, slot<A>(smem_dq, NDL));
+			att_dq_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+				dq, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, T, NH, NKV,
+				HS, scale)));
 		CUDA_LAUNCH_CHECK();
 	}
 	if (dk || dv) {
@@ -421,10 +428,11 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 		dim3 grid((T + TILE - 1) / TILE, B * NKV);
 		size_t smem = (2 * (size_t)TILE * HS + 2 * (size_t)TILE * (HS + 1) + 2 * TILE)
 		              * sizeof(float);
-		NDL_DISPATCH(HS, NDL,
-			smem_optin(att_dkv_kernel<NDL>, smem, &smem_dkv[ndl_slot(NDL)]);
-			att_dkv_kernel<NDL><<<grid, WARPS * 32, smem, cuda_stream()>>>(
-				dk, dv, dout, saved, D, q, k, v, T, NH, NKV, HS, scale));
+		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
+			smem_optin(att_dkv_kernel<NDL, A>, smem, slot<A>(smem_dkv, NDL));
+			att_dkv_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
+				dk, dv, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, T, NH,
+				NKV, HS, scale)));
 		CUDA_LAUNCH_CHECK();
 	}
 }

@@ -4,11 +4,15 @@
  * for bf16 runs (the default precision); test-cuda-ops checks it against
  * the CPU (on the emulator in CI; never yet on a GPU).
  *
- * Numerics: q, k, v and dout are rounded to bf16 when a tile is staged in
- * shared memory, as are the probabilities P and dS before their products
- * (what PyTorch's bf16 SDPA does); scores, the softmax statistics, D and all
- * accumulators are fp32. Same saved layout as attention.cu: the log-sum-exp
- * (B, NH, T), and D = rowsum(dout ∘ out) (B, NH, T) in the scratch.
+ * Numerics: q, k, v and out are in the activation dtype (kernels are
+ * templates on its element type A). q, k, v and dout are rounded to bf16
+ * when a tile is staged in shared memory (a BF16 source is copied as is),
+ * as are the probabilities P and dS before their products; scores, the
+ * softmax statistics, D and all accumulators are fp32, and out is written
+ * in A (rounded once from fp32). With BF16 q, k, v, out that is what
+ * PyTorch's bf16 SDPA sees and does. Same saved layout as attention.cu: the
+ * log-sum-exp (B, NH, T), and D = rowsum(dout ∘ out) (B, NH, T) in the
+ * scratch.
  *
  * A block has 4 warps and owns 64 rows (16 per warp), walking tiles of 64
  * other rows; each warp's 16 x 64 score tile goes through shared memory for
@@ -80,26 +84,27 @@ __device__ __forceinline__ void mm_acc_pb(float *Acc, const bf16 *P, const bf16 
 	}
 }
 
-/* Stage rows [r0, r0 + 64) of a (B, T, H, HS) tensor (head h of batch b) as
- * bf16 rows of stride HS + 8; rows at or past T are zero. All threads. */
-template <int HS>
-__device__ __forceinline__ void stage(bf16 *dst, const float *src, int b, int h, int H,
+/* Stage rows [r0, r0 + 64) of a (B, T, H, HS) tensor of float or bf16 S
+ * (head h of batch b) as bf16 rows of stride HS + 8; rows at or past T are
+ * zero. A bf16 source goes through float unchanged. All threads. */
+template <int HS, typename S>
+__device__ __forceinline__ void stage(bf16 *dst, const S *src, int b, int h, int H,
                                       int T, int r0)
 {
 	constexpr int LDH = HS + 8;
 	size_t rs = (size_t)H * HS;
-	const float *base = src + (size_t)b * T * rs + (size_t)h * HS;
+	const S *base = src + (size_t)b * T * rs + (size_t)h * HS;
 	for (int i = threadIdx.x; i < TC_ROWS * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, t = r0 + r;
-		dst[r * LDH + d] = __float2bfloat16_rn(t < T ? base[(size_t)t * rs + d] : 0.0f);
+		dst[r * LDH + d] = __float2bfloat16_rn(t < T ? ldw(base, (size_t)t * rs + d) : 0.0f);
 	}
 }
 
 /* ---- kernels ---------------------------------------------------------------------------- */
 
-template <int HS>
+template <int HS, typename A>
 __global__ void __launch_bounds__(TC_THREADS)
-att_tc_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+att_tc_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
                   int T, int NH, int NKV, float scale)
 {
 	constexpr int LDH = HS + 8, LDO = HS + 4;
@@ -167,21 +172,21 @@ att_tc_fwd_kernel(float *out, float *lse, const float *q, const float *k, const 
 	}
 	__syncthreads();
 	size_t qs = (size_t)NH * HS;
-	float *ob = out + (size_t)b * T * qs + (size_t)h * HS;
+	A *ob = out + (size_t)b * T * qs + (size_t)h * HS;
 	for (int i = threadIdx.x; i < TC_ROWS * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, t = q0 + r;
 		if (t < T)
-			ob[(size_t)t * qs + d] = Os[r * LDO + d] / Ls[r];
+			ob[(size_t)t * qs + d] = from_f32<A>(Os[r * LDO + d] / Ls[r]);
 	}
 	for (int r = threadIdx.x; r < TC_ROWS; r += blockDim.x)
 		if (q0 + r < T)
 			lse[((size_t)b * NH + h) * T + q0 + r] = Ms[r] + logf(Ls[r]);
 }
 
-template <int HS>
+template <int HS, typename A>
 __global__ void __launch_bounds__(TC_THREADS)
-att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const float *q,
-                 const float *k, const float *v, int T, int NH, int NKV, float scale)
+att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const A *q,
+                 const A *k, const A *v, int T, int NH, int NKV, float scale)
 {
 	constexpr int LDH = HS + 8, LDO = HS + 4;
 	extern __shared__ __align__(128) unsigned char smem[];
@@ -239,10 +244,10 @@ att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D,
 	}
 }
 
-template <int HS>
+template <int HS, typename A>
 __global__ void __launch_bounds__(TC_THREADS)
 att_tc_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *D,
-                  const float *q, const float *k, const float *v, int T, int NH, int NKV,
+                  const A *q, const A *k, const A *v, int T, int NH, int NKV,
                   float scale)
 {
 	constexpr int LDH = HS + 8, LDO = HS + 4;
@@ -337,58 +342,59 @@ int cuda_attention_tc_supports(int HS)
 	return HS == 64 || HS == 128;
 }
 
-template <int HS>
-static void tc_forward(float *out, float *saved, const float *q, const float *k, const float *v,
+/* One instantiation per (HS, A), each with its own smem opt-in (`ready`). */
+template <int HS, typename A>
+static void tc_forward(A *out, float *saved, const A *q, const A *k, const A *v,
                        int B, int T, int NH, int NKV)
 {
 	static int ready;
 	if (!ready) {
-		optin(att_tc_fwd_kernel<HS>, fwd_smem<HS>());
+		optin(att_tc_fwd_kernel<HS, A>, fwd_smem<HS>());
 		ready = 1;
 	}
 	dim3 grid((T + TC_ROWS - 1) / TC_ROWS, B * NH);
-	att_tc_fwd_kernel<HS><<<grid, TC_THREADS, fwd_smem<HS>(), cuda_stream()>>>(
+	att_tc_fwd_kernel<HS, A><<<grid, TC_THREADS, fwd_smem<HS>(), cuda_stream()>>>(
 		out, saved, q, k, v, T, NH, NKV, 1.0f / sqrtf((float)HS));
 	CUDA_LAUNCH_CHECK();
 }
 
-template <int HS>
+template <int HS, typename A>
 static void tc_backward(float *dq, float *dk, float *dv, const float *dout, const float *saved,
-                        const float *D, const float *q, const float *k, const float *v,
+                        const float *D, const A *q, const A *k, const A *v,
                         int B, int T, int NH, int NKV)
 {
 	static int ready;
 	if (!ready) {
-		optin(att_tc_dq_kernel<HS>, dq_smem<HS>());
-		optin(att_tc_dkv_kernel<HS>, dkv_smem<HS>());
+		optin(att_tc_dq_kernel<HS, A>, dq_smem<HS>());
+		optin(att_tc_dkv_kernel<HS, A>, dkv_smem<HS>());
 		ready = 1;
 	}
 	float scale = 1.0f / sqrtf((float)HS);
 	dim3 gq((T + TC_ROWS - 1) / TC_ROWS, B * NH), gk((T + TC_ROWS - 1) / TC_ROWS, B * NKV);
-	att_tc_dq_kernel<HS><<<gq, TC_THREADS, dq_smem<HS>(), cuda_stream()>>>(
+	att_tc_dq_kernel<HS, A><<<gq, TC_THREADS, dq_smem<HS>(), cuda_stream()>>>(
 		dq, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
-	att_tc_dkv_kernel<HS><<<gk, TC_THREADS, dkv_smem<HS>(), cuda_stream()>>>(
+	att_tc_dkv_kernel<HS, A><<<gk, TC_THREADS, dkv_smem<HS>(), cuda_stream()>>>(
 		dk, dv, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
 }
 
-void cuda_attention_tc_forward(float *out, float *saved, const float *q, const float *k,
-                               const float *v, int B, int T, int NH, int NKV, int HS)
+void cuda_attention_tc_forward(void *out, float *saved, const void *q, const void *k,
+                               const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
+                               int HS)
 {
-	if (HS == 64)
-		tc_forward<64>(out, saved, q, k, v, B, T, NH, NKV);
-	else
-		tc_forward<128>(out, saved, q, k, v, B, T, NH, NKV);
+	ADTYPE_DISPATCH(adt, A,
+		(HS == 64 ? tc_forward<64, A> : tc_forward<128, A>)(
+			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, B, T, NH, NKV));
 }
 
 void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
-                                const float *saved, const float *D, const float *q,
-                                const float *k, const float *v, int B, int T, int NH, int NKV,
-                                int HS)
+                                const float *saved, const float *D, const void *q,
+                                const void *k, const void *v, lora_dtype adt, int B, int T,
+                                int NH, int NKV, int HS)
 {
-	if (HS == 64)
-		tc_backward<64>(dq, dk, dv, dout, saved, D, q, k, v, B, T, NH, NKV);
-	else
-		tc_backward<128>(dq, dk, dv, dout, saved, D, q, k, v, B, T, NH, NKV);
+	ADTYPE_DISPATCH(adt, A,
+		(HS == 64 ? tc_backward<64, A> : tc_backward<128, A>)(
+			dq, dk, dv, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T, NH,
+			NKV));
 }

@@ -194,14 +194,16 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const void *out, lora_dtype adt, int B, int T, int NH, int NKV,
                              int HS, float *scratch, int bf16);
 /* attention_tc.cu: the tensor-core path for HS 64 and 128 (attention.cu
- * picks it for bf16 runs); D is the backward's rowsum(dout ∘ out). */
+ * picks it for bf16 runs); q, k, v, out in adt as above; D is the
+ * backward's rowsum(dout ∘ out). */
 int cuda_attention_tc_supports(int HS);
-void cuda_attention_tc_forward(float *out, float *saved, const float *q, const float *k,
-                               const float *v, int B, int T, int NH, int NKV, int HS);
+void cuda_attention_tc_forward(void *out, float *saved, const void *q, const void *k,
+                               const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
+                               int HS);
 void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
-                                const float *saved, const float *D, const float *q,
-                                const float *k, const float *v, int B, int T, int NH, int NKV,
-                                int HS);
+                                const float *saved, const float *D, const void *q,
+                                const void *k, const void *v, lora_dtype adt, int B, int T,
+                                int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const void *gate,
                           const void *up, lora_dtype adt, size_t N);

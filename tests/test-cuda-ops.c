@@ -638,7 +638,122 @@ static void test_rope(void)
  * inputs are rounded to bf16 for both backends, and the tolerance is a few
  * bf16 roundings (u = 2^-8) of (|cpu| + max|cpu|): 4u forward, 16u backward.
  * (LORA_CUDA_ATTN=fp32 in the environment makes those runs take the fp32
- * kernels, which must pass the same, looser, bounds.) */
+ * kernels, which must pass the same, looser, bounds; LORA_CUDA_ATTN=tc makes
+ * the fp32 runs at those head sizes take the tensor cores, so they are held
+ * to the tensor-core bounds, with bf16 inputs, too.)
+ *
+ * A bf16 run also keeps q, k, v and out in BF16 (adt): those cases give the
+ * GPU bf16 buffers holding the bf16 values the CPU gets in F32, so both
+ * read the same inputs, and the GPU's out is its fp32 result rounded once
+ * more to bf16: the forward bound above plus u·|cpu| per element
+ * (act_compare). The backward then gets the CPU's out rounded to bf16 on
+ * both sides (the out such a run saves), and its fp32 gradients are held
+ * to the bounds of the F32 cases. */
+
+/* An activation: a->h (n values, already rounded to a->dt) in F32 on the
+ * CPU and in a->dt on the GPU. */
+static wpair act_alloc(size_t n, lora_dtype dt)
+{
+	wpair a = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, dt == LORA_DTYPE_F32 ? 4 : 2)),
+	            dt, n, lora_xmalloc((n ? n : 1) * 4) };
+	return a;
+}
+
+static void act_upload(const wpair *a)
+{
+	cpu->upload(a->c, a->h, a->n * 4);
+	gpu->upload_f32(a->g, a->dt, a->h, a->n);
+}
+
+/* Random values rounded to rdt (BF16 whenever dt is), stored in dt. */
+static wpair act_rand(size_t n, float lo, float hi, lora_dtype rdt, lora_dtype dt)
+{
+	wpair a = act_alloc(n, dt);
+	for (size_t i = 0; i < n; i++)
+		a.h[i] = round_to(urand(lo, hi), dt == LORA_DTYPE_BF16 ? dt : rdt);
+	act_upload(&a);
+	return a;
+}
+
+/* compare() for an activation, the GPU's values widened to F32, with k
+ * the bound for the fp32 result x. In BF16 the GPU rounded x once (to
+ * nearest, unit roundoff u = 2^-8): |bf16(x) − cpu| <= u·|x| + |x − cpu|
+ * <= u·|cpu| + (1 + u)·|x − cpu|, so the bound grows by u·|cpu| per element
+ * and k by the factor 1 + u. */
+static void act_compare(const char *what, const wpair *a, double k)
+{
+	size_t n = a->n, es = a->dt == LORA_DTYPE_F32 ? 4 : 2;
+	void *raw = lora_xmalloc(n * es + 4);
+	float *h = lora_xmalloc(n * 4 + 4), *bound = NULL;
+	gpu->download(raw, a->g, n * es);
+	LORA_ASSERT(lora_convert(h, LORA_DTYPE_F32, raw, a->dt, n) == 0);
+	if (a->dt == LORA_DTYPE_BF16) {
+		double u = unit_roundoff(a->dt);
+		bound = lora_xmalloc(n * 4 + 4);
+		cpu->download(bound, a->c, n * 4);
+		for (size_t i = 0; i < n; i++)
+			bound[i] = (float)(u * fabsf(bound[i]));    /* exact: u is 2^-8 */
+		k *= 1 + u;
+	}
+	pair p = { a->c, be_alloc(gpu, gbytes(n, 4)), n };
+	gpu->upload(p.g, h, n * 4);
+	compare(what, &p, k, bound);
+	gpu->free(p.g);
+	free(bound);
+	free(h);
+	free(raw);
+}
+
+/* One shape, forward and backward. bf: the op's bf16 flag; adt: the dtype
+ * of q, k, v and out on the GPU. */
+static void attention_case(int B, int T, int NH, int NKV, int HS, int bf, lora_dtype adt)
+{
+	const char *e = getenv("LORA_CUDA_ATTN");
+	int tc = (HS == 64 || HS == 128) && (bf || (e && !strcmp(e, "tc")));
+	lora_dtype dt = tc ? LORA_DTYPE_BF16 : LORA_DTYPE_F32;   /* rounding of the inputs */
+	size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+	wpair q = act_rand(nq, -2, 2, dt, adt), k = act_rand(nk, -2, 2, dt, adt);
+	wpair v = act_rand(nk, -2, 2, dt, adt), out = act_alloc(nq, adt);
+	for (size_t i = 0; i < nq; i++)
+		out.h[i] = NAN;              /* so that unwritten elements fail */
+	act_upload(&out);
+	float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
+	float *sg = be_alloc(gpu, gbytes(gpu->attention_saved_floats(B, T, NH), 4));
+	cpu->attention_forward(out.c, sc, q.c, k.c, v.c, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
+	gpu->attention_forward(out.g, sg, q.g, k.g, v.g, adt, B, T, NH, NKV, HS, bf);
+	char what[160], name[96];
+	snprintf(name, sizeof name, "B=%d T=%d NH=%d NKV=%d HS=%d%s%s", B, T, NH, NKV, HS,
+	         tc ? " (tensor cores)" : "", adt == LORA_DTYPE_BF16 ? " BF16 q,k,v,out" : "");
+	/* scores: sums of HS products; softmax over T keys; o sums of T terms */
+	double kf = tc ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
+	snprintf(what, sizeof what, "attention_forward %s", name);
+	act_compare(what, &out, kf);
+
+	if (adt == LORA_DTYPE_BF16) {     /* both sides: the CPU's out rounded to bf16 */
+		cpu->download(out.h, out.c, nq * 4);
+		for (size_t i = 0; i < nq; i++)
+			out.h[i] = round_to(out.h[i], adt);
+		act_upload(&out);
+	}
+	pair dout = pair_rand_dt(nq, -1, 1, dt), dq = pair_rand(nq, -1, 1);
+	pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
+	float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
+	float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, HS), 4));
+	cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c, LORA_DTYPE_F32,
+	                        B, T, NH, NKV, HS, xc, bf);
+	gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g, adt,
+	                        B, T, NH, NKV, HS, xg, bf);
+	double kb = tc ? 16.0 / 256 / EPS32 : 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
+	pair *grads[3] = { &dq, &dk, &dv };
+	for (int g = 0; g < 3; g++) {
+		snprintf(what, sizeof what, "attention_backward %s: d%c", name, "qkv"[g]);
+		compare(what, grads[g], kb, NULL);
+	}
+	wpair_free(&q); wpair_free(&k); wpair_free(&v); wpair_free(&out);
+	pair_free(&dout); pair_free(&dq); pair_free(&dk); pair_free(&dv);
+	cpu->free(sc); gpu->free(sg); cpu->free(xc); gpu->free(xg);
+}
+
 static void test_attention(void)
 {
 	static const int shapes[][5] = {      /* B, T, NH, NKV, HS */
@@ -648,52 +763,21 @@ static void test_attention(void)
 	};
 	/* each shape twice: an fp32 run (CUDA-core kernels) and a bf16 run
 	 * (tensor-core kernels where HS is 64 or 128, with inputs that are
-	 * bf16 values, as they are in such a run) */
-	for (size_t s = 0; s < 2 * sizeof shapes / sizeof *shapes; s++) {
-		int run_bf16 = s % 2;
-		int B = shapes[s / 2][0], T = shapes[s / 2][1], NH = shapes[s / 2][2];
-		int NKV = shapes[s / 2][3], HS = shapes[s / 2][4];
-		int bf = run_bf16 && (HS == 64 || HS == 128);
-		if (run_bf16 && !bf)
-			continue;            /* the same kernels as the fp32 run */
-		lora_dtype dt = bf ? LORA_DTYPE_BF16 : LORA_DTYPE_F32;
-		size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
-		pair q = pair_rand_dt(nq, -2, 2, dt), k = pair_rand_dt(nk, -2, 2, dt);
-		pair v = pair_rand_dt(nk, -2, 2, dt);
-		pair out = pair_out(nq);
-		float *sc = be_alloc(cpu, cpu->attention_saved_floats(B, T, NH) * 4 + 4);
-		float *sg = be_alloc(gpu, gbytes(gpu->attention_saved_floats(B, T, NH), 4));
-		cpu->attention_forward(out.c, sc, q.c, k.c, v.c, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
-		gpu->attention_forward(out.g, sg, q.g, k.g, v.g, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
-		char what[128];
-		/* scores: sums of HS products; softmax over T keys; o sums of T terms */
-		double kf = bf ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
-		snprintf(what, sizeof what, "attention_forward B=%d T=%d NH=%d NKV=%d HS=%d%s",
-		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
-		compare(what, &out, kf, NULL);
-
-		pair dout = pair_rand_dt(nq, -1, 1, dt), dq = pair_rand(nq, -1, 1);
-		pair dk = pair_rand(nk, -1, 1), dv = pair_rand(nk, -1, 1);
-		float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
-		float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, HS), 4));
-		cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c, LORA_DTYPE_F32,
-		                        B, T, NH, NKV, HS, xc, bf);
-		gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g, LORA_DTYPE_F32,
-		                        B, T, NH, NKV, HS, xg, bf);
-		double kb = bf ? 16.0 / 256 / EPS32 : 4.0 * HS + 4.0 * T * (NH / NKV) + 32;
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dq",
-		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
-		compare(what, &dq, kb, NULL);
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dk",
-		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
-		compare(what, &dk, kb, NULL);
-		snprintf(what, sizeof what, "attention_backward B=%d T=%d NH=%d NKV=%d HS=%d%s: dv",
-		         B, T, NH, NKV, HS, bf ? " (tensor cores)" : "");
-		compare(what, &dv, kb, NULL);
-		pair_free(&q); pair_free(&k); pair_free(&v); pair_free(&out);
-		pair_free(&dout); pair_free(&dq); pair_free(&dk); pair_free(&dv);
-		cpu->free(sc); gpu->free(sg); cpu->free(xc); gpu->free(xg);
-	}
+	 * bf16 values, as they are in such a run); elsewhere the bf16 run
+	 * takes the same kernels as the fp32 run */
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+		for (int bf = 0; bf < 1 + (shapes[s][4] == 64 || shapes[s][4] == 128); bf++)
+			attention_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+			               shapes[s][4], bf, LORA_DTYPE_F32);
+	/* q, k, v, out in BF16: the fp32 kernels (bf 0; odd HS, one of each
+	 * NDL but 8) and the tensor cores (bf 1), odd T, GQA */
+	static const int bshapes[][6] = {     /* B, T, NH, NKV, HS, bf */
+		{ 2, 7, 4, 2, 6, 0 }, { 2, 37, 6, 2, 40, 0 }, { 1, 45, 4, 1, 128, 0 },
+		{ 2, 65, 6, 3, 64, 1 }, { 1, 99, 4, 2, 128, 1 }, { 1, 1, 2, 1, 64, 1 },
+	};
+	for (size_t s = 0; s < sizeof bshapes / sizeof *bshapes; s++)
+		attention_case(bshapes[s][0], bshapes[s][1], bshapes[s][2], bshapes[s][3],
+		               bshapes[s][4], bshapes[s][5], LORA_DTYPE_BF16);
 }
 
 /* ---- SwiGLU and add --------------------------------------------------------------------------------------- */
