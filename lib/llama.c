@@ -324,7 +324,6 @@ static lora_dtype act_dtype(const lora_backend *be, int full)
 		const char *e = getenv("LORA_CUDA_ACT");
 		force_f32 = e && !strcmp(e, "fp32");
 	}
-	force_f32 = 1;   /* XXX until attention takes BF16 */
 	return !full && be->wdtype == LORA_DTYPE_BF16 && !force_f32 ? LORA_DTYPE_BF16
 	                                                            : LORA_DTYPE_F32;
 }

@@ -15,8 +15,11 @@
  *     case (fixtures/engine/bf16_reference.json: logits 1.1-1.8%, LoRA
  *     gradients 2.0-4.7%); ours must be within 1.5x that, normwise (an
  *     element's error scales with the sizes in its dot products, not with
- *     its own). The loss curve follows the CPU's within 2e-2 relative,
- *     gradient norms 5e-2;
+ *     its own). Over the 10 AdamW steps the loss follows the CPU's within
+ *     2e-2 relative and the gradient norms within 5e-2, or within 1.5x
+ *     PyTorch's own bf16-vs-fp32 difference where that is larger (AdamW
+ *     makes the trajectories part: qwen2_bias's norms differ by 18% in
+ *     PyTorch itself);
  *   cuda full fine-tuning, fp32: loss and every gradient of one step, 1e-4.
  *
  * Skips (77) without CUDA in the build or without a GPU.
@@ -227,10 +230,13 @@ int main(void)
 		json_t *ref = json_object_get(bref, cases[i]);
 		double el = json_number_value(json_object_get(ref, "logits"));
 		double eg = json_number_value(json_object_get(ref, "grads"));
-		test_cond("bf16_reference.json has the case", el > 0 && eg > 0);
+		double es = json_number_value(json_object_get(ref, "steps_loss"));
+		double en = json_number_value(json_object_get(ref, "steps_norm"));
+		test_cond("bf16_reference.json has the case", el > 0 && eg > 0 && es > 0 && en > 0);
 		run_out g16 = run(gpu, dir, 0, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
-		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, 2e-2, 5e-2);
+		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, fmax(2e-2, 1.5 * es),
+		        fmax(5e-2, 1.5 * en));
 		run_out cf = run(cpu, dir, 1, gf), gf32 = run(&gpu32, dir, 1, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
 		compare(what, &gf32, &cf, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);

@@ -682,26 +682,8 @@ static wpair act_rand(size_t n, float lo, float hi, lora_dtype rdt, lora_dtype d
  * and k by the factor 1 + u. */
 static void act_compare(const char *what, const wpair *a, double k)
 {
-	size_t n = a->n, es = a->dt == LORA_DTYPE_F32 ? 4 : 2;
-	void *raw = lora_xmalloc(n * es + 4);
-	float *h = lora_xmalloc(n * 4 + 4), *bound = NULL;
-	gpu->download(raw, a->g, n * es);
-	LORA_ASSERT(lora_convert(h, LORA_DTYPE_F32, raw, a->dt, n) == 0);
-	if (a->dt == LORA_DTYPE_BF16) {
-		double u = unit_roundoff(a->dt);
-		bound = lora_xmalloc(n * 4 + 4);
-		cpu->download(bound, a->c, n * 4);
-		for (size_t i = 0; i < n; i++)
-			bound[i] = (float)(u * fabsf(bound[i]));    /* exact: u is 2^-8 */
-		k *= 1 + u;
-	}
-	pair p = { a->c, be_alloc(gpu, gbytes(n, 4)), n };
-	gpu->upload(p.g, h, n * 4);
-	compare(what, &p, k, bound);
-	gpu->free(p.g);
-	free(bound);
-	free(h);
-	free(raw);
+	double u = unit_roundoff(a->dt);
+	compare_dt(what, a->c, a->g, a->dt, a->n, k * (1 + u), u);
 }
 
 /* One shape, forward and backward. bf: the op's bf16 flag; adt: the dtype

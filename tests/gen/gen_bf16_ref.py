@@ -8,21 +8,28 @@ weights in bf16, the LoRA weights in fp32 and the forward under
 torch.autocast(bfloat16) (what a PEFT user trains with, and what our CUDA
 backend's precision: bf16 does). Writes tests/fixtures/engine/bf16_reference.json:
 per case the normwise relative error ‖bf16 − fp32‖₂ / ‖fp32‖₂ of the logits
-and of the LoRA gradients, and the loss's relative error.
+and of the LoRA gradients, and the loss's relative error; then the golden
+10 AdamW steps (gen_llama.py's loop: the fixture's batches and hp.*, warmup
++ cosine, clipping) in both precisions, and the largest relative difference
+over the steps of the loss (steps_loss) and of the gradient norm before
+clipping (steps_norm). AdamW divides each gradient by its running RMS, so
+small gradients' rounding moves the weights by O(lr) and the two
+trajectories part a little more each step: these are the yardsticks for the
+loss curve and gradient norms.
 
     python3 tests/gen/gen_bf16_ref.py
 """
 import json, os
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 from peft import PeftModel
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "engine"))
 CASES = ["llama_gqa", "qwen2_bias", "llama_tied", "mistral"]
 
 
-def step(d, ids, labels, bf16):
+def load(d, bf16):
     base = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     if bf16:
         base = base.to(torch.bfloat16)
@@ -31,11 +38,37 @@ def step(d, ids, labels, bf16):
         if "lora_" in n:
             p.data = p.data.float()
     model.train()
+    return model
+
+
+def step(d, ids, labels, bf16):
+    model = load(d, bf16)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         res = model(input_ids=ids, labels=labels)
     res.loss.backward()
     grads = torch.cat([p.grad.float().flatten() for n, p in model.named_parameters() if p.requires_grad])
     return res.logits.detach().float(), grads, float(res.loss)
+
+
+def steps(d, g, bf16):
+    """The golden AdamW steps: losses and gradient norms."""
+    model = load(d, bf16)
+    hp = {k[3:]: float(v) for k, v in g.items() if k.startswith("hp.")}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+                            weight_decay=hp["weight_decay"])
+    sched = get_cosine_schedule_with_warmup(opt, int(hp["warmup"]), int(hp["total"]))
+    losses, norms = [], []
+    for i, l in zip(g["steps.ids"].long(), g["steps.labels"].long()):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=i, labels=l).loss
+        losses.append(loss.item())
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"]).item())
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    return losses, norms
 
 
 def rel(a, b):
@@ -50,8 +83,11 @@ def main():
         ids, labels = g["ids"].long(), g["labels"].long()
         l32, g32, loss32 = step(d, ids, labels, False)
         l16, g16, loss16 = step(d, ids, labels, True)
+        (s32, n32), (s16, n16) = steps(d, g, False), steps(d, g, True)
         out[case] = {"logits": rel(l16, l32), "grads": rel(g16, g32),
-                     "loss": abs(loss16 - loss32) / abs(loss32)}
+                     "loss": abs(loss16 - loss32) / abs(loss32),
+                     "steps_loss": max(abs(a - b) / abs(b) for a, b in zip(s16, s32)),
+                     "steps_norm": max(abs(a - b) / abs(b) for a, b in zip(n16, n32))}
         print(case, out[case])
     with open(os.path.join(ROOT, "bf16_reference.json"), "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
