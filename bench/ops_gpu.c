@@ -66,6 +66,8 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	float *x = frand((size_t)N * C), *y = frand(big), *z = frand(big), *u = frand(big);
 	void *w = rand_buf((size_t)V * C > (size_t)I * C ? (size_t)V * C : (size_t)I * C, wd, -0.02f, 0.02f);
 
+	/* a bf16 activation (what a bf16 run's matrix products read) */
+	void *xb = rand_buf((size_t)N * (C > I ? C : I), LORA_DTYPE_BF16, -1, 1);
 	/* linear: q_proj, gate/up, down, lm_head */
 	int shapes[][2] = { { C, NH * HS }, { C, I }, { I, C }, { C, V } };
 	for (int i = 0; i < 4; i++) {
@@ -74,6 +76,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		double fl = 2.0 * N * K * OC;
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d", N, K, OC);
 		TIME("linear_forward", s, fl, 0, be->linear_forward(y, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
+		if (wd == LORA_DTYPE_BF16 && i < 3)
+			TIME("linear_forward bf16 in", s, fl, 0,
+			     be->linear_forward(y, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
 		TIME("linear_backward dinp", s, fl, 0,
 		     be->linear_backward(z, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
@@ -90,6 +95,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		     be->lora_forward(y, h, x, LORA_DTYPE_F32, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
 		TIME("lora_backward", s, 0, 20.0 * N * C,
 		     be->lora_backward(z, A, Bm, y, x, LORA_DTYPE_F32, h, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
+		/* bf16 input: widened into the scratch first (read 2, write 4, read 4 bytes) */
+		TIME("lora_forward bf16 in", s, 0, 18.0 * N * C,
+		     be->lora_forward(y, h, xb, LORA_DTYPE_BF16, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
 	}
 	/* attention */
 	size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS;
