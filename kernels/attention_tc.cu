@@ -100,6 +100,22 @@ __device__ __forceinline__ void stage(bf16 *dst, const S *src, int b, int h, int
 	}
 }
 
+/* Column j (0..31) of lane's half of a 16 x 64 fp32 tile row (lanes 2i and
+ * 2i+1 share row i), rotated so that a warp's 32 lanes touch 32 different
+ * banks at each j: with the row stride LDT = 68 ≡ 4 (mod 32) words, row i
+ * starts at bank 4i, so rows i and i + 8 and the two halves of a row would
+ * collide (4-way) if every lane walked from column 0; the offset
+ * 2·(lane & 1) + (i >> 3) separates them. w: the half's width (32, or HS/2
+ * for the output rows, stride HS + 4 ≡ 4 as well). */
+__device__ __forceinline__ int half_col(int lane, int j, int w)
+{
+	return (lane & 1) * w + ((j + 2 * (lane & 1) + (lane >> 4)) & (w - 1));
+}
+
+/* Causal work grows with the query block: launch the heaviest first, so
+ * the last wave is not a tail of long blocks. */
+__device__ __forceinline__ int heavy_first(int rows) { return (gridDim.x - 1 - blockIdx.x) * rows; }
+
 /* ---- kernels ---------------------------------------------------------------------------- */
 
 template <int HS, typename A>
@@ -115,7 +131,7 @@ att_tc_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 	float *Os = Ss + TC_ROWS * LDT;                         /* (64, LDO) */
 	float *Ms = Os + TC_ROWS * LDO, *Ls = Ms + TC_ROWS, *Cs = Ls + TC_ROWS;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int q0 = blockIdx.x * TC_ROWS, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(TC_ROWS), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 
 	stage<HS>(Qs, q, b, h, NH, T, q0);
 	for (int i = threadIdx.x; i < TC_ROWS * LDO; i += blockDim.x)
@@ -137,10 +153,10 @@ att_tc_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 		mm_abt<HS>(S, Qs + warp * 16 * LDH, Ks);
 		__syncwarp();
 		/* softmax: lanes 2i and 2i+1 share row i, 32 columns each */
-		int r = warp * 16 + (lane >> 1), c0 = (lane & 1) * 32, t = q0 + r;
+		int r = warp * 16 + (lane >> 1), t = q0 + r;
 		float mold = Ms[r], lold = Ls[r], mx = -INFINITY;
-		for (int c = c0; c < c0 + 32; c++) {
-			int u = k0 + c;
+		for (int j = 0; j < 32; j++) {
+			int c = half_col(lane, j, 32), u = k0 + c;
 			float s = (t < T && u <= t) ? S[(r - warp * 16) * LDT + c] * scale : -INFINITY;
 			S[(r - warp * 16) * LDT + c] = s;
 			mx = fmaxf(mx, s);
@@ -148,7 +164,8 @@ att_tc_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 		mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
 		float mnew = fmaxf(mold, mx), sum = 0.0f;
 		bf16 *P = Ps + r * LDB;
-		for (int c = c0; c < c0 + 32; c++) {
+		for (int j = 0; j < 32; j++) {
+			int c = half_col(lane, j, 32);
 			float s = S[(r - warp * 16) * LDT + c];
 			float p = s == -INFINITY ? 0.0f : expf(s - mnew);
 			P[c] = __float2bfloat16_rn(p);
@@ -164,8 +181,8 @@ att_tc_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 		}
 		/* rescale the warp's output rows, then O += P·V */
 		float *O = Os + warp * 16 * LDO;
-		for (int d = (lane & 1) * (HS / 2); d < (lane & 1) * (HS / 2) + HS / 2; d++)
-			O[(r - warp * 16) * LDO + d] *= corr;
+		for (int j = 0; j < HS / 2; j++)
+			O[(r - warp * 16) * LDO + half_col(lane, j, HS / 2)] *= corr;
 		__syncwarp();
 		mm_acc_pb<HS>(O, Ps + warp * 16 * LDB, Vs);
 		__syncwarp();
@@ -196,7 +213,7 @@ att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D,
 	float *dQs = dPs + TC_ROWS * LDT;                               /* (64, LDO) */
 	float *Lr = dQs + TC_ROWS * LDO, *Dr = Lr + TC_ROWS;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int q0 = blockIdx.x * TC_ROWS, b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(TC_ROWS), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
 
 	stage<HS>(Qs, q, b, h, NH, T, q0);
@@ -220,9 +237,9 @@ att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D,
 		mm_abt<HS>(S, Qs + warp * 16 * LDH, Ks);
 		mm_abt<HS>(dP, Gs + warp * 16 * LDH, Vs);
 		__syncwarp();
-		int rr = lane >> 1, r = warp * 16 + rr, c0 = (lane & 1) * 32, t = q0 + r;
-		for (int c = c0; c < c0 + 32; c++) {
-			int u = k0 + c;
+		int rr = lane >> 1, r = warp * 16 + rr, t = q0 + r;
+		for (int j = 0; j < 32; j++) {
+			int c = half_col(lane, j, 32), u = k0 + c;
 			float ds = 0.0f;
 			if (t < T && u <= t) {
 				float p = expf(S[rr * LDT + c] * scale - Lr[r]);
@@ -284,9 +301,9 @@ att_tc_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, con
 			mm_abt<HS>(S, Kw + warp * 16 * LDH, Qs);      /* (16 keys, 64 queries) */
 			mm_abt<HS>(dP, Vw + warp * 16 * LDH, Gs);
 			__syncwarp();
-			int rr = lane >> 1, r = warp * 16 + rr, c0 = (lane & 1) * 32, u = k0 + r;
-			for (int c = c0; c < c0 + 32; c++) {
-				int t = q0 + c;
+			int rr = lane >> 1, r = warp * 16 + rr, u = k0 + r;
+			for (int j = 0; j < 32; j++) {
+				int c = half_col(lane, j, 32), t = q0 + c;
 				float p = 0.0f, ds = 0.0f;
 				if (u < T && t < T && t >= u) {
 					p = expf(S[rr * LDT + c] * scale - Lc[c]);
