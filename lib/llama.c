@@ -454,18 +454,43 @@ lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend 
 	return r;
 }
 
-int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
-                         const lora_llama_opts *o, size_t capacity, int B_max)
+/* A question "how large can B (or T) be": the other size fixed, counting
+ * the total or the activations alone. */
+typedef struct {
+	const lora_llama_config *c;
+	const lora_backend *be;
+	const lora_llama_opts *o;
+	int B, T;                /* the fixed one; the other is searched */
+	int vary_T, acts_only;
+} fit_query;
+
+/* The largest x in [0, hi] whose need fits in cap (need grows with x; x = 0
+ * counts as fitting). */
+static int largest_fit(const fit_query *q, int hi, size_t cap)
 {
-	int lo = 0, hi = B_max;       /* lo fits (0 trivially), search (lo, hi] */
+	int lo = 0;                   /* search (lo, hi] */
 	while (lo < hi) {
 		int mid = lo + (hi - lo + 1) / 2;
-		if (lora_llama_memory(c, be, mid, T, o).total <= capacity)
+		lora_llama_mem m = lora_llama_memory(q->c, q->be, q->vary_T ? q->B : mid,
+		                                     q->vary_T ? mid : q->T, q->o);
+		if ((q->acts_only ? m.activations : m.total) <= cap)
 			lo = mid;
 		else
 			hi = mid - 1;
 	}
 	return lo;
+}
+
+int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
+                         const lora_llama_opts *o, size_t capacity, int B_max)
+{
+	return largest_fit(&(fit_query){ c, be, o, 0, T, 0, 0 }, B_max, capacity);
+}
+
+int lora_llama_max_seq(const lora_llama_config *c, const lora_backend *be, int B,
+                       const lora_llama_opts *o, size_t capacity, int T_max)
+{
+	return largest_fit(&(fit_query){ c, be, o, B, 0, 1, 0 }, T_max, capacity);
 }
 
 /* ---- loading ---------------------------------------------------------------------------------------- */
@@ -749,21 +774,10 @@ static int plan_oom(lora_llama *m, const lora_adapter_config *lc, int B, int T, 
 	size_t used = 0, cap = 0;
 	m->be->mem_info(&used, NULL, &cap);
 	size_t avail = cap > used ? cap - used : 0;
-	int bl = 0, bh = B - 1, tl = 0, th = T - 1;  /* largest fitting b < B, t < T */
-	while (bl < bh) {
-		int mid = bl + (bh - bl + 1) / 2;
-		if (layout(NULL, c, m->be, lc, m->full, mid, T, ckpt, NULL) * sizeof(float) <= avail)
-			bl = mid;
-		else
-			bh = mid - 1;
-	}
-	while (tl < th) {
-		int mid = tl + (th - tl + 1) / 2;
-		if (layout(NULL, c, m->be, lc, m->full, B, mid, ckpt, NULL) * sizeof(float) <= avail)
-			tl = mid;
-		else
-			th = mid - 1;
-	}
+	/* the largest fitting b < B and t < T (the rest is allocated already) */
+	lora_llama_opts o = { .full = m->full, .grad_ckpt = ckpt, .lora = lc };
+	int bl = largest_fit(&(fit_query){ c, m->be, &o, 0, T, 0, 1 }, B - 1, avail);
+	int tl = largest_fit(&(fit_query){ c, m->be, &o, B, 0, 1, 1 }, T - 1, avail);
 	char fits[160] = "";
 	if (bl > 0 || tl > 0)
 		snprintf(fits, sizeof fits, "; batch_size %d fits at this length, max_seq_length %d "

@@ -93,6 +93,9 @@ lora_llama_mem lora_llama_memory(const lora_llama_config *c, const lora_backend 
  * in capacity bytes; 0 if not even B = 1 fits. */
 int lora_llama_max_batch(const lora_llama_config *c, const lora_backend *be, int T,
                          const lora_llama_opts *o, size_t capacity, int B_max);
+/* The same for the sequence length T <= T_max at batch size B. */
+int lora_llama_max_seq(const lora_llama_config *c, const lora_backend *be, int B,
+                       const lora_llama_opts *o, size_t capacity, int T_max);
 
 /* ---- the model ------------------------------------------------------------------------ */
 

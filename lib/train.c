@@ -728,14 +728,7 @@ static int plan_too_big(run *r, const lora_llama_opts *mo, size_t need, size_t b
 		return fail(r, "out of memory on %s: the run needs %s and %s is available; the "
 		            "weights, LoRA state and optimizer alone need %s", r->be->name, hn, hb,
 		            human_bytes(hx, sizeof hx, (double)(one.total - one.activations)));
-	int tl = 0, th = r->T - 1;       /* longest t < T that fits at batch B */
-	while (tl < th) {
-		int mid = tl + (th - tl + 1) / 2;
-		if (lora_llama_memory(&r->mc, r->be, r->B, mid, mo).total <= budget)
-			tl = mid;
-		else
-			th = mid - 1;
-	}
+	int tl = lora_llama_max_seq(&r->mc, r->be, r->B, mo, budget, r->T - 1);
 	char fits[128], ck[96] = "";
 	if (lb > 0 || tl > 0)
 		snprintf(fits, sizeof fits, "batch_size %d fits at this length, max_seq_length %d "
