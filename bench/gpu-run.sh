@@ -12,7 +12,9 @@
 #
 # Logs and the table land in $OUT (the device tool brings them back).
 # LORA_CUDA_ATTN=fp32 in the environment of a bench run times the training
-# with the CUDA-core attention instead of the tensor cores.
+# with the CUDA-core attention instead of the tensor cores; LORA_CUDA_ACT=fp32
+# with fp32 saved activations instead of bf16 (the plan before 2026-11-23's
+# third session: more memory, a conversion before each GEMM).
 set -u
 OUT=${OUT:-bench/results-tmp}
 mkdir -p "$OUT" /tmp/gpu
@@ -29,10 +31,11 @@ rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
 	# the default kernels (both attention paths), then the bf16 runs on
 	# the fp32 attention kernels too
-	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32; do
+	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32 test-cuda-llama:act32; do
 		log=$OUT/$(echo "$t" | tr : -).log
 		case $t in
 		*:fp32) LORA_CUDA_ATTN=fp32 /tmp/gpu/bin/${t%:fp32} >"$log" 2>&1 ;;
+		*:act32) LORA_CUDA_ACT=fp32 /tmp/gpu/bin/${t%:act32} >"$log" 2>&1 ;;
 		*) /tmp/gpu/bin/$t >"$log" 2>&1 ;;
 		esac
 		r=$?

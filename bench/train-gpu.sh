@@ -31,6 +31,7 @@ export PYTHONUNBUFFERED=1
 echo "# gpu $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)" | tee -a "$log"
 echo "# date $(date -u +%Y-%m-%dT%H:%MZ)" | tee -a "$log"
 echo "# attention kernels: ${LORA_CUDA_ATTN:-tensor cores in bf16 runs (default)}" | tee -a "$log"
+echo "# saved activations: ${LORA_CUDA_ACT:-bf16 in bf16 runs (default)}" | tee -a "$log"
 [ "$DEVICE" = cuda ] && python3 bench/train_gpu_peft.py --matmul 2>&1 | grep -v -i warn | tee -a "$log"
 for shape in $shapes; do
 	case $shape in
