@@ -136,7 +136,7 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	size_t ni = (size_t)N * I;
 	snprintf(s, sizeof s, "N=%zu", ni);
 	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, LORA_DTYPE_F32, ni));
-	TIME("swiglu_backward", s, 0, 28.0 * ni, be->swiglu_backward(y, u, z, z, u, LORA_DTYPE_F32, ni));
+	TIME("swiglu_backward", s, 0, 20.0 * ni, be->swiglu_backward(y, u, z, z, u, LORA_DTYPE_F32, ni));
 	snprintf(s, sizeof s, "N=%zu", (size_t)N * C);
 	TIME("add_forward", s, 0, 12.0 * N * C, be->add_forward(y, y, x, (size_t)N * C));
 	int32_t *tg = be->alloc((size_t)N * 4);

@@ -1,5 +1,5 @@
 /* swiglu.cu: out = silu(gate) · up, silu(g) = g·sigmoid(g), elementwise;
- * backward dgate += dout·up·(σ + silu·(1 − σ)), dup += dout·silu.
+ * backward (writes) dgate = dout·up·(σ + silu·(1 − σ)), dup = dout·silu.
  * Same float expressions as the CPU reference; gate, up and out may be
  * BF16 (saved activations, backend.h), the arithmetic is fp32.
  */
@@ -24,8 +24,8 @@ __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout,
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x) {
 		float g = ldw(gate, i), s = 1.0f / (1.0f + expf(-g)), silu = g * s;
-		dgate[i] += dout[i] * ldw(up, i) * (s + silu * (1.0f - s));
-		dup[i] += dout[i] * silu;
+		dgate[i] = dout[i] * ldw(up, i) * (s + silu * (1.0f - s));
+		dup[i] = dout[i] * silu;
 	}
 }
 

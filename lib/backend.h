@@ -42,7 +42,7 @@
  * buffers before the backward pass (be->zero). A NULL gradient pointer means
  * "not needed" (a frozen weight, or the input of the first layer) and that
  * work is skipped entirely: backward through a frozen linear is one matmul.
- * Exceptions are marked (crossentropy_backward writes, may be in place).
+ * Exceptions are marked (crossentropy_backward and swiglu_backward write).
  *
  * In-place. Marked per op ("out may alias inp").
  *
@@ -184,7 +184,8 @@ struct lora_backend {
 	/* ---- SwiGLU ---------------------------------------------------------------
 	 * out (N) = silu(gate) * up, silu(x) = x·sigmoid(x). out is overwritten.
 	 * gate, up and out are in adt (computed in fp32).
-	 * backward: dgate +=, dup +=. */
+	 * backward WRITES dgate and dup (an exception to +=: their one caller
+	 * has nothing else to add, and a zero fill of 2·N floats is saved). */
 	void (*swiglu_forward)(void *out, const void *gate, const void *up, lora_dtype adt,
 	                       size_t N);
 	void (*swiglu_backward)(float *dgate, float *dup, const float *dout,

@@ -980,8 +980,6 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
 	be->zero(p->dswi, ni);
 	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
-	be->zero(p->dgate, ni);
-	be->zero(p->dup, ni);
 	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
 	be->zero(p->dln, nc);
 	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);

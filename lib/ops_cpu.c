@@ -452,8 +452,8 @@ static void swiglu_backward(float *dgate, float *dup, const float *dout, const v
 	const float *gate = gatev, *up = upv;
 	for (size_t i = 0; i < N; i++) {
 		float g = gate[i], s = 1.0f / (1.0f + expf(-g)), silu = g * s;
-		dgate[i] += dout[i] * up[i] * (s + silu * (1.0f - s));
-		dup[i] += dout[i] * silu;
+		dgate[i] = dout[i] * up[i] * (s + silu * (1.0f - s));
+		dup[i] = dout[i] * silu;
 	}
 }
 

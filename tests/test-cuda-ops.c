@@ -775,7 +775,7 @@ static void test_elementwise(void)
 		gpu->swiglu_forward(out.g, g.g, u.g, LORA_DTYPE_F32, n);
 		snprintf(what, sizeof what, "swiglu_forward N=%zu", n);
 		compare(what, &out, 4, NULL);
-		pair dout = pair_rand(n, -1, 1), dg = pair_rand(n, -1, 1), du = pair_rand(n, -1, 1);
+		pair dout = pair_rand(n, -1, 1), dg = pair_out(n), du = pair_out(n);
 		cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
 		gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, LORA_DTYPE_F32, n);
 		snprintf(what, sizeof what, "swiglu_backward N=%zu: dgate", n);
@@ -806,7 +806,7 @@ static void test_elementwise(void)
 		gpu->swiglu_forward(ob, gb.g, ub.g, LORA_DTYPE_BF16, n);
 		snprintf(what, sizeof what, "swiglu_forward N=%zu BF16", n);
 		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 4, unit_roundoff(LORA_DTYPE_BF16));
-		dout = pair_rand(n, -1, 1), dg = pair_rand(n, -1, 1), du = pair_rand(n, -1, 1);
+		dout = pair_rand(n, -1, 1), dg = pair_out(n), du = pair_out(n);
 		cpu->swiglu_backward(dg.c, du.c, dout.c, gb.c, ub.c, LORA_DTYPE_F32, n);
 		gpu->swiglu_backward(dg.g, du.g, dout.g, gb.g, ub.g, LORA_DTYPE_BF16, n);
 		snprintf(what, sizeof what, "swiglu_backward N=%zu BF16: dgate", n);

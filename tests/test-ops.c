@@ -244,6 +244,8 @@ static void test_swiglu(void)
 	float *out = lora_xcalloc(n, 4), *dg = lora_xcalloc(n, 4), *du = lora_xcalloc(n, 4);
 	be->swiglu_forward(out, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu forward", out, y, n, RT, AT);
+	for (int64_t i = 0; i < n; i++)
+		dg[i] = du[i] = NAN;          /* the backward writes, it does not add */
 	be->swiglu_backward(dg, du, d, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu dgate", dg, wg, n, RT, AT);
 	close_arr("swiglu dup", du, wu, n, RT, AT);
