@@ -764,25 +764,40 @@ static void test_attention(void)
 
 /* ---- SwiGLU and add --------------------------------------------------------------------------------------- */
 
+/* SwiGLU forward and backward, gate, up and out in adt on the GPU (BF16: a
+ * bf16 run's saved activations; the gradients are fp32 either way). */
+static void swiglu_case(size_t n, lora_dtype adt)
+{
+	char what[96];
+	const char *dn = adt == LORA_DTYPE_F32 ? "" : " BF16";
+	wpair g = wpair_rand(n, -8, 8, adt), u = wpair_rand(n, -2, 2, adt);
+	pair out = pair_out(n), dout = pair_rand(n, -1, 1), dg = pair_out(n), du = pair_out(n);
+	void *og = gpu_out_dt(n, adt);
+	cpu->swiglu_forward(out.c, g.c, u.c, LORA_DTYPE_F32, n);
+	gpu->swiglu_forward(og, g.g, u.g, adt, n);
+	snprintf(what, sizeof what, "swiglu_forward N=%zu%s", n, dn);
+	compare_dt(what, out.c, og, adt, n, 4, unit_roundoff(adt));
+	cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
+	gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, adt, n);
+	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dgate", n, dn);
+	compare(what, &dg, 8, NULL);
+	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dup", n, dn);
+	compare(what, &du, 8, NULL);
+	gpu->free(og);
+	wpair_free(&g); wpair_free(&u);
+	pair_free(&out); pair_free(&dout); pair_free(&dg); pair_free(&du);
+}
+
 static void test_elementwise(void)
 {
 	static const size_t sizes[] = { 1, 1000, 4099, 1 << 20 };
 	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
 		size_t n = sizes[s];
 		char what[96];
-		pair g = pair_rand(n, -8, 8), u = pair_rand(n, -2, 2), out = pair_out(n);
-		cpu->swiglu_forward(out.c, g.c, u.c, LORA_DTYPE_F32, n);
-		gpu->swiglu_forward(out.g, g.g, u.g, LORA_DTYPE_F32, n);
-		snprintf(what, sizeof what, "swiglu_forward N=%zu", n);
-		compare(what, &out, 4, NULL);
-		pair dout = pair_rand(n, -1, 1), dg = pair_out(n), du = pair_out(n);
-		cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
-		gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, LORA_DTYPE_F32, n);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu: dgate", n);
-		compare(what, &dg, 8, NULL);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu: dup", n);
-		compare(what, &du, 8, NULL);
+		swiglu_case(n, LORA_DTYPE_F32);
+		swiglu_case(n, LORA_DTYPE_BF16);
 
+		pair g = pair_rand(n, -8, 8), u = pair_rand(n, -2, 2), out = pair_out(n);
 		cpu->add_forward(out.c, g.c, u.c, n);
 		gpu->add_forward(out.g, g.g, u.g, n);
 		snprintf(what, sizeof what, "add_forward N=%zu", n);
@@ -795,40 +810,23 @@ static void test_elementwise(void)
 		gpu->scale(g.g, 0.37f, n);
 		snprintf(what, sizeof what, "scale N=%zu", n);
 		compare(what, &g, 0, NULL);
-		pair_free(&g); pair_free(&u); pair_free(&out);
-		pair_free(&dout); pair_free(&dg); pair_free(&du);
 
-		/* BF16 gate, up and out (a bf16 run's saved activations) */
-		wpair gb = wpair_rand(n, -8, 8, LORA_DTYPE_BF16), ub = wpair_rand(n, -2, 2, LORA_DTYPE_BF16);
-		out = pair_out(n);
+		/* convert: F32 a copy; BF16 bit for bit lora_f32_to_bf16 (tolerance 0) */
 		void *ob = gpu_out_dt(n, LORA_DTYPE_BF16);
-		cpu->swiglu_forward(out.c, gb.c, ub.c, LORA_DTYPE_F32, n);
-		gpu->swiglu_forward(ob, gb.g, ub.g, LORA_DTYPE_BF16, n);
-		snprintf(what, sizeof what, "swiglu_forward N=%zu BF16", n);
-		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 4, unit_roundoff(LORA_DTYPE_BF16));
-		dout = pair_rand(n, -1, 1), dg = pair_out(n), du = pair_out(n);
-		cpu->swiglu_backward(dg.c, du.c, dout.c, gb.c, ub.c, LORA_DTYPE_F32, n);
-		gpu->swiglu_backward(dg.g, du.g, dout.g, gb.g, ub.g, LORA_DTYPE_BF16, n);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu BF16: dgate", n);
-		compare(what, &dg, 8, NULL);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu BF16: dup", n);
-		compare(what, &du, 8, NULL);
-		/* convert: bit for bit lora_f32_to_bf16 (tolerance 0), F32 a copy */
-		cpu->convert(out.c, LORA_DTYPE_F32, dout.c, n);
-		gpu->convert(ob, LORA_DTYPE_BF16, dout.g, n);
-		gpu->convert(out.g, LORA_DTYPE_F32, dout.g, n);
+		cpu->convert(out.c, LORA_DTYPE_F32, u.c, n);
+		gpu->convert(out.g, LORA_DTYPE_F32, u.g, n);
+		gpu->convert(ob, LORA_DTYPE_BF16, u.g, n);
 		snprintf(what, sizeof what, "convert N=%zu F32", n);
 		compare(what, &out, 0, NULL);
-		float *hd = host_of(&dout), *hb = lora_xmalloc(n * 4 + 4);
+		float *hb = host_of(&u);
 		for (size_t i = 0; i < n; i++)
-			hb[i] = round_to(hd[i], LORA_DTYPE_BF16);
+			hb[i] = round_to(hb[i], LORA_DTYPE_BF16);
 		cpu->upload(out.c, hb, n * 4);
 		snprintf(what, sizeof what, "convert N=%zu BF16", n);
 		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 0, 0);
-		free(hd); free(hb);
+		free(hb);
 		gpu->free(ob);
-		wpair_free(&gb); wpair_free(&ub);
-		pair_free(&out); pair_free(&dout); pair_free(&dg); pair_free(&du);
+		pair_free(&g); pair_free(&u); pair_free(&out);
 	}
 }
 
