@@ -80,7 +80,7 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 			TIME("linear_forward bf16 in", s, fl, 0,
 			     be->linear_forward(y, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
 		TIME("linear_backward dinp", s, fl, 0,
-		     be->linear_backward(z, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
+		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
 	/* LoRA r = 8 and r on a C x C layer. Bytes: the forward reads x and
 	 * reads + writes out (3 N·C floats); the backward reads dout twice (dB,

@@ -171,7 +171,7 @@ void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const floa
                            const void *w, lora_dtype wdt, const float *rstd, int N, int C);
 void cuda_linear_forward(float *out, const void *inp, lora_dtype idt, const void *w,
                          const void *bias, lora_dtype wdt, int N, int C, int OC);
-void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
                           const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                           int N, int C, int OC);
 void cuda_lora_forward(float *out, float *h, const void *inp, lora_dtype idt, const float *A,

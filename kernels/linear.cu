@@ -146,12 +146,12 @@ void cuda_linear_forward(float *out, const void *inp, lora_dtype idt, const void
 	}
 }
 
-void cuda_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
                           const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                           int N, int C, int OC)
 {
-	if (dinp) {     /* (N, C) += (N, OC) · (OC, C) */
-		gemm_act_w(0, N, C, OC, dout, w, C, wdt, 1.0f, dinp);
+	if (dinp) {     /* (N, C) (+)= (N, OC) · (OC, C) */
+		gemm_act_w(0, N, C, OC, dout, w, C, wdt, acc ? 1.0f : 0.0f, dinp);
 	}
 	if (dw) {       /* (OC, C) += (N, OC)ᵀ · (N, C); trainable weights are F32 */
 		LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);

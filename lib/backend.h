@@ -42,7 +42,8 @@
  * buffers before the backward pass (be->zero). A NULL gradient pointer means
  * "not needed" (a frozen weight, or the input of the first layer) and that
  * work is skipped entirely: backward through a frozen linear is one matmul.
- * Exceptions are marked (crossentropy_backward and swiglu_backward write).
+ * Exceptions are marked (crossentropy_backward and swiglu_backward write;
+ * linear_backward's dinp may be told to).
  *
  * In-place. Marked per op ("out may alias inp").
  *
@@ -123,12 +124,13 @@ struct lora_backend {
 	/* ---- linear (matmul) ----------------------------------------------------
 	 * out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias (OC)   (bias may be NULL;
 	 * bias has the weight's dtype; inp is in idt). out is overwritten.
-	 * backward: dinp (N, C) += dout·w; dw (OC, C) += doutᵀ·inp; dbias (OC) +=
-	 * column sums. Each of dinp, dw, dbias may be NULL (skipped); inp is read
-	 * only for dw. */
+	 * backward: dinp (N, C) += dout·w, or = when acc is 0 (the first writer
+	 * of a fresh gradient: no zero fill, and the product does not read it);
+	 * dw (OC, C) += doutᵀ·inp; dbias (OC) += column sums. Each of dinp, dw,
+	 * dbias may be NULL (skipped); inp is read only for dw. */
 	void (*linear_forward)(float *out, const void *inp, lora_dtype idt, const void *w,
 	                       const void *bias, lora_dtype wdt, int N, int C, int OC);
-	void (*linear_backward)(float *dinp, float *dw, float *dbias, const float *dout,
+	void (*linear_backward)(float *dinp, int acc, float *dw, float *dbias, const float *dout,
 	                        const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
 	                        int N, int C, int OC);
 

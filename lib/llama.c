@@ -949,13 +949,15 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 
 /* ---- backward ------------------------------------------------------------------------------------------ */
 
-/* dinp += dout·W (and dW, db in full mode), plus the LoRA branch's grads. */
-static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, const float *dout,
-                       const void *inp, const void *w, float *dw, float *db, int N, int C, int OC)
+/* dinp += dout·W (acc 0: dinp = dout·W, its first writer; and dW, db in
+ * full mode), plus the LoRA branch's grads. */
+static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, int acc,
+                       const float *dout, const void *inp, const void *w, float *dw, float *db,
+                       int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
 	lora_dtype adt = P(m)->adt;
-	be->linear_backward(dinp, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, adt, w,
+	be->linear_backward(dinp, acc, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, adt, w,
 	                    m->wdt, N, C, OC);
 	int idx = l >= 0 ? m->layers[l].lora[k] : -1;
 	if (idx < 0)
@@ -976,19 +978,15 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	layer_grads *g = &p->g[l];
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
-	size_t nc = (size_t)N * C * sizeof(float), ni = (size_t)N * I * sizeof(float);
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
-	be->zero(p->dswi, ni);
-	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
+	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, 0, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
 	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
-	be->zero(p->dln, nc);
-	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
-	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
+	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, 0, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
+	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, 1, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
 	                     a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	be->zero(p->datty, (size_t)N * QD * sizeof(float));
-	linear_bwd(m, l, LORA_MOD_O, a, p->datty, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
+	linear_bwd(m, l, LORA_MOD_O, a, p->datty, 0, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
 	be->zero(p->dq, (size_t)N * QD * sizeof(float));
 	be->zero(p->dk, (size_t)N * KD * sizeof(float));
 	be->zero(p->dv, (size_t)N * KD * sizeof(float));
@@ -996,10 +994,9 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	be->zero(p->dln, nc);
-	linear_bwd(m, l, LORA_MOD_Q, a, p->dln, p->dq, a->ln1, y->wq, g->wq, g->bq, N, C, QD);
-	linear_bwd(m, l, LORA_MOD_K, a, p->dln, p->dk, a->ln1, y->wk, g->wk, g->bk, N, C, KD);
-	linear_bwd(m, l, LORA_MOD_V, a, p->dln, p->dv, a->ln1, y->wv, g->wv, g->bv, N, C, KD);
+	linear_bwd(m, l, LORA_MOD_Q, a, p->dln, 0, p->dq, a->ln1, y->wq, g->wq, g->bq, N, C, QD);
+	linear_bwd(m, l, LORA_MOD_K, a, p->dln, 1, p->dk, a->ln1, y->wk, g->wk, g->bk, N, C, KD);
+	linear_bwd(m, l, LORA_MOD_V, a, p->dln, 1, p->dv, a->ln1, y->wv, g->wv, g->bv, N, C, KD);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
 	                     a->rstd1, N, C);
 }
@@ -1015,8 +1012,7 @@ void lora_llama_backward(lora_llama *m)
 		return;     /* no loss, no gradient */
 	/* head: loss = mean CE(lnf·lm_headᵀ); dlogits in place of the logits */
 	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
-	be->zero(p->dln, (size_t)N * C * sizeof(float));
-	be->linear_backward(p->dln, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
+	be->linear_backward(p->dln, 0, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
 	                    LORA_DTYPE_F32, m->lm_head, m->wdt, N, C, V);
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
 	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],

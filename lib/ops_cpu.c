@@ -205,14 +205,16 @@ static void linear_forward(float *out, const void *inp, lora_dtype idt, const vo
 	}
 }
 
-static void linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+static void linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
                             const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                             int N, int C, int OC)
 {
 	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
-	if (dinp)       /* (N, C) += (N, OC) · (OC, C) */
+	if (dinp && OC == 0 && !acc)       /* nothing to multiply, dinp = 0 */
+		memset(dinp, 0, (size_t)N * C * sizeof(float));
+	else if (dinp)  /* (N, C) (+)= (N, OC) · (OC, C); beta 0 does not read dinp */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
-		            1.0f, dout, OC, w, C, 1.0f, dinp, C);
+		            1.0f, dout, OC, w, C, acc ? 1.0f : 0.0f, dinp, C);
 	if (dw)         /* (OC, C) += (N, OC)ᵀ · (N, C) */
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N,
 		            1.0f, dout, OC, inp, C, 1.0f, dw, C);

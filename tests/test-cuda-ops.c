@@ -502,13 +502,23 @@ static void test_linear(void)
 			bound = linear_bound_fwd(gh, wt, N, OC, C, u, f);
 			int train = dt == LORA_DTYPE_F32;
 			pair dw = pair_rand((size_t)OC * C, -1, 1), db = pair_rand(OC, -1, 1);
-			cpu->linear_backward(dx.c, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c, LORA_DTYPE_F32,
-			                     w.c, LORA_DTYPE_F32, N, C, OC);
-			gpu->linear_backward(dx.g, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g, LORA_DTYPE_F32,
-			                     w.g, dt, N, C, OC);
+			cpu->linear_backward(dx.c, 1, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c,
+			                     LORA_DTYPE_F32, w.c, LORA_DTYPE_F32, N, C, OC);
+			gpu->linear_backward(dx.g, 1, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g,
+			                     LORA_DTYPE_F32, w.g, dt, N, C, OC);
 			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp", N, C, OC,
 			         dtname(dt));
 			compare(what, &dx, 4, bound);
+			/* acc 0 writes dinp (the GPU's starts as NaN, the CPU's as 0) */
+			pair dx0 = pair_out((size_t)N * C);
+			cpu->linear_backward(dx0.c, 0, NULL, NULL, dout.c, x.c, LORA_DTYPE_F32, w.c,
+			                     LORA_DTYPE_F32, N, C, OC);
+			gpu->linear_backward(dx0.g, 0, NULL, NULL, dout.g, x.g, LORA_DTYPE_F32, w.g, dt,
+			                     N, C, OC);
+			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp written", N, C,
+			         OC, dtname(dt));
+			compare(what, &dx0, 4, bound);
+			pair_free(&dx0);
 			free(bound);
 			if (train) {
 				/* dw (OC, C) += doutᵀ·x: bound 2·N·eps·|dout|ᵀ·|x| */
