@@ -87,8 +87,7 @@ att_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 	const int HSP = HS + 1;
 	float *Ks = sm, *Vs = Ks + TILE * HSP, *Qs = Vs + TILE * HSP;   /* Qs (TILE, HS) */
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int q0 = (gridDim.x - 1 - blockIdx.x) * TILE;     /* heaviest (causal) blocks first */
-	int b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(TILE), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
 	const A *qb = q + (size_t)b * T * qs + (size_t)h * HS;
 	const A *kb = k + (size_t)b * T * ks + (size_t)hk * HS;
@@ -180,8 +179,7 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 	const int HSP = HS + 1;
 	float *Ks = sm, *Vs = Ks + TILE * HSP, *Qs = Vs + TILE * HSP, *Gs = Qs + TILE * HS;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	int q0 = (gridDim.x - 1 - blockIdx.x) * TILE;     /* heaviest (causal) blocks first */
-	int b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(TILE), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
 	size_t qoff = (size_t)b * T * qs + (size_t)h * HS;
 	const A *kb = k + (size_t)b * T * ks + (size_t)hk * HS;

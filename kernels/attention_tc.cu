@@ -112,10 +112,6 @@ __device__ __forceinline__ int half_col(int lane, int j, int w)
 	return (lane & 1) * w + ((j + 2 * (lane & 1) + (lane >> 4)) & (w - 1));
 }
 
-/* Causal work grows with the query block: launch the heaviest first, so
- * the last wave is not a tail of long blocks. */
-__device__ __forceinline__ int heavy_first(int rows) { return (gridDim.x - 1 - blockIdx.x) * rows; }
-
 /* ---- kernels ---------------------------------------------------------------------------- */
 
 template <int HS, typename A>

@@ -131,6 +131,12 @@ __device__ __forceinline__ float dropout_u(uint64_t seed, uint64_t i)
 	return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+/* ---- causal grids --------------------------------------------------------------------------------
+ * The first row of a query block whose grid runs along x: the heaviest
+ * (causal work grows with the row) are launched first, so the last wave is
+ * not a tail of long blocks. */
+__device__ __forceinline__ int heavy_first(int rows) { return (gridDim.x - 1 - blockIdx.x) * rows; }
+
 /* ---- reductions ---------------------------------------------------------------------------------- */
 
 __device__ __forceinline__ float warp_sum(float v)

@@ -91,17 +91,6 @@ void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
 	gemm_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, CUDA_R_32F, beta, C, ldc);
 }
 
-/* Convert n floats of x to the weight's dtype in dst. */
-static void convert(void *dst, const float *x, size_t n, lora_dtype wdt)
-{
-	if (wdt == LORA_DTYPE_BF16)
-		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
-			(__nv_bfloat16 *)dst, x, n);
-	else
-		convert_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>((__half *)dst, x, n);
-	CUDA_LAUNCH_CHECK();
-}
-
 /* Row-major C (M, N) = A (M, K) · op(w) + beta · C where A is an fp32
  * activation and w a weight of dtype wdt (op(w) = wᵀ when transW): for F32
  * one GEMM; else A is converted to wdt in chunks of rows that fit the
@@ -120,7 +109,7 @@ static void gemm_act_w(int transW, int M, int N, int K, const float *A, const vo
 	void *ws = cuda_workspace(rows * (size_t)K * 2);
 	for (size_t m0 = 0; m0 < (size_t)M; m0 += rows) {
 		int mc = (int)((size_t)M - m0 < rows ? (size_t)M - m0 : rows);
-		convert(ws, A + m0 * K, (size_t)mc * K, wdt);
+		cuda_convert(ws, wdt, A + m0 * K, (size_t)mc * K);
 		gemm_rm(0, transW, mc, N, K, 1.0f, ws, K, w, ldw, cuda_type(wdt), beta,
 		        C + m0 * N, N);
 	}
