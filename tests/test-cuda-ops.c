@@ -146,15 +146,34 @@ static float round_to(float x, lora_dtype dt)
 	return x;
 }
 
+/* A weight or activation: a->h (n values, already rounded to a->dt) in F32 on the
+ * CPU and in a->dt on the GPU. */
+static wpair act_alloc(size_t n, lora_dtype dt)
+{
+	wpair a = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, dt == LORA_DTYPE_F32 ? 4 : 2)),
+	            dt, n, lora_xmalloc((n ? n : 1) * 4) };
+	return a;
+}
+
+static void act_upload(const wpair *a)
+{
+	cpu->upload(a->c, a->h, a->n * 4);
+	gpu->upload_f32(a->g, a->dt, a->h, a->n);
+}
+
+/* Random values rounded to rdt (BF16 whenever dt is), stored in dt. */
+static wpair act_rand(size_t n, float lo, float hi, lora_dtype rdt, lora_dtype dt)
+{
+	wpair a = act_alloc(n, dt);
+	for (size_t i = 0; i < n; i++)
+		a.h[i] = round_to(urand(lo, hi), dt == LORA_DTYPE_BF16 ? dt : rdt);
+	act_upload(&a);
+	return a;
+}
+
 static wpair wpair_rand(size_t n, float lo, float hi, lora_dtype dt)
 {
-	wpair w = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, dt == LORA_DTYPE_F32 ? 4 : 2)),
-	            dt, n, host_rand(n, lo, hi) };
-	for (size_t i = 0; i < n; i++)
-		w.h[i] = round_to(w.h[i], dt);
-	cpu->upload(w.c, w.h, n * 4);
-	gpu->upload_f32(w.g, dt, w.h, n);
-	return w;
+	return act_rand(n, lo, hi, dt, dt);
 }
 
 static void wpair_free(wpair *w)
@@ -659,31 +678,6 @@ static void test_rope(void)
  * (act_compare). The backward then gets the CPU's out rounded to bf16 on
  * both sides (the out such a run saves), and its fp32 gradients are held
  * to the bounds of the F32 cases. */
-
-/* An activation: a->h (n values, already rounded to a->dt) in F32 on the
- * CPU and in a->dt on the GPU. */
-static wpair act_alloc(size_t n, lora_dtype dt)
-{
-	wpair a = { be_alloc(cpu, n * 4 + 4), be_alloc(gpu, gbytes(n, dt == LORA_DTYPE_F32 ? 4 : 2)),
-	            dt, n, lora_xmalloc((n ? n : 1) * 4) };
-	return a;
-}
-
-static void act_upload(const wpair *a)
-{
-	cpu->upload(a->c, a->h, a->n * 4);
-	gpu->upload_f32(a->g, a->dt, a->h, a->n);
-}
-
-/* Random values rounded to rdt (BF16 whenever dt is), stored in dt. */
-static wpair act_rand(size_t n, float lo, float hi, lora_dtype rdt, lora_dtype dt)
-{
-	wpair a = act_alloc(n, dt);
-	for (size_t i = 0; i < n; i++)
-		a.h[i] = round_to(urand(lo, hi), dt == LORA_DTYPE_BF16 ? dt : rdt);
-	act_upload(&a);
-	return a;
-}
 
 /* compare() for an activation, the GPU's values widened to F32, with k
  * the bound for the fp32 result x. In BF16 the GPU rounded x once (to
