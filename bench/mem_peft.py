@@ -34,7 +34,8 @@ TARGETS = {"q,v": ["q_proj", "v_proj"],
 
 
 def saved_bytes(model_dir, layers, tokens, targets, r):
-    """Bytes autograd keeps after one forward with `layers` layers."""
+    """Bytes autograd keeps after one forward with `layers` layers, the
+    number of base-model and of LoRA parameters."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig.from_pretrained(model_dir)
@@ -49,6 +50,7 @@ def saved_bytes(model_dir, layers, tokens, targets, r):
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     ntrain = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    nbase = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     seen = {}
 
     def pack(t):
@@ -63,7 +65,7 @@ def saved_bytes(model_dir, layers, tokens, targets, r):
     lg = out.logits.untyped_storage()
     if lg.data_ptr() not in seen:
         seen[lg.data_ptr()] = lg.nbytes()
-    return sum(seen.values()), ntrain
+    return sum(seen.values()), nbase, ntrain
 
 
 def main():
@@ -73,18 +75,15 @@ def main():
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
     from transformers import LlamaConfig
-    cfg = LlamaConfig.from_pretrained(a.model)
-    C, I, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-    QD = cfg.num_attention_heads * (C // cfg.num_attention_heads)
-    KD = cfg.num_key_value_heads * (C // cfg.num_attention_heads)
-    nparams = 2 * V * C + C + L * (2 * C + C * QD + 2 * C * KD + QD * C + 3 * C * I)
+    L = LlamaConfig.from_pretrained(a.model).num_hidden_layers
     for spec in a.configs:
         B, T, targets, r = spec.split(":")
         B, T, r = int(B), int(T), int(r)
         n = min(B * T, 512)
-        s1, tr1 = saved_bytes(a.model, 1, n, targets, r)
-        s2, tr2 = saved_bytes(a.model, 2, n, targets, r)
+        s1, b1, tr1 = saved_bytes(a.model, 1, n, targets, r)
+        s2, b2, tr2 = saved_bytes(a.model, 2, n, targets, r)
         layer, head = (s2 - s1) / n, (2 * s1 - s2) / n
+        nparams = b1 + (L - 1) * (b2 - b1)         # the full model's, from 1 and 2 layers
         trainable = (tr2 - tr1) * L * 16           # fp32 weight, gradient, two moments
         lower = 2 * nparams + trainable + (L * layer + head) * B * T
         mib = 2 ** 20
