@@ -82,22 +82,37 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		TIME("linear_backward dinp", s, fl, 0,
 		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
-	/* LoRA r = 8 and r on a C x C layer. Bytes: the forward reads x and
-	 * reads + writes out (3 N·C floats); the backward reads dout twice (dB,
-	 * dh), x once (dA) and reads + writes dinp (5 N·C floats) */
-	float *A = frand((size_t)r * C), *Bm = frand((size_t)C * r), *h = frand((size_t)N * r);
-	float *scr = frand((size_t)N * r + (size_t)N * C);
+	/* LoRA r = 8 and r on a C x C layer. Bytes: lora_down reads x (4 N·C;
+	 * a bf16 x is widened into the scratch first: read 2, write 4, read 4),
+	 * lora_up reads + writes out (8 N·OC), lora_up_backward reads dout twice
+	 * (dB, dh: 8 N·OC), lora_down_backward reads x (dA) and reads + writes
+	 * dinp (12 N·C). The group of 3 (q, k, v) reads its x once. */
+	int rmax = r > 8 ? r : 8;
+	float *A = frand((size_t)3 * rmax * C), *Bm = frand((size_t)C * rmax);
+	float *h = frand((size_t)N * 3 * rmax), *dh = frand((size_t)N * 3 * rmax);
+	float *scr = frand((size_t)N * C + (size_t)3 * rmax * C);
+	float *dA = frand((size_t)3 * rmax * C);
 	int ranks[2] = { 8, r };
 	for (int i = 0; i < (r > 8 ? 2 : 1); i++) {
 		int rr = r > 8 ? ranks[i] : r;
+		lora_branch br[3];
+		for (int k = 0; k < 3; k++)
+			br[k] = (lora_branch){ A + (size_t)k * rr * C, dA + (size_t)k * rr * C, rr, 1 };
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d r=%d", N, C, C, rr);
-		TIME("lora_forward", s, 0, 12.0 * N * C,
-		     be->lora_forward(y, h, x, LORA_DTYPE_F32, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
-		TIME("lora_backward", s, 0, 20.0 * N * C,
-		     be->lora_backward(z, A, Bm, y, x, LORA_DTYPE_F32, h, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
-		/* bf16 input: widened into the scratch first (read 2, write 4, read 4 bytes) */
-		TIME("lora_forward bf16 in", s, 0, 18.0 * N * C,
-		     be->lora_forward(y, h, xb, LORA_DTYPE_BF16, A, Bm, 2.0f, 0, 1, N, C, C, rr, scr));
+		TIME("lora_down", s, 0, 4.0 * N * C,
+		     be->lora_down(h, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
+		TIME("lora_up", s, 0, 8.0 * N * C,
+		     be->lora_up(y, h, rr, Bm, 2.0f, N, C, rr));
+		TIME("lora_up_backward", s, 0, 8.0 * N * C,
+		     be->lora_up_backward(dh, Bm, y, h, rr, Bm, 2.0f, N, C, rr));
+		TIME("lora_down_backward", s, 0, 12.0 * N * C,
+		     be->lora_down_backward(z, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
+		TIME("lora_down bf16 in", s, 0, 10.0 * N * C,
+		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 1, 0, N, C, scr));
+		TIME("lora_down bf16 in, 3 branches", s, 0, 10.0 * N * C,
+		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
+		TIME("lora_down_backward bf16 in, 3", s, 0, 18.0 * N * C,
+		     be->lora_down_backward(z, dh, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
 	}
 	/* attention */
 	size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS;

@@ -188,8 +188,10 @@ static void table_fill(lora_backend *t)
 	t->rmsnorm_backward = cuda_rmsnorm_backward;
 	t->linear_forward = cuda_linear_forward;
 	t->linear_backward = cuda_linear_backward;
-	t->lora_forward = cuda_lora_forward;
-	t->lora_backward = cuda_lora_backward;
+	t->lora_down = cuda_lora_down;
+	t->lora_up = cuda_lora_up;
+	t->lora_up_backward = cuda_lora_up_backward;
+	t->lora_down_backward = cuda_lora_down_backward;
 	t->rope_forward = cuda_rope_forward;
 	t->rope_backward = cuda_rope_backward;
 	t->attention_saved_floats = cuda_attention_saved_floats;

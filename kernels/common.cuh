@@ -180,13 +180,15 @@ void cuda_linear_forward(float *out, const void *inp, lora_dtype idt, const void
 void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
                           const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                           int N, int C, int OC);
-void cuda_lora_forward(float *out, float *h, const void *inp, lora_dtype idt, const float *A,
-                       const float *B, float scale, float p, uint64_t seed, int N, int C,
-                       int OC, int r, float *scratch);
-void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const void *inp,
-                        lora_dtype idt, const float *h, const float *A, const float *B,
-                        float scale, float p, uint64_t seed, int N, int C, int OC, int r,
-                        float *scratch);
+void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
+                    float p, int N, int C, float *scratch);
+void cuda_lora_up(float *out, const float *h, int ldh, const float *B, float scale, int N,
+                  int OC, int r);
+void cuda_lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,
+                           const float *B, float scale, int N, int OC, int r);
+void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
+                             const lora_branch *br, int nb, float p, int N, int C,
+                             float *scratch);
 void cuda_rope_forward(void *out, lora_dtype odt, const float *x, const float *fc,
                        const float *fs, int B, int T, int NH, int HS);
 void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);

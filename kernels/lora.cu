@@ -1,7 +1,9 @@
-/* lora.cu: the LoRA branch out += scale · (drop(inp) · Aᵀ) · Bᵀ and its
- * backward, the same four GEMMs as the CPU reference (lib/ops_cpu.c) in fp32
- * (A, B and their gradients are trainable, so fp32 throughout; with r of 8
- * to 64 these products are bound by reading inp, not by arithmetic).
+/* lora.cu: the LoRA branches out_i += scale_i · (drop_i(inp) · A_iᵀ) · B_iᵀ
+ * of a group sharing one input (lora_down, lora_up and their backwards), the
+ * same GEMMs as the CPU reference (lib/ops_cpu.c) in fp32 (A, B and their
+ * gradients are trainable, so fp32 throughout; with r of 8 to 64 these
+ * products are bound by reading inp, not by arithmetic, which is why a group
+ * without dropout reads inp once: one product with [A_0; A_1; ...]).
  * Dropout masks are recomputed from (seed, flat index) by dropout_u, bit for
  * bit the CPU's lora_dropout_u, so both backends drop the same elements.
  * A BF16 input (a saved activation of a bf16 run) is widened to fp32 in the
@@ -52,38 +54,99 @@ static const float *lora_input(float *xd, const void *inp, lora_dtype idt, size_
 	return xd;
 }
 
-void cuda_lora_forward(float *out, float *h, const void *inp, lora_dtype idt, const float *A,
-                       const float *B, float scale, float p, uint64_t seed, int N, int C,
-                       int OC, int r, float *scratch)
+/* [A_0; A_1; ...] (R, C) into dst */
+static void lora_stack(float *dst, const lora_branch *br, int nb, int C)
 {
-	const float *x = lora_input(scratch, inp, idt, (size_t)N * C, p, seed);
-	/* h (N, r) = x · Aᵀ ; out (N, OC) += scale · h · Bᵀ */
-	cuda_sgemm_rm(0, 1, N, r, C, 1.0f, x, C, A, C, 0.0f, h, r);
-	cuda_sgemm_rm(0, 1, N, OC, r, scale, h, r, B, r, 1.0f, out, OC);
+	for (int i = 0; i < nb; i++) {
+		size_t n = (size_t)br[i].r * C;
+		CUDA_CHECK(cudaMemcpyAsync(dst, br[i].A, n * sizeof(float), cudaMemcpyDeviceToDevice,
+		                           cuda_stream()));
+		dst += n;
+	}
 }
 
-void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const void *inp,
-                        lora_dtype idt, const float *h, const float *A, const float *B,
-                        float scale, float p, uint64_t seed, int N, int C, int OC, int r,
-                        float *scratch)
+static int lora_rank_sum(const lora_branch *br, int nb)
 {
-	float *dh = scratch;                         /* (N, r) */
-	float *xd = scratch + (size_t)N * r;         /* (N, C), unless p = 0 and F32 */
-	/* dB (OC, r) += scale · doutᵀ · h ; dh (N, r) = scale · dout · B */
-	cuda_sgemm_rm(1, 0, OC, r, N, scale, dout, OC, h, r, 1.0f, dB, r);
-	cuda_sgemm_rm(0, 0, N, r, OC, scale, dout, OC, B, r, 0.0f, dh, r);
-	const float *x = lora_input(xd, inp, idt, (size_t)N * C, p, seed);
-	/* dA (r, C) += dhᵀ · drop(x) */
-	cuda_sgemm_rm(1, 0, r, C, N, 1.0f, dh, r, x, C, 1.0f, dA, C);
-	if (!dinp)
-		return;
-	if (p == 0) {   /* dinp (N, C) += dh · A */
-		cuda_sgemm_rm(0, 0, N, C, r, 1.0f, dh, r, A, C, 1.0f, dinp, C);
+	int R = 0;
+	for (int i = 0; i < nb; i++)
+		R += br[i].r;
+	return R;
+}
+
+void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
+                    float p, int N, int C, float *scratch)
+{
+	int R = lora_rank_sum(br, nb);
+	size_t n = (size_t)N * C;
+	if (p > 0) {   /* a mask per branch: h_i (N, r_i) = drop_i(x) · A_iᵀ */
+		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
+			const float *x = lora_input(scratch, inp, idt, n, p, br[i].seed);
+			cuda_sgemm_rm(0, 1, N, br[i].r, C, 1.0f, x, C, br[i].A, C, 0.0f, h + o, R);
+		}
 		return;
 	}
-	cuda_sgemm_rm(0, 0, N, C, r, 1.0f, dh, r, A, C, 0.0f, xd, C);
+	/* h (N, R) = x · [A_0; A_1; ...]ᵀ, x widened once for the group */
+	float *As = scratch + (idt == LORA_DTYPE_F32 ? 0 : n);
+	const float *x = lora_input(scratch, inp, idt, n, 0, 0);
+	const float *A = br[0].A;
+	if (nb > 1) {
+		lora_stack(As, br, nb, C);
+		A = As;
+	}
+	cuda_sgemm_rm(0, 1, N, R, C, 1.0f, x, C, A, C, 0.0f, h, R);
+}
+
+void cuda_lora_up(float *out, const float *h, int ldh, const float *B, float scale, int N,
+                  int OC, int r)
+{
+	/* out (N, OC) += scale · h · Bᵀ */
+	cuda_sgemm_rm(0, 1, N, OC, r, scale, h, ldh, B, r, 1.0f, out, OC);
+}
+
+void cuda_lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,
+                           const float *B, float scale, int N, int OC, int r)
+{
+	/* dB (OC, r) += scale · doutᵀ · h ; dh (N, r) = scale · dout · B */
+	cuda_sgemm_rm(1, 0, OC, r, N, scale, dout, OC, h, ldh, 1.0f, dB, r);
+	cuda_sgemm_rm(0, 0, N, r, OC, scale, dout, OC, B, r, 0.0f, dh, ldh);
+}
+
+void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
+                             const lora_branch *br, int nb, float p, int N, int C,
+                             float *scratch)
+{
+	int R = lora_rank_sum(br, nb);
 	size_t n = (size_t)N * C;
-	dropout_grad_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
-		dinp, xd, n, p, 1.0f / (1.0f - p), seed);
-	CUDA_LAUNCH_CHECK();
+	if (p > 0) {
+		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
+			/* dA_i (r, C) += dh_iᵀ · drop_i(x) */
+			const float *x = lora_input(scratch, inp, idt, n, p, br[i].seed);
+			cuda_sgemm_rm(1, 0, br[i].r, C, N, 1.0f, dh + o, R, x, C, 1.0f, br[i].dA, C);
+			if (!dinp)
+				continue;
+			/* dinp (N, C) += drop_i'(dh_i · A_i) */
+			cuda_sgemm_rm(0, 0, N, C, br[i].r, 1.0f, dh + o, R, br[i].A, C, 0.0f, scratch, C);
+			dropout_grad_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
+				dinp, scratch, n, p, 1.0f / (1.0f - p), br[i].seed);
+			CUDA_LAUNCH_CHECK();
+		}
+		return;
+	}
+	const float *x = lora_input(scratch, inp, idt, n, 0, 0);
+	if (nb == 1) {
+		cuda_sgemm_rm(1, 0, R, C, N, 1.0f, dh, R, x, C, 1.0f, br[0].dA, C);
+		if (dinp)
+			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, br[0].A, C, 1.0f, dinp, C);
+		return;
+	}
+	/* [dA_0; dA_1; ...] (R, C) = dhᵀ · x into the scratch, added to each dA_i */
+	float *g = scratch + (idt == LORA_DTYPE_F32 ? 0 : n);
+	cuda_sgemm_rm(1, 0, R, C, N, 1.0f, dh, R, x, C, 0.0f, g, C);
+	for (int i = 0, o = 0; i < nb; o += br[i++].r)
+		cuda_add_forward(br[i].dA, br[i].dA, g + (size_t)o * C, (size_t)br[i].r * C);
+	if (!dinp)
+		return;
+	/* dinp (N, C) += dh · [A_0; A_1; ...] */
+	lora_stack(g, br, nb, C);
+	cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, g, C, 1.0f, dinp, C);
 }

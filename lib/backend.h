@@ -67,7 +67,7 @@
  * Image models (next) add ops in the same shape: conv2d (NCHW, weight
  * (OC, C/groups, kh, kw) + wdt), group_norm (N, C, HW with saved mean/rstd),
  * and cross-attention as attention with separate query/key lengths and no
- * causal mask; LoRA on convs reuses lora_forward on im2col'd rows.
+ * causal mask; LoRA on convs reuses lora_down/lora_up on im2col'd rows.
  *
  * Ownership: the backend tables are static; nothing to free. Failure:
  * lora_backend_get returns NULL + lora_err for an unknown device or a CUDA
@@ -82,6 +82,24 @@
 #include "dtype.h"       /* lora_dtype */
 
 #define LORA_IGNORE_INDEX (-100)   /* target that contributes no loss */
+
+/* One LoRA branch of a group that shares its input (see lora_down). */
+typedef struct {
+	const float *A;          /* (r, C) F32 */
+	float *dA;               /* (r, C) F32, backward += */
+	int r;
+	uint64_t seed;           /* its dropout mask */
+} lora_branch;
+
+/* The scratch of lora_down / lora_down_backward for nb branches of total
+ * rank R: the widened (and dropped) input, N·C floats, unless it is F32
+ * without dropout; and [A_0; A_1; ...] (R·C floats) for a group of p = 0. */
+static inline size_t lora_down_scratch_floats(int N, int C, int R, int nb, float p,
+                                              lora_dtype idt)
+{
+	return (p > 0 || idt != LORA_DTYPE_F32 ? (size_t)N * C : 0) +
+	       (nb > 1 && p == 0 ? (size_t)R * C : 0);
+}
 
 typedef struct lora_backend lora_backend;
 struct lora_backend {
@@ -134,22 +152,37 @@ struct lora_backend {
 	                        const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
 	                        int N, int C, int OC);
 
-	/* ---- LoRA branch -------------------------------------------------------
-	 * out (N, OC) += scale · (drop(inp) · Aᵀ) · Bᵀ with A (r, C), B (OC, r) F32;
-	 * h (N, r) = drop(inp)·Aᵀ is saved. drop() zeroes element i of inp (the
-	 * flat index n*C + c) when lora_dropout_u(seed, i) < p and scales the
-	 * rest by 1/(1-p); p = 0 is the identity. The mask is recomputed from
-	 * (seed, i), never stored. inp is in idt; the products are fp32.
-	 * scratch: N*C floats when p > 0 or idt is not F32, else unused.
-	 * backward: dA (r, C) +=, dB (OC, r) +=, dinp (N, C) += (NULL: skip).
-	 * scratch: N*r + N*C floats (N*r when p = 0 and idt is F32). */
-	void (*lora_forward)(float *out, float *h, const void *inp, lora_dtype idt,
-	                     const float *A, const float *B, float scale, float p,
-	                     uint64_t seed, int N, int C, int OC, int r, float *scratch);
-	void (*lora_backward)(float *dinp, float *dA, float *dB, const float *dout,
-	                      const void *inp, lora_dtype idt, const float *h, const float *A,
-	                      const float *B, float scale, float p, uint64_t seed,
-	                      int N, int C, int OC, int r, float *scratch);
+	/* ---- LoRA branches --------------------------------------------------------
+	 * Branch i adds out_i (N, OC_i) += scale_i · (drop_i(inp) · A_iᵀ) · B_iᵀ,
+	 * A_i (r_i, C), B_i (OC_i, r_i) F32. The branches of one input (q, k and v
+	 * all read ln1; gate and up read ln2) form a group, described by an array
+	 * of lora_branch, and the branch is split in two ops so that the group's
+	 * input is read once:
+	 *   lora_down  h (N, R) = [drop_0(inp)·A_0ᵀ | drop_1(inp)·A_1ᵀ | ...],
+	 *              R = Σ r_i: branch i in columns [o_i, o_i + r_i),
+	 *              o_i = Σ_{j<i} r_j. h is saved for the backward.
+	 *   lora_up    out (N, OC) += scale · h_i · Bᵀ, h_i = h + o_i (row stride ldh).
+	 * drop_i() zeroes element e of inp (the flat index n*C + c) when
+	 * lora_dropout_u(seed_i, e) < p and scales the rest by 1/(1-p); p = 0 is
+	 * the identity, and then the group is one product with [A_0; A_1; ...]
+	 * (each branch has its own mask when p > 0, as PEFT's separate dropout
+	 * modules do, so then it is one product per branch). The masks are
+	 * recomputed from (seed_i, e), never stored. inp is in idt; the products
+	 * are fp32.
+	 * backward, in reverse: lora_up_backward for each branch (dB += scale ·
+	 * doutᵀ·h_i; WRITES dh_i = scale · dout · B into columns o_i of dh (N, R),
+	 * row stride ldh), then lora_down_backward once for the group (dA_i +=
+	 * dh_iᵀ·drop_i(inp); dinp (N, C) += Σ_i drop_i'(dh_i · A_i), NULL: skip).
+	 * scratch of lora_down and lora_down_backward: lora_down_scratch_floats. */
+	void (*lora_down)(float *h, const void *inp, lora_dtype idt, const lora_branch *br,
+	                  int nb, float p, int N, int C, float *scratch);
+	void (*lora_up)(float *out, const float *h, int ldh, const float *B, float scale, int N,
+	                int OC, int r);
+	void (*lora_up_backward)(float *dh, float *dB, const float *dout, const float *h, int ldh,
+	                         const float *B, float scale, int N, int OC, int r);
+	void (*lora_down_backward)(float *dinp, const float *dh, const void *inp, lora_dtype idt,
+	                           const lora_branch *br, int nb, float p, int N, int C,
+	                           float *scratch);
 
 	/* ---- RoPE (HF rotate_half layout) -------------------------------------
 	 * out (B, T, NH, HS) in odt = x rotated: for j < HS/2 at position t,

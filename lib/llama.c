@@ -263,6 +263,17 @@ size_t lora_llama_n_lora_params(const lora_llama_config *c, const lora_adapter_c
  * or swi per layer. LORA_CUDA_ACT=fp32 keeps a bf16 run's activations F32
  * (to compare the two). */
 
+/* The LoRA groups: the modules of a layer that read the same input (q, k,
+ * v read ln1; gate, up read ln2), whose branches share one lora_down
+ * (lib/backend.h); h of a group is (N, R), R the sum of its ranks, the
+ * branches' columns in module order. */
+enum { GROUP_QKV, GROUP_O, GROUP_GATEUP, GROUP_DOWN, GROUP_COUNT };
+static int mod_group(int k)
+{
+	return k <= LORA_MOD_V ? GROUP_QKV : k == LORA_MOD_O ? GROUP_O
+	     : k <= LORA_MOD_UP ? GROUP_GATEUP : GROUP_DOWN;
+}
+
 typedef struct {
 	void *ln1;               /* (N, C) input_layernorm output (adt) */
 	float *rstd1;            /* (N) */
@@ -275,7 +286,7 @@ typedef struct {
 	float *rstd2;            /* (N) */
 	void *gate, *up;         /* (N, I) (adt) */
 	void *swi;               /* (N, I) silu(gate) * up, down_proj input (adt) */
-	float *h[LORA_MOD_COUNT];    /* (N, r) LoRA intermediates, NULL if none */
+	float *h[GROUP_COUNT];   /* (N, R) LoRA intermediates of each group, NULL if none */
 } acts;
 
 typedef struct {                 /* gradients of the full-mode weights, F32 */
@@ -380,11 +391,14 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 		TAKEA(*(a ? &a->up : &vdummy), N * I);
 		if (keep_swi && !ckpt)
 			TAKEA(*(a ? &a->swi : &vdummy), N * I);
-		for (int m = 0; m < LORA_MOD_COUNT; m++) {
+		for (int g = 0; g < GROUP_COUNT; g++) {
+			int nt = 0;
+			for (int k = 0; k < LORA_MOD_COUNT; k++)
+				nt += lc && mod_group(k) == g && (lc->targets & (1u << k));
 			if (a)
-				a->h[m] = NULL;
-			if (lc && (lc->targets & (1u << m)))
-				TAKE(*(a ? &a->h[m] : &dummy), N * lc->r);
+				a->h[g] = NULL;
+			if (nt)
+				TAKE(*(a ? &a->h[g] : &dummy), (size_t)N * lc->r * nt);
 		}
 	}
 	if (base && ckpt)
@@ -406,13 +420,24 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	TAKE(*(base ? &p->dgate : &dummy), N * I);
 	TAKE(*(base ? &p->dup : &dummy), N * I);
 	TAKE(*(base ? &p->dswi : &dummy), N * I);
-	/* scratch: the LoRA branch needs N*r (+ N*in with dropout), attention
-	 * what the backend says */
+	/* scratch: a LoRA group's backward needs its dh (N, R) and what
+	 * lora_down_backward asks; attention what the backend says. The
+	 * largest group has 3 branches (q, k, v) and reads at most max(C, QD, I). */
 	size_t in_max = C > QD ? C : QD;
 	if (I > in_max)
 		in_max = I;
-	size_t s_lora = lc ? N * lc->r + (lc->dropout > 0 || adt != LORA_DTYPE_F32 ? N * in_max : 0)
-	                   : 0;
+	size_t s_lora = 0;
+	if (lc) {
+		int nt = 0;
+		for (int k = 0; k <= LORA_MOD_V; k++)
+			nt += (lc->targets >> k) & 1;
+		nt = nt > 2 ? nt : 2;
+		/* training uses the dropout, evaluation p = 0 */
+		size_t s0 = lora_down_scratch_floats((int)N, (int)in_max, lc->r * nt, nt, 0, adt);
+		size_t s1 = lora_down_scratch_floats((int)N, (int)in_max, lc->r * nt, nt, lc->dropout,
+		                                     adt);
+		s_lora = N * lc->r * nt + (s0 > s1 ? s0 : s1);
+	}
 	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->head_dim);
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
 	size_t f_max = QD > I ? QD : I;
@@ -841,21 +866,55 @@ static uint64_t drop_seed(const lora_llama *m, int l, int k)
 	return m->dropout_seed ^ ((uint64_t)(l * LORA_MOD_COUNT + k + 1) * 0xD1B54A32D192ED03ULL);
 }
 
-/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any; inp is
- * a saved activation (adt), out fp32. */
+static float lora_p(const lora_llama *m)
+{
+	return m->training ? m->lora->cfg.dropout : 0.0f;
+}
+
+/* The branches of layer l's group g in module order; returns how many. *R
+ * gets their total rank; col[k] the column of module k in the group's h. */
+static int group_branches(const lora_llama *m, int l, int g, lora_branch *br, int *R, int *col)
+{
+	int nb = 0;
+	*R = 0;
+	for (int k = 0; k < LORA_MOD_COUNT; k++) {
+		int idx = l >= 0 && mod_group(k) == g ? m->layers[l].lora[k] : -1;
+		if (idx < 0)
+			continue;
+		const lora_module *mo = &m->lora->mods[idx];
+		br[nb++] = (lora_branch){ mo->A, mo->dA, mo->r, drop_seed(m, l, k) };
+		if (col)
+			col[k] = *R;
+		*R += mo->r;
+	}
+	return nb;
+}
+
+/* h of layer l's group g from its input inp (N, C) (adt): once per group,
+ * before the group's linear_fwd calls. */
+static void lora_down_fwd(lora_llama *m, int l, int g, acts *a, const void *inp, int N, int C)
+{
+	lora_branch br[LORA_MOD_COUNT];
+	int R, nb = group_branches(m, l, g, br, &R, NULL);
+	if (nb)
+		m->be->lora_down(a->h[g], inp, P(m)->adt, br, nb, lora_p(m), N, C, P(m)->scratch);
+}
+
+/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any (its
+ * group's h from lora_down_fwd); inp is a saved activation (adt), out fp32. */
 static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const void *inp,
                        const void *w, const void *b, int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	lora_dtype adt = P(m)->adt;
-	be->linear_forward(out, inp, adt, w, b, m->wdt, N, C, OC);
+	be->linear_forward(out, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
 	int idx = m->layers[l].lora[k];
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
-	float p = m->training ? m->lora->cfg.dropout : 0.0f;
-	be->lora_forward(out, a->h[k], inp, adt, mo->A, mo->B, mo->scale, p, drop_seed(m, l, k),
-	                 N, C, OC, mo->r, P(m)->scratch);
+	lora_branch br[LORA_MOD_COUNT];
+	int R, col[LORA_MOD_COUNT];
+	group_branches(m, l, mod_group(k), br, &R, col);
+	be->lora_up(out, a->h[mod_group(k)] + col[k], R, mo->B, mo->scale, N, OC, mo->r);
 }
 
 static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
@@ -874,6 +933,7 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	float *fu = p->f32 ? p->f32 : a->up;
 	/* attention */
 	be->rmsnorm_forward(a->ln1, adt, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
+	lora_down_fwd(m, l, GROUP_QKV, a, a->ln1, N, C);
 	linear_fwd(m, l, LORA_MOD_Q, a, fq, a->ln1, y->wq, y->bq, N, C, QD);
 	be->rope_forward(a->q, adt, fq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	linear_fwd(m, l, LORA_MOD_K, a, fk, a->ln1, y->wk, y->bk, N, C, KD);
@@ -883,11 +943,13 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 		be->convert(a->v, adt, fv, (size_t)N * KD);
 	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, adt, B, T, NH, NKV, HS,
 	                      m->wdt == LORA_DTYPE_BF16);
+	lora_down_fwd(m, l, GROUP_O, a, a->atty, N, QD);
 	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, a->atty, y->wo, y->bo, N, QD, C);
 	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
 	/* MLP */
 	be->rmsnorm_forward(a->ln2, adt, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C,
 	                    c->rms_norm_eps);
+	lora_down_fwd(m, l, GROUP_GATEUP, a, a->ln2, N, C);
 	linear_fwd(m, l, LORA_MOD_GATE, a, fg, a->ln2, y->wgate, y->bgate, N, C, I);
 	if (p->f32)
 		be->convert(a->gate, adt, fg, (size_t)N * I);
@@ -895,6 +957,7 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	if (p->f32)
 		be->convert(a->up, adt, fu, (size_t)N * I);
 	be->swiglu_forward(a->swi, a->gate, a->up, adt, (size_t)N * I);
+	lora_down_fwd(m, l, GROUP_DOWN, a, a->swi, N, I);
 	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, a->swi, y->wdown, y->bdown, N, I, C);
 	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
 }
@@ -950,22 +1013,37 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 /* ---- backward ------------------------------------------------------------------------------------------ */
 
 /* dinp += dout·W (acc 0: dinp = dout·W, its first writer; and dW, db in
- * full mode), plus the LoRA branch's grads. */
+ * full mode), plus the LoRA branch's dB and its dh, written into the
+ * group's dh (N, R) at the start of the scratch; lora_down_bwd finishes the
+ * group after its last linear_bwd. */
 static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, int acc,
                        const float *dout, const void *inp, const void *w, float *dw, float *db,
                        int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	lora_dtype adt = P(m)->adt;
-	be->linear_backward(dinp, acc, m->full ? dw : NULL, m->full ? db : NULL, dout, inp, adt, w,
-	                    m->wdt, N, C, OC);
+	be->linear_backward(dinp, acc, m->full ? dw : NULL, m->full ? db : NULL, dout, inp,
+	                    P(m)->adt, w, m->wdt, N, C, OC);
 	int idx = l >= 0 ? m->layers[l].lora[k] : -1;
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
-	float p = m->training ? m->lora->cfg.dropout : 0.0f;
-	be->lora_backward(dinp, mo->dA, mo->dB, dout, inp, adt, a->h[k], mo->A, mo->B, mo->scale, p,
-	                  drop_seed(m, l, k), N, C, OC, mo->r, P(m)->scratch);
+	lora_branch br[LORA_MOD_COUNT];
+	int R, col[LORA_MOD_COUNT], g = mod_group(k);
+	group_branches(m, l, g, br, &R, col);
+	be->lora_up_backward(P(m)->scratch + col[k], mo->dB, dout, a->h[g] + col[k], R, mo->B,
+	                     mo->scale, N, OC, mo->r);
+}
+
+/* dA of layer l's group g and dinp (N, C) += its LoRA part, from the dh
+ * its linear_bwd calls left in the scratch. */
+static void lora_down_bwd(lora_llama *m, int l, int g, float *dinp, const void *inp, int N, int C)
+{
+	lora_branch br[LORA_MOD_COUNT];
+	int R, nb = group_branches(m, l, g, br, &R, NULL);
+	float *dh = P(m)->scratch;
+	if (nb)
+		m->be->lora_down_backward(dinp, dh, inp, P(m)->adt, br, nb, lora_p(m), N, C,
+		                          dh + (size_t)N * R);
 }
 
 /* On entry p->dres is the gradient of the layer's output; on return, of its input x. */
@@ -980,13 +1058,16 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
 	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, 0, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
+	lora_down_bwd(m, l, GROUP_DOWN, p->dswi, a->swi, N, I);
 	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
 	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, 0, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
 	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, 1, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
+	lora_down_bwd(m, l, GROUP_GATEUP, p->dln, a->ln2, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
 	                     a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
 	linear_bwd(m, l, LORA_MOD_O, a, p->datty, 0, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
+	lora_down_bwd(m, l, GROUP_O, p->datty, a->atty, N, QD);
 	be->zero(p->dq, (size_t)N * QD * sizeof(float));
 	be->zero(p->dk, (size_t)N * KD * sizeof(float));
 	be->zero(p->dv, (size_t)N * KD * sizeof(float));
@@ -997,6 +1078,7 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	linear_bwd(m, l, LORA_MOD_Q, a, p->dln, 0, p->dq, a->ln1, y->wq, g->wq, g->bq, N, C, QD);
 	linear_bwd(m, l, LORA_MOD_K, a, p->dln, 1, p->dk, a->ln1, y->wk, g->wk, g->bk, N, C, KD);
 	linear_bwd(m, l, LORA_MOD_V, a, p->dln, 1, p->dv, a->ln1, y->wv, g->wv, g->bv, N, C, KD);
+	lora_down_bwd(m, l, GROUP_QKV, p->dln, a->ln1, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
 	                     a->rstd1, N, C);
 }

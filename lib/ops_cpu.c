@@ -234,57 +234,109 @@ static void dropout_apply(float *xd, const float *x, size_t n, float p, uint64_t
 		xd[i] = lora_dropout_u(seed, i) < p ? 0.0f : x[i] * s;
 }
 
-static void lora_forward(float *out, float *h, const void *inp, lora_dtype idt,
-                         const float *A, const float *B, float scale, float p,
-                         uint64_t seed, int N, int C, int OC, int r, float *scratch)
+/* [A_0; A_1; ...] (R, C) into dst */
+static void lora_stack(float *dst, const lora_branch *br, int nb, int C)
 {
-	LORA_ASSERT(idt == LORA_DTYPE_F32);
-	const float *x = inp;
-	if (p > 0) {
-		dropout_apply(scratch, inp, (size_t)N * C, p, seed);
-		x = scratch;
+	for (int i = 0; i < nb; i++) {
+		memcpy(dst, br[i].A, (size_t)br[i].r * C * sizeof(float));
+		dst += (size_t)br[i].r * C;
 	}
-	/* h (N, r) = x · Aᵀ ; out (N, OC) += scale · h · Bᵀ */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, C,
-	            1.0f, x, C, A, C, 0.0f, h, r);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r,
-	            scale, h, r, B, r, 1.0f, out, OC);
 }
 
-static void lora_backward(float *dinp, float *dA, float *dB, const float *dout,
-                          const void *inp, lora_dtype idt, const float *h, const float *A,
-                          const float *B, float scale, float p, uint64_t seed,
-                          int N, int C, int OC, int r, float *scratch)
+static int lora_rank_sum(const lora_branch *br, int nb)
+{
+	int R = 0;
+	for (int i = 0; i < nb; i++)
+		R += br[i].r;
+	return R;
+}
+
+static void lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
+                      float p, int N, int C, float *scratch)
 {
 	LORA_ASSERT(idt == LORA_DTYPE_F32);
-	float *dh = scratch;                         /* (N, r) */
-	float *xd = scratch + (size_t)N * r;         /* (N, C), only when p > 0 */
+	int R = lora_rank_sum(br, nb);
+	if (p > 0) {   /* a mask per branch: h_i (N, r_i) = drop_i(x) · A_iᵀ */
+		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
+			dropout_apply(scratch, inp, (size_t)N * C, p, br[i].seed);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, br[i].r, C,
+			            1.0f, scratch, C, br[i].A, C, 0.0f, h + o, R);
+		}
+		return;
+	}
+	/* h (N, R) = x · [A_0; A_1; ...]ᵀ */
+	const float *A = br[0].A;
+	if (nb > 1) {
+		lora_stack(scratch, br, nb, C);
+		A = scratch;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C,
+	            1.0f, inp, C, A, C, 0.0f, h, R);
+}
+
+static void lora_up(float *out, const float *h, int ldh, const float *B, float scale, int N,
+                    int OC, int r)
+{
+	/* out (N, OC) += scale · h · Bᵀ */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r,
+	            scale, h, ldh, B, r, 1.0f, out, OC);
+}
+
+static void lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,
+                             const float *B, float scale, int N, int OC, int r)
+{
 	/* dB (OC, r) += scale · doutᵀ · h ; dh (N, r) = scale · dout · B */
 	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N,
-	            scale, dout, OC, h, r, 1.0f, dB, r);
+	            scale, dout, OC, h, ldh, 1.0f, dB, r);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC,
-	            scale, dout, OC, B, r, 0.0f, dh, r);
-	const float *x = inp;
+	            scale, dout, OC, B, r, 0.0f, dh, ldh);
+}
+
+static void lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
+                               const lora_branch *br, int nb, float p, int N, int C,
+                               float *scratch)
+{
+	LORA_ASSERT(idt == LORA_DTYPE_F32);
+	int R = lora_rank_sum(br, nb);
 	if (p > 0) {
-		dropout_apply(xd, inp, (size_t)N * C, p, seed);
-		x = xd;
+		float s = 1.0f / (1.0f - p);
+		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
+			/* dA_i (r, C) += dh_iᵀ · drop_i(x) */
+			dropout_apply(scratch, inp, (size_t)N * C, p, br[i].seed);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, br[i].r, C, N,
+			            1.0f, dh + o, R, scratch, C, 1.0f, br[i].dA, C);
+			if (!dinp)
+				continue;
+			/* dinp (N, C) += drop_i'(dh_i · A_i) */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, br[i].r,
+			            1.0f, dh + o, R, br[i].A, C, 0.0f, scratch, C);
+			for (size_t e = 0; e < (size_t)N * C; e++)
+				if (!(lora_dropout_u(br[i].seed, e) < p))
+					dinp[e] += scratch[e] * s;
+		}
+		return;
 	}
-	/* dA (r, C) += dhᵀ · drop(x) */
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, C, N,
-	            1.0f, dh, r, x, C, 1.0f, dA, C);
+	if (nb == 1) {
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N,
+		            1.0f, dh, R, inp, C, 1.0f, br[0].dA, C);
+		if (dinp)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R,
+			            1.0f, dh, R, br[0].A, C, 1.0f, dinp, C);
+		return;
+	}
+	/* [dA_0; dA_1; ...] (R, C) = dhᵀ · x into the scratch, added to each dA_i */
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N,
+	            1.0f, dh, R, inp, C, 0.0f, scratch, C);
+	const float *g = scratch;
+	for (int i = 0; i < nb; g += (size_t)br[i++].r * C)
+		for (size_t e = 0; e < (size_t)br[i].r * C; e++)
+			br[i].dA[e] += g[e];
 	if (!dinp)
 		return;
-	if (p == 0) {   /* dinp (N, C) += dh · A */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, r,
-		            1.0f, dh, r, A, C, 1.0f, dinp, C);
-		return;
-	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, r,
-	            1.0f, dh, r, A, C, 0.0f, xd, C);
-	float s = 1.0f / (1.0f - p);
-	for (size_t i = 0; i < (size_t)N * C; i++)
-		if (!(lora_dropout_u(seed, i) < p))
-			dinp[i] += xd[i] * s;
+	/* dinp (N, C) += dh · [A_0; A_1; ...] */
+	lora_stack(scratch, br, nb, C);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R,
+	            1.0f, dh, R, scratch, C, 1.0f, dinp, C);
 }
 
 /* ---- RoPE -------------------------------------------------------------------------- */
@@ -604,7 +656,8 @@ static const lora_backend cpu = {
 	.embedding_forward = embedding_forward, .embedding_backward = embedding_backward,
 	.rmsnorm_forward = rmsnorm_forward, .rmsnorm_backward = rmsnorm_backward,
 	.linear_forward = linear_forward, .linear_backward = linear_backward,
-	.lora_forward = lora_forward, .lora_backward = lora_backward,
+	.lora_down = lora_down, .lora_up = lora_up,
+	.lora_up_backward = lora_up_backward, .lora_down_backward = lora_down_backward,
 	.rope_forward = rope_forward, .rope_backward = rope_backward,
 	.attention_saved_floats = attention_saved_floats,
 	.attention_scratch_floats = attention_scratch_floats,

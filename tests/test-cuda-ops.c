@@ -574,48 +574,83 @@ static void test_lora(void)
 	static const float ps[] = { 0.0f, 0.25f };
 	size_t ns = sizeof shapes / sizeof *shapes;
 	/* inp F32, then BF16 (a saved activation of a bf16 run: the GPU widens it
-	 * to fp32 first, so the same values give the same fp32 bounds) */
+	 * to fp32 first, so the same values give the same fp32 bounds); groups
+	 * of 1 and of 3 branches (q, k, v: one lora_down for the three), the
+	 * three with different OC and r */
 	for (size_t s = 0; s < 2 * ns - 1; s++)
-		for (int pi = 0; pi < 2; pi++) {
-			int N = shapes[s % ns][0], C = shapes[s % ns][1], OC = shapes[s % ns][2];
-			int r = shapes[s % ns][3];
-			lora_dtype idt = s < ns ? LORA_DTYPE_F32 : LORA_DTYPE_BF16;
-			float p = ps[pi], scale = 2.0f;
-			uint64_t seed = lora_rng_next(&rng);
-			wpair x = wpair_rand((size_t)N * C, -2, 2, idt);
-			pair A = pair_rand((size_t)r * C, -0.5f, 0.5f);
-			pair B = pair_rand((size_t)OC * r, -0.5f, 0.5f), out = pair_rand((size_t)N * OC, -1, 1);
-			pair h = pair_out((size_t)N * r);
-			size_t sc = (size_t)N * r + (size_t)N * C;
-			pair scr = pair_out(sc);
-			cpu->lora_forward(out.c, h.c, x.c, LORA_DTYPE_F32, A.c, B.c, scale, p, seed, N, C, OC, r, scr.c);
-			gpu->lora_forward(out.g, h.g, x.g, idt, A.g, B.g, scale, p, seed, N, C, OC, r, scr.g);
-			char what[128], shp[80];
-			snprintf(shp, sizeof shp, "N=%d C=%d OC=%d r=%d p=%g %s", N, C, OC, r, p, dtname(idt));
-			/* fp32 GEMMs of length C then r: k = 2·(C + r) */
-			snprintf(what, sizeof what, "lora_forward %s: h", shp);
-			compare(what, &h, 2.0 * C, NULL);
-			snprintf(what, sizeof what, "lora_forward %s: out", shp);
-			compare(what, &out, 2.0 * (C + r), NULL);
-
-			pair dout = pair_rand((size_t)N * OC, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
-			pair dA = pair_rand((size_t)r * C, -1, 1), dB = pair_rand((size_t)OC * r, -1, 1);
-			for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
-				cpu->lora_backward(wd ? dx.c : NULL, dA.c, dB.c, dout.c, x.c, LORA_DTYPE_F32, h.c, A.c, B.c,
-				                   scale, p, seed, N, C, OC, r, scr.c);
-				gpu->lora_backward(wd ? dx.g : NULL, dA.g, dB.g, dout.g, x.g, idt, h.g, A.g, B.g,
-				                   scale, p, seed, N, C, OC, r, scr.g);
+		for (int nb = 1; nb <= 3; nb += 2)
+			for (int pi = 0; pi < 2; pi++) {
+				int N = shapes[s % ns][0], C = shapes[s % ns][1], OC0 = shapes[s % ns][2];
+				int r0 = shapes[s % ns][3];
+				int OC[3] = { OC0, OC0 / 2 + 1, OC0 + 3 };
+				int r[3] = { r0, r0 > 1 ? r0 / 2 : 2, r0 };
+				lora_dtype idt = s < ns ? LORA_DTYPE_F32 : LORA_DTYPE_BF16;
+				float p = ps[pi], scale[3] = { 2.0f, 0.5f, 1.5f };
+				int R = 0, col[3], OCs = 0;
+				lora_branch bc[3], bg[3];
+				pair A[3], B[3], out[3], dout[3], dA[3], dB[3];
+				for (int i = 0; i < nb; i++) {
+					uint64_t seed = lora_rng_next(&rng);
+					A[i] = pair_rand((size_t)r[i] * C, -0.5f, 0.5f);
+					B[i] = pair_rand((size_t)OC[i] * r[i], -0.5f, 0.5f);
+					out[i] = pair_rand((size_t)N * OC[i], -1, 1);
+					dout[i] = pair_rand((size_t)N * OC[i], -1, 1);
+					dA[i] = pair_rand((size_t)r[i] * C, -1, 1);
+					dB[i] = pair_rand((size_t)OC[i] * r[i], -1, 1);
+					bc[i] = (lora_branch){ A[i].c, dA[i].c, r[i], seed };
+					bg[i] = (lora_branch){ A[i].g, dA[i].g, r[i], seed };
+					col[i] = R;
+					R += r[i];
+					OCs += OC[i];
+				}
+				wpair x = wpair_rand((size_t)N * C, -2, 2, idt);
+				pair h = pair_out((size_t)N * R), dh = pair_out((size_t)N * R);
+				pair scr = pair_out(lora_down_scratch_floats(N, C, R, nb, p, idt));
+				pair dx = pair_rand((size_t)N * C, -1, 1);
+				char what[128], shp[96];
+				snprintf(shp, sizeof shp, "N=%d C=%d OC=%d r=%d nb=%d p=%g %s", N, C, OC0, r0,
+				         nb, p, dtname(idt));
+				cpu->lora_down(h.c, x.c, LORA_DTYPE_F32, bc, nb, p, N, C, scr.c);
+				gpu->lora_down(h.g, x.g, idt, bg, nb, p, N, C, scr.g);
+				/* fp32 GEMMs of length C then r: k = 2·(C + r) */
+				snprintf(what, sizeof what, "lora_down %s: h", shp);
+				compare(what, &h, 2.0 * C, NULL);
+				for (int i = 0; i < nb; i++) {
+					cpu->lora_up(out[i].c, h.c + col[i], R, B[i].c, scale[i], N, OC[i], r[i]);
+					gpu->lora_up(out[i].g, h.g + col[i], R, B[i].g, scale[i], N, OC[i], r[i]);
+					snprintf(what, sizeof what, "lora_up %s: out %d", shp, i);
+					compare(what, &out[i], 2.0 * (C + r[i]), NULL);
+				}
+				for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
+					for (int i = nb - 1; i >= 0; i--) {
+						cpu->lora_up_backward(dh.c + col[i], dB[i].c, dout[i].c, h.c + col[i], R,
+						                      B[i].c, scale[i], N, OC[i], r[i]);
+						gpu->lora_up_backward(dh.g + col[i], dB[i].g, dout[i].g, h.g + col[i], R,
+						                      B[i].g, scale[i], N, OC[i], r[i]);
+					}
+					if (!wd) {
+						snprintf(what, sizeof what, "lora_up_backward %s: dh", shp);
+						compare(what, &dh, 2.0 * OC0, NULL);
+					}
+					cpu->lora_down_backward(wd ? dx.c : NULL, dh.c, x.c, LORA_DTYPE_F32, bc, nb, p,
+					                        N, C, scr.c);
+					gpu->lora_down_backward(wd ? dx.g : NULL, dh.g, x.g, idt, bg, nb, p, N, C,
+					                        scr.g);
+				}
+				for (int i = 0; i < nb; i++) {
+					snprintf(what, sizeof what, "lora backward %s: dA %d", shp, i);
+					compare(what, &dA[i], 4.0 * (N + OC[i]), NULL);
+					snprintf(what, sizeof what, "lora backward %s: dB %d", shp, i);
+					compare(what, &dB[i], 4.0 * (N + C), NULL);
+				}
+				snprintf(what, sizeof what, "lora_down_backward %s: dinp", shp);
+				compare(what, &dx, 2.0 * (OCs + R), NULL);
+				for (int i = 0; i < nb; i++) {
+					pair_free(&A[i]); pair_free(&B[i]); pair_free(&out[i]);
+					pair_free(&dout[i]); pair_free(&dA[i]); pair_free(&dB[i]);
+				}
+				wpair_free(&x); pair_free(&h); pair_free(&dh); pair_free(&scr); pair_free(&dx);
 			}
-			snprintf(what, sizeof what, "lora_backward %s: dA", shp);
-			compare(what, &dA, 4.0 * (N + OC), NULL);
-			snprintf(what, sizeof what, "lora_backward %s: dB", shp);
-			compare(what, &dB, 4.0 * (N + C), NULL);
-			snprintf(what, sizeof what, "lora_backward %s: dinp", shp);
-			compare(what, &dx, 2.0 * (OC + r), NULL);
-			pair_free(&dout); pair_free(&dx); pair_free(&dA); pair_free(&dB);
-			wpair_free(&x); pair_free(&A); pair_free(&B); pair_free(&out);
-			pair_free(&h); pair_free(&scr);
-		}
 }
 
 /* ---- RoPE ---------------------------------------------------------------------------------------------- */

@@ -115,58 +115,140 @@ static void test_rmsnorm(void)
 	free(out); free(rstd); free(dx); free(dw);
 }
 
+/* A LoRA group of nb branches (A[i] (r[i], C), B[i] (OC[i], r[i]), scale
+ * sc[i], dropout seed seed[i]) sharing the input x (N, C), through the four
+ * ops in a model's order: lora_down, lora_up per branch; then
+ * lora_up_backward per branch (from dout[i]) and lora_down_backward.
+ * out[i] +=, dx +=, dA[i] +=, dB[i] +=. */
+static void lora_group(int nb, int N, int C, const int *OC, const int *r, const float *sc,
+                       float *const *A, float *const *B, const float *x, float p,
+                       const uint64_t *seed, float **out, float *const *dout, float *dx,
+                       float **dA, float **dB)
+{
+	lora_branch br[4];
+	int R = 0, col[4];
+	for (int i = 0; i < nb; i++) {
+		br[i] = (lora_branch){ A[i], dA[i], r[i], seed[i] };
+		col[i] = R;
+		R += r[i];
+	}
+	float *h = lora_xmalloc((size_t)N * R * 4), *dh = lora_xmalloc((size_t)N * R * 4);
+	size_t ns = lora_down_scratch_floats(N, C, R, nb, p, LORA_DTYPE_F32);
+	float *scratch = lora_xmalloc((ns ? ns : 1) * 4);
+	for (size_t e = 0; e < (size_t)N * R; e++)
+		h[e] = dh[e] = NAN;          /* every column must be written */
+	be->lora_down(h, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
+	for (int i = 0; i < nb; i++)
+		be->lora_up(out[i], h + col[i], R, B[i], sc[i], N, OC[i], r[i]);
+	for (int i = nb - 1; i >= 0; i--)
+		be->lora_up_backward(dh + col[i], dB[i], dout[i], h + col[i], R, B[i], sc[i], N, OC[i],
+		                     r[i]);
+	be->lora_down_backward(dx, dh, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
+	free(h); free(dh); free(scratch);
+}
+
+/* The group case "tag" of the fixture: nb branches "A<i>", "B<i>", ... */
+static void test_lora_case(const char *tag, int nb)
+{
+	char k[64];
+#define K(s) (snprintf(k, sizeof k, "%s.%s", tag, s), k)
+#define KI(s, i) (snprintf(k, sizeof k, "%s.%s%d", tag, s, i), k)
+	const st_tensor *tx = shape(K("x"));
+	int N = tx->shape[0], C = tx->shape[1], OC[4], r[4];
+	float sc[4], *A[4], *B[4], *out[4], *dout[4], *dA[4], *dB[4];
+	uint64_t seed[4] = { 0 };
+	float *x = get(K("x"), 0), *dx = lora_xcalloc(N * C, 4);
+	for (int i = 0; i < nb; i++) {
+		const st_tensor *tb = shape(KI("B", i));
+		OC[i] = tb->shape[0];
+		r[i] = tb->shape[1];
+		float *s = get(KI("scale", i), 0);
+		sc[i] = s[0];
+		free(s);
+		A[i] = get(KI("A", i), 0);
+		B[i] = get(KI("B", i), 0);
+		out[i] = get(KI("base", i), 0);
+		dout[i] = get(KI("dout", i), 0);
+		dA[i] = lora_xcalloc(r[i] * C, 4);
+		dB[i] = lora_xcalloc(OC[i] * r[i], 4);
+	}
+	lora_group(nb, N, C, OC, r, sc, A, B, x, 0.0f, seed, out, dout, dx, dA, dB);
+	char what[96];
+	float *w = get(K("dx"), 0);
+	snprintf(what, sizeof what, "%s dinp", tag);
+	close_arr(what, dx, w, N * C, RT, AT);
+	free(w);
+	for (int i = 0; i < nb; i++) {
+		w = get(KI("y", i), 0);
+		snprintf(what, sizeof what, "%s forward %d (out += branch)", tag, i);
+		close_arr(what, out[i], w, N * OC[i], RT, AT);
+		free(w);
+		w = get(KI("dA", i), 0);
+		snprintf(what, sizeof what, "%s dA %d", tag, i);
+		close_arr(what, dA[i], w, r[i] * C, RT, AT);
+		free(w);
+		w = get(KI("dB", i), 0);
+		snprintf(what, sizeof what, "%s dB %d", tag, i);
+		close_arr(what, dB[i], w, OC[i] * r[i], RT, AT);
+		free(w);
+	}
+
+	/* dropout p: each branch must equal the p = 0 op applied to the input
+	 * masked explicitly with that branch's mask, and its share of dinp the
+	 * masked p = 0 dinp. Each branch has its own mask. */
+	float p = 0.3f;
+	float *xm = lora_xmalloc(N * C * 4), *dxp = lora_xcalloc(N * C, 4);
+	float *dxw = lora_xcalloc(N * C, 4), *dx1 = lora_xmalloc(N * C * 4);
+	float *o1[4], *o2[4], *dA1[4], *dA2[4], *dB1[4], *dB2[4];
+	for (int i = 0; i < nb; i++) {
+		seed[i] = 99 + 7 * i;
+		o1[i] = lora_xcalloc(N * OC[i], 4);
+		o2[i] = lora_xcalloc(N * OC[i], 4);
+		dA1[i] = lora_xcalloc(r[i] * C, 4);
+		dA2[i] = lora_xcalloc(r[i] * C, 4);
+		dB1[i] = lora_xcalloc(OC[i] * r[i], 4);
+		dB2[i] = lora_xcalloc(OC[i] * r[i], 4);
+	}
+	lora_group(nb, N, C, OC, r, sc, A, B, x, p, seed, o1, dout, dxp, dA1, dB1);
+	int dropped = 0, same = 1;
+	for (int i = 0; i < nb; i++) {
+		for (int e = 0; e < N * C; e++) {
+			int drop = lora_dropout_u(seed[i], e) < p;
+			dropped += drop;
+			same &= drop == (lora_dropout_u(seed[0], e) < p);
+			xm[e] = drop ? 0 : x[e] / (1 - p);
+		}
+		uint64_t s0 = 0;
+		memset(dx1, 0, N * C * 4);
+		lora_group(1, N, C, &OC[i], &r[i], &sc[i], &A[i], &B[i], xm, 0.0f, &s0, &o2[i],
+		           &dout[i], dx1, &dA2[i], &dB2[i]);
+		for (int e = 0; e < N * C; e++)
+			dxw[e] += lora_dropout_u(seed[i], e) < p ? 0 : dx1[e] / (1 - p);
+		snprintf(what, sizeof what, "%s dropout forward %d", tag, i);
+		close_arr(what, o1[i], o2[i], N * OC[i], RT, AT);
+		snprintf(what, sizeof what, "%s dropout dA %d", tag, i);
+		close_arr(what, dA1[i], dA2[i], r[i] * C, RT, AT);
+		snprintf(what, sizeof what, "%s dropout dB %d", tag, i);
+		close_arr(what, dB1[i], dB2[i], OC[i] * r[i], RT, AT);
+	}
+	test_cond("dropout drops some but not all", dropped > 0 && dropped < nb * N * C);
+	if (nb > 1)
+		test_cond("each branch has its own dropout mask", !same);
+	snprintf(what, sizeof what, "%s dropout dinp", tag);
+	close_arr(what, dxp, dxw, N * C, RT, AT);
+	for (int i = 0; i < nb; i++) {
+		free(o1[i]); free(o2[i]); free(dA1[i]); free(dA2[i]); free(dB1[i]); free(dB2[i]);
+		free(A[i]); free(B[i]); free(out[i]); free(dout[i]); free(dA[i]); free(dB[i]);
+	}
+	free(xm); free(dxp); free(dxw); free(dx1); free(x); free(dx);
+#undef K
+#undef KI
+}
+
 static void test_lora(void)
 {
-	const st_tensor *tx = shape("lora.x"), *tb = shape("lora.B");
-	int N = tx->shape[0], C = tx->shape[1], OC = tb->shape[0], r = tb->shape[1];
-	float *sc = get("lora.scale", 0);
-	float *x = get("lora.x", 0), *A = get("lora.A", 0), *B = get("lora.B", 0);
-	float *out = get("lora.base", 0), *y = get("lora.y", 0), *dout = get("lora.dout", 0);
-	float *h = lora_xcalloc(N * r, 4), *scratch = lora_xcalloc(N * r + N * C, 4);
-	float *dx = lora_xcalloc(N * C, 4), *dA = lora_xcalloc(r * C, 4), *dB = lora_xcalloc(OC * r, 4);
-	be->lora_forward(out, h, x, LORA_DTYPE_F32, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
-	close_arr("lora forward (out += branch)", out, y, N * OC, RT, AT);
-	be->lora_backward(dx, dA, dB, dout, x, LORA_DTYPE_F32, h, A, B, sc[0], 0.0f, 7, N, C, OC, r, scratch);
-	float *w = get("lora.dx", 0);
-	close_arr("lora dinp", dx, w, N * C, RT, AT);
-	free(w);
-	w = get("lora.dA", 0);
-	close_arr("lora dA", dA, w, r * C, RT, AT);
-	free(w);
-	w = get("lora.dB", 0);
-	close_arr("lora dB", dB, w, OC * r, RT, AT);
-	free(w);
-
-	/* dropout p: the op must equal the p = 0 op applied to the explicitly
-	 * masked input, and its dinp must be the masked p = 0 dinp. */
-	float p = 0.3f;
-	uint64_t seed = 99;
-	float *xm = lora_xmalloc(N * C * 4);
-	int dropped = 0;
-	for (int i = 0; i < N * C; i++) {
-		int drop = lora_dropout_u(seed, i) < p;
-		dropped += drop;
-		xm[i] = drop ? 0 : x[i] / (1 - p);
-	}
-	test_cond("dropout drops some but not all", dropped > 0 && dropped < N * C);
-	float *o1 = lora_xcalloc(N * OC, 4), *o2 = lora_xcalloc(N * OC, 4), *h2 = lora_xcalloc(N * r, 4);
-	be->lora_forward(o1, h, x, LORA_DTYPE_F32, A, B, sc[0], p, seed, N, C, OC, r, scratch);
-	be->lora_forward(o2, h2, xm, LORA_DTYPE_F32, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
-	close_arr("lora dropout forward", o1, o2, N * OC, RT, AT);
-	float *dx1 = lora_xcalloc(N * C, 4), *dx2 = lora_xcalloc(N * C, 4);
-	float *dA1 = lora_xcalloc(r * C, 4), *dA2 = lora_xcalloc(r * C, 4);
-	float *dB1 = lora_xcalloc(OC * r, 4), *dB2 = lora_xcalloc(OC * r, 4);
-	be->lora_backward(dx1, dA1, dB1, dout, x, LORA_DTYPE_F32, h, A, B, sc[0], p, seed, N, C, OC, r, scratch);
-	be->lora_backward(dx2, dA2, dB2, dout, xm, LORA_DTYPE_F32, h2, A, B, sc[0], 0.0f, 0, N, C, OC, r, scratch);
-	for (int i = 0; i < N * C; i++)
-		dx2[i] = lora_dropout_u(seed, i) < p ? 0 : dx2[i] / (1 - p);
-	close_arr("lora dropout dinp", dx1, dx2, N * C, RT, AT);
-	close_arr("lora dropout dA", dA1, dA2, r * C, RT, AT);
-	close_arr("lora dropout dB", dB1, dB2, OC * r, RT, AT);
-	free(xm); free(o1); free(o2); free(h2); free(dx1); free(dx2); free(dA1); free(dA2);
-	free(dB1); free(dB2);
-	free(sc); free(x); free(A); free(B); free(out); free(y); free(dout); free(h); free(scratch);
-	free(dx); free(dA); free(dB);
+	test_lora_case("lora", 1);
+	test_lora_case("lora3", 3);
 }
 
 static void test_rope(const char *tag)

@@ -53,16 +53,31 @@ for k, v in dict(x=x, w=norm.weight, y=y, dout=dout, dx=x.grad, dw=norm.weight.g
     put("rmsnorm." + k, v)
 scalar("rmsnorm.eps", eps)
 
-# ---- LoRA branch (PEFT formula, dropout 0): y = base + scale * (x A^T) B^T ------------
-N, C, OC, r, scale = 6, 10, 9, 3, 2.5
-x, A, B = leaf(N, C), leaf(r, C, s=0.5), leaf(OC, r, s=0.5)
-base = torch.randn(N, OC)
-y = base + scale * (x @ A.T) @ B.T
-dout = torch.randn(N, OC)
-y.backward(dout)
-for k, v in dict(x=x, A=A, B=B, base=base, y=y, dout=dout, dx=x.grad, dA=A.grad, dB=B.grad).items():
-    put("lora." + k, v)
-scalar("lora.scale", scale)
+# ---- LoRA branches (PEFT formula, dropout 0): y_i = base_i + scale_i * (x A_i^T) B_i^T ---
+# A group of branches shares x (q, k, v read the same ln1): dx sums them.
+def lora_case(tag, N, C, branches):
+    """branches: list of (OC, r, scale)"""
+    x = leaf(N, C)
+    loss = 0
+    for i, (OC, r, scale) in enumerate(branches):
+        A, B = leaf(r, C, s=0.5), leaf(OC, r, s=0.5)
+        base = torch.randn(N, OC)
+        y = base + scale * (x @ A.T) @ B.T
+        dout = torch.randn(N, OC)
+        loss = loss + (y * dout).sum()
+        for k, v in dict(A=A, B=B, base=base, y=y, dout=dout).items():
+            put(f"{tag}.{k}{i}", v)
+        scalar(f"{tag}.scale{i}", scale)
+        branches[i] = (A, B)
+    loss.backward()
+    put(f"{tag}.x", x)
+    put(f"{tag}.dx", x.grad)
+    for i, (A, B) in enumerate(branches):
+        put(f"{tag}.dA{i}", A.grad)
+        put(f"{tag}.dB{i}", B.grad)
+
+
+lora_case("lora", 6, 10, [(9, 3, 2.5)])
 
 # ---- RoPE: transformers' rotary embedding + apply_rotary_pos_emb ------------------------
 from transformers import LlamaConfig
@@ -202,6 +217,10 @@ for name, fn in [("constant", lambda o: get_constant_schedule_with_warmup(o, 3))
         o.step()
         s.step()
     out["sched." + name] = torch.tensor(lrs, dtype=torch.float64)
+
+# ---- a LoRA group of three branches of different ranks (after the rest: their draws
+# stay as they were) -------------------------------------------------------------------------
+lora_case("lora3", 7, 12, [(9, 3, 2.5), (5, 2, 1.0), (11, 4, 0.5)])
 
 dst = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "engine", "ops.safetensors")
 save_file(out, dst, metadata={"generator": "tests/gen/gen_ops.py", "torch": torch.__version__})
