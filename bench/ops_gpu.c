@@ -68,6 +68,7 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 
 	/* a bf16 activation (what a bf16 run's matrix products read) */
 	void *xb = rand_buf((size_t)N * (C > I ? C : I), LORA_DTYPE_BF16, -1, 1);
+	void *yb = rand_buf((size_t)N * (C > I ? C : I), LORA_DTYPE_BF16, -1, 1);
 	/* linear: q_proj, gate/up, down, lm_head */
 	int shapes[][2] = { { C, NH * HS }, { C, I }, { I, C }, { C, V } };
 	for (int i = 0; i < 4; i++) {
@@ -75,10 +76,14 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		float *in = K == C ? x : z;
 		double fl = 2.0 * N * K * OC;
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d", N, K, OC);
-		TIME("linear_forward", s, fl, 0, be->linear_forward(y, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
+		TIME("linear_forward", s, fl, 0, be->linear_forward(y, LORA_DTYPE_F32, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
 		if (wd == LORA_DTYPE_BF16 && i < 3)
 			TIME("linear_forward bf16 in", s, fl, 0,
-			     be->linear_forward(y, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
+			     be->linear_forward(y, LORA_DTYPE_F32, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
+		if (wd == LORA_DTYPE_BF16 && i < 2)     /* q, gate, up of a bf16 run */
+			TIME("linear_forward bf16 in/out", s, fl, 0,
+			     be->linear_forward(yb, LORA_DTYPE_BF16, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
+			                        OC));
 		TIME("linear_backward dinp", s, fl, 0,
 		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
@@ -102,7 +107,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		TIME("lora_down", s, 0, 4.0 * N * C,
 		     be->lora_down(h, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
 		TIME("lora_up", s, 0, 8.0 * N * C,
-		     be->lora_up(y, h, rr, Bm, 2.0f, N, C, rr));
+		     be->lora_up(y, LORA_DTYPE_F32, h, rr, Bm, 2.0f, N, C, rr));
+		TIME("lora_up bf16 out", s, 0, 4.0 * N * C,
+		     be->lora_up(yb, LORA_DTYPE_BF16, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_up_backward", s, 0, 8.0 * N * C,
 		     be->lora_up_backward(dh, Bm, y, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_down_backward", s, 0, 12.0 * N * C,
@@ -141,7 +148,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
 	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
-	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, LORA_DTYPE_F32, q, cs, sn, B, T, NH, HS));
+	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, q, LORA_DTYPE_F32, cs, sn, B, T, NH, HS));
+	TIME("rope_forward bf16", s, 0, 4.0 * nq,
+	     be->rope_forward(yb, yb, LORA_DTYPE_BF16, cs, sn, B, T, NH, HS));
 	void *nw = rand_buf(C, wd, 0.5f, 1.5f);
 	float *rs = frand(N);
 	snprintf(s, sizeof s, "N=%d C=%d", N, C);

@@ -200,7 +200,6 @@ static void table_fill(lora_backend *t)
 	t->attention_backward = cuda_attention_backward;
 	t->swiglu_forward = cuda_swiglu_forward;
 	t->swiglu_backward = cuda_swiglu_backward;
-	t->convert = cuda_convert;
 	t->add_forward = cuda_add_forward;
 	t->crossentropy_forward = cuda_crossentropy_forward;
 	t->crossentropy_backward = cuda_crossentropy_backward;

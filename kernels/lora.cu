@@ -37,6 +37,65 @@ __global__ void dropout_grad_kernel(float *dinp, const float *g, size_t n, float
 			dinp[i] += g[i] * s;
 }
 
+/* out (N, OC) in O += scale · h · Bᵀ, h (N, r) with row stride ldh, B (OC,
+ * r): the sum in fp32, rounded once (a BF16 out: the saved q, k, v, gate or
+ * up of a bf16 run, which cuBLAS cannot update from fp32 h and B). A block
+ * of 256 threads covers UP_TR rows × UP_TC columns: thread (tx, ty) keeps
+ * column tx's chunk of B in registers and sums rows ty, ty + 4, ...; the h
+ * rows are staged in shared memory by chunks of UP_RK and read as float4
+ * broadcasts (every lane of a warp reads the same row). */
+#define UP_TC 64
+#define UP_TR 32
+#define UP_RK 32
+template <typename O>
+__global__ void __launch_bounds__(256) lora_up_kernel(O *out, const float *h, int ldh,
+                                                      const float *B, float scale, int N,
+                                                      int OC, int r)
+{
+	__shared__ float4 hs[UP_TR * (UP_RK / 4)];         /* (UP_TR, UP_RK) floats */
+	int tx = threadIdx.x % UP_TC, ty = threadIdx.x / UP_TC;
+	int col = blockIdx.x * UP_TC + tx, row0 = blockIdx.y * UP_TR;
+	float acc[UP_TR / 4];
+#pragma unroll
+	for (int k = 0; k < UP_TR / 4; k++)
+		acc[k] = 0.0f;
+	for (int j0 = 0; j0 < r; j0 += UP_RK) {
+		int rk = min(UP_RK, r - j0);
+		__syncthreads();             /* the previous chunk is read */
+		float *hf = (float *)hs;
+		for (int i = threadIdx.x; i < UP_TR * UP_RK; i += blockDim.x) {
+			int n = row0 + i / UP_RK, j = i % UP_RK;
+			hf[i] = n < N && j < rk ? h[(size_t)n * ldh + j0 + j] : 0.0f;
+		}
+		__syncthreads();
+		float b[UP_RK];
+#pragma unroll
+		for (int j = 0; j < UP_RK; j++)
+			b[j] = col < OC && j < rk ? B[(size_t)col * r + j0 + j] : 0.0f;
+#pragma unroll
+		for (int k = 0; k < UP_TR / 4; k++) {
+			float s = 0.0f;
+#pragma unroll
+			for (int q = 0; q < UP_RK / 4; q++) {
+				float4 v = hs[(ty + 4 * k) * (UP_RK / 4) + q];
+				s += v.x * b[4 * q] + v.y * b[4 * q + 1] + v.z * b[4 * q + 2] +
+				     v.w * b[4 * q + 3];
+			}
+			acc[k] += s;
+		}
+	}
+	if (col >= OC)
+		return;
+#pragma unroll
+	for (int k = 0; k < UP_TR / 4; k++) {
+		int n = row0 + ty + 4 * k;
+		if (n < N) {
+			size_t i = (size_t)n * OC + col;
+			out[i] = from_f32<O>(ldw(out, i) + scale * acc[k]);
+		}
+	}
+}
+
 /* ---- launchers ------------------------------------------------------------------------- */
 
 /* The fp32 input of the A product: inp itself (F32, p = 0), else drop(inp)
@@ -96,11 +155,22 @@ void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch
 	cuda_sgemm_rm(0, 1, N, R, C, 1.0f, x, C, A, C, 0.0f, h, R);
 }
 
-void cuda_lora_up(float *out, const float *h, int ldh, const float *B, float scale, int N,
-                  int OC, int r)
+void cuda_lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+                  float scale, int N, int OC, int r)
 {
 	/* out (N, OC) += scale · h · Bᵀ */
-	cuda_sgemm_rm(0, 1, N, OC, r, scale, h, ldh, B, r, 1.0f, out, OC);
+	if (odt == LORA_DTYPE_F32) {
+		cuda_sgemm_rm(0, 1, N, OC, r, scale, h, ldh, B, r, 1.0f, (float *)out, OC);
+		return;
+	}
+	LORA_ASSERT(odt == LORA_DTYPE_BF16);
+	if (N <= 0 || OC <= 0)
+		return;
+	dim3 grid((OC + UP_TC - 1) / UP_TC, (N + UP_TR - 1) / UP_TR);
+	LORA_ASSERT(grid.y <= 65535);
+	lora_up_kernel<<<grid, 256, 0, cuda_stream()>>>((__nv_bfloat16 *)out, h, ldh, B, scale, N,
+	                                                OC, r);
+	CUDA_LAUNCH_CHECK();
 }
 
 void cuda_lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,

@@ -141,13 +141,17 @@ struct lora_backend {
 
 	/* ---- linear (matmul) ----------------------------------------------------
 	 * out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias (OC)   (bias may be NULL;
-	 * bias has the weight's dtype; inp is in idt). out is overwritten.
+	 * bias has the weight's dtype; inp is in idt). out is overwritten, in
+	 * odt: accumulated in fp32 and rounded once (a BF16 out needs BF16 inp
+	 * and w, as PyTorch's bf16 linear: the q, k, v, gate and up of a bf16
+	 * run go straight into their saved copies).
 	 * backward: dinp (N, C) += dout·w, or = when acc is 0 (the first writer
 	 * of a fresh gradient: no zero fill, and the product does not read it);
 	 * dw (OC, C) += doutᵀ·inp; dbias (OC) += column sums. Each of dinp, dw,
 	 * dbias may be NULL (skipped); inp is read only for dw. */
-	void (*linear_forward)(float *out, const void *inp, lora_dtype idt, const void *w,
-	                       const void *bias, lora_dtype wdt, int N, int C, int OC);
+	void (*linear_forward)(void *out, lora_dtype odt, const void *inp, lora_dtype idt,
+	                       const void *w, const void *bias, lora_dtype wdt, int N, int C,
+	                       int OC);
 	void (*linear_backward)(float *dinp, int acc, float *dw, float *dbias, const float *dout,
 	                        const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
 	                        int N, int C, int OC);
@@ -161,7 +165,9 @@ struct lora_backend {
 	 *   lora_down  h (N, R) = [drop_0(inp)·A_0ᵀ | drop_1(inp)·A_1ᵀ | ...],
 	 *              R = Σ r_i: branch i in columns [o_i, o_i + r_i),
 	 *              o_i = Σ_{j<i} r_j. h is saved for the backward.
-	 *   lora_up    out (N, OC) += scale · h_i · Bᵀ, h_i = h + o_i (row stride ldh).
+	 *   lora_up    out (N, OC) += scale · h_i · Bᵀ, h_i = h + o_i (row stride ldh);
+	 *              out in odt (the sum in fp32, rounded once: PEFT adds
+	 *              the fp32 branch to the bf16 base output and casts).
 	 * drop_i() zeroes element e of inp (the flat index n*C + c) when
 	 * lora_dropout_u(seed_i, e) < p and scales the rest by 1/(1-p); p = 0 is
 	 * the identity, and then the group is one product with [A_0; A_1; ...]
@@ -176,8 +182,8 @@ struct lora_backend {
 	 * scratch of lora_down and lora_down_backward: lora_down_scratch_floats. */
 	void (*lora_down)(float *h, const void *inp, lora_dtype idt, const lora_branch *br,
 	                  int nb, float p, int N, int C, float *scratch);
-	void (*lora_up)(float *out, const float *h, int ldh, const float *B, float scale, int N,
-	                int OC, int r);
+	void (*lora_up)(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+	                float scale, int N, int OC, int r);
 	void (*lora_up_backward)(float *dh, float *dB, const float *dout, const float *h, int ldh,
 	                         const float *B, float scale, int N, int OC, int r);
 	void (*lora_down_backward)(float *dinp, const float *dh, const void *inp, lora_dtype idt,
@@ -185,13 +191,13 @@ struct lora_backend {
 	                           float *scratch);
 
 	/* ---- RoPE (HF rotate_half layout) -------------------------------------
-	 * out (B, T, NH, HS) in odt = x rotated: for j < HS/2 at position t,
-	 * out[j] = x[j]·cos − x[j+HS/2]·sin, out[j+HS/2] = x[j+HS/2]·cos + x[j]·sin
-	 * with cos/sin = freqs_cos/freqs_sin (T, HS/2) (lora_rope_table). out
-	 * may alias x when odt is F32 (in place).
+	 * out (B, T, NH, HS) = x rotated, both in adt (computed in fp32): for
+	 * j < HS/2 at position t, out[j] = x[j]·cos − x[j+HS/2]·sin,
+	 * out[j+HS/2] = x[j+HS/2]·cos + x[j]·sin with cos/sin =
+	 * freqs_cos/freqs_sin (T, HS/2) (lora_rope_table). out may alias x.
 	 * backward: dx rotated by the negative angle, in place (the one op
 	 * whose backward overwrites: dx holds dout on entry, dinp on return). */
-	void (*rope_forward)(void *out, lora_dtype odt, const float *x, const float *freqs_cos,
+	void (*rope_forward)(void *out, const void *x, lora_dtype adt, const float *freqs_cos,
 	                     const float *freqs_sin, int B, int T, int NH, int HS);
 	void (*rope_backward)(float *dx, const float *freqs_cos, const float *freqs_sin,
 	                      int B, int T, int NH, int HS);
@@ -230,10 +236,6 @@ struct lora_backend {
 	 * out (N) = a + b (out may alias a or b). Its backward is "pass dout to
 	 * both", which the += convention makes a no-op for the caller. */
 	void (*add_forward)(float *out, const float *a, const float *b, size_t N);
-
-	/* ---- dtype conversion -------------------------------------------------------
-	 * out (N) in odt = src rounded to nearest even (F32: a copy). */
-	void (*convert)(void *out, lora_dtype odt, const float *src, size_t N);
 
 	/* ---- softmax cross-entropy over the vocabulary --------------------------------
 	 * losses (N) = -log softmax(logits (N, V))[targets[n]], 0 where

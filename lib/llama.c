@@ -255,9 +255,11 @@ size_t lora_llama_n_lora_params(const lora_llama_config *c, const lora_adapter_c
  * attention operands (void * below) are stored in the activation dtype adt:
  * BF16 in a bf16 run (frozen weights BF16), as PyTorch keeps them, else
  * F32. The residual stream, res2, the norms' rstd, the LoRA h and every
- * gradient stay fp32. A bf16 run's q, k, v, gate and up are computed in fp32
- * in p->f32 and rounded once into their saved copies (RoPE rounds q and k on
- * the way). ln1, ln2 and swi are kept per layer only when the backward reads
+ * gradient stay fp32. A bf16 run's q, k, v, gate and up go from the GEMM
+ * straight into their saved copies in bf16 (its fp32 accumulator rounded
+ * once, as PyTorch's bf16 linear), then the LoRA branch and RoPE update
+ * them in place (each rounding once more, as PEFT's branch and PyTorch's
+ * bf16 RoPE do). ln1, ln2 and swi are kept per layer only when the backward reads
  * them (a LoRA branch on the layers they feed, or full fine-tuning): frozen
  * linears need no input for their backward, so e.g. q,v LoRA keeps no ln2
  * or swi per layer. LORA_CUDA_ACT=fp32 keeps a bf16 run's activations F32
@@ -311,7 +313,6 @@ typedef struct {
 	float *datty;            /* (N, NH*HS) */
 	float *dgate, *dup, *dswi;   /* (N, I) */
 	float *scratch;          /* see layout() */
-	float *f32;              /* (N, max(NH*HS, I)) fp32 staging when adt is not F32 */
 	float *rope_cos, *rope_sin;  /* (T, HS/2) */
 	int32_t *ids, *targets;  /* (N) backend copies */
 	/* last forward */
@@ -440,11 +441,6 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	}
 	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->head_dim);
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
-	size_t f_max = QD > I ? QD : I;
-	if (base)
-		p->f32 = NULL;
-	if (adt != LORA_DTYPE_F32)
-		TAKE(*(base ? &p->f32 : &dummy), N * f_max);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);
 	float *ids = NULL, *targets = NULL;                       /* int32 in float slots */
@@ -900,13 +896,13 @@ static void lora_down_fwd(lora_llama *m, int l, int g, acts *a, const void *inp,
 		m->be->lora_down(a->h[g], inp, P(m)->adt, br, nb, lora_p(m), N, C, P(m)->scratch);
 }
 
-/* out (N, OC) = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any (its
- * group's h from lora_down_fwd); inp is a saved activation (adt), out fp32. */
-static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const void *inp,
-                       const void *w, const void *b, int N, int C, int OC)
+/* out (N, OC) in odt = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any
+ * (its group's h from lora_down_fwd); inp is a saved activation (adt). */
+static void linear_fwd(lora_llama *m, int l, int k, acts *a, void *out, lora_dtype odt,
+                       const void *inp, const void *w, const void *b, int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	be->linear_forward(out, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
+	be->linear_forward(out, odt, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
 	int idx = m->layers[l].lora[k];
 	if (idx < 0)
 		return;
@@ -914,7 +910,7 @@ static void linear_fwd(lora_llama *m, int l, int k, acts *a, float *out, const v
 	lora_branch br[LORA_MOD_COUNT];
 	int R, col[LORA_MOD_COUNT];
 	group_branches(m, l, mod_group(k), br, &R, col);
-	be->lora_up(out, a->h[mod_group(k)] + col[k], R, mo->B, mo->scale, N, OC, mo->r);
+	be->lora_up(out, odt, a->h[mod_group(k)] + col[k], R, mo->B, mo->scale, N, OC, mo->r);
 }
 
 static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
@@ -926,39 +922,29 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	lora_dtype adt = p->adt;
-	/* fp32 results go to p->f32 and are rounded into the saved copy, or
-	 * straight into it when adt is F32 */
-	float *fq = p->f32 ? p->f32 : a->q, *fk = p->f32 ? p->f32 : a->k;
-	float *fv = p->f32 ? p->f32 : a->v, *fg = p->f32 ? p->f32 : a->gate;
-	float *fu = p->f32 ? p->f32 : a->up;
 	/* attention */
 	be->rmsnorm_forward(a->ln1, adt, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
 	lora_down_fwd(m, l, GROUP_QKV, a, a->ln1, N, C);
-	linear_fwd(m, l, LORA_MOD_Q, a, fq, a->ln1, y->wq, y->bq, N, C, QD);
-	be->rope_forward(a->q, adt, fq, p->rope_cos, p->rope_sin, B, T, NH, HS);
-	linear_fwd(m, l, LORA_MOD_K, a, fk, a->ln1, y->wk, y->bk, N, C, KD);
-	be->rope_forward(a->k, adt, fk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	linear_fwd(m, l, LORA_MOD_V, a, fv, a->ln1, y->wv, y->bv, N, C, KD);
-	if (p->f32)
-		be->convert(a->v, adt, fv, (size_t)N * KD);
+	linear_fwd(m, l, LORA_MOD_Q, a, a->q, adt, a->ln1, y->wq, y->bq, N, C, QD);
+	be->rope_forward(a->q, a->q, adt, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	linear_fwd(m, l, LORA_MOD_K, a, a->k, adt, a->ln1, y->wk, y->bk, N, C, KD);
+	be->rope_forward(a->k, a->k, adt, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	linear_fwd(m, l, LORA_MOD_V, a, a->v, adt, a->ln1, y->wv, y->bv, N, C, KD);
 	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, adt, B, T, NH, NKV, HS,
 	                      m->wdt == LORA_DTYPE_BF16);
 	lora_down_fwd(m, l, GROUP_O, a, a->atty, N, QD);
-	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, a->atty, y->wo, y->bo, N, QD, C);
+	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, LORA_DTYPE_F32, a->atty, y->wo, y->bo, N, QD, C);
 	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
 	/* MLP */
 	be->rmsnorm_forward(a->ln2, adt, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C,
 	                    c->rms_norm_eps);
 	lora_down_fwd(m, l, GROUP_GATEUP, a, a->ln2, N, C);
-	linear_fwd(m, l, LORA_MOD_GATE, a, fg, a->ln2, y->wgate, y->bgate, N, C, I);
-	if (p->f32)
-		be->convert(a->gate, adt, fg, (size_t)N * I);
-	linear_fwd(m, l, LORA_MOD_UP, a, fu, a->ln2, y->wup, y->bup, N, C, I);
-	if (p->f32)
-		be->convert(a->up, adt, fu, (size_t)N * I);
+	linear_fwd(m, l, LORA_MOD_GATE, a, a->gate, adt, a->ln2, y->wgate, y->bgate, N, C, I);
+	linear_fwd(m, l, LORA_MOD_UP, a, a->up, adt, a->ln2, y->wup, y->bup, N, C, I);
 	be->swiglu_forward(a->swi, a->gate, a->up, adt, (size_t)N * I);
 	lora_down_fwd(m, l, GROUP_DOWN, a, a->swi, N, I);
-	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, a->swi, y->wdown, y->bdown, N, I, C);
+	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, LORA_DTYPE_F32, a->swi, y->wdown, y->bdown, N, I,
+	           C);
 	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
 }
 
@@ -980,7 +966,8 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 		layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
 	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], m->lnf_w,
 	                    m->wdt, N, C, c->rms_norm_eps);
-	be->linear_forward(p->logits, p->lnf, LORA_DTYPE_F32, m->lm_head, NULL, m->wdt, N, C, V);
+	be->linear_forward(p->logits, LORA_DTYPE_F32, p->lnf, LORA_DTYPE_F32, m->lm_head, NULL,
+	                   m->wdt, N, C, V);
 	p->has_targets = 0;
 	if (!targets)
 		return NAN;

@@ -191,10 +191,11 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 
 /* ---- linear -------------------------------------------------------------------- */
 
-static void linear_forward(float *out, const void *inp, lora_dtype idt, const void *w,
-                           const void *bias, lora_dtype wdt, int N, int C, int OC)
+static void linear_forward(void *vout, lora_dtype odt, const void *inp, lora_dtype idt,
+                           const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32 && odt == LORA_DTYPE_F32);
+	float *out = vout;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C,
 	            1.0f, inp, C, w, C, 0.0f, out, OC);
 	if (bias) {
@@ -274,9 +275,10 @@ static void lora_down(float *h, const void *inp, lora_dtype idt, const lora_bran
 	            1.0f, inp, C, A, C, 0.0f, h, R);
 }
 
-static void lora_up(float *out, const float *h, int ldh, const float *B, float scale, int N,
-                    int OC, int r)
+static void lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+                    float scale, int N, int OC, int r)
 {
+	LORA_ASSERT(odt == LORA_DTYPE_F32);
 	/* out (N, OC) += scale · h · Bᵀ */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r,
 	            scale, h, ldh, B, r, 1.0f, out, OC);
@@ -359,10 +361,10 @@ static void rope_apply(float *x, const float *fc, const float *fs, int B, int T,
 		}
 }
 
-static void rope_forward(void *out, lora_dtype odt, const float *x, const float *fc,
+static void rope_forward(void *out, const void *x, lora_dtype adt, const float *fc,
                          const float *fs, int B, int T, int NH, int HS)
 {
-	LORA_ASSERT(odt == LORA_DTYPE_F32);
+	LORA_ASSERT(adt == LORA_DTYPE_F32);
 	if (out != x)
 		memcpy(out, x, (size_t)B * T * NH * HS * sizeof(float));
 	rope_apply(out, fc, fs, B, T, NH, HS, 1.0f);
@@ -517,13 +519,6 @@ static void add_forward(float *out, const float *a, const float *b, size_t N)
 		out[i] = a[i] + b[i];
 }
 
-static void convert(void *out, lora_dtype odt, const float *src, size_t N)
-{
-	int rc = lora_convert(out, odt, src, LORA_DTYPE_F32, N);
-	LORA_ASSERT(rc == 0);
-	(void)rc;
-}
-
 /* ---- cross-entropy ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -663,7 +658,7 @@ static const lora_backend cpu = {
 	.attention_scratch_floats = attention_scratch_floats,
 	.attention_forward = attention_forward, .attention_backward = attention_backward,
 	.swiglu_forward = swiglu_forward, .swiglu_backward = swiglu_backward,
-	.add_forward = add_forward, .convert = convert,
+	.add_forward = add_forward,
 	.crossentropy_forward = crossentropy_forward,
 	.crossentropy_backward = crossentropy_backward,
 	.adamw_update = adamw_update, .sumsq = sumsq, .sumsq_segments = sumsq_segments,

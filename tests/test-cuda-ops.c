@@ -247,10 +247,11 @@ static void *gpu_out_dt(size_t n, lora_dtype dt)
 }
 
 /* The CPU's fp32 result cpu_out against the GPU's g in dt, within the fp32
- * tolerance k plus rel·|cpu|: rel = unit_roundoff(dt) covers one rounding
- * to dt (at most half a unit in the last place, 2^-9 relative for BF16). */
-static int compare_dt(const char *what, const float *cpu_out, const void *g, lora_dtype dt,
-                      size_t n, double k, double rel)
+ * tolerance k (plus bound[i] if bound) plus rel·|cpu|: rel =
+ * unit_roundoff(dt) covers one rounding to dt (at most half a unit in the
+ * last place, 2^-9 relative for BF16). */
+static int compare_dt_b(const char *what, const float *cpu_out, const void *g, lora_dtype dt,
+                        size_t n, double k, const float *bound, double rel)
 {
 	size_t es = lora_dtype_bits(dt) / 8;
 	float *want = lora_xmalloc((n ? n : 1) * 4), *got = lora_xmalloc((n ? n : 1) * 4);
@@ -258,11 +259,17 @@ static int compare_dt(const char *what, const float *cpu_out, const void *g, lor
 	cpu->download(want, cpu_out, n * 4);
 	gpu->download(raw, g, n * es);
 	lora_convert(got, LORA_DTYPE_F32, raw, dt, n);
-	int ok = compare_host(what, want, got, n, k, NULL, rel);
+	int ok = compare_host(what, want, got, n, k, bound, rel);
 	free(want);
 	free(got);
 	free(raw);
 	return ok;
+}
+
+static int compare_dt(const char *what, const float *cpu_out, const void *g, lora_dtype dt,
+                      size_t n, double k, double rel)
+{
+	return compare_dt_b(what, cpu_out, g, dt, n, k, NULL, rel);
 }
 
 /* Elementwise bounds for linear: the CPU's product of absolute values. */
@@ -455,7 +462,7 @@ static float *linear_bound_fwd(const float *x, const float *w, int N, int C, int
 	float *co = be_alloc(cpu, (size_t)N * OC * 4 + 4);
 	cpu->upload(cx, ax, (size_t)N * C * 4);
 	cpu->upload(cw, aw, (size_t)OC * C * 4);
-	cpu->linear_forward(co, cx, LORA_DTYPE_F32, cw, NULL, LORA_DTYPE_F32, N, C, OC);
+	cpu->linear_forward(co, LORA_DTYPE_F32, cx, LORA_DTYPE_F32, cw, NULL, LORA_DTYPE_F32, N, C, OC);
 	float *b = lora_xmalloc((size_t)N * OC * 4 + 4);
 	cpu->download(b, co, (size_t)N * OC * 4);
 	for (size_t i = 0; i < (size_t)N * OC; i++)
@@ -491,8 +498,10 @@ static void test_linear(void)
 			float *bound = linear_bound_fwd(xh, w.h, N, C, OC, u, f);
 			char what[128];
 			for (int wb = 0; wb < 2; wb++) {
-				cpu->linear_forward(out.c, x.c, LORA_DTYPE_F32, w.c, wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
-				gpu->linear_forward(out.g, x.g, LORA_DTYPE_F32, w.g, wb ? bias.g : NULL, dt, N, C, OC);
+				cpu->linear_forward(out.c, LORA_DTYPE_F32, x.c, LORA_DTYPE_F32, w.c,
+				                    wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
+				gpu->linear_forward(out.g, LORA_DTYPE_F32, x.g, LORA_DTYPE_F32, w.g,
+				                    wb ? bias.g : NULL, dt, N, C, OC);
 				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d %s%s", N, C, OC,
 				         dtname(dt), wb ? " +bias" : "");
 				compare(what, &out, 4, bound);
@@ -501,11 +510,26 @@ static void test_linear(void)
 			if (dt == LORA_DTYPE_BF16) {   /* a BF16 input: no conversion, same bound */
 				wpair xb = wpair_rand((size_t)N * C, -2, 2, LORA_DTYPE_BF16);
 				bound = linear_bound_fwd(xb.h, w.h, N, C, OC, u, f);
-				cpu->linear_forward(out.c, xb.c, LORA_DTYPE_F32, w.c, bias.c, LORA_DTYPE_F32, N, C, OC);
-				gpu->linear_forward(out.g, xb.g, LORA_DTYPE_BF16, w.g, bias.g, dt, N, C, OC);
-				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 input +bias",
-				         N, C, OC);
-				compare(what, &out, 4, bound);
+				for (int wb = 0; wb < 2; wb++) {
+					const void *bc = wb ? bias.c : NULL, *bg = wb ? bias.g : NULL;
+					cpu->linear_forward(out.c, LORA_DTYPE_F32, xb.c, LORA_DTYPE_F32, w.c, bc,
+					                    LORA_DTYPE_F32, N, C, OC);
+					gpu->linear_forward(out.g, LORA_DTYPE_F32, xb.g, LORA_DTYPE_BF16, w.g, bg,
+					                    dt, N, C, OC);
+					snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 input%s",
+					         N, C, OC, wb ? " +bias" : "");
+					compare(what, &out, 4, bound);
+					/* and a BF16 output (q, k, v, gate, up of a bf16 run): the
+					 * same bound plus one rounding to bf16 */
+					void *ob = gpu_out_dt((size_t)N * OC, LORA_DTYPE_BF16);
+					gpu->linear_forward(ob, LORA_DTYPE_BF16, xb.g, LORA_DTYPE_BF16, w.g, bg,
+					                    dt, N, C, OC);
+					snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 in/out%s",
+					         N, C, OC, wb ? " +bias" : "");
+					compare_dt_b(what, out.c, ob, LORA_DTYPE_BF16, (size_t)N * OC, 4 * (1 + u),
+					             bound, u);
+					gpu->free(ob);
+				}
 				free(bound);
 				wpair_free(&xb);
 			}
@@ -616,10 +640,33 @@ static void test_lora(void)
 				snprintf(what, sizeof what, "lora_down %s: h", shp);
 				compare(what, &h, 2.0 * C, NULL);
 				for (int i = 0; i < nb; i++) {
-					cpu->lora_up(out[i].c, h.c + col[i], R, B[i].c, scale[i], N, OC[i], r[i]);
-					gpu->lora_up(out[i].g, h.g + col[i], R, B[i].g, scale[i], N, OC[i], r[i]);
+					/* with a BF16 input, also a BF16 out (the q, k, v, gate, up
+					 * of a bf16 run) starting from the same bf16 values */
+					void *ob = NULL;
+					size_t no = (size_t)N * OC[i];
+					if (idt != LORA_DTYPE_F32) {
+						float *oh = host_of(&out[i]);
+						for (size_t e = 0; e < no; e++)
+							oh[e] = round_to(oh[e], idt);
+						cpu->upload(out[i].c, oh, no * 4);
+						gpu->upload(out[i].g, oh, no * 4);
+						ob = gpu_out_dt(no, idt);
+						gpu->upload_f32(ob, idt, oh, no);
+						free(oh);
+					}
+					cpu->lora_up(out[i].c, LORA_DTYPE_F32, h.c + col[i], R, B[i].c, scale[i], N,
+					             OC[i], r[i]);
+					gpu->lora_up(out[i].g, LORA_DTYPE_F32, h.g + col[i], R, B[i].g, scale[i], N,
+					             OC[i], r[i]);
 					snprintf(what, sizeof what, "lora_up %s: out %d", shp, i);
 					compare(what, &out[i], 2.0 * (C + r[i]), NULL);
+					if (ob) {
+						double u = unit_roundoff(idt);
+						gpu->lora_up(ob, idt, h.g + col[i], R, B[i].g, scale[i], N, OC[i], r[i]);
+						snprintf(what, sizeof what, "lora_up %s: %s out %d", shp, dtname(idt), i);
+						compare_dt(what, out[i].c, ob, idt, no, 2.0 * (C + r[i]) * (1 + u), u);
+						gpu->free(ob);
+					}
 				}
 				for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
 					for (int i = nb - 1; i >= 0; i--) {
@@ -670,20 +717,31 @@ static void test_rope(void)
 		}
 		pair fc = pair_of(ch, nt), fs = pair_of(sh, nt), x = pair_rand(n, -2, 2);
 		char what[96];
-		/* out of place: F32 and BF16 (the saved q, k of a bf16 run) */
+		/* out of place, F32 */
 		pair o32 = pair_out(n);
-		void *o16 = gpu_out_dt(n, LORA_DTYPE_BF16);
-		cpu->rope_forward(o32.c, LORA_DTYPE_F32, x.c, fc.c, fs.c, B, T, NH, HS);
-		gpu->rope_forward(o32.g, LORA_DTYPE_F32, x.g, fc.g, fs.g, B, T, NH, HS);
-		gpu->rope_forward(o16, LORA_DTYPE_BF16, x.g, fc.g, fs.g, B, T, NH, HS);
+		cpu->rope_forward(o32.c, x.c, LORA_DTYPE_F32, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_forward(o32.g, x.g, LORA_DTYPE_F32, fc.g, fs.g, B, T, NH, HS);
 		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d out of place", B, T, NH, HS);
 		compare(what, &o32, 4, NULL);
-		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d BF16 out", B, T, NH, HS);
-		compare_dt(what, o32.c, o16, LORA_DTYPE_BF16, n, 4, unit_roundoff(LORA_DTYPE_BF16));
 		pair_free(&o32);
+		/* BF16 in place and out of place (the saved q, k of a bf16 run): the
+		 * CPU on the same bf16 values in fp32, plus one rounding */
+		double u = unit_roundoff(LORA_DTYPE_BF16);
+		wpair xb = wpair_rand(n, -2, 2, LORA_DTYPE_BF16);
+		void *o16 = gpu_out_dt(n, LORA_DTYPE_BF16);
+		gpu->rope_forward(o16, xb.g, LORA_DTYPE_BF16, fc.g, fs.g, B, T, NH, HS);
+		gpu->rope_forward(xb.g, xb.g, LORA_DTYPE_BF16, fc.g, fs.g, B, T, NH, HS);
+		cpu->rope_forward(xb.c, xb.c, LORA_DTYPE_F32, fc.c, fs.c, B, T, NH, HS);
+		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d BF16 out of place", B,
+		         T, NH, HS);
+		compare_dt(what, xb.c, o16, LORA_DTYPE_BF16, n, 4 * (1 + u), u);
+		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d BF16 in place", B, T,
+		         NH, HS);
+		compare_dt(what, xb.c, xb.g, LORA_DTYPE_BF16, n, 4 * (1 + u), u);
 		gpu->free(o16);
-		cpu->rope_forward(x.c, LORA_DTYPE_F32, x.c, fc.c, fs.c, B, T, NH, HS);
-		gpu->rope_forward(x.g, LORA_DTYPE_F32, x.g, fc.g, fs.g, B, T, NH, HS);
+		wpair_free(&xb);
+		cpu->rope_forward(x.c, x.c, LORA_DTYPE_F32, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_forward(x.g, x.g, LORA_DTYPE_F32, fc.g, fs.g, B, T, NH, HS);
 		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
 		compare(what, &x, 4, NULL);
 		cpu->rope_backward(x.c, fc.c, fs.c, B, T, NH, HS);
@@ -850,21 +908,6 @@ static void test_elementwise(void)
 		snprintf(what, sizeof what, "scale N=%zu", n);
 		compare(what, &g, 0, NULL);
 
-		/* convert: F32 a copy; BF16 bit for bit lora_f32_to_bf16 (tolerance 0) */
-		void *ob = gpu_out_dt(n, LORA_DTYPE_BF16);
-		cpu->convert(out.c, LORA_DTYPE_F32, u.c, n);
-		gpu->convert(out.g, LORA_DTYPE_F32, u.g, n);
-		gpu->convert(ob, LORA_DTYPE_BF16, u.g, n);
-		snprintf(what, sizeof what, "convert N=%zu F32", n);
-		compare(what, &out, 0, NULL);
-		float *hb = host_of(&u);
-		for (size_t i = 0; i < n; i++)
-			hb[i] = round_to(hb[i], LORA_DTYPE_BF16);
-		cpu->upload(out.c, hb, n * 4);
-		snprintf(what, sizeof what, "convert N=%zu BF16", n);
-		compare_dt(what, out.c, ob, LORA_DTYPE_BF16, n, 0, 0);
-		free(hb);
-		gpu->free(ob);
 		pair_free(&g); pair_free(&u); pair_free(&out);
 	}
 }

@@ -73,7 +73,7 @@ static void test_linear(void)
 	float *y = get("linear.y", &n), *dout = get("linear.dout", 0);
 	float *out = lora_xcalloc(N * OC, 4), *dx = lora_xcalloc(N * C, 4);
 	float *dw = lora_xcalloc(OC * C, 4), *db = lora_xcalloc(OC, 4);
-	be->linear_forward(out, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
+	be->linear_forward(out, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
 	close_arr("linear forward", out, y, n, RT, AT);
 	for (int i = 0; i < N * C; i++)
 		dx[i] = NAN;                 /* acc 0: dinp is written, not read */
@@ -139,7 +139,7 @@ static void lora_group(int nb, int N, int C, const int *OC, const int *r, const 
 		h[e] = dh[e] = NAN;          /* every column must be written */
 	be->lora_down(h, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
 	for (int i = 0; i < nb; i++)
-		be->lora_up(out[i], h + col[i], R, B[i], sc[i], N, OC[i], r[i]);
+		be->lora_up(out[i], LORA_DTYPE_F32, h + col[i], R, B[i], sc[i], N, OC[i], r[i]);
 	for (int i = nb - 1; i >= 0; i--)
 		be->lora_up_backward(dh + col[i], dB[i], dout[i], h + col[i], R, B[i], sc[i], N, OC[i],
 		                     r[i]);
@@ -276,7 +276,7 @@ static void test_rope(const char *tag)
 	close_arr(what, fs, ws, T * HS / 2, RT, 1e-6);
 	int64_t n;
 	float *x = get(K("x"), &n), *y = get(K("y"), 0), *d = get(K("dout"), 0), *wdx = get(K("dx"), 0);
-	be->rope_forward(x, LORA_DTYPE_F32, x, fc, fs, B, T, NH, HS);
+	be->rope_forward(x, x, LORA_DTYPE_F32, fc, fs, B, T, NH, HS);
 	snprintf(what, sizeof what, "%s forward", tag);
 	close_arr(what, x, y, n, RT, AT);
 	be->rope_backward(d, fc, fs, B, T, NH, HS);

@@ -734,6 +734,31 @@ static float *widen(const void *p, cudaDataType_t t, int rows, int cols, int ld)
 	return f;
 }
 
+/* C (m, n) = al · op(A) · op(B) + be · C on an fp32 C in host memory. */
+static void gemm_f32(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
+                     const void *A, cudaDataType_t at, int lda, const void *B, cudaDataType_t bt,
+                     int ldb, float be, float *c, int ldc)
+{
+	int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+	int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+	if (be == 0.0f)              /* cuBLAS does not read C when beta is 0 */
+		for (int j = 0; j < n; j++)
+			memset(c + (size_t)j * ldc, 0, (size_t)m * 4);
+	if (k == 0) {
+		if (be != 0.0f)
+			for (int j = 0; j < n; j++)
+				for (int i = 0; i < m; i++)
+					c[(size_t)j * ldc + i] *= be;
+		return;
+	}
+	float *a = widen(A, at, ar, ac, lda), *b = widen(B, bt, br, bc, ldb);
+	cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+	            tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, a, lda, b, ldb,
+	            be, c, ldc);
+	free(a);
+	free(b);
+}
+
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
                             int m, int n, int k, const void *alpha, const void *A,
                             cudaDataType_t at, int lda, const void *B, cudaDataType_t bt,
@@ -743,36 +768,37 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 	init();
 	if (h != &the_handle)
 		return CUBLAS_STATUS_NOT_INITIALIZED;
-	int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
-	int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+	int ar = ta == CUBLAS_OP_N ? m : k, br = tb == CUBLAS_OP_N ? k : n;
 	if (m < 0 || n < 0 || k < 0 || lda < (ar > 1 ? ar : 1) || ldb < (br > 1 ? br : 1) ||
 	    ldc < (m > 1 ? m : 1) || (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) ||
 	    (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
 		return CUBLAS_STATUS_INVALID_VALUE;
-	if (at != bt || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F ||
+	/* cuBLAS's CUBLAS_COMPUTE_32F combinations: A, B of one type; C F32,
+	 * or the 16-bit type of A and B */
+	if (at != bt || (ct != CUDA_R_32F && ct != at) || compute != CUBLAS_COMPUTE_32F ||
 	    (at != CUDA_R_32F && at != CUDA_R_16BF && at != CUDA_R_16F))
 		return CUBLAS_STATUS_NOT_SUPPORTED;
 	if (m == 0 || n == 0)
 		return CUBLAS_STATUS_SUCCESS;
 	float al = *(const float *)alpha, be = *(const float *)beta;
-	float *c = (float *)C;
-	if (!on_device(c, ((size_t)ldc * (n - 1) + m) * 4))
+	size_t cn = (size_t)ldc * (n - 1) + m;
+	if (!on_device(C, cn * (ct == CUDA_R_32F ? 4 : 2)))
 		fail("cublasGemmEx: C (%dx%d, ld %d) at %p is not device memory", m, n, ldc, C);
-	if (be == 0.0f)              /* cuBLAS does not read C when beta is 0 */
-		for (int j = 0; j < n; j++)
-			memset(c + (size_t)j * ldc, 0, (size_t)m * 4);
-	if (k == 0) {
-		if (be != 0.0f)
-			for (int j = 0; j < n; j++)
-				for (int i = 0; i < m; i++)
-					c[(size_t)j * ldc + i] *= be;
+	if (ct == CUDA_R_32F) {
+		gemm_f32(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, (float *)C, ldc);
 		return CUBLAS_STATUS_SUCCESS;
 	}
-	float *a = widen(A, at, ar, ac, lda), *b = widen(B, bt, br, bc, ldb);
-	cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-	            tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, a, lda, b, ldb,
-	            be, c, ldc);
-	free(a);
-	free(b);
+	/* a 16-bit C: the product and the beta term in fp32, rounded once */
+	float *c = widen(C, ct, m, n, ldc);
+	gemm_f32(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, c, ldc);
+	for (int j = 0; j < n; j++)
+		for (int i = 0; i < m; i++) {
+			size_t e = (size_t)j * ldc + i;
+			if (ct == CUDA_R_16BF)
+				((__nv_bfloat16 *)C)[e] = __float2bfloat16_rn(c[e]);
+			else
+				((__half *)C)[e] = __float2half_rn(c[e]);
+		}
+	free(c);
 	return CUBLAS_STATUS_SUCCESS;
 }

@@ -68,6 +68,7 @@
 /* ---- vector types ---------------------------------------------------------------- */
 
 struct uint3 { unsigned x, y, z; };
+struct alignas(16) float4 { float x, y, z, w; };
 struct dim3 {
 	unsigned x, y, z;
 	constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
