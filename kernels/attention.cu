@@ -21,9 +21,9 @@
  * HS + 1 floats (no bank conflicts).
  *
  *   forward    own = queries, other = keys:   online softmax, o += p·v
- *   dq         own = queries, other = keys:   dq += scale·dS·k
+ *   dq         own = queries, other = keys:   dq = scale·dS·k
  *   dk, dv     own = keys,    other = queries (of every head in the group):
- *              dv += Pᵀ·dO, dk += scale·dSᵀ·q
+ *              dv = Pᵀ·dO, dk = scale·dSᵀ·q (summed over the group's heads)
  * with P = exp(q·kᵀ·scale − lse), dS = P ∘ (dO·vᵀ − D), D = rowsum(dO ∘ O)
  * (a fourth, tiny kernel; D lives in the op's scratch (B, NH, T)). Each
  * block owns what it writes, so there are no atomics and the result does not
@@ -232,7 +232,7 @@ att_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, co
 		for (int i = 0; i < NDL; i++) {
 			int d = lane + 32 * i;
 			if (d < HS)
-				g[d] += acc[rr][i];
+				g[d] = acc[rr][i];
 		}
 	}
 }
@@ -311,8 +311,8 @@ att_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const 
 		for (int i = 0; i < NDL; i++) {
 			int d = lane + 32 * i;
 			if (d < HS) {
-				gk[d] += ak[rr][i];
-				gv[d] += av[rr][i];
+				gk[d] = ak[rr][i];
+				gv[d] = av[rr][i];
 			}
 		}
 	}

@@ -18,9 +18,9 @@
  * other rows; each warp's 16 x 64 score tile goes through shared memory for
  * the elementwise softmax work (two lanes per row, 32 columns each).
  *   forward:  own = queries; S = Q·Kᵀ, online softmax, O += P·V
- *   dq:       own = queries; S, dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K
+ *   dq:       own = queries; S, dP = dO·Vᵀ, dS = P∘(dP − D), dQ = dS·K
  *   dk, dv:   own = keys of one KV head, every query head of its group;
- *             Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q
+ *             Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV = Pᵀ·dO, dK = dSᵀ·Q (over the group's heads)
  * Every block owns what it writes: no atomics.
  */
 #include "common.cuh"
@@ -253,7 +253,7 @@ att_tc_dq_kernel(float *dq, const float *dout, const float *lse, const float *D,
 	for (int i = threadIdx.x; i < TC_ROWS * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, t = q0 + r;
 		if (t < T)
-			gb[(size_t)t * qs + d] += dQs[r * LDO + d];
+			gb[(size_t)t * qs + d] = dQs[r * LDO + d];
 	}
 }
 
@@ -320,8 +320,8 @@ att_tc_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, con
 	for (int i = threadIdx.x; i < TC_ROWS * HS; i += blockDim.x) {
 		int r = i / HS, d = i % HS, u = k0 + r;
 		if (u < T) {
-			dk[koff + (size_t)u * ks + d] += dKs[r * LDO + d];
-			dv[koff + (size_t)u * ks + d] += dVs[r * LDO + d];
+			dk[koff + (size_t)u * ks + d] = dKs[r * LDO + d];
+			dv[koff + (size_t)u * ks + d] = dVs[r * LDO + d];
 		}
 	}
 }

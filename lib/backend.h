@@ -42,8 +42,8 @@
  * buffers before the backward pass (be->zero). A NULL gradient pointer means
  * "not needed" (a frozen weight, or the input of the first layer) and that
  * work is skipped entirely: backward through a frozen linear is one matmul.
- * Exceptions are marked (crossentropy_backward and swiglu_backward write;
- * linear_backward's dinp may be told to).
+ * Exceptions are marked (crossentropy_backward, swiglu_backward and
+ * attention_backward write; linear_backward's dinp may be told to).
  *
  * In-place. Marked per op ("out may alias inp").
  *
@@ -206,7 +206,8 @@ struct lora_backend {
 	 * q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h uses KV head
 	 * h / (NH/NKV). out (B, T, NH, HS) = softmax(q·kᵀ/sqrt(HS) + causal mask)·v.
 	 * saved: attention_saved_floats(B, T, NH) floats kept for the backward.
-	 * backward: dq, dk, dv +=. scratch: attention_scratch_floats(B, T, NH, HS).
+	 * backward WRITES dq, dk, dv (one writer each: no zero fill before it).
+	 * scratch: attention_scratch_floats(B, T, NH, HS).
 	 * bf16: the run trains in bf16 (frozen weights BF16), so the backend may
 	 * round q, k, v, dout, the probabilities and dS to bf16 inside the op, as
 	 * PyTorch's bf16 SDPA does (CUDA: the tensor-core kernels, HS 64 and

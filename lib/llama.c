@@ -1055,9 +1055,6 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
 	linear_bwd(m, l, LORA_MOD_O, a, p->datty, 0, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
 	lora_down_bwd(m, l, GROUP_O, p->datty, a->atty, N, QD);
-	be->zero(p->dq, (size_t)N * QD * sizeof(float));
-	be->zero(p->dk, (size_t)N * KD * sizeof(float));
-	be->zero(p->dv, (size_t)N * KD * sizeof(float));
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);

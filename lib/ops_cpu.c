@@ -464,6 +464,10 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
 	int qs = NH * HS, ks = NKV * HS, rep = NH / NKV;
 	float scale = 1.0f / sqrtf((float)HS);
 	float *dS = scratch;                          /* (T, T) */
+	/* written: zero, then each head's products add (a KV head's several) */
+	memset(dq, 0, (size_t)B * T * qs * sizeof(float));
+	memset(dk, 0, (size_t)B * T * ks * sizeof(float));
+	memset(dv, 0, (size_t)B * T * ks * sizeof(float));
 	for (int b = 0; b < B; b++)
 		for (int h = 0; h < NH; h++) {
 			size_t qo = (size_t)b * T * qs + (size_t)h * HS;

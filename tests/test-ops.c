@@ -298,7 +298,11 @@ static void test_attention(const char *tag)
 	float *y = get(K("y"), 0), *dout = get(K("dout"), 0);
 	float *out = lora_xcalloc(nq, 4), *saved = lora_xcalloc(be->attention_saved_floats(B, T, NH), 4);
 	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, HS) + 1, 4);
-	float *dq = lora_xcalloc(nq, 4), *dk = lora_xcalloc(nk, 4), *dv = lora_xcalloc(nk, 4);
+	float *dq = lora_xmalloc(nq * 4), *dk = lora_xmalloc(nk * 4), *dv = lora_xmalloc(nk * 4);
+	for (int64_t i = 0; i < nq; i++)
+		dq[i] = NAN;                 /* written, not accumulated */
+	for (int64_t i = 0; i < nk; i++)
+		dk[i] = dv[i] = NAN;
 	be->attention_forward(out, saved, q, kk, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0);
 	snprintf(what, sizeof what, "%s forward (NH %d, NKV %d, HS %d)", tag, NH, NKV, HS);
 	close_arr(what, out, y, nq, RT, AT);
