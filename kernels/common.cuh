@@ -233,5 +233,9 @@ void cuda_scale(float *x, float s, size_t n);
 void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
                    const float *A, int lda, const float *B, int ldb, float beta,
                    float *C, int ldc);
+/* The same with A and B in BF16 (tensor cores, fp32 accumulation). */
+void cuda_gemm_bf16_rm(int transA, int transB, int M, int N, int K, float alpha,
+                       const void *A, int lda, const void *B, int ldb, float beta, float *C,
+                       int ldc);
 
 #endif

@@ -113,6 +113,13 @@ void cuda_sgemm_rm(int transA, int transB, int M, int N, int K, float alpha,
 	gemm_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, CUDA_R_32F, beta, C, ldc);
 }
 
+void cuda_gemm_bf16_rm(int transA, int transB, int M, int N, int K, float alpha,
+                       const void *A, int lda, const void *B, int ldb, float beta, float *C,
+                       int ldc)
+{
+	gemm_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, CUDA_R_16BF, beta, C, ldc);
+}
+
 /* Row-major C (M, N) = A (M, K) · op(w) + beta · C where A is an fp32
  * activation and w a weight of dtype wdt (op(w) = wᵀ when transW): for F32
  * one GEMM; else A is converted to wdt in chunks of rows that fit the

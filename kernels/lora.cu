@@ -6,9 +6,16 @@
  * without dropout reads inp once: one product with [A_0; A_1; ...]).
  * Dropout masks are recomputed from (seed, flat index) by dropout_u, bit for
  * bit the CPU's lora_dropout_u, so both backends drop the same elements.
- * A BF16 input (a saved activation of a bf16 run) is widened to fp32 in the
- * scratch first, dropout applied on the way (PEFT too multiplies the bf16
- * input by fp32 A).
+ * A BF16 input (a saved activation of a bf16 run) meets the fp32 A (or dh)
+ * split in three bf16 parts, a = hi + mid + lo (hi = bf16(a), mid =
+ * bf16(a − hi), lo = bf16(a − hi − mid): 24 bits of a's mantissa), in one
+ * tensor-core GEMM with three times the columns; every product of two
+ * bf16 values is exact in the fp32 accumulator, so the three partial sums
+ * added give the fp32 product of the bf16 input with the fp32 A, as PEFT
+ * computes it (x widened, fp32 matmul), to fp32 rounding, while reading
+ * the input once at 2 bytes per element instead of widening it (10). With
+ * dropout the input is widened to fp32 in the scratch, the mask applied
+ * on the way.
  * Later: fold the branch into the base GEMM's epilogue (h · Bᵀ is a rank-r
  * update of the same output tile).
  */
@@ -25,6 +32,42 @@ __global__ void dropout_kernel(float *xd, const A *x, size_t n, float p, float s
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x)
 		xd[i] = p > 0 && dropout_u(seed, i) < p ? 0.0f : ldw(x, i) * s;
+}
+
+/* Split fp32 a (rows, cols) into three bf16 parts hi, mid, lo (a = hi +
+ * mid + lo to 2^-24): out[r·ldo + k·ps + c] = part k of a[r·cols + c]. */
+__global__ void split3_kernel(__nv_bfloat16 *out, const float *a, int rows, int cols,
+                              size_t ldo, size_t ps)
+{
+	size_t n = (size_t)rows * cols;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		size_t r = i / cols, c = i % cols;
+		float v = a[i];
+		__nv_bfloat16 hi = __float2bfloat16_rn(v);
+		float rest = v - __bfloat162float(hi);
+		__nv_bfloat16 mid = __float2bfloat16_rn(rest);
+		__nv_bfloat16 lo = __float2bfloat16_rn(rest - __bfloat162float(mid));
+		__nv_bfloat16 *o = out + r * ldo + c;
+		o[0] = hi;
+		o[ps] = mid;
+		o[2 * ps] = lo;
+	}
+}
+
+/* The three partial results of a split product added:
+ * out[r·ldo + c] (+)= (p[2·ps] + p[ps]) + p[0], p = in + r·ldi + c. */
+__global__ void sum3_kernel(float *out, size_t ldo, int acc, const float *in, size_t ldi,
+                            size_t ps, int rows, int cols)
+{
+	size_t n = (size_t)rows * cols;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		size_t r = i / cols, c = i % cols;
+		const float *p = in + r * ldi + c;
+		float v = (p[2 * ps] + p[ps]) + p[0];
+		out[r * ldo + c] = acc ? out[r * ldo + c] + v : v;
+	}
 }
 
 /* dinp += mask ∘ g · s (the backward of drop()) */
@@ -124,6 +167,32 @@ static void lora_stack(float *dst, const lora_branch *br, int nb, int C)
 	}
 }
 
+static void split3(__nv_bfloat16 *out, const float *a, int rows, int cols, size_t ldo, size_t ps)
+{
+	size_t n = (size_t)rows * cols;
+	if (!n)
+		return;
+	split3_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, a, rows, cols, ldo, ps);
+	CUDA_LAUNCH_CHECK();
+}
+
+static void sum3(float *out, size_t ldo, int acc, const float *in, size_t ldi, size_t ps,
+                 int rows, int cols)
+{
+	size_t n = (size_t)rows * cols;
+	if (!n)
+		return;
+	sum3_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, ldo, acc, in, ldi, ps,
+	                                                             rows, cols);
+	CUDA_LAUNCH_CHECK();
+}
+
+/* floats from f rounded up to a multiple of 16 (64-byte aligned slices) */
+static float *after(float *f, size_t n)
+{
+	return f + ((n + 15) & ~(size_t)15);
+}
+
 static int lora_rank_sum(const lora_branch *br, int nb)
 {
 	int R = 0;
@@ -144,15 +213,28 @@ void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch
 		}
 		return;
 	}
-	/* h (N, R) = x · [A_0; A_1; ...]ᵀ, x widened once for the group */
-	float *As = scratch + (idt == LORA_DTYPE_F32 ? 0 : n);
-	const float *x = lora_input(scratch, inp, idt, n, 0, 0);
+	/* h (N, R) = x · [A_0; A_1; ...]ᵀ, x read once for the group */
+	if (idt == LORA_DTYPE_F32) {
+		const float *A = br[0].A;
+		if (nb > 1) {
+			lora_stack(scratch, br, nb, C);
+			A = scratch;
+		}
+		cuda_sgemm_rm(0, 1, N, R, C, 1.0f, (const float *)inp, C, A, C, 0.0f, h, R);
+		return;
+	}
+	/* bf16 x: h3 (N, 3R) = x · [A_hi; A_mid; A_lo]ᵀ, h = the three added */
+	LORA_ASSERT(idt == LORA_DTYPE_BF16);
+	float *h3 = scratch, *As = after(h3, (size_t)3 * N * R);
+	__nv_bfloat16 *Ab = (__nv_bfloat16 *)after(As, nb > 1 ? (size_t)R * C : 0);
 	const float *A = br[0].A;
 	if (nb > 1) {
 		lora_stack(As, br, nb, C);
 		A = As;
 	}
-	cuda_sgemm_rm(0, 1, N, R, C, 1.0f, x, C, A, C, 0.0f, h, R);
+	split3(Ab, A, R, C, C, (size_t)R * C);
+	cuda_gemm_bf16_rm(0, 1, N, 3 * R, C, 1.0f, inp, C, Ab, C, 0.0f, h3, 3 * R);
+	sum3(h, R, 0, h3, (size_t)3 * R, R, N, R);
 }
 
 void cuda_lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
@@ -202,7 +284,27 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 		}
 		return;
 	}
-	const float *x = lora_input(scratch, inp, idt, n, 0, 0);
+	if (idt != LORA_DTYPE_F32) {
+		/* bf16 x: g (3R, C) = [dh_hi | dh_mid | dh_lo]ᵀ · x, dA_i += its
+		 * three slices; dinp += dh · [A_0; A_1; ...] in fp32 */
+		LORA_ASSERT(idt == LORA_DTYPE_BF16);
+		float *g = scratch;
+		__nv_bfloat16 *dhb = (__nv_bfloat16 *)after(g, (size_t)3 * R * C);
+		split3(dhb, dh, N, R, (size_t)3 * R, R);
+		cuda_gemm_bf16_rm(1, 0, 3 * R, C, N, 1.0f, dhb, 3 * R, inp, C, 0.0f, g, C);
+		for (int i = 0, o = 0; i < nb; o += br[i++].r)
+			sum3(br[i].dA, C, 1, g + (size_t)o * C, C, (size_t)R * C, br[i].r, C);
+		if (!dinp)
+			return;
+		const float *A = br[0].A;
+		if (nb > 1) {
+			lora_stack(g, br, nb, C);
+			A = g;
+		}
+		cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, A, C, 1.0f, dinp, C);
+		return;
+	}
+	const float *x = (const float *)inp;
 	if (nb == 1) {
 		cuda_sgemm_rm(1, 0, R, C, N, 1.0f, dh, R, x, C, 1.0f, br[0].dA, C);
 		if (dinp)
@@ -210,7 +312,7 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 		return;
 	}
 	/* [dA_0; dA_1; ...] (R, C) = dhᵀ · x into the scratch, added to each dA_i */
-	float *g = scratch + (idt == LORA_DTYPE_F32 ? 0 : n);
+	float *g = scratch;
 	cuda_sgemm_rm(1, 0, R, C, N, 1.0f, dh, R, x, C, 0.0f, g, C);
 	for (int i = 0, o = 0; i < nb; o += br[i++].r)
 		cuda_add_forward(br[i].dA, br[i].dA, g + (size_t)o * C, (size_t)br[i].r * C);

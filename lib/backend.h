@@ -92,13 +92,18 @@ typedef struct {
 } lora_branch;
 
 /* The scratch of lora_down / lora_down_backward for nb branches of total
- * rank R: the widened (and dropped) input, N·C floats, unless it is F32
- * without dropout; and [A_0; A_1; ...] (R·C floats) for a group of p = 0. */
+ * rank R: with dropout, drop(inp) in fp32 (N·C floats); else [A_0; A_1; ...]
+ * (R·C floats) for a group, and for a 16-bit input the backend's split
+ * products (CUDA: A or dh in three bf16 parts and the three partial
+ * results, at most 3·N·R + 3·R·C floats, plus alignment). */
 static inline size_t lora_down_scratch_floats(int N, int C, int R, int nb, float p,
                                               lora_dtype idt)
 {
-	return (p > 0 || idt != LORA_DTYPE_F32 ? (size_t)N * C : 0) +
-	       (nb > 1 && p == 0 ? (size_t)R * C : 0);
+	if (p > 0)
+		return (size_t)N * C;
+	if (idt != LORA_DTYPE_F32)
+		return 3 * (size_t)N * R + 3 * (size_t)R * C + 64;
+	return nb > 1 ? (size_t)R * C : 0;
 }
 
 typedef struct lora_backend lora_backend;
