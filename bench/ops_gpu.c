@@ -88,10 +88,11 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
 	}
 	/* LoRA r = 8 and r on a C x C layer. Bytes: lora_down reads x (4 N·C;
-	 * a bf16 x is widened into the scratch first: read 2, write 4, read 4),
-	 * lora_up reads + writes out (8 N·OC), lora_up_backward reads dout twice
-	 * (dB, dh: 8 N·OC), lora_down_backward reads x (dA) and reads + writes
-	 * dinp (12 N·C). The group of 3 (q, k, v) reads its x once. */
+	 * a bf16 x 2 N·C: it meets A split in three bf16 parts on the tensor
+	 * cores), lora_up reads + writes out (8 N·OC; bf16 4), lora_up_backward
+	 * reads dout twice (dB, dh: 8 N·OC), lora_down_backward reads x (dA) and
+	 * reads + writes dinp (12 N·C; bf16 x 10). The group of 3 (q, k, v)
+	 * reads its x once. */
 	int rmax = r > 8 ? r : 8;
 	float *A = frand((size_t)3 * rmax * C), *Bm = frand((size_t)C * rmax);
 	float *h = frand((size_t)N * 3 * rmax), *dh = frand((size_t)N * 3 * rmax);
@@ -114,11 +115,11 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		     be->lora_up_backward(dh, Bm, y, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_down_backward", s, 0, 12.0 * N * C,
 		     be->lora_down_backward(z, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
-		TIME("lora_down bf16 in", s, 0, 10.0 * N * C,
+		TIME("lora_down bf16 in", s, 0, 2.0 * N * C,
 		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 1, 0, N, C, scr));
-		TIME("lora_down bf16 in, 3 branches", s, 0, 10.0 * N * C,
+		TIME("lora_down bf16 in, 3 branches", s, 0, 2.0 * N * C,
 		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
-		TIME("lora_down_backward bf16 in, 3", s, 0, 18.0 * N * C,
+		TIME("lora_down_backward bf16 in, 3", s, 0, 10.0 * N * C,
 		     be->lora_down_backward(z, dh, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
 	}
 	/* attention */
