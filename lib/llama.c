@@ -305,7 +305,9 @@ typedef struct {
 	float **resid;           /* (L+1) of (N, C): layer inputs, resid[L] the last output */
 	float *tmp;              /* (N, C) o_proj / down_proj output */
 	float *lnf, *rstdf;      /* (N, C), (N) */
-	float *logits;           /* (N, V); dlogits in place during backward */
+	float *logits;           /* (hrows, V): one chunk of rows of the logits; dlogits in
+	                          * place during backward (the whole (N, V) is never kept) */
+	int hrows;               /* rows per chunk of the head (head_rows) */
 	float *losses;           /* (N) */
 	float *dres;             /* (N, C) gradient of the residual stream */
 	float *dln;              /* (N, C) */
@@ -341,6 +343,21 @@ static lora_dtype act_dtype(const lora_backend *be, int full)
 }
 
 /* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
+/* The head never holds the whole (N, V) logits in fp32: it computes them
+ * hrows rows at a time, in the forward (for the loss), in the backward
+ * (again, then the gradient in place) and for lora_llama_logits. A chunk
+ * holds 16 Mi floats (64 MiB) at most, ~500 rows of a 32000-word vocabulary:
+ * still a large GEMM. LORA_HEAD_ROWS overrides it (the tests chunk tiny
+ * models with it). */
+static int head_rows(int N, int V)
+{
+	const char *e = getenv("LORA_HEAD_ROWS");
+	long r = e && *e ? atol(e) : (long)((16L << 20) / V);
+	if (r < 1)
+		r = 1;
+	return r < N ? (int)r : N;
+}
+
 static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *be,
                      const lora_adapter_config *lc, int full, int B, int T, int ckpt,
                      float *base)
@@ -410,7 +427,10 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 	TAKE(*(base ? &p->tmp : &dummy), N * C);
 	TAKE(*(base ? &p->lnf : &dummy), N * C);
 	TAKE(*(base ? &p->rstdf : &dummy), N);
-	TAKE(*(base ? &p->logits : &dummy), N * V);
+	int hr = head_rows((int)N, (int)V);
+	if (base)
+		p->hrows = hr;
+	TAKE(*(base ? &p->logits : &dummy), (size_t)hr * V);
 	TAKE(*(base ? &p->losses : &dummy), N);
 	TAKE(*(base ? &p->dres : &dummy), N * C);
 	TAKE(*(base ? &p->dln : &dummy), N * C);
@@ -948,6 +968,15 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
 }
 
+/* The logits of rows [n0, n0 + M) of the last forward into p->logits. */
+static void head_logits(const lora_llama *m, int n0, int M)
+{
+	const priv_t *p = P(m);
+	int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+	m->be->linear_forward(p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
+	                      m->lm_head, NULL, m->wdt, M, C, V);
+}
+
 float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T)
 {
 	const lora_backend *be = m->be;
@@ -966,8 +995,6 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 		layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
 	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], m->lnf_w,
 	                    m->wdt, N, C, c->rms_norm_eps);
-	be->linear_forward(p->logits, LORA_DTYPE_F32, p->lnf, LORA_DTYPE_F32, m->lm_head, NULL,
-	                   m->wdt, N, C, V);
 	p->has_targets = 0;
 	if (!targets)
 		return NAN;
@@ -981,7 +1008,11 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 	p->nvalid = nvalid;
 	if (!nvalid)
 		return NAN;
-	be->crossentropy_forward(p->losses, p->logits, p->targets, N, V);
+	for (int n0 = 0; n0 < N; n0 += p->hrows) {
+		int M = N - n0 < p->hrows ? N - n0 : p->hrows;
+		head_logits(m, n0, M);
+		be->crossentropy_forward(p->losses + n0, p->logits, p->targets + n0, M, V);
+	}
 	float *h = lora_xmalloc(N * sizeof(float));
 	be->download(h, p->losses, N * sizeof(float));
 	double sum = 0;
@@ -994,7 +1025,12 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 void lora_llama_logits(const lora_llama *m, float *host_out)
 {
 	const priv_t *p = P(m);
-	m->be->download(host_out, p->logits, (size_t)p->fB * p->fT * m->cfg.vocab_size * sizeof(float));
+	int N = p->fB * p->fT, V = m->cfg.vocab_size;
+	for (int n0 = 0; n0 < N; n0 += p->hrows) {
+		int M = N - n0 < p->hrows ? N - n0 : p->hrows;
+		head_logits(m, n0, M);
+		m->be->download(host_out + (size_t)n0 * V, p->logits, (size_t)M * V * sizeof(float));
+	}
 }
 
 /* ---- backward ------------------------------------------------------------------------------------------ */
@@ -1076,10 +1112,17 @@ void lora_llama_backward(lora_llama *m)
 	int B = p->fB, T = p->fT, N = B * T, C = c->hidden_size, V = c->vocab_size;
 	if (!p->nvalid)
 		return;     /* no loss, no gradient */
-	/* head: loss = mean CE(lnf·lm_headᵀ); dlogits in place of the logits */
-	be->crossentropy_backward(p->logits, p->logits, p->targets, m->grad_scale / p->nvalid, N, V);
-	be->linear_backward(p->dln, 0, m->full ? p->dlm_head : NULL, NULL, p->logits, p->lnf,
-	                    LORA_DTYPE_F32, m->lm_head, m->wdt, N, C, V);
+	/* head: loss = mean CE(lnf·lm_headᵀ), a chunk of rows at a time: the
+	 * logits again, dlogits in their place, then dln's rows and dlm_head */
+	for (int n0 = 0; n0 < N; n0 += p->hrows) {
+		int M = N - n0 < p->hrows ? N - n0 : p->hrows;
+		head_logits(m, n0, M);
+		be->crossentropy_backward(p->logits, p->logits, p->targets + n0,
+		                          m->grad_scale / p->nvalid, M, V);
+		be->linear_backward(p->dln + (size_t)n0 * C, 0, m->full ? p->dlm_head : NULL, NULL,
+		                    p->logits, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32, m->lm_head,
+		                    m->wdt, M, C, V);
+	}
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
 	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],
 	                     m->lnf_w, m->wdt, p->rstdf, N, C);
@@ -1090,5 +1133,5 @@ void lora_llama_backward(lora_llama *m)
 	}
 	if (m->full)
 		be->embedding_backward(p->dwte, p->dres, p->ids, N, C);
-	p->has_targets = 0;     /* the logits are gone */
+	p->has_targets = 0;     /* the targets' gradient is spent */
 }

@@ -157,10 +157,12 @@ int lora_llama_plan(lora_llama *m, int B, int T, int grad_ckpt);
 /* Forward pass on host ids/targets (B, T). ids must lie in [0, vocab_size)
  * and targets too, or be -100 (asserted: check data against the model's
  * vocabulary first). Returns the mean loss, or NAN
- * when targets is NULL or all ignored. Logits stay available until the next
- * backward (which overwrites them in place). */
+ * when targets is NULL or all ignored. The (B, T, V) logits are never kept
+ * whole: the head computes them a chunk of rows at a time (at most 64 MiB),
+ * for the loss here and again in the backward. */
 float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T);
-/* The logits (B, T, V) of the last forward, copied to host memory. */
+/* The logits (B, T, V) of the last forward, computed again chunk by chunk
+ * into host memory (for tests and inspection). */
 void lora_llama_logits(const lora_llama *m, float *host_out);
 /* Backward of the last forward (which must have had targets): adds the
  * gradients into params' grad buffers (LoRA A/B, or every weight when full).

@@ -126,6 +126,33 @@ static void test_case(const char *name)
 	test_close(what, lossc, loss, 1e-6, 0);
 	snprintf(what, sizeof what, "%s: checkpointed gradients", name);
 	close_arr(what, g1, g0, ps->total, 1e-5);
+	free(g1);
+
+	/* the head in chunks of hr rows, the last one shorter (never the whole
+	 * (N, V) logits): the fixture's loss, logits and gradients */
+	int hr = 3;
+	while (hr < B * T && (B * T) % hr == 0)
+		hr++;
+	char hrs[16];
+	snprintf(hrs, sizeof hrs, "%d", hr);
+	setenv("LORA_HEAD_ROWS", hrs, 1);
+	test_cond("plan with a chunked head", lora_llama_plan(m, B, T, 0) == 0);
+	unsetenv("LORA_HEAD_ROWS");
+	test_cond("the head is chunked", hr < B * T);
+	lora_params_zero_grad(ps, be);
+	float lossh = lora_llama_forward(m, ids, tg, B, T);
+	float *logitsh = lora_xmalloc(nl * sizeof(float));
+	lora_llama_logits(m, logitsh);
+	lora_llama_backward(m);
+	g1 = fixture_grads(ps, be);
+	snprintf(what, sizeof what, "%s: loss, head in chunks of %d rows", name, hr);
+	test_close(what, lossh, want_loss[0], RT, 0);
+	snprintf(what, sizeof what, "%s: logits, head in chunks of %d rows", name, hr);
+	close_arr(what, logitsh, want_logits, nl, RT);
+	snprintf(what, sizeof what, "%s: gradients, head in chunks of %d rows", name, hr);
+	close_arr(what, g1, g0, ps->total, RT);
+	test_cond("plan again, checkpointed", lora_llama_plan(m, B, T, 1) == 0);
+	free(logitsh);
 	free(g0);
 	free(g1);
 
