@@ -342,7 +342,6 @@ static lora_dtype act_dtype(const lora_backend *be, int full)
 	                                                            : LORA_DTYPE_F32;
 }
 
-/* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
 /* The head never holds the whole (N, V) logits in fp32: it computes them
  * hrows rows at a time, in the forward (for the loss), in the backward
  * (again, then the gradient in place) and for lora_llama_logits. A chunk
@@ -358,6 +357,7 @@ static int head_rows(int N, int V)
 	return r < N ? (int)r : N;
 }
 
+/* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
 static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *be,
                      const lora_adapter_config *lc, int full, int B, int T, int ckpt,
                      float *base)
