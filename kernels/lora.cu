@@ -156,15 +156,19 @@ static const float *lora_input(float *xd, const void *inp, lora_dtype idt, size_
 	return xd;
 }
 
-/* [A_0; A_1; ...] (R, C) into dst */
-static void lora_stack(float *dst, const lora_branch *br, int nb, int C)
+/* [A_0; A_1; ...] (R, C): A_0 itself for one branch, else stacked in dst */
+static const float *lora_stack(float *dst, const lora_branch *br, int nb, int C)
 {
+	if (nb == 1)
+		return br[0].A;
+	float *d = dst;
 	for (int i = 0; i < nb; i++) {
 		size_t n = (size_t)br[i].r * C;
-		CUDA_CHECK(cudaMemcpyAsync(dst, br[i].A, n * sizeof(float), cudaMemcpyDeviceToDevice,
+		CUDA_CHECK(cudaMemcpyAsync(d, br[i].A, n * sizeof(float), cudaMemcpyDeviceToDevice,
 		                           cuda_stream()));
-		dst += n;
+		d += n;
 	}
+	return dst;
 }
 
 static void split3(__nv_bfloat16 *out, const float *a, int rows, int cols, size_t ldo, size_t ps)
@@ -193,18 +197,10 @@ static float *after(float *f, size_t n)
 	return f + ((n + 15) & ~(size_t)15);
 }
 
-static int lora_rank_sum(const lora_branch *br, int nb)
-{
-	int R = 0;
-	for (int i = 0; i < nb; i++)
-		R += br[i].r;
-	return R;
-}
-
 void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
                     float p, int N, int C, float *scratch)
 {
-	int R = lora_rank_sum(br, nb);
+	int R = lora_branch_rank(br, nb);
 	size_t n = (size_t)N * C;
 	if (p > 0) {   /* a mask per branch: h_i (N, r_i) = drop_i(x) · A_iᵀ */
 		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
@@ -215,24 +211,15 @@ void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch
 	}
 	/* h (N, R) = x · [A_0; A_1; ...]ᵀ, x read once for the group */
 	if (idt == LORA_DTYPE_F32) {
-		const float *A = br[0].A;
-		if (nb > 1) {
-			lora_stack(scratch, br, nb, C);
-			A = scratch;
-		}
-		cuda_sgemm_rm(0, 1, N, R, C, 1.0f, (const float *)inp, C, A, C, 0.0f, h, R);
+		cuda_sgemm_rm(0, 1, N, R, C, 1.0f, (const float *)inp, C, lora_stack(scratch, br, nb, C),
+		              C, 0.0f, h, R);
 		return;
 	}
 	/* bf16 x: h3 (N, 3R) = x · [A_hi; A_mid; A_lo]ᵀ, h = the three added */
 	LORA_ASSERT(idt == LORA_DTYPE_BF16);
 	float *h3 = scratch, *As = after(h3, (size_t)3 * N * R);
 	__nv_bfloat16 *Ab = (__nv_bfloat16 *)after(As, nb > 1 ? (size_t)R * C : 0);
-	const float *A = br[0].A;
-	if (nb > 1) {
-		lora_stack(As, br, nb, C);
-		A = As;
-	}
-	split3(Ab, A, R, C, C, (size_t)R * C);
+	split3(Ab, lora_stack(As, br, nb, C), R, C, C, (size_t)R * C);
 	cuda_gemm_bf16_rm(0, 1, N, 3 * R, C, 1.0f, inp, C, Ab, C, 0.0f, h3, 3 * R);
 	sum3(h, R, 0, h3, (size_t)3 * R, R, N, R);
 }
@@ -267,7 +254,7 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
                              const lora_branch *br, int nb, float p, int N, int C,
                              float *scratch)
 {
-	int R = lora_rank_sum(br, nb);
+	int R = lora_branch_rank(br, nb);
 	size_t n = (size_t)N * C;
 	if (p > 0) {
 		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
@@ -294,14 +281,9 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 		cuda_gemm_bf16_rm(1, 0, 3 * R, C, N, 1.0f, dhb, 3 * R, inp, C, 0.0f, g, C);
 		for (int i = 0, o = 0; i < nb; o += br[i++].r)
 			sum3(br[i].dA, C, 1, g + (size_t)o * C, C, (size_t)R * C, br[i].r, C);
-		if (!dinp)
-			return;
-		const float *A = br[0].A;
-		if (nb > 1) {
-			lora_stack(g, br, nb, C);
-			A = g;
-		}
-		cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, A, C, 1.0f, dinp, C);
+		if (dinp)
+			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, 1.0f, dinp,
+			              C);
 		return;
 	}
 	const float *x = (const float *)inp;
@@ -319,6 +301,5 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 	if (!dinp)
 		return;
 	/* dinp (N, C) += dh · [A_0; A_1; ...] */
-	lora_stack(g, br, nb, C);
-	cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, g, C, 1.0f, dinp, C);
+	cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, 1.0f, dinp, C);
 }

@@ -91,6 +91,15 @@ typedef struct {
 	uint64_t seed;           /* its dropout mask */
 } lora_branch;
 
+/* R: the total rank of nb branches (the columns of their h). */
+static inline int lora_branch_rank(const lora_branch *br, int nb)
+{
+	int R = 0;
+	for (int i = 0; i < nb; i++)
+		R += br[i].r;
+	return R;
+}
+
 /* The scratch of lora_down / lora_down_backward for nb branches of total
  * rank R: with dropout, drop(inp) in fp32 (N·C floats); else [A_0; A_1; ...]
  * (R·C floats) for a group, and for a 16-bit input the backend's split

@@ -894,7 +894,7 @@ static int group_branches(const lora_llama *m, int l, int g, lora_branch *br, in
 	int nb = 0;
 	*R = 0;
 	for (int k = 0; k < LORA_MOD_COUNT; k++) {
-		int idx = l >= 0 && mod_group(k) == g ? m->layers[l].lora[k] : -1;
+		int idx = mod_group(k) == g ? m->layers[l].lora[k] : -1;
 		if (idx < 0)
 			continue;
 		const lora_module *mo = &m->lora->mods[idx];
@@ -904,6 +904,16 @@ static int group_branches(const lora_llama *m, int l, int g, lora_branch *br, in
 		*R += mo->r;
 	}
 	return nb;
+}
+
+/* The first column of module k (layer l) in its group's h and dh; *R gets
+ * their row stride, the group's total rank. */
+static int group_col(const lora_llama *m, int l, int k, int *R)
+{
+	lora_branch br[LORA_MOD_COUNT];
+	int col[LORA_MOD_COUNT];
+	group_branches(m, l, mod_group(k), br, R, col);
+	return col[k];
 }
 
 /* h of layer l's group g from its input inp (N, C) (adt): once per group,
@@ -927,10 +937,8 @@ static void linear_fwd(lora_llama *m, int l, int k, acts *a, void *out, lora_dty
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
-	lora_branch br[LORA_MOD_COUNT];
-	int R, col[LORA_MOD_COUNT];
-	group_branches(m, l, mod_group(k), br, &R, col);
-	be->lora_up(out, odt, a->h[mod_group(k)] + col[k], R, mo->B, mo->scale, N, OC, mo->r);
+	int R, col = group_col(m, l, k, &R);
+	be->lora_up(out, odt, a->h[mod_group(k)] + col, R, mo->B, mo->scale, N, OC, mo->r);
 }
 
 static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
@@ -1046,14 +1054,12 @@ static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, int ac
 	const lora_backend *be = m->be;
 	be->linear_backward(dinp, acc, m->full ? dw : NULL, m->full ? db : NULL, dout, inp,
 	                    P(m)->adt, w, m->wdt, N, C, OC);
-	int idx = l >= 0 ? m->layers[l].lora[k] : -1;
+	int idx = m->layers[l].lora[k];
 	if (idx < 0)
 		return;
 	const lora_module *mo = &m->lora->mods[idx];
-	lora_branch br[LORA_MOD_COUNT];
-	int R, col[LORA_MOD_COUNT], g = mod_group(k);
-	group_branches(m, l, g, br, &R, col);
-	be->lora_up_backward(P(m)->scratch + col[k], mo->dB, dout, a->h[g] + col[k], R, mo->B,
+	int R, col = group_col(m, l, k, &R);
+	be->lora_up_backward(P(m)->scratch + col, mo->dB, dout, a->h[mod_group(k)] + col, R, mo->B,
 	                     mo->scale, N, OC, mo->r);
 }
 

@@ -235,28 +235,24 @@ static void dropout_apply(float *xd, const float *x, size_t n, float p, uint64_t
 		xd[i] = lora_dropout_u(seed, i) < p ? 0.0f : x[i] * s;
 }
 
-/* [A_0; A_1; ...] (R, C) into dst */
-static void lora_stack(float *dst, const lora_branch *br, int nb, int C)
+/* [A_0; A_1; ...] (R, C): A_0 itself for one branch, else stacked in dst */
+static const float *lora_stack(float *dst, const lora_branch *br, int nb, int C)
 {
+	if (nb == 1)
+		return br[0].A;
+	float *d = dst;
 	for (int i = 0; i < nb; i++) {
-		memcpy(dst, br[i].A, (size_t)br[i].r * C * sizeof(float));
-		dst += (size_t)br[i].r * C;
+		memcpy(d, br[i].A, (size_t)br[i].r * C * sizeof(float));
+		d += (size_t)br[i].r * C;
 	}
-}
-
-static int lora_rank_sum(const lora_branch *br, int nb)
-{
-	int R = 0;
-	for (int i = 0; i < nb; i++)
-		R += br[i].r;
-	return R;
+	return dst;
 }
 
 static void lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
                       float p, int N, int C, float *scratch)
 {
 	LORA_ASSERT(idt == LORA_DTYPE_F32);
-	int R = lora_rank_sum(br, nb);
+	int R = lora_branch_rank(br, nb);
 	if (p > 0) {   /* a mask per branch: h_i (N, r_i) = drop_i(x) · A_iᵀ */
 		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
 			dropout_apply(scratch, inp, (size_t)N * C, p, br[i].seed);
@@ -266,11 +262,7 @@ static void lora_down(float *h, const void *inp, lora_dtype idt, const lora_bran
 		return;
 	}
 	/* h (N, R) = x · [A_0; A_1; ...]ᵀ */
-	const float *A = br[0].A;
-	if (nb > 1) {
-		lora_stack(scratch, br, nb, C);
-		A = scratch;
-	}
+	const float *A = lora_stack(scratch, br, nb, C);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C,
 	            1.0f, inp, C, A, C, 0.0f, h, R);
 }
@@ -299,7 +291,7 @@ static void lora_down_backward(float *dinp, const float *dh, const void *inp, lo
                                float *scratch)
 {
 	LORA_ASSERT(idt == LORA_DTYPE_F32);
-	int R = lora_rank_sum(br, nb);
+	int R = lora_branch_rank(br, nb);
 	if (p > 0) {
 		float s = 1.0f / (1.0f - p);
 		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
@@ -336,9 +328,8 @@ static void lora_down_backward(float *dinp, const float *dh, const void *inp, lo
 	if (!dinp)
 		return;
 	/* dinp (N, C) += dh · [A_0; A_1; ...] */
-	lora_stack(scratch, br, nb, C);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R,
-	            1.0f, dh, R, scratch, C, 1.0f, dinp, C);
+	            1.0f, dh, R, lora_stack(scratch, br, nb, C), C, 1.0f, dinp, C);
 }
 
 /* ---- RoPE -------------------------------------------------------------------------- */
