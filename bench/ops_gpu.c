@@ -5,7 +5,9 @@
  * table gives the mean time, and the rate against the op's FLOPs (matrix
  * ops, attention) or against the bytes it must move (everything else).
  *
- * Usage: ops_gpu [-d device] [-r reps] [-n tokens]      (default cuda, 20, 4096)
+ * Usage: ops_gpu [-a] [-d device] [-r reps] [-n tokens]  (default cuda, 20, 4096)
+ *   -a: the tensor-core attention lines only (run it with LORA_CUDA_ATTN=wmma
+ *       beside a plain run to compare attention_mma.cu with attention_tc.cu)
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 
 static const lora_backend *be;
 static int reps = 20;
+static int attn_only;          /* -a */
 static lora_rng rng = { 7 };
 
 static void *rand_buf(size_t n, lora_dtype dt, float lo, float hi)
@@ -54,6 +57,42 @@ static void report(const char *op, const char *shape, double sec, double flops, 
 	for (int i_ = 0; i_ < reps; i_++) { call; } \
 	be->sync(); \
 	report(op, shape, (lora_time() - t_) / reps, flops, bytes); } while (0)
+
+/* Causal attention at one layer's shape (B sequences of T). With -a
+ * (attn_only) the bf16 lines only: the tensor-core kernels, which
+ * LORA_CUDA_ATTN=wmma switches to attention_tc.cu's. */
+static void attention_ops(int B, int T, int NH, int NKV, int HS)
+{
+	char s[96];
+	size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+	float *q = frand(nq), *k = frand(nk), *v = frand(nk), *o = frand(nq);
+	float *dq = frand(nq), *dk = frand(nk), *dv = frand(nk);
+	float *sv = frand(be->attention_saved_floats(B, T, NH));
+	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
+	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
+	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
+	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) with
+	 * fp32 q, k, v, out, then with bf16 ones ("bf16 act": a bf16 run's) */
+	if (!attn_only) {
+		TIME("attention_forward fp32", s, afl, 0,
+		     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0));
+		TIME("attention_backward fp32", s, 2 * afl, 0,
+		     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 0));
+	}
+	TIME("attention_forward bf16", s, afl, 0,
+	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 1));
+	TIME("attention_backward bf16", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 1));
+	void *qa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1), *ka = rand_buf(nk, LORA_DTYPE_BF16, -1, 1);
+	void *va = rand_buf(nk, LORA_DTYPE_BF16, -1, 1), *oa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1);
+	TIME("attention_forward bf16 act", s, afl, 0,
+	     be->attention_forward(oa, sv, qa, ka, va, LORA_DTYPE_BF16, B, T, NH, NKV, HS, 1));
+	TIME("attention_backward bf16 act", s, 2 * afl, 0,
+	     be->attention_backward(dq, dk, dv, o, sv, qa, ka, va, oa, LORA_DTYPE_BF16, B, T, NH, NKV, HS, ax, 1));
+	void *all[] = { q, k, v, o, dq, dk, dv, sv, ax, qa, ka, va, oa };
+	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+		be->free(all[i]);
+}
 
 static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS, int V, int r)
 {
@@ -122,30 +161,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		TIME("lora_down_backward bf16 in, 3", s, 0, 10.0 * N * C,
 		     be->lora_down_backward(z, dh, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
 	}
-	/* attention */
-	size_t nq = (size_t)N * NH * HS, nk = (size_t)N * NKV * HS;
-	float *q = frand(nq), *k = frand(nk), *v = frand(nk), *o = frand(nq);
-	float *dq = frand(nq), *dk = frand(nk), *dv = frand(nk);
-	float *sv = frand(be->attention_saved_floats(B, T, NH));
-	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
-	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
-	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
-	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) with
-	 * fp32 q, k, v, out, then with bf16 ones ("bf16 act": a bf16 run's) */
-	TIME("attention_forward fp32", s, afl, 0,
-	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 0));
-	TIME("attention_backward fp32", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 0));
-	TIME("attention_forward bf16", s, afl, 0,
-	     be->attention_forward(o, sv, q, k, v, LORA_DTYPE_F32, B, T, NH, NKV, HS, 1));
-	TIME("attention_backward bf16", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, q, k, v, o, LORA_DTYPE_F32, B, T, NH, NKV, HS, ax, 1));
-	void *qa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1), *ka = rand_buf(nk, LORA_DTYPE_BF16, -1, 1);
-	void *va = rand_buf(nk, LORA_DTYPE_BF16, -1, 1), *oa = rand_buf(nq, LORA_DTYPE_BF16, -1, 1);
-	TIME("attention_forward bf16 act", s, afl, 0,
-	     be->attention_forward(oa, sv, qa, ka, va, LORA_DTYPE_BF16, B, T, NH, NKV, HS, 1));
-	TIME("attention_backward bf16 act", s, 2 * afl, 0,
-	     be->attention_backward(dq, dk, dv, o, sv, qa, ka, va, oa, LORA_DTYPE_BF16, B, T, NH, NKV, HS, ax, 1));
+	attention_ops(B, T, NH, NKV, HS);
+	size_t nq = (size_t)N * NH * HS;
+	float *q = frand(nq);
 	/* RoPE, norms, SwiGLU, residual, loss, optimizer: bytes moved */
 	float *cs = frand((size_t)T * HS / 2), *sn = frand((size_t)T * HS / 2);
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
@@ -181,7 +199,7 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	float *p = frand(np), *g = frand(np), *m = frand(np), *vv = rand_buf(np, LORA_DTYPE_F32, 0, 1);
 	TIME("adamw_update", s, 0, 28.0 * np, be->adamw_update(p, g, m, vv, np, 1e-4f, 0.9f, 0.999f,
 	                                                      1e-8f, 0, 0.5, 0.5));
-	void *all[] = { p, g, m, vv, u, x, y, z, w, A, Bm, h, scr, q, k, v, o, dq, dk, dv, sv, ax, qa, ka, va, oa, cs, sn, nw, rs, tg };
+	void *all[] = { p, g, m, vv, u, x, y, z, w, A, Bm, h, scr, q, cs, sn, nw, rs, tg };
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++)
 		be->free(all[i]);
 }
@@ -191,13 +209,14 @@ int main(int argc, char **argv)
 	lora_progname = "ops_gpu";
 	const char *device = "cuda";
 	int N = 4096, c;
-	while ((c = getopt(argc, argv, "d:r:n:")) != -1)
+	while ((c = getopt(argc, argv, "ad:r:n:")) != -1)
 		switch (c) {
+		case 'a': attn_only = 1; break;
 		case 'd': device = optarg; break;
 		case 'r': reps = atoi(optarg); break;
 		case 'n': N = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: ops_gpu [-d device] [-r reps] [-n tokens]\n");
+			fprintf(stderr, "usage: ops_gpu [-a] [-d device] [-r reps] [-n tokens]\n");
 			return 2;
 		}
 	if (reps < 1 || N < 1)
@@ -205,6 +224,13 @@ int main(int argc, char **argv)
 	if (!(be = lora_backend_get(device)))
 		lora_die("%s", lora_errmsg());
 	printf("# ops on %s, weights %s, %d reps\n", be->name, lora_dtype_name(be->wdtype), reps);
+	if (attn_only) {
+		int T = N >= 2048 ? 2048 : N;
+		printf("---- attention, LORA_CUDA_ATTN=%s\n", getenv("LORA_CUDA_ATTN") ? getenv("LORA_CUDA_ATTN") : "(unset)");
+		attention_ops(N / T, T, 32, 32, 128);
+		attention_ops(N / T, T, 32, 4, 64);
+		return 0;
+	}
 	layer("Llama-2-7B layer", N, 4096, 11008, 32, 32, 128, 32000, 16);
 	layer("TinyLlama layer", N, 2048, 5632, 32, 4, 64, 32000, 16);
 	return 0;

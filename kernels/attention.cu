@@ -358,17 +358,22 @@ static int *slot(int (*set)[4], int ndl)
 	return &set[sizeof(A) == 2][ndl == 1 ? 0 : ndl == 2 ? 1 : ndl == 4 ? 2 : 3];
 }
 
-/* The tensor-core path (attention_tc.cu): for bf16 runs where it has a
- * kernel for HS. LORA_CUDA_ATTN=fp32 turns it off, =tc on for fp32 runs too
- * (to time or test one path against the other). */
+/* The tensor-core paths, for bf16 runs where they have kernels for HS:
+ * attention_mma.cu, or attention_tc.cu (WMMA) with LORA_CUDA_ATTN=wmma.
+ * LORA_CUDA_ATTN=fp32 turns them off; =tc (mma) and =wmma turn them on for
+ * fp32 runs too (to time or test one path against another). Returns 0 for
+ * the fp32 kernels, 1 for mma, 2 for WMMA. */
 static int use_tc(int HS, int bf16)
 {
-	static int mode = -2;         /* -1 fp32 always, 1 tc always, 0 by the run */
+	static int mode = -2;         /* -1 fp32 always, 0 by the run, 1 mma, 2 wmma */
 	if (mode == -2) {
 		const char *e = getenv("LORA_CUDA_ATTN");
-		mode = e && !strcmp(e, "tc") ? 1 : e && !strcmp(e, "fp32") ? -1 : 0;
+		mode = !e ? 0 : !strcmp(e, "tc") ? 1 : !strcmp(e, "wmma") ? 2 :
+		       !strcmp(e, "fp32") ? -1 : 0;
 	}
-	return mode >= 0 && (mode == 1 || bf16) && cuda_attention_tc_supports(HS);
+	if (mode < 0 || !(mode > 0 || bf16) || !cuda_attention_tc_supports(HS))
+		return 0;
+	return mode == 2 ? 2 : 1;
 }
 
 void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
@@ -378,7 +383,11 @@ void cuda_attention_forward(void *out, float *saved, const void *q, const void *
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
 	if (B <= 0 || T <= 0)
 		return;
-	if (use_tc(HS, bf16)) {
+	switch (use_tc(HS, bf16)) {
+	case 1:
+		cuda_attention_mma_forward(out, saved, q, k, v, adt, B, T, NH, NKV, HS);
+		return;
+	case 2:
 		cuda_attention_tc_forward(out, saved, q, k, v, adt, B, T, NH, NKV, HS);
 		return;
 	}
@@ -408,9 +417,11 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 		att_d_kernel<A><<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
 			D, dout, (const A *)out, T, NH, HS, rows));
 	CUDA_LAUNCH_CHECK();
-	if (use_tc(HS, bf16)) {
+	int tc = use_tc(HS, bf16);
+	if (tc) {
 		LORA_ASSERT(dq && dk && dv);
-		cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH, NKV, HS);
+		(tc == 1 ? cuda_attention_mma_backward : cuda_attention_tc_backward)(
+			dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH, NKV, HS);
 		return;
 	}
 	if (dq) {

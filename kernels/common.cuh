@@ -201,9 +201,10 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *saved, const void *q, const void *k, const void *v,
                              const void *out, lora_dtype adt, int B, int T, int NH, int NKV,
                              int HS, float *scratch, int bf16);
-/* attention_tc.cu: the tensor-core path for HS 64 and 128 (attention.cu
- * picks it for bf16 runs); q, k, v, out in adt as above; D is the
- * backward's rowsum(dout ∘ out). */
+/* attention_mma.cu and attention_tc.cu: the tensor-core paths for HS 64
+ * and 128 (attention.cu picks one for bf16 runs: mma by default, the WMMA
+ * kernels of attention_tc.cu with LORA_CUDA_ATTN=wmma); q, k, v, out in
+ * adt as above; D is the backward's rowsum(dout ∘ out). */
 int cuda_attention_tc_supports(int HS);
 void cuda_attention_tc_forward(void *out, float *saved, const void *q, const void *k,
                                const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
@@ -212,6 +213,13 @@ void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *do
                                 const float *saved, const float *D, const void *q,
                                 const void *k, const void *v, lora_dtype adt, int B, int T,
                                 int NH, int NKV, int HS);
+void cuda_attention_mma_forward(void *out, float *saved, const void *q, const void *k,
+                                const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
+                                int HS);
+void cuda_attention_mma_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *saved, const float *D, const void *q,
+                                 const void *k, const void *v, lora_dtype adt, int B, int T,
+                                 int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const void *gate,
                           const void *up, lora_dtype adt, size_t N);

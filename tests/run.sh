@@ -39,6 +39,10 @@ for t in build/sim/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
 	run "sim-$(basename "$t")" "$t"
 done
+# The WMMA attention kernels (attention_tc.cu), kept beside the default
+# mma ones (attention_mma.cu) to compare: their tests on the emulator too.
+t=build/sim/tests/test-cuda-ops
+[ -x "$t" ] && run sim-test-cuda-ops-wmma env LORA_CUDA_ATTN=wmma LORA_TEST_ONLY=attention "$t"
 for t in tests/lora-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"

@@ -789,7 +789,7 @@ static void act_compare(const char *what, const wpair *a, double k)
 static void attention_case(int B, int T, int NH, int NKV, int HS, int bf, lora_dtype adt)
 {
 	const char *e = getenv("LORA_CUDA_ATTN");
-	int tc = (HS == 64 || HS == 128) && (bf || (e && !strcmp(e, "tc")));
+	int tc = (HS == 64 || HS == 128) && (bf || (e && (!strcmp(e, "tc") || !strcmp(e, "wmma"))));
 	lora_dtype dt = tc ? LORA_DTYPE_BF16 : LORA_DTYPE_F32;   /* rounding of the inputs */
 	size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
 	wpair q = act_rand(nq, -2, 2, dt, adt), k = act_rand(nk, -2, 2, dt, adt);

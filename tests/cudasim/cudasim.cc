@@ -83,6 +83,7 @@ struct warp_state {
 	const char *file;
 	int line;
 	uint64_t slots[2 * 32];
+	uint32_t xch[2][32][XCH_WORDS];
 };
 
 static const size_t STACK = 256 << 10;
@@ -255,6 +256,17 @@ uint64_t *warp_slots(unsigned *gen)
 {
 	*gen = cur->gen++;
 	return warps[cur->warp].slots;
+}
+
+const uint32_t *warp_exchange(const uint32_t *mine, int words, const char *file, int line)
+{
+	if (!cur)
+		fail("%s:%d: a warp collective outside a kernel", file, line);
+	unsigned gen = cur->gen++;
+	uint32_t (*buf)[XCH_WORDS] = warps[cur->warp].xch[gen & 1];
+	memcpy(buf[cur->lane], mine, (size_t)words * 4);
+	warp_sync(file, line, 0xffffffffu);
+	return buf[0];
 }
 
 void syncthreads(const char *file, int line)

@@ -69,6 +69,9 @@
 
 struct uint3 { unsigned x, y, z; };
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+inline float2 make_float2(float x, float y) { return float2{ x, y }; }
 struct dim3 {
 	unsigned x, y, z;
 	constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
@@ -198,6 +201,84 @@ template <class T> inline T shfl_down(const char *f, int l, unsigned mask, T v, 
 	return shfl(f, l, mask, v, s);
 }
 
+/* mma.sync and ldmatrix (kernels/mma.cuh), warp collectives that move
+ * fragments between lanes: every lane writes its words (at most
+ * XCH_WORDS) to the warp's exchange buffer, all meet at a warp barrier
+ * (file:line), and each lane then reads what it needs from the returned
+ * (32, XCH_WORDS) array (double-buffered like the shuffles' slots). As a
+ * shuffle, this orders shared memory between lanes, which the device does
+ * not promise for ldmatrix. */
+enum { XCH_WORDS = 12 };
+const uint32_t *warp_exchange(const uint32_t *mine, int words, const char *file, int line);
+
+/* D = A·B + C for one m16n8k16 tile, bf16 A (16x16, row) and B (16x8,
+ * col), fp32 C and D, in the fragment layout of the PTX ISA ("Matrix
+ * Fragments for mma.m16n8k16 with floating point type"): lane l, g = l/4,
+ * c = l%4, holds a = {A[g][2c..2c+1], A[g+8][2c..], A[g][2c+8..],
+ * A[g+8][2c+8..]}, b = {B[2c..2c+1][g], B[2c+8..2c+9][g]} (lower column
+ * or row in the low half), and c, d = {C[g][2c], C[g][2c+1], C[g+8][2c],
+ * C[g+8][2c+1]}. Products of bf16 are exact in fp32; the sum is taken in
+ * k order from C (the device's order is its own). */
+inline float bf16_lo(uint32_t w, int hi)
+{
+	uint32_t x = hi ? w & 0xffff0000u : w << 16;
+	float f;
+	memcpy(&f, &x, 4);
+	return f;
+}
+inline void mma_16816(const char *file, int line, float d[4], const uint32_t a[4],
+                      const uint32_t b[2], const float c[4])
+{
+	uint32_t mine[10];
+	memcpy(mine, a, 16);
+	memcpy(mine + 4, b, 8);
+	memcpy(mine + 6, c, 16);
+	const uint32_t *all = warp_exchange(mine, 10, file, line);
+	int l = lane(), g = l >> 2, q = l & 3;
+	for (int i = 0; i < 4; i++) {
+		int row = g + 8 * (i >> 1), col = 2 * q + (i & 1);
+		float s;
+		memcpy(&s, &all[l * XCH_WORDS + 6 + i], 4);
+		for (int k = 0; k < 16; k++) {
+			const uint32_t *ao = all + (4 * (row & 7) + (k & 7) / 2) * XCH_WORDS;
+			const uint32_t *bo = all + (4 * col + (k & 7) / 2) * XCH_WORDS;
+			float av = bf16_lo(ao[(row >= 8) + 2 * (k >= 8)], k & 1);
+			float bv = bf16_lo(bo[4 + (k >= 8)], k & 1);
+			s += av * bv;
+		}
+		d[i] = s;
+	}
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give
+ * the row addresses (16-byte aligned) of 8x8 matrix i; lane l gets in r[i]
+ * row l/4, columns 2(l%4) and +1 of matrix i, or with trans column l/4,
+ * rows 2(l%4) and +1 (the lower index in the low half). */
+inline void ldmatrix_x4(const char *file, int line, uint32_t r[4], const void *p, bool trans)
+{
+	if ((uintptr_t)p % 16)
+		fail("%s:%d: ldmatrix row address %p is not 16-byte aligned", file, line, p);
+	uint32_t mine[2];
+	memcpy(mine, &p, sizeof p);
+	const uint32_t *all = warp_exchange(mine, 2, file, line);
+	int l = lane(), g = l >> 2, q = l & 3;
+	for (int i = 0; i < 4; i++) {
+		uint16_t lo, hi;
+		const uint16_t *row;
+		if (!trans) {
+			memcpy(&row, &all[(8 * i + g) * XCH_WORDS], sizeof row);
+			lo = row[2 * q];
+			hi = row[2 * q + 1];
+		} else {
+			memcpy(&row, &all[(8 * i + 2 * q) * XCH_WORDS], sizeof row);
+			lo = row[g];
+			memcpy(&row, &all[(8 * i + 2 * q + 1) * XCH_WORDS], sizeof row);
+			hi = row[g];
+		}
+		r[i] = (uint32_t)hi << 16 | lo;
+	}
+}
+
 /* __shared__ variables: one buffer per declaration and block. */
 void *shared_static(const void *key, size_t bytes);
 void *shared_dynamic(void);
@@ -283,6 +364,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f)
 		b.__x = (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 	return b;
 }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
 inline float __bfloat162float(__nv_bfloat16 b)
 {
 	uint32_t x = (uint32_t)b.__x << 16;
