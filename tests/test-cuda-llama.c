@@ -210,7 +210,7 @@ int main(void)
 		printf("FAIL %s: %s (run tests/gen/gen_bf16_ref.py)\n", FIX "/bf16_reference.json", jerr.text);
 		return 1;
 	}
-	static const char *cases[] = { "llama_gqa", "qwen2_bias", "llama_tied", "mistral" };
+	static const char *cases[] = { "llama_gqa", "qwen2_bias", "llama_tied", "mistral", "llama_hs64" };
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		char dir[256], path[512], what[300];
 		snprintf(dir, sizeof dir, FIX "/%s", cases[i]);

@@ -453,6 +453,7 @@ int main(void)
 	test_case("qwen2_bias");
 	test_case("llama_tied");
 	test_case("mistral");
+	test_case("llama_hs64");
 	test_configs();
 	test_bad_model();
 	return test_report();

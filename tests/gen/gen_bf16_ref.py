@@ -17,16 +17,17 @@ small gradients' rounding moves the weights by O(lr) and the two
 trajectories part a little more each step: these are the yardsticks for the
 loss curve and gradient norms.
 
-    python3 tests/gen/gen_bf16_ref.py
+    python3 tests/gen/gen_bf16_ref.py [CASE ...]   (default: every case; named
+                                                  cases are updated in place)
 """
-import json, os
+import json, os, sys
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 from peft import PeftModel
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "engine"))
-CASES = ["llama_gqa", "qwen2_bias", "llama_tied", "mistral"]
+CASES = ["llama_gqa", "qwen2_bias", "llama_tied", "mistral", "llama_hs64"]
 
 
 def load(d, bf16):
@@ -76,8 +77,9 @@ def rel(a, b):
 
 
 def main():
-    out = {}
-    for case in CASES:
+    path = os.path.join(ROOT, "bf16_reference.json")
+    out = json.load(open(path)) if len(sys.argv) > 1 else {}
+    for case in sys.argv[1:] or CASES:
         d = os.path.join(ROOT, case)
         g = load_file(os.path.join(d, "golden.safetensors"))
         ids, labels = g["ids"].long(), g["labels"].long()
@@ -89,7 +91,7 @@ def main():
                      "steps_loss": max(abs(a - b) / abs(b) for a, b in zip(s16, s32)),
                      "steps_norm": max(abs(a - b) / abs(b) for a, b in zip(n16, n32))}
         print(case, out[case])
-    with open(os.path.join(ROOT, "bf16_reference.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
         f.write("\n")
 

@@ -14,9 +14,9 @@ For each case it writes tests/fixtures/engine/<case>/:
 Scalars used to train (lr, betas, ...) are tensors "hp.*" so the C test
 reads them instead of repeating them.
 
-    python3 tests/gen/gen_llama.py
+    python3 tests/gen/gen_llama.py [CASE ...]      (default: every case)
 """
-import copy, json, math, os, shutil, zlib
+import copy, json, math, os, shutil, sys, zlib
 import torch
 from safetensors.torch import save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
@@ -29,7 +29,9 @@ HP = dict(lr=5e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_grad
           warmup=2, total=STEPS)
 
 
-def randomize(model, gen):
+def randomize(model, gen, scale=1.0):
+    """scale: of the matrices' spread (1/sqrt of the width over 32 keeps a
+    wider model's activations, and its fp32 rounding, at the small ones')."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -37,9 +39,9 @@ def randomize(model, gen):
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             elif "embed_tokens" in name or "lm_head" in name:
-                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+                p.copy_(0.3 * scale * torch.randn(p.shape, generator=gen))
             else:
-                p.copy_(0.15 * torch.randn(p.shape, generator=gen))
+                p.copy_(0.15 * scale * torch.randn(p.shape, generator=gen))
 
 
 def round_to(model, dtype):
@@ -50,7 +52,7 @@ def round_to(model, dtype):
             p.copy_(p.to(dtype).float())
 
 
-def batch(gen, V):
+def batch(gen, V, T=T):
     ids = torch.randint(0, V, (B, T), generator=gen)
     labels = ids.clone()
     labels[0, :3] = -100          # a masked prompt
@@ -62,7 +64,10 @@ def peft_key(name):
     return name.replace(".default", "")
 
 
-def make(case, model_cls, cfg, lora, dtype=torch.float32, shard=None, full=False, v4_config=False):
+def make(case, model_cls, cfg, lora, dtype=torch.float32, shard=None, full=False, v4_config=False,
+         seq=T, scale=1.0):
+    if len(sys.argv) > 1 and case not in sys.argv[1:]:
+        return
     seed = zlib.crc32(case.encode())
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -70,7 +75,7 @@ def make(case, model_cls, cfg, lora, dtype=torch.float32, shard=None, full=False
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     base = model_cls(cfg).float().eval()
-    randomize(base, gen)
+    randomize(base, gen, scale)
     round_to(base, dtype)
     kw = dict(max_shard_size=shard) if shard else {}
     # save a copy: .to(dtype) would also round buffers such as RoPE's inv_freq
@@ -87,7 +92,7 @@ def make(case, model_cls, cfg, lora, dtype=torch.float32, shard=None, full=False
 
     out = {}
     V = cfg.vocab_size
-    ids, labels = batch(gen, V)
+    ids, labels = batch(gen, V, seq)
     out["ids"] = ids.to(torch.int32)
     out["labels"] = labels.to(torch.int32)
 
@@ -124,7 +129,7 @@ def make(case, model_cls, cfg, lora, dtype=torch.float32, shard=None, full=False
     sched = get_cosine_schedule_with_warmup(opt, HP["warmup"], HP["total"])
     sids, slabels, losses, norms, lrs = [], [], [], [], []
     for s in range(STEPS):
-        i, l = batch(gen, V)
+        i, l = batch(gen, V, seq)
         sids.append(i)
         slabels.append(l)
         lrs.append(opt.param_groups[0]["lr"])
@@ -181,3 +186,11 @@ make("mistral", MistralForCausalLM,
                    num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=64,
                    max_position_embeddings=64),
      dict(r=2, alpha=4, targets=["gate_proj", "up_proj", "down_proj"]))
+# head size 64 and 80 tokens: the shapes of the CUDA backend's tensor-core
+# attention (a full 64-row tile, a partial one, GQA) in its bf16 run
+make("llama_hs64", LlamaForCausalLM,
+     LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=64, rms_norm_eps=1e-5,
+                 max_position_embeddings=128),
+     dict(r=4, alpha=8, targets=["q_proj", "k_proj", "v_proj", "o_proj"]),
+     dtype=torch.bfloat16, seq=80, scale=0.5)
