@@ -4,12 +4,14 @@
 #
 #   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
 #                                          (+ the op tests with LORA_CUDA_ATTN=fp32,
-#                                          the attention ones with =wmma)
+#                                          the attention ones with =wmma and
+#                                          LORA_CUDA_ATTN_ROWS=64)
 #                                          + lora-train on the GPU vs the CPU
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
-#                                          (+ attention on the WMMA kernels)
+#                                          (+ attention on the WMMA kernels, and
+#                                          the mma ones with 4 warps a block)
 #   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
@@ -33,11 +35,12 @@ rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
 	# the default kernels (both attention paths), then the bf16 runs on
 	# the fp32 attention kernels too
-	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32 test-cuda-ops:wmma test-cuda-llama:act32; do
+	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32 test-cuda-ops:wmma test-cuda-ops:rows64 test-cuda-llama:act32; do
 		log=$OUT/$(echo "$t" | tr : -).log
 		case $t in
 		*:fp32) LORA_CUDA_ATTN=fp32 /tmp/gpu/bin/${t%:fp32} >"$log" 2>&1 ;;
 		*:wmma) LORA_CUDA_ATTN=wmma LORA_TEST_ONLY=attention /tmp/gpu/bin/${t%:wmma} >"$log" 2>&1 ;;
+		*:rows64) LORA_CUDA_ATTN_ROWS=64 LORA_TEST_ONLY=attention /tmp/gpu/bin/${t%:rows64} >"$log" 2>&1 ;;
 		*:act32) LORA_CUDA_ACT=fp32 /tmp/gpu/bin/${t%:act32} >"$log" 2>&1 ;;
 		*) /tmp/gpu/bin/$t >"$log" 2>&1 ;;
 		esac
@@ -56,8 +59,10 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = ops ] || [ "$what" = all ]; then
 	/tmp/gpu/bin/ops_gpu "$@" 2>&1 | tee "$OUT/ops_gpu.log" || rc=1
-	# attention_tc.cu's WMMA kernels beside the default mma ones
+	# attention_tc.cu's WMMA kernels and the mma ones with 4 warps per
+	# block beside the default (mma, 8 warps)
 	LORA_CUDA_ATTN=wmma /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
+	LORA_CUDA_ATTN_ROWS=64 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1

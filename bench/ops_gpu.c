@@ -226,7 +226,9 @@ int main(int argc, char **argv)
 	printf("# ops on %s, weights %s, %d reps\n", be->name, lora_dtype_name(be->wdtype), reps);
 	if (attn_only) {
 		int T = N >= 2048 ? 2048 : N;
-		printf("---- attention, LORA_CUDA_ATTN=%s\n", getenv("LORA_CUDA_ATTN") ? getenv("LORA_CUDA_ATTN") : "(unset)");
+		const char *e = getenv("LORA_CUDA_ATTN"), *r = getenv("LORA_CUDA_ATTN_ROWS");
+		printf("---- attention, LORA_CUDA_ATTN=%s LORA_CUDA_ATTN_ROWS=%s\n", e ? e : "(unset)",
+		       r ? r : "(unset)");
 		attention_ops(N / T, T, 32, 32, 128);
 		attention_ops(N / T, T, 32, 4, 64);
 		return 0;

@@ -14,15 +14,21 @@
  * with ldmatrix, transposed where a tile is a B operand along its rows.
  *
  * Numerics: q, k, v and dout are rounded to bf16 when staged (a bf16
- * source is copied as is), P and dS before their products; scores,
- * softmax statistics, D and all accumulators are fp32; out is rounded once
- * to A. Blocks of 4 warps own 64 rows (16 per warp) and walk tiles of 64:
+ * source is copied as is, by cp.async), P and dS before their products;
+ * scores, softmax statistics, D and all accumulators are fp32; out is
+ * rounded once to A. Blocks of W warps (8, or 4 with
+ * LORA_CUDA_ATTN_ROWS=64) own 16·W rows (16 per warp) and walk tiles of 64
+ * other rows, the next tile staged while the current one is used:
  *   forward:  own = queries (Q fragments in registers); S, online softmax,
  *             O += P·V
  *   dq:       own = queries; S, dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K
  *   dk, dv:   own = keys of one KV head, every query head of its group,
  *             queries in steps of QS; Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO,
  *             dK += dSᵀ·Q
+ * Why 8 warps: a staged 64-row K, V tile (32 KiB at HS 128, from L2) feeds
+ * 2·16·W·64·HS·2 FLOPs of the forward, 64 FLOPs per byte with 4 warps,
+ * under the ~140 an H100 needs to keep its tensor cores busy from L2
+ * (~989 TFLOP/s over ~7 TB/s); 8 warps make it 128.
  * Every block owns what it writes: no atomics, the same bits every run.
  */
 #include "common.cuh"
@@ -30,49 +36,51 @@
 
 typedef __nv_bfloat16 bf16;
 
-#define MM_ROWS 64               /* own rows per block, other rows per tile */
-#define MM_THREADS 128           /* 4 warps x 16 rows */
+#define KT 64                    /* other rows per tile */
 
 /* ---- staging ----------------------------------------------------------------------------------- */
 
-/* 8 consecutive elements as 8 bf16 (16 bytes). */
-__device__ __forceinline__ uint4 load8(const bf16 *p)
+/* 8 consecutive elements to 8 bf16 (16 bytes) in shared memory: a bf16
+ * source by cp.async (done at the cp_async_wait covering its group), a
+ * float one converted on the way (done at once). */
+__device__ __forceinline__ void copy8(bf16 *dst, const bf16 *src)
 {
-	return *(const uint4 *)p;
+	cp_async16(dst, src);
 }
-__device__ __forceinline__ uint4 load8(const float *p)
+__device__ __forceinline__ void copy8(bf16 *dst, const float *src)
 {
-	float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+	float4 a = *(const float4 *)src, b = *(const float4 *)(src + 4);
 	uint4 r;
 	r.x = pack_bf16(a.x, a.y);
 	r.y = pack_bf16(a.z, a.w);
 	r.z = pack_bf16(b.x, b.y);
 	r.w = pack_bf16(b.z, b.w);
-	return r;
+	*(uint4 *)dst = r;
 }
 
-/* Rows [r0, r0 + 64) of head h of batch b of a (B, T, H, HS) tensor as bf16
- * rows of stride HS + 8, 16 bytes per thread and step; rows at or past T
- * are zero. All threads. */
-template <int HS, typename S>
+/* Issue the staging of rows [r0, r0 + ROWS) of head h of batch b of a
+ * (B, T, H, HS) tensor as bf16 rows of stride HS + 8, 16 bytes per thread
+ * and step; rows at or past T are zero. All threads; the caller commits
+ * and waits. */
+template <int HS, int ROWS, typename S>
 __device__ __forceinline__ void stage(bf16 *dst, const S *src, int b, int h, int H, int T, int r0)
 {
 	constexpr int LDH = HS + 8, CH = HS / 8;
 	size_t rs = (size_t)H * HS;
 	const S *base = src + (size_t)b * T * rs + (size_t)h * HS;
-	for (int i = threadIdx.x; i < MM_ROWS * CH; i += blockDim.x) {
+	for (int i = threadIdx.x; i < ROWS * CH; i += blockDim.x) {
 		int r = i / CH, c = i % CH * 8, t = r0 + r;
-		uint4 v = { 0, 0, 0, 0 };
 		if (t < T)
-			v = load8(base + (size_t)t * rs + c);
-		*(uint4 *)(dst + r * LDH + c) = v;
+			copy8(dst + r * LDH + c, base + (size_t)t * rs + c);
+		else
+			*(uint4 *)(dst + r * LDH + c) = make_uint4(0, 0, 0, 0);
 	}
 }
 
-/* Rows [r0, r0 + 64) of a (B, NH, T) row statistic (lse or D); 0 past T. */
+/* Rows [r0, r0 + KT) of a (B, NH, T) row statistic (lse or D); 0 past T. */
 __device__ __forceinline__ void stage_stat(float *dst, const float *row, int T, int r0)
 {
-	for (int i = threadIdx.x; i < MM_ROWS; i += blockDim.x)
+	for (int i = threadIdx.x; i < KT; i += blockDim.x)
 		dst[i] = r0 + i < T ? row[r0 + i] : 0.0f;
 }
 
@@ -128,89 +136,107 @@ __device__ __forceinline__ void mm_py(float (*acc)[4], const float (*p)[4], cons
 	}
 }
 
-/* ---- kernels ---------------------------------------------------------------------------------- */
+template <int NT>
+__device__ __forceinline__ void zero(float (*acc)[4])
+{
+#pragma unroll
+	for (int n = 0; n < NT; n++)
+		acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+}
 
-template <int HS, typename A>
-__global__ void __launch_bounds__(MM_THREADS)
+/* ---- kernels ----------------------------------------------------------------------------------
+ * W warps per block own 16·W rows. The tiles walked are double-buffered:
+ * the next one is staged (cp.async) while the current one is used; every
+ * iteration commits one group (perhaps empty) and waits for all but the
+ * newest, then a barrier; a barrier at the end frees the buffer for the
+ * iteration after next. */
+
+template <int HS, int W, typename A>
+__global__ void __launch_bounds__(32 * W)
 att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T, int NH,
                    int NKV, float scale)
 {
-	constexpr int LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = MM_ROWS / 8;
+	constexpr int QR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = KT / 8;
 	extern __shared__ __align__(128) unsigned char smem[];
-	bf16 *Qs = (bf16 *)smem, *Ks = Qs + MM_ROWS * LDH, *Vs = Ks + MM_ROWS * LDH;
+	bf16 *Qs = (bf16 *)smem, *KV = Qs + QR * LDH;      /* KV: 2 x (K tile, V tile) */
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int q0 = heavy_first(MM_ROWS), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(QR), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;   /* the lane's two query rows */
+	int ntiles = (min(q0 + QR, T) - 1) / KT + 1;
 
-	stage<HS>(Qs, q, b, h, NH, T, q0);
-	__syncthreads();
-	uint32_t qa[KS][4];
-#pragma unroll
-	for (int kk = 0; kk < KS; kk++)
-		frag_a(qa[kk], Qs + warp * 16 * LDH + kk * 16, LDH, lane);
+	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
+	stage<HS, KT>(KV, k, b, hk, NKV, T, 0);
+	stage<HS, KT>(KV + KT * LDH, v, b, hk, NKV, T, 0);
+	cp_async_commit();
 	float o[NO][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-#pragma unroll
-	for (int n = 0; n < NO; n++)
-		o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-
-	int last = min(q0 + MM_ROWS, T) - 1;
-	for (int k0 = 0; k0 <= last; k0 += MM_ROWS) {
-		__syncthreads();
-		stage<HS>(Ks, k, b, hk, NKV, T, k0);
-		stage<HS>(Vs, v, b, hk, NKV, T, k0);
-		__syncthreads();
-		if (w0 >= T || k0 > w0 + 15)         /* nothing of this tile for the warp */
-			continue;
-		float s[NS][4];
-#pragma unroll
-		for (int n = 0; n < NS; n++)
-			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-		for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-			for (int n = 0; n < NS; n += 2) {
-				uint32_t bb[4];
-				frag_bt(bb, Ks + n * 8 * LDH + kk * 16, LDH, lane);
-				mma_bf16(s[n], qa[kk], bb);
-				mma_bf16(s[n + 1], qa[kk], bb + 2);
-			}
-		/* scale and mask; row maxima */
-		float x0 = -INFINITY, x1 = -INFINITY;
-#pragma unroll
-		for (int n = 0; n < NS; n++)
-#pragma unroll
-			for (int j = 0; j < 2; j++) {
-				int u = k0 + n * 8 + c2 + j;
-				s[n][j] = r0 < T && u <= r0 ? s[n][j] * scale : -INFINITY;
-				s[n][2 + j] = r1 < T && u <= r1 ? s[n][2 + j] * scale : -INFINITY;
-				x0 = fmaxf(x0, s[n][j]);
-				x1 = fmaxf(x1, s[n][2 + j]);
-			}
-		float n0 = fmaxf(m0, quad_max(x0)), n1 = fmaxf(m1, quad_max(x1));
-		float f0 = n0 == -INFINITY ? 1.0f : expf(m0 - n0);
-		float f1 = n1 == -INFINITY ? 1.0f : expf(m1 - n1);
-		m0 = n0;
-		m1 = n1;
-		float e0 = 0.0f, e1 = 0.0f;          /* the lane's share of the row sums */
-#pragma unroll
-		for (int n = 0; n < NS; n++)
-#pragma unroll
-			for (int j = 0; j < 2; j++) {
-				s[n][j] = s[n][j] == -INFINITY ? 0.0f : expf(s[n][j] - n0);
-				s[n][2 + j] = s[n][2 + j] == -INFINITY ? 0.0f : expf(s[n][2 + j] - n1);
-				e0 += s[n][j];
-				e1 += s[n][2 + j];
-			}
-		l0 = l0 * f0 + e0;
-		l1 = l1 * f1 + e1;
-#pragma unroll
-		for (int n = 0; n < NO; n++) {
-			o[n][0] *= f0;
-			o[n][1] *= f0;
-			o[n][2] *= f1;
-			o[n][3] *= f1;
+	zero<NO>(o);
+	uint32_t qa[KS][4];
+	for (int it = 0; it < ntiles; it++) {
+		int k0 = it * KT;
+		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
+		if (it + 1 < ntiles) {
+			bf16 *nk = KV + ((it + 1) & 1) * 2 * KT * LDH;
+			stage<HS, KT>(nk, k, b, hk, NKV, T, k0 + KT);
+			stage<HS, KT>(nk + KT * LDH, v, b, hk, NKV, T, k0 + KT);
 		}
-		mm_py<NO, MM_ROWS / 16>(o, s, Vs, LDH, lane);
+		cp_async_commit();
+		cp_async_wait<1>();
+		__syncthreads();
+		if (it == 0)
+#pragma unroll
+			for (int kk = 0; kk < KS; kk++)
+				frag_a(qa[kk], Qs + warp * 16 * LDH + kk * 16, LDH, lane);
+		if (w0 < T && k0 <= w0 + 15) {       /* else nothing of this tile for the warp */
+			float s[NS][4];
+			zero<NS>(s);
+#pragma unroll
+			for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+				for (int n = 0; n < NS; n += 2) {
+					uint32_t bb[4];
+					frag_bt(bb, Ks + n * 8 * LDH + kk * 16, LDH, lane);
+					mma_bf16(s[n], qa[kk], bb);
+					mma_bf16(s[n + 1], qa[kk], bb + 2);
+				}
+			/* scale and mask; row maxima */
+			float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+			for (int n = 0; n < NS; n++)
+#pragma unroll
+				for (int j = 0; j < 2; j++) {
+					int u = k0 + n * 8 + c2 + j;
+					s[n][j] = r0 < T && u <= r0 ? s[n][j] * scale : -INFINITY;
+					s[n][2 + j] = r1 < T && u <= r1 ? s[n][2 + j] * scale : -INFINITY;
+					x0 = fmaxf(x0, s[n][j]);
+					x1 = fmaxf(x1, s[n][2 + j]);
+				}
+			float n0 = fmaxf(m0, quad_max(x0)), n1 = fmaxf(m1, quad_max(x1));
+			float f0 = n0 == -INFINITY ? 1.0f : expf(m0 - n0);
+			float f1 = n1 == -INFINITY ? 1.0f : expf(m1 - n1);
+			m0 = n0;
+			m1 = n1;
+			float e0 = 0.0f, e1 = 0.0f;      /* the lane's share of the row sums */
+#pragma unroll
+			for (int n = 0; n < NS; n++)
+#pragma unroll
+				for (int j = 0; j < 2; j++) {
+					s[n][j] = s[n][j] == -INFINITY ? 0.0f : expf(s[n][j] - n0);
+					s[n][2 + j] = s[n][2 + j] == -INFINITY ? 0.0f : expf(s[n][2 + j] - n1);
+					e0 += s[n][j];
+					e1 += s[n][2 + j];
+				}
+			l0 = l0 * f0 + e0;
+			l1 = l1 * f1 + e1;
+#pragma unroll
+			for (int n = 0; n < NO; n++) {
+				o[n][0] *= f0;
+				o[n][1] *= f0;
+				o[n][2] *= f1;
+				o[n][3] *= f1;
+			}
+			mm_py<NO, KT / 16>(o, s, Vs, LDH, lane);
+		}
+		__syncthreads();
 	}
 	l0 = quad_sum(l0);
 	l1 = quad_sum(l1);
@@ -234,60 +260,65 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	}
 }
 
-/* dS for a C fragment element: P∘(dP − D)·scale where the key u is
- * causal for the query t (t < T implied by the caller's bounds), else 0. */
+/* dS for a C fragment element: P∘(dP − D)·scale where the key is causal
+ * for the query (ok), else 0. */
 __device__ __forceinline__ float ds_of(float s, float dp, float L, float D, float scale, bool ok)
 {
 	return ok ? expf(s * scale - L) * (dp - D) * scale : 0.0f;
 }
 
-template <int HS, typename A>
-__global__ void __launch_bounds__(MM_THREADS)
+template <int HS, int W, typename A>
+__global__ void __launch_bounds__(32 * W)
 att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const A *q,
                   const A *k, const A *v, int T, int NH, int NKV, float scale)
 {
-	constexpr int LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = MM_ROWS / 8;
+	constexpr int QR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = KT / 8;
 	extern __shared__ __align__(128) unsigned char smem[];
-	bf16 *Qs = (bf16 *)smem, *Gs = Qs + MM_ROWS * LDH, *Ks = Gs + MM_ROWS * LDH;
-	bf16 *Vs = Ks + MM_ROWS * LDH;
+	bf16 *Qs = (bf16 *)smem, *Gs = Qs + QR * LDH, *KV = Gs + QR * LDH;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int q0 = heavy_first(MM_ROWS), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_first(QR), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
 	int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;
+	int ntiles = (min(q0 + QR, T) - 1) / KT + 1;
 	const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
 	float L0 = r0 < T ? lrow[r0] : 0.0f, L1 = r1 < T ? lrow[r1] : 0.0f;
 	float D0 = r0 < T ? drow[r0] : 0.0f, D1 = r1 < T ? drow[r1] : 0.0f;
 
-	stage<HS>(Qs, q, b, h, NH, T, q0);
-	stage<HS>(Gs, dout, b, h, NH, T, q0);
+	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
+	stage<HS, QR>(Gs, dout, b, h, NH, T, q0);
+	stage<HS, KT>(KV, k, b, hk, NKV, T, 0);
+	stage<HS, KT>(KV + KT * LDH, v, b, hk, NKV, T, 0);
+	cp_async_commit();
 	float acc[NO][4];
-#pragma unroll
-	for (int n = 0; n < NO; n++)
-		acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-	int last = min(q0 + MM_ROWS, T) - 1;
-	for (int k0 = 0; k0 <= last; k0 += MM_ROWS) {
+	zero<NO>(acc);
+	for (int it = 0; it < ntiles; it++) {
+		int k0 = it * KT;
+		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
+		if (it + 1 < ntiles) {
+			bf16 *nk = KV + ((it + 1) & 1) * 2 * KT * LDH;
+			stage<HS, KT>(nk, k, b, hk, NKV, T, k0 + KT);
+			stage<HS, KT>(nk + KT * LDH, v, b, hk, NKV, T, k0 + KT);
+		}
+		cp_async_commit();
+		cp_async_wait<1>();
 		__syncthreads();
-		stage<HS>(Ks, k, b, hk, NKV, T, k0);
-		stage<HS>(Vs, v, b, hk, NKV, T, k0);
+		if (w0 < T && k0 <= w0 + 15) {
+			float s[NS][4], dp[NS][4];
+			zero<NS>(s);
+			zero<NS>(dp);
+			mm_xyt<NS, KS>(s, Qs + warp * 16 * LDH, LDH, Ks, LDH, lane);
+			mm_xyt<NS, KS>(dp, Gs + warp * 16 * LDH, LDH, Vs, LDH, lane);
+#pragma unroll
+			for (int n = 0; n < NS; n++)
+#pragma unroll
+				for (int j = 0; j < 2; j++) {
+					int u = k0 + n * 8 + c2 + j;
+					s[n][j] = ds_of(s[n][j], dp[n][j], L0, D0, scale, r0 < T && u <= r0);
+					s[n][2 + j] = ds_of(s[n][2 + j], dp[n][2 + j], L1, D1, scale,
+					                    r1 < T && u <= r1);
+				}
+			mm_py<NO, KT / 16>(acc, s, Ks, LDH, lane);
+		}
 		__syncthreads();
-		if (w0 >= T || k0 > w0 + 15)
-			continue;
-		float s[NS][4], dp[NS][4];
-#pragma unroll
-		for (int n = 0; n < NS; n++)
-#pragma unroll
-			for (int j = 0; j < 4; j++)
-				s[n][j] = dp[n][j] = 0.0f;
-		mm_xyt<NS, KS>(s, Qs + warp * 16 * LDH, LDH, Ks, LDH, lane);
-		mm_xyt<NS, KS>(dp, Gs + warp * 16 * LDH, LDH, Vs, LDH, lane);
-#pragma unroll
-		for (int n = 0; n < NS; n++)
-#pragma unroll
-			for (int j = 0; j < 2; j++) {
-				int u = k0 + n * 8 + c2 + j;
-				s[n][j] = ds_of(s[n][j], dp[n][j], L0, D0, scale, r0 < T && u <= r0);
-				s[n][2 + j] = ds_of(s[n][2 + j], dp[n][2 + j], L1, D1, scale, r1 < T && u <= r1);
-			}
-		mm_py<NO, MM_ROWS / 16>(acc, s, Ks, LDH, lane);
 	}
 	size_t qs = (size_t)NH * HS;
 	float *gb = dq + (size_t)b * T * qs + (size_t)h * HS;
@@ -304,70 +335,76 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
  * S and dP beside the (16, HS) accumulators of dK and dV. */
 template <int HS> struct dkv_step { static constexpr int QS = HS == 128 ? 32 : 64; };
 
-template <int HS, typename A>
-__global__ void __launch_bounds__(MM_THREADS)
+template <int HS, int W, typename A>
+__global__ void __launch_bounds__(32 * W)
 att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *D,
                    const A *q, const A *k, const A *v, int T, int NH, int NKV, float scale)
 {
-	constexpr int LDH = HS + 8, KS = HS / 16, NO = HS / 8;
+	constexpr int KR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8;
 	constexpr int QS = dkv_step<HS>::QS, NS = QS / 8;
 	extern __shared__ __align__(128) unsigned char smem[];
-	bf16 *Kw = (bf16 *)smem, *Vw = Kw + MM_ROWS * LDH;                /* own keys */
-	bf16 *Qs = Vw + MM_ROWS * LDH, *Gs = Qs + MM_ROWS * LDH;          /* query tile */
-	float *Lc = (float *)(Gs + MM_ROWS * LDH), *Dc = Lc + MM_ROWS;
+	bf16 *Kw = (bf16 *)smem, *Vw = Kw + KR * LDH;                  /* own keys */
+	bf16 *QG = Vw + KR * LDH;                    /* 2 x (Q tile, dO tile), KT rows each */
+	float *LD = (float *)(QG + 4 * KT * LDH);    /* 2 x (lse, D) of the tile's queries */
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int k0 = blockIdx.x * MM_ROWS, b = blockIdx.y / NKV, hk = blockIdx.y % NKV;
-	int rep = NH / NKV;
+	int k0 = blockIdx.x * KR, b = blockIdx.y / NKV, hk = blockIdx.y % NKV;
+	int rep = NH / NKV, nq = (T - k0 + KT - 1) / KT;  /* query tiles per head, from k0 */
 	int u0 = k0 + warp * 16, ua = u0 + g, ub = ua + 8;   /* the lane's two keys */
 
-	stage<HS>(Kw, k, b, hk, NKV, T, k0);
-	stage<HS>(Vw, v, b, hk, NKV, T, k0);
+	/* tile it: head hk·rep + it / nq, queries from k0 + (it % nq)·KT
+	 * (earlier queries see no own key) */
+	auto issue = [&](int it) {
+		int h = hk * rep + it / nq, q0 = k0 + it % nq * KT;
+		bf16 *Qs = QG + (it & 1) * 2 * KT * LDH;
+		float *L = LD + (it & 1) * 2 * KT;
+		stage<HS, KT>(Qs, q, b, h, NH, T, q0);
+		stage<HS, KT>(Qs + KT * LDH, dout, b, h, NH, T, q0);
+		stage_stat(L, lse + ((size_t)b * NH + h) * T, T, q0);
+		stage_stat(L + KT, D + ((size_t)b * NH + h) * T, T, q0);
+	};
+	stage<HS, KR>(Kw, k, b, hk, NKV, T, k0);
+	stage<HS, KR>(Vw, v, b, hk, NKV, T, k0);
+	issue(0);
+	cp_async_commit();
 	float ak[NO][4], av[NO][4];
+	zero<NO>(ak);
+	zero<NO>(av);
+	for (int it = 0; it < rep * nq; it++) {
+		int q0 = k0 + it % nq * KT;
+		const bf16 *Qs = QG + (it & 1) * 2 * KT * LDH, *Gs = Qs + KT * LDH;
+		const float *Lc = LD + (it & 1) * 2 * KT, *Dc = Lc + KT;
+		if (it + 1 < rep * nq)
+			issue(it + 1);
+		cp_async_commit();
+		cp_async_wait<1>();
+		__syncthreads();
 #pragma unroll
-	for (int n = 0; n < NO; n++)
-#pragma unroll
-		for (int j = 0; j < 4; j++)
-			ak[n][j] = av[n][j] = 0.0f;
-	for (int h = hk * rep; h < (hk + 1) * rep; h++) {
-		const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
-		for (int q0 = k0; q0 < T; q0 += MM_ROWS) {   /* earlier queries see no own key */
-			__syncthreads();
-			stage<HS>(Qs, q, b, h, NH, T, q0);
-			stage<HS>(Gs, dout, b, h, NH, T, q0);
-			stage_stat(Lc, lrow, T, q0);
-			stage_stat(Dc, drow, T, q0);
-			__syncthreads();
-			if (u0 >= T)
+		for (int sq = 0; sq < KT; sq += QS) {
+			/* no query of the step sees a key of the warp */
+			if (u0 >= T || q0 + sq + QS - 1 < u0 || q0 + sq >= T)
 				continue;
+			float s[NS][4], dp[NS][4];
+			zero<NS>(s);
+			zero<NS>(dp);
+			mm_xyt<NS, KS>(s, Kw + warp * 16 * LDH, LDH, Qs + sq * LDH, LDH, lane);
+			mm_xyt<NS, KS>(dp, Vw + warp * 16 * LDH, LDH, Gs + sq * LDH, LDH, lane);
+			/* Pᵀ into s, dSᵀ into dp */
 #pragma unroll
-			for (int sq = 0; sq < MM_ROWS; sq += QS) {
-				if (q0 + sq + QS - 1 < u0 || q0 + sq >= T)  /* no query sees a key */
-					continue;
-				float s[NS][4], dp[NS][4];
+			for (int n = 0; n < NS; n++)
 #pragma unroll
-				for (int n = 0; n < NS; n++)
-#pragma unroll
-					for (int j = 0; j < 4; j++)
-						s[n][j] = dp[n][j] = 0.0f;
-				mm_xyt<NS, KS>(s, Kw + warp * 16 * LDH, LDH, Qs + sq * LDH, LDH, lane);
-				mm_xyt<NS, KS>(dp, Vw + warp * 16 * LDH, LDH, Gs + sq * LDH, LDH, lane);
-				/* Pᵀ into s, dSᵀ into dp */
-#pragma unroll
-				for (int n = 0; n < NS; n++)
-#pragma unroll
-					for (int j = 0; j < 4; j++) {
-						int c = sq + n * 8 + c2 + (j & 1), t = q0 + c;
-						int u = j < 2 ? ua : ub;
-						float p = 0.0f;
-						if (u < T && t < T && t >= u)
-							p = expf(s[n][j] * scale - Lc[c]);
-						s[n][j] = p;
-						dp[n][j] = p * (dp[n][j] - Dc[c]) * scale;
-					}
-				mm_py<NO, QS / 16>(av, s, Gs + sq * LDH, LDH, lane);
-				mm_py<NO, QS / 16>(ak, dp, Qs + sq * LDH, LDH, lane);
-			}
+				for (int j = 0; j < 4; j++) {
+					int c = sq + n * 8 + c2 + (j & 1), t = q0 + c;
+					int u = j < 2 ? ua : ub;
+					float p = 0.0f;
+					if (u < T && t < T && t >= u)
+						p = expf(s[n][j] * scale - Lc[c]);
+					s[n][j] = p;
+					dp[n][j] = p * (dp[n][j] - Dc[c]) * scale;
+				}
+			mm_py<NO, QS / 16>(av, s, Gs + sq * LDH, LDH, lane);
+			mm_py<NO, QS / 16>(ak, dp, Qs + sq * LDH, LDH, lane);
 		}
+		__syncthreads();
 	}
 	size_t ks = (size_t)NKV * HS;
 	size_t koff = (size_t)b * T * ks + (size_t)hk * HS;
@@ -386,9 +423,22 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 
 /* ---- launchers ------------------------------------------------------------------------------- */
 
-template <int HS> static size_t tiles_smem(int tiles, int stats)
+/* Warps per block: 8 (128 own rows: each staged tile serves twice the rows
+ * it does with 4, halving the L2 traffic per FLOP) unless
+ * LORA_CUDA_ATTN_ROWS=64 asks for 4 (to compare, and to test both). */
+static int warps(void)
 {
-	return (size_t)tiles * MM_ROWS * (HS + 8) * 2 + (size_t)stats * MM_ROWS * 4;
+	static int w;
+	if (!w) {
+		const char *e = getenv("LORA_CUDA_ATTN_ROWS");
+		w = e && !strcmp(e, "64") ? 4 : 8;
+	}
+	return w;
+}
+
+static size_t tiles_smem(int HS, int rows, int stats)
+{
+	return (size_t)rows * (HS + 8) * 2 + (size_t)stats * 4;
 }
 
 template <typename F>
@@ -399,51 +449,56 @@ static void optin(F kernel, size_t smem)
 		                                (int)smem));
 }
 
-/* One instantiation per (HS, A), each with its own opt-in (`ready`). */
-template <int HS, typename A>
+/* One instantiation per (HS, W, A), each with its own opt-in (`ready`). */
+template <int HS, int W, typename A>
 static void mma_forward(A *out, float *saved, const A *q, const A *k, const A *v,
                         int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t smem = tiles_smem<HS>(3, 0);
+	size_t smem = tiles_smem(HS, 16 * W + 4 * KT, 0);
 	if (!ready) {
-		optin(att_mma_fwd_kernel<HS, A>, smem);
+		optin(att_mma_fwd_kernel<HS, W, A>, smem);
 		ready = 1;
 	}
-	dim3 grid((T + MM_ROWS - 1) / MM_ROWS, B * NH);
-	att_mma_fwd_kernel<HS, A><<<grid, MM_THREADS, smem, cuda_stream()>>>(
+	dim3 grid((T + 16 * W - 1) / (16 * W), B * NH);
+	att_mma_fwd_kernel<HS, W, A><<<grid, 32 * W, smem, cuda_stream()>>>(
 		out, saved, q, k, v, T, NH, NKV, 1.0f / sqrtf((float)HS));
 	CUDA_LAUNCH_CHECK();
 }
 
-template <int HS, typename A>
+template <int HS, int W, typename A>
 static void mma_backward(float *dq, float *dk, float *dv, const float *dout, const float *saved,
                          const float *D, const A *q, const A *k, const A *v,
                          int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t sq = tiles_smem<HS>(4, 0), sk = tiles_smem<HS>(4, 2);
+	size_t sq = tiles_smem(HS, 32 * W + 4 * KT, 0), sk = tiles_smem(HS, 32 * W + 4 * KT, 4 * KT);
 	if (!ready) {
-		optin(att_mma_dq_kernel<HS, A>, sq);
-		optin(att_mma_dkv_kernel<HS, A>, sk);
+		optin(att_mma_dq_kernel<HS, W, A>, sq);
+		optin(att_mma_dkv_kernel<HS, W, A>, sk);
 		ready = 1;
 	}
 	float scale = 1.0f / sqrtf((float)HS);
-	dim3 gq((T + MM_ROWS - 1) / MM_ROWS, B * NH), gk((T + MM_ROWS - 1) / MM_ROWS, B * NKV);
-	att_mma_dq_kernel<HS, A><<<gq, MM_THREADS, sq, cuda_stream()>>>(
+	int R = 16 * W;
+	dim3 gq((T + R - 1) / R, B * NH), gk((T + R - 1) / R, B * NKV);
+	att_mma_dq_kernel<HS, W, A><<<gq, 32 * W, sq, cuda_stream()>>>(
 		dq, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
-	att_mma_dkv_kernel<HS, A><<<gk, MM_THREADS, sk, cuda_stream()>>>(
+	att_mma_dkv_kernel<HS, W, A><<<gk, 32 * W, sk, cuda_stream()>>>(
 		dk, dv, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
 }
+
+#define MMA_PICK(fn, HS, A) \
+	(HS == 64 ? (warps() == 4 ? fn<64, 4, A> : fn<64, 8, A>) \
+	          : (warps() == 4 ? fn<128, 4, A> : fn<128, 8, A>))
 
 void cuda_attention_mma_forward(void *out, float *saved, const void *q, const void *k,
                                 const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                                 int HS)
 {
 	ADTYPE_DISPATCH(adt, A,
-		(HS == 64 ? mma_forward<64, A> : mma_forward<128, A>)(
+		MMA_PICK(mma_forward, HS, A)(
 			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, B, T, NH, NKV));
 }
 
@@ -453,7 +508,7 @@ void cuda_attention_mma_backward(float *dq, float *dk, float *dv, const float *d
                                  int NH, int NKV, int HS)
 {
 	ADTYPE_DISPATCH(adt, A,
-		(HS == 64 ? mma_backward<64, A> : mma_backward<128, A>)(
+		MMA_PICK(mma_backward, HS, A)(
 			dq, dk, dv, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T, NH,
 			NKV));
 }

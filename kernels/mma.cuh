@@ -61,6 +61,39 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const __nv_bfloat16 *p)
 #endif
 }
 
+/* ---- cp.async (sm_80+): global -> shared copies in the background ----------------------
+ * A copy is issued, its group committed, and the data may be read only
+ * after a cp_async_wait<n> that leaves at most the n most recent groups
+ * in flight (and, for other threads' copies, a __syncthreads after it). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+#ifdef CUDASIM_H
+	sim::cp_async(dst, src, 16);
+#else
+	unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(s), "l"(src) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit(void)
+{
+#ifdef CUDASIM_H
+	sim::cp_async_commit();
+#else
+	asm volatile("cp.async.commit_group;\n" : : : "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void)
+{
+#ifdef CUDASIM_H
+	sim::cp_async_wait(N);
+#else
+	asm volatile("cp.async.wait_group %0;\n" : : "n"(N) : "memory");
+#endif
+}
+
 /* ---- fragments from a row-major bf16 tile in shared memory (stride ld) -----------------
  * The three ways attention reads a tile X:
  *   frag_a:  the A fragment of X[0..16)[0..16)

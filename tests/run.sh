@@ -42,7 +42,9 @@ done
 # The WMMA attention kernels (attention_tc.cu), kept beside the default
 # mma ones (attention_mma.cu) to compare: their tests on the emulator too.
 t=build/sim/tests/test-cuda-ops
+# And the mma kernels with 4 warps per block (the default is 8).
 [ -x "$t" ] && run sim-test-cuda-ops-wmma env LORA_CUDA_ATTN=wmma LORA_TEST_ONLY=attention "$t"
+[ -x "$t" ] && run sim-test-cuda-ops-rows64 env LORA_CUDA_ATTN_ROWS=64 LORA_TEST_ONLY=attention "$t"
 for t in tests/lora-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"

@@ -66,8 +66,19 @@ static void init(void)
 
 enum { F_READY, F_BLOCK, F_WARP, F_DONE };
 
+/* A cp.async copy not yet done (see cp_async_wait). */
+struct async_copy {
+	void *dst;
+	const void *src;
+	int bytes;
+	unsigned group;           /* its commit group; NOT_COMMITTED before */
+};
+static const unsigned NOT_COMMITTED = ~0u;
+
 struct fiber {
 	void *sp;                 /* saved stack pointer while switched out */
+	std::vector<async_copy> pend;  /* this thread's cp.async copies in flight */
+	unsigned groups;          /* cp.async groups committed so far */
 	char *stack;
 	uint3 tid;
 	int lane, warp, state;
@@ -163,6 +174,8 @@ static void fiber_start(fiber *f)
 	f->state = F_READY;
 	f->gen = 0;
 	f->wmma = 0;
+	f->pend.clear();
+	f->groups = 0;
 }
 
 /* scheduler -> fiber f */
@@ -235,6 +248,9 @@ extern "C" void sim_fiber_main(fiber *f)
 	__sanitizer_finish_switch_fiber(NULL, &sched_stack_bottom, &sched_stack_size);
 #endif
 	kbody(kctx);
+	if (!f->pend.empty())
+		fail("thread %u of block (%u,%u,%u) ended with %zu cp.async copies never waited for",
+		     f->tid.x, b_idx.x, b_idx.y, b_idx.z, f->pend.size());
 	f->state = F_DONE;
 	live--;
 	warp_state &w = warps[f->warp];
@@ -256,6 +272,41 @@ uint64_t *warp_slots(unsigned *gen)
 {
 	*gen = cur->gen++;
 	return warps[cur->warp].slots;
+}
+
+/* cp.async: the destination is poisoned (0xFF bytes, NaN) when the copy is
+ * issued and written only when a cp_async_wait covers its group, so both
+ * a read of the old contents after the issue (a buffer refilled while
+ * another warp still reads it) and a read of the new ones before the wait
+ * (and, for other threads, the barrier after it) see NaN. */
+void cp_async(void *dst, const void *src, int bytes)
+{
+	if (!cur)
+		fail("cp.async outside a kernel");
+	if ((uintptr_t)dst % bytes || (uintptr_t)src % bytes)
+		fail("cp.async of %d bytes from %p to %p: not aligned to its size", bytes, src, dst);
+	memset(dst, 0xff, (size_t)bytes);     /* undefined until the wait: NaN */
+	cur->pend.push_back(async_copy{ dst, src, bytes, NOT_COMMITTED });
+}
+
+void cp_async_commit(void)
+{
+	for (async_copy &c : cur->pend)
+		if (c.group == NOT_COMMITTED)
+			c.group = cur->groups;
+	cur->groups++;
+}
+
+void cp_async_wait(int n)
+{
+	unsigned limit = cur->groups >= (unsigned)n ? cur->groups - n : 0;
+	std::vector<async_copy> keep;
+	for (async_copy &c : cur->pend)
+		if (c.group != NOT_COMMITTED && c.group < limit)
+			memcpy(c.dst, c.src, (size_t)c.bytes);
+		else
+			keep.push_back(c);
+	cur->pend.swap(keep);
 }
 
 const uint32_t *warp_exchange(const uint32_t *mine, int words, const char *file, int line)

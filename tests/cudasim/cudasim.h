@@ -70,6 +70,7 @@
 struct uint3 { unsigned x, y, z; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{ x, y, z, w }; }
 struct alignas(8) float2 { float x, y; };
 inline float2 make_float2(float x, float y) { return float2{ x, y }; }
 struct dim3 {
@@ -278,6 +279,15 @@ inline void ldmatrix_x4(const char *file, int line, uint32_t r[4], const void *p
 		r[i] = (uint32_t)hi << 16 | lo;
 	}
 }
+
+/* cp.async (kernels/mma.cuh): a copy of `bytes` (4, 8 or 16) issued now
+ * and done at the cp_async_wait that covers its commit group: then the
+ * source is read and the destination written, so code that reads the
+ * destination too early sees stale (or poisoned) data. */
+void cp_async(void *dst, const void *src, int bytes);
+void cp_async_commit(void);
+/* Completes every committed group but the n most recent. */
+void cp_async_wait(int n);
 
 /* __shared__ variables: one buffer per declaration and block. */
 void *shared_static(const void *key, size_t bytes);
