@@ -77,6 +77,31 @@ __device__ __forceinline__ void stage(bf16 *dst, const S *src, int b, int h, int
 	}
 }
 
+/* K and V rows [k0, k0 + KT) of KV head hk into dst (K, then V at KT rows). */
+template <int HS, typename A>
+__device__ __forceinline__ void stage_kv(bf16 *dst, const A *k, const A *v, int b, int hk, int NKV,
+                                         int T, int k0)
+{
+	stage<HS, KT>(dst, k, b, hk, NKV, T, k0);
+	stage<HS, KT>(dst + KT * (HS + 8), v, b, hk, NKV, T, k0);
+}
+
+/* One step of the K, V pipeline over tiles 0..ntiles-1 in the two buffers
+ * at KV (tile 0 staged before the loop): stage tile it + 1 into the other
+ * buffer, wait for tile it, barrier, and return its buffer. All threads. */
+template <int HS, typename A>
+__device__ __forceinline__ const bf16 *kv_next(bf16 *KV, const A *k, const A *v, int b, int hk,
+                                               int NKV, int T, int it, int ntiles)
+{
+	constexpr int BUF = 2 * KT * (HS + 8);
+	if (it + 1 < ntiles)
+		stage_kv<HS>(KV + ((it + 1) & 1) * BUF, k, v, b, hk, NKV, T, (it + 1) * KT);
+	cp_async_commit();
+	cp_async_wait<1>();
+	__syncthreads();
+	return KV + (it & 1) * BUF;
+}
+
 /* Rows [r0, r0 + KT) of a (B, NH, T) row statistic (lse or D) times f; 0
  * past T. */
 __device__ __forceinline__ void stage_stat(float *dst, const float *row, int T, int r0, float f)
@@ -175,23 +200,14 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	float sl2 = scale * LOG2E;               /* scores in log2 units */
 
 	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
-	stage<HS, KT>(KV, k, b, hk, NKV, T, 0);
-	stage<HS, KT>(KV + KT * LDH, v, b, hk, NKV, T, 0);
+	stage_kv<HS>(KV, k, v, b, hk, NKV, T, 0);
 	cp_async_commit();
 	float o[NO][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 	zero<NO>(o);
 	uint32_t qa[KS][4];
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
-		if (it + 1 < ntiles) {
-			bf16 *nk = KV + ((it + 1) & 1) * 2 * KT * LDH;
-			stage<HS, KT>(nk, k, b, hk, NKV, T, k0 + KT);
-			stage<HS, KT>(nk + KT * LDH, v, b, hk, NKV, T, k0 + KT);
-		}
-		cp_async_commit();
-		cp_async_wait<1>();
-		__syncthreads();
+		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (it == 0)
 #pragma unroll
 			for (int kk = 0; kk < KS; kk++)
@@ -297,22 +313,13 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
 
 	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
 	stage<HS, QR>(Gs, dout, b, h, NH, T, q0);
-	stage<HS, KT>(KV, k, b, hk, NKV, T, 0);
-	stage<HS, KT>(KV + KT * LDH, v, b, hk, NKV, T, 0);
+	stage_kv<HS>(KV, k, v, b, hk, NKV, T, 0);
 	cp_async_commit();
 	float acc[NO][4];
 	zero<NO>(acc);
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
-		if (it + 1 < ntiles) {
-			bf16 *nk = KV + ((it + 1) & 1) * 2 * KT * LDH;
-			stage<HS, KT>(nk, k, b, hk, NKV, T, k0 + KT);
-			stage<HS, KT>(nk + KT * LDH, v, b, hk, NKV, T, k0 + KT);
-		}
-		cp_async_commit();
-		cp_async_wait<1>();
-		__syncthreads();
+		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (w0 < T && k0 <= w0 + 15) {
 			float s[NS][4], dp[NS][4];
 			zero<NS>(s);

@@ -36,28 +36,22 @@ __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], const 
 #endif
 }
 
-/* Four 8x8 bf16 matrices from shared memory; lane l gives the address of
- * row l % 8 of matrix l / 8 (16-byte aligned). */
+/* Four 8x8 bf16 matrices from shared memory, each transposed if TRANS;
+ * lane l gives the address of row l % 8 of matrix l / 8 (16-byte
+ * aligned). */
+template <bool TRANS>
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16 *p)
 {
 #ifdef CUDASIM_H
-	sim::ldmatrix_x4(__FILE__, __LINE__, r, p, false);
+	sim::ldmatrix_x4(__FILE__, __LINE__, r, p, TRANS);
 #else
 	unsigned s = (unsigned)__cvta_generic_to_shared(p);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
-#endif
-}
-
-/* The same, each matrix transposed. */
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const __nv_bfloat16 *p)
-{
-#ifdef CUDASIM_H
-	sim::ldmatrix_x4(__FILE__, __LINE__, r, p, true);
-#else
-	unsigned s = (unsigned)__cvta_generic_to_shared(p);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
+	if (TRANS)
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+		             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
+	else
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+		             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
 #endif
 }
 
@@ -105,17 +99,17 @@ __device__ __forceinline__ void cp_async_wait(void)
 
 __device__ __forceinline__ void frag_a(uint32_t r[4], const __nv_bfloat16 *x, int ld, int lane)
 {
-	ldsm_x4(r, x + (lane & 15) * ld + (lane >> 4) * 8);
+	ldsm_x4<false>(r, x + (lane & 15) * ld + (lane >> 4) * 8);
 }
 
 __device__ __forceinline__ void frag_bt(uint32_t r[4], const __nv_bfloat16 *x, int ld, int lane)
 {
-	ldsm_x4(r, x + ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8);
+	ldsm_x4<false>(r, x + ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8);
 }
 
 __device__ __forceinline__ void frag_b(uint32_t r[4], const __nv_bfloat16 *x, int ld, int lane)
 {
-	ldsm_x4_t(r, x + (lane & 15) * ld + (lane >> 4) * 8);
+	ldsm_x4<true>(r, x + (lane & 15) * ld + (lane >> 4) * 8);
 }
 
 /* Two fp32 values as a bf16 pair (lo in the low half), each rounded to
