@@ -86,20 +86,35 @@ __device__ __forceinline__ void stage_kv(bf16 *dst, const A *k, const A *v, int 
 	stage<HS, KT>(dst + KT * (HS + 8), v, b, hk, NKV, T, k0);
 }
 
-/* One step of the K, V pipeline over tiles 0..ntiles-1 in the two buffers
- * at KV (tile 0 staged before the loop): stage tile it + 1 into the other
- * buffer, wait for tile it, barrier, and return its buffer. All threads. */
-template <int HS, typename A>
-__device__ __forceinline__ const bf16 *kv_next(bf16 *KV, const A *k, const A *v, int b, int hk,
-                                               int NKV, int T, int it, int ntiles)
+/* One step of a double-buffered walk over tiles 0..ntiles-1 (tile 0
+ * issued and committed before the loop): issue tile it + 1 (stage_tile(it
+ * + 1), into buffer (it + 1) & 1), commit, wait for tile it, barrier. All
+ * threads; a barrier at the end of the step frees the buffer for the one
+ * after next. */
+template <typename F>
+__device__ __forceinline__ void pipeline_step(int it, int ntiles, F stage_tile)
 {
-	constexpr int BUF = 2 * KT * (HS + 8);
 	if (it + 1 < ntiles)
-		stage_kv<HS>(KV + ((it + 1) & 1) * BUF, k, v, b, hk, NKV, T, (it + 1) * KT);
+		stage_tile(it + 1);
 	cp_async_commit();
 	cp_async_wait<1>();
 	__syncthreads();
-	return KV + (it & 1) * BUF;
+}
+
+/* The C fragments of a (16, 8·NT) fp32 tile to rows ra and rb (= ra + 8)
+ * of a row-major array of stride ld, column c2 of each 8: rows at or past
+ * T are not written. */
+template <int NT>
+__device__ __forceinline__ void store_frags(float *p, size_t ld, int ra, int rb, int T, int c2,
+                                            const float (*acc)[4])
+{
+#pragma unroll
+	for (int n = 0; n < NT; n++) {
+		if (ra < T)
+			*(float2 *)(p + (size_t)ra * ld + n * 8 + c2) = make_float2(acc[n][0], acc[n][1]);
+		if (rb < T)
+			*(float2 *)(p + (size_t)rb * ld + n * 8 + c2) = make_float2(acc[n][2], acc[n][3]);
+	}
 }
 
 /* Rows [r0, r0 + KT) of a (B, NH, T) row statistic (lse or D) times f; 0
@@ -207,7 +222,10 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	uint32_t qa[KS][4];
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
+		pipeline_step(it, ntiles, [&](int j) {
+			stage_kv<HS>(KV + (j & 1) * 2 * KT * LDH, k, v, b, hk, NKV, T, j * KT);
+		});
+		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
 		if (it == 0)
 #pragma unroll
 			for (int kk = 0; kk < KS; kk++)
@@ -319,7 +337,10 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
 	zero<NO>(acc);
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
+		pipeline_step(it, ntiles, [&](int j) {
+			stage_kv<HS>(KV + (j & 1) * 2 * KT * LDH, k, v, b, hk, NKV, T, j * KT);
+		});
+		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
 		if (w0 < T && k0 <= w0 + 15) {
 			float s[NS][4], dp[NS][4];
 			zero<NS>(s);
@@ -340,14 +361,7 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
 		__syncthreads();
 	}
 	size_t qs = (size_t)NH * HS;
-	float *gb = dq + (size_t)b * T * qs + (size_t)h * HS;
-#pragma unroll
-	for (int n = 0; n < NO; n++) {
-		if (r0 < T)
-			*(float2 *)(gb + (size_t)r0 * qs + n * 8 + c2) = make_float2(acc[n][0], acc[n][1]);
-		if (r1 < T)
-			*(float2 *)(gb + (size_t)r1 * qs + n * 8 + c2) = make_float2(acc[n][2], acc[n][3]);
-	}
+	store_frags<NO>(dq + (size_t)b * T * qs + (size_t)h * HS, qs, r0, r1, T, c2, acc);
 }
 
 /* Queries per step in dk, dv: the score fragments are (16, QS) for each of
@@ -393,11 +407,7 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 		int q0 = k0 + it % nq * KT;
 		const bf16 *Qs = QG + (it & 1) * 2 * KT * LDH, *Gs = Qs + KT * LDH;
 		const float *Lc = LD + (it & 1) * 2 * KT, *Dc = Lc + KT;
-		if (it + 1 < rep * nq)
-			issue(it + 1);
-		cp_async_commit();
-		cp_async_wait<1>();
-		__syncthreads();
+		pipeline_step(it, rep * nq, issue);
 #pragma unroll
 		for (int sq = 0; sq < KT; sq += QS) {
 			/* no query of the step sees a key of the warp */
@@ -428,17 +438,8 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 	}
 	size_t ks = (size_t)NKV * HS;
 	size_t koff = (size_t)b * T * ks + (size_t)hk * HS;
-#pragma unroll
-	for (int n = 0; n < NO; n++) {
-		if (ua < T) {
-			*(float2 *)(dk + koff + (size_t)ua * ks + n * 8 + c2) = make_float2(ak[n][0], ak[n][1]);
-			*(float2 *)(dv + koff + (size_t)ua * ks + n * 8 + c2) = make_float2(av[n][0], av[n][1]);
-		}
-		if (ub < T) {
-			*(float2 *)(dk + koff + (size_t)ub * ks + n * 8 + c2) = make_float2(ak[n][2], ak[n][3]);
-			*(float2 *)(dv + koff + (size_t)ub * ks + n * 8 + c2) = make_float2(av[n][2], av[n][3]);
-		}
-	}
+	store_frags<NO>(dk + koff, ks, ua, ub, T, c2, ak);
+	store_frags<NO>(dv + koff, ks, ua, ub, T, c2, av);
 }
 
 /* ---- launchers ------------------------------------------------------------------------------- */
