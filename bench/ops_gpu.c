@@ -68,7 +68,7 @@ static void attention_ops(int B, int T, int NH, int NKV, int HS)
 	float *q = frand(nq), *k = frand(nk), *v = frand(nk), *o = frand(nq);
 	float *dq = frand(nq), *dk = frand(nk), *dv = frand(nk);
 	float *sv = frand(be->attention_saved_floats(B, T, NH));
-	float *ax = frand(be->attention_scratch_floats(B, T, NH, HS));
+	float *ax = frand(be->attention_scratch_floats(B, T, NH, NKV, HS));
 	double afl = 2.0 * B * NH * (double)T * T * HS;     /* causal: half of 4·T²·HS */
 	snprintf(s, sizeof s, "B=%d T=%d NH=%d NKV=%d HS=%d", B, T, NH, NKV, HS);
 	/* fp32 CUDA cores, then the bf16 path (tensor cores for HS 64/128) with

@@ -325,10 +325,22 @@ size_t cuda_attention_saved_floats(int B, int T, int NH)
 	return (size_t)B * NH * T;          /* the log-sum-exp of each query row */
 }
 
-size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS)
+/* D = rowsum(dout ∘ out) (B, NH, T), then (padded to 16 bytes) the dk, dv
+ * sums of the mma kernels' parts of a GQA head group (none without GQA).
+ * The parts are counted whenever HS has mma kernels: an fp32 run of such a
+ * model gets scratch it does not use (at most 2·(NH − NKV)·B·T·HS floats,
+ * one per query head past the first of a group). */
+static size_t d_floats(int B, int T, int NH)
 {
-	(void)HS;
-	return (size_t)B * NH * T;          /* D = rowsum(dout ∘ out) */
+	return ((size_t)B * NH * T + 3) / 4 * 4;
+}
+
+size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS)
+{
+	size_t n = d_floats(B, T, NH);
+	if (cuda_attention_tc_supports(HS) && NKV > 0 && NH % NKV == 0)
+		n += cuda_attention_mma_parts_floats(B, T, NH, NKV, HS);
+	return n;
 }
 
 /* Shared memory above 48 KiB needs a per-kernel opt-in, asked for once per
@@ -420,8 +432,12 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	int tc = use_tc(HS, bf16);
 	if (tc) {
 		LORA_ASSERT(dq && dk && dv);
-		(tc == 1 ? cuda_attention_mma_backward : cuda_attention_tc_backward)(
-			dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH, NKV, HS);
+		if (tc == 1)
+			cuda_attention_mma_backward(dq, dk, dv, scratch + d_floats(B, T, NH), dout,
+			                            saved, D, q, k, v, adt, B, T, NH, NKV, HS);
+		else
+			cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH,
+			                           NKV, HS);
 		return;
 	}
 	if (dq) {

@@ -198,7 +198,20 @@ __device__ __forceinline__ void zero(float (*acc)[4])
  * the next one is staged (cp.async) while the current one is used; every
  * iteration commits one group (perhaps empty) and waits for all but the
  * newest, then a barrier; a barrier at the end frees the buffer for the
- * iteration after next. */
+ * iteration after next.
+ *
+ * Grids: x = the (batch, head) pair (and for dk, dv the part of a head
+ * group), y = the block of own rows, the heaviest at y = 0 (causal work
+ * grows with a query's row and shrinks with a key's). Blocks start in the
+ * order of x + y·gridDim.x, so all the heavy blocks come first and the last
+ * wave is light ones: longest first, the classic rule for a short tail.
+ * (In a greedy model of one block per SM on 132 SMs that is 5-12% off the
+ * forward's and dq's time at 7B and TinyLlama shapes against the order
+ * with y slowest per head, and more for dk, dv split by heads.) */
+__device__ __forceinline__ int heavy_row0(int rows, bool queries)
+{
+	return (queries ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * rows;
+}
 
 template <int HS, int W, typename A>
 __global__ void __launch_bounds__(32 * W)
@@ -209,7 +222,8 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	extern __shared__ __align__(128) unsigned char smem[];
 	bf16 *Qs = (bf16 *)smem, *KV = Qs + QR * LDH;      /* KV: 2 x (K tile, V tile) */
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int q0 = heavy_first(QR), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_row0(QR, true), b = blockIdx.x / NH, h = blockIdx.x % NH;
+	int hk = h / (NH / NKV);
 	int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;   /* the lane's two query rows */
 	int ntiles = (min(q0 + QR, T) - 1) / KT + 1;
 	float sl2 = scale * LOG2E;               /* scores in log2 units */
@@ -321,7 +335,8 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
 	extern __shared__ __align__(128) unsigned char smem[];
 	bf16 *Qs = (bf16 *)smem, *Gs = Qs + QR * LDH, *KV = Gs + QR * LDH;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int q0 = heavy_first(QR), b = blockIdx.y / NH, h = blockIdx.y % NH, hk = h / (NH / NKV);
+	int q0 = heavy_row0(QR, true), b = blockIdx.x / NH, h = blockIdx.x % NH;
+	int hk = h / (NH / NKV);
 	int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;
 	int ntiles = (min(q0 + QR, T) - 1) / KT + 1;
 	const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
@@ -368,10 +383,17 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
  * S and dP beside the (16, HS) accumulators of dK and dV. */
 template <int HS> struct dkv_step { static constexpr int QS = HS == 128 ? 32 : 64; };
 
+/* The query heads of a KV head's group are split into S parts of NH/NKV/S
+ * heads, one block each (for GQA: without it TinyLlama's dk, dv grid at
+ * 2 x 2048 tokens is 128 blocks for 132 SMs, the heaviest doing twice the
+ * mean). Part 0 writes dk, dv; part s > 0 writes its sums to part[s - 1]
+ * (dk's, then dv's, each (B, T, NKV, HS)), added to dk, dv after in a fixed
+ * order (att_mma_parts_kernel). */
 template <int HS, int W, typename A>
 __global__ void __launch_bounds__(32 * W)
-att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *D,
-                   const A *q, const A *k, const A *v, int T, int NH, int NKV, float scale)
+att_mma_dkv_kernel(float *dk, float *dv, float *part, const float *dout, const float *lse,
+                   const float *D, const A *q, const A *k, const A *v, int T, int NH, int NKV,
+                   int S, float scale)
 {
 	constexpr int KR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8;
 	constexpr int QS = dkv_step<HS>::QS, NS = QS / 8;
@@ -380,15 +402,16 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 	bf16 *QG = Vw + KR * LDH;                    /* 2 x (Q tile, dO tile), KT rows each */
 	float *LD = (float *)(QG + 4 * KT * LDH);    /* 2 x (lse·log2(e), D) of the tile's queries */
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-	int k0 = blockIdx.x * KR, b = blockIdx.y / NKV, hk = blockIdx.y % NKV;
-	int rep = NH / NKV, nq = (T - k0 + KT - 1) / KT;  /* query tiles per head, from k0 */
+	int k0 = heavy_row0(KR, false), sp = blockIdx.x % S, b = blockIdx.x / S / NKV;
+	int hk = blockIdx.x / S % NKV, rep = NH / NKV, hn = rep / S, h0 = hk * rep + sp * hn;
+	int nq = (T - k0 + KT - 1) / KT;                   /* query tiles per head, from k0 */
 	int u0 = k0 + warp * 16, ua = u0 + g, ub = ua + 8;   /* the lane's two keys */
 	float sl2 = scale * LOG2E;
 
-	/* tile it: head hk·rep + it / nq, queries from k0 + (it % nq)·KT
+	/* tile it: head h0 + it / nq, queries from k0 + (it % nq)·KT
 	 * (earlier queries see no own key) */
 	auto issue = [&](int it) {
-		int h = hk * rep + it / nq, q0 = k0 + it % nq * KT;
+		int h = h0 + it / nq, q0 = k0 + it % nq * KT;
 		bf16 *Qs = QG + (it & 1) * 2 * KT * LDH;
 		float *L = LD + (it & 1) * 2 * KT;
 		stage<HS, KT>(Qs, q, b, h, NH, T, q0);
@@ -403,11 +426,11 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 	float ak[NO][4], av[NO][4];
 	zero<NO>(ak);
 	zero<NO>(av);
-	for (int it = 0; it < rep * nq; it++) {
+	for (int it = 0; it < hn * nq; it++) {
 		int q0 = k0 + it % nq * KT;
 		const bf16 *Qs = QG + (it & 1) * 2 * KT * LDH, *Gs = Qs + KT * LDH;
 		const float *Lc = LD + (it & 1) * 2 * KT, *Dc = Lc + KT;
-		pipeline_step(it, rep * nq, issue);
+		pipeline_step(it, hn * nq, issue);
 #pragma unroll
 		for (int sq = 0; sq < KT; sq += QS) {
 			/* no query of the step sees a key of the warp */
@@ -436,10 +459,33 @@ att_mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, co
 		}
 		__syncthreads();
 	}
-	size_t ks = (size_t)NKV * HS;
+	size_t ks = (size_t)NKV * HS, nk = (size_t)(gridDim.x / S / NKV) * T * ks;
 	size_t koff = (size_t)b * T * ks + (size_t)hk * HS;
+	if (sp) {
+		dk = part + (size_t)(sp - 1) * 2 * nk;
+		dv = dk + nk;
+	}
 	store_frags<NO>(dk + koff, ks, ua, ub, T, c2, ak);
 	store_frags<NO>(dv + koff, ks, ua, ub, T, c2, av);
+}
+
+/* dk, dv (n floats each) += the S − 1 parts' sums, in part order: the same
+ * bits every run for a given S. n is a multiple of 4. */
+__global__ void att_mma_parts_kernel(float *dk, float *dv, const float *part, size_t n, int S)
+{
+	size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+	if (i >= 2 * n)
+		return;
+	float *d = i < n ? dk + i : dv + (i - n);
+	float4 a = *(float4 *)d;
+	for (int s = 1; s < S; s++) {
+		float4 p = *(const float4 *)(part + (size_t)(s - 1) * 2 * n + i);
+		a.x += p.x;
+		a.y += p.y;
+		a.z += p.z;
+		a.w += p.w;
+	}
+	*(float4 *)d = a;
 }
 
 /* ---- launchers ------------------------------------------------------------------------------- */
@@ -481,15 +527,40 @@ static void mma_forward(A *out, float *saved, const A *q, const A *k, const A *v
 		optin(att_mma_fwd_kernel<HS, W, A>, smem);
 		ready = 1;
 	}
-	dim3 grid((T + 16 * W - 1) / (16 * W), B * NH);
+	dim3 grid(B * NH, (T + 16 * W - 1) / (16 * W));
 	att_mma_fwd_kernel<HS, W, A><<<grid, 32 * W, smem, cuda_stream()>>>(
 		out, saved, q, k, v, T, NH, NKV, 1.0f / sqrtf((float)HS));
 	CUDA_LAUNCH_CHECK();
 }
 
+/* Parts of a head group in dk, dv (see att_mma_dkv_kernel): the fewest
+ * that divide NH/NKV and give the grid two blocks per SM (one fits at a
+ * time), so the heaviest key blocks, which start first, are not the tail;
+ * LORA_CUDA_ATTN_SPLIT=n asks for n (rounded down to a divisor), to test
+ * and time each. */
+static int dkv_split(int B, int T, int NH, int NKV, int W)
+{
+	int rep = NH / NKV, want = 0;
+	const char *e = getenv("LORA_CUDA_ATTN_SPLIT");
+	if (e && atoi(e) > 0)
+		want = atoi(e);
+	size_t blocks = (size_t)((T + 16 * W - 1) / (16 * W)) * B * NKV;
+	int s = 1;
+	while (s < rep && (want ? s < want : blocks * s < 2 * (size_t)cuda_sm_count()))
+		s++;
+	while (rep % s || (want && s > want))
+		s--;
+	return s;
+}
+
+size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS)
+{
+	return (size_t)(dkv_split(B, T, NH, NKV, warps()) - 1) * 2 * B * T * NKV * HS;
+}
+
 template <int HS, int W, typename A>
-static void mma_backward(float *dq, float *dk, float *dv, const float *dout, const float *saved,
-                         const float *D, const A *q, const A *k, const A *v,
+static void mma_backward(float *dq, float *dk, float *dv, float *part, const float *dout,
+                         const float *saved, const float *D, const A *q, const A *k, const A *v,
                          int B, int T, int NH, int NKV)
 {
 	static int ready;
@@ -500,14 +571,20 @@ static void mma_backward(float *dq, float *dk, float *dv, const float *dout, con
 		ready = 1;
 	}
 	float scale = 1.0f / sqrtf((float)HS);
-	int R = 16 * W;
-	dim3 gq((T + R - 1) / R, B * NH), gk((T + R - 1) / R, B * NKV);
+	int R = 16 * W, S = dkv_split(B, T, NH, NKV, W);
+	dim3 gq(B * NH, (T + R - 1) / R), gk(B * NKV * S, (T + R - 1) / R);
 	att_mma_dq_kernel<HS, W, A><<<gq, 32 * W, sq, cuda_stream()>>>(
 		dq, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
 	att_mma_dkv_kernel<HS, W, A><<<gk, 32 * W, sk, cuda_stream()>>>(
-		dk, dv, dout, saved, D, q, k, v, T, NH, NKV, scale);
+		dk, dv, part, dout, saved, D, q, k, v, T, NH, NKV, S, scale);
 	CUDA_LAUNCH_CHECK();
+	if (S > 1) {
+		size_t n = (size_t)B * T * NKV * HS;
+		att_mma_parts_kernel<<<cuda_blocks(2 * n / 4, 256), 256, 0, cuda_stream()>>>(
+			dk, dv, part, n, S);
+		CUDA_LAUNCH_CHECK();
+	}
 }
 
 #define MMA_PICK(fn, HS, A) \
@@ -523,13 +600,13 @@ void cuda_attention_mma_forward(void *out, float *saved, const void *q, const vo
 			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, B, T, NH, NKV));
 }
 
-void cuda_attention_mma_backward(float *dq, float *dk, float *dv, const float *dout,
-                                 const float *saved, const float *D, const void *q,
-                                 const void *k, const void *v, lora_dtype adt, int B, int T,
-                                 int NH, int NKV, int HS)
+void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
+                                 const float *dout, const float *saved, const float *D,
+                                 const void *q, const void *k, const void *v, lora_dtype adt,
+                                 int B, int T, int NH, int NKV, int HS)
 {
 	ADTYPE_DISPATCH(adt, A,
 		MMA_PICK(mma_backward, HS, A)(
-			dq, dk, dv, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T, NH,
-			NKV));
+			dq, dk, dv, part, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T,
+			NH, NKV));
 }

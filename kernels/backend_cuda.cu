@@ -29,6 +29,7 @@ static struct {
 	std::mutex mu;             /* guards the table and the counters */
 	std::unordered_map<void *, size_t> *sizes;
 	size_t used, peak, capacity;
+	int sms;                   /* streaming multiprocessors */
 } S = { -1 };
 
 void cuda_fail(const char *what, const char *msg, const char *file, int line)
@@ -39,6 +40,7 @@ void cuda_fail(const char *what, const char *msg, const char *file, int line)
 
 cudaStream_t cuda_stream(void) { return S.stream; }
 cublasHandle_t cuda_blas(void) { return S.blas; }
+int cuda_sm_count(void) { return S.sms; }
 
 /* ---- memory -------------------------------------------------------------------------- */
 
@@ -259,6 +261,7 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	CUDA_CHECK(cudaMemGetInfo(&freeb, &S.capacity));
 	S.sizes = new std::unordered_map<void *, size_t>();
 	S.dev = dev;
+	S.sms = prop.multiProcessorCount;
 	snprintf(S.name, sizeof S.name, "cuda:%d", dev);
 	table_fill(&cuda_be);
 	/* cuBLAS's workspace: 32 MiB as NVIDIA recommends for Hopper. */

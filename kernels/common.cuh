@@ -44,6 +44,7 @@ void cuda_fail(const char *what, const char *msg, const char *file, int line)
 
 cudaStream_t cuda_stream(void);
 cublasHandle_t cuda_blas(void);
+int cuda_sm_count(void);         /* of the open device */
 /* A device buffer of CUDA_WS_BYTES, owned by the backend, reused by every op
  * that needs temporary memory the op-layer signature has no scratch argument
  * for (the bf16 copies of activations in linear.cu). Allocated when the
@@ -193,7 +194,7 @@ void cuda_rope_forward(void *out, const void *x, lora_dtype adt, const float *fc
                        const float *fs, int B, int T, int NH, int HS);
 void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);
 size_t cuda_attention_saved_floats(int B, int T, int NH);
-size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS);
+size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS);
 void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
                             const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                             int HS, int bf16);
@@ -216,10 +217,13 @@ void cuda_attention_tc_backward(float *dq, float *dk, float *dv, const float *do
 void cuda_attention_mma_forward(void *out, float *saved, const void *q, const void *k,
                                 const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                                 int HS);
-void cuda_attention_mma_backward(float *dq, float *dk, float *dv, const float *dout,
-                                 const float *saved, const float *D, const void *q,
-                                 const void *k, const void *v, lora_dtype adt, int B, int T,
-                                 int NH, int NKV, int HS);
+/* part: cuda_attention_mma_parts_floats() floats, 16-byte aligned (dk, dv
+ * sums of the parts of a head group, for GQA) */
+size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS);
+void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
+                                 const float *dout, const float *saved, const float *D,
+                                 const void *q, const void *k, const void *v, lora_dtype adt,
+                                 int B, int T, int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const void *gate,
                           const void *up, lora_dtype adt, size_t N);

@@ -221,14 +221,14 @@ struct lora_backend {
 	 * h / (NH/NKV). out (B, T, NH, HS) = softmax(q·kᵀ/sqrt(HS) + causal mask)·v.
 	 * saved: attention_saved_floats(B, T, NH) floats kept for the backward.
 	 * backward WRITES dq, dk, dv (one writer each: no zero fill before it).
-	 * scratch: attention_scratch_floats(B, T, NH, HS).
+	 * scratch: attention_scratch_floats(B, T, NH, NKV, HS).
 	 * bf16: the run trains in bf16 (frozen weights BF16), so the backend may
 	 * round q, k, v, dout, the probabilities and dS to bf16 inside the op, as
 	 * PyTorch's bf16 SDPA does (CUDA: the tensor-core kernels, HS 64 and
 	 * 128); 0 keeps the op fp32 throughout. The CPU ignores it.
 	 * q, k, v and out are in adt (the gradients fp32). */
 	size_t (*attention_saved_floats)(int B, int T, int NH);
-	size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+	size_t (*attention_scratch_floats)(int B, int T, int NH, int NKV, int HS);
 	void (*attention_forward)(void *out, float *saved, const void *q, const void *k,
 	                          const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
 	                          int HS, int bf16);

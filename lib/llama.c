@@ -459,7 +459,7 @@ static size_t layout(priv_t *p, const lora_llama_config *c, const lora_backend *
 		                                     adt);
 		s_lora = N * lc->r * nt + (s0 > s1 ? s0 : s1);
 	}
-	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->head_dim);
+	size_t s_att = be->attention_scratch_floats(B, T, c->n_heads, c->n_kv_heads, c->head_dim);
 	TAKE(*(base ? &p->scratch : &dummy), s_lora > s_att ? s_lora : s_att);
 	TAKE(*(base ? &p->rope_cos : &dummy), (size_t)T * c->head_dim / 2);
 	TAKE(*(base ? &p->rope_sin : &dummy), (size_t)T * c->head_dim / 2);

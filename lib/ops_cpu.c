@@ -380,9 +380,9 @@ static size_t attention_saved_floats(int B, int T, int NH)
 	return (size_t)B * NH * T * T;
 }
 
-static size_t attention_scratch_floats(int B, int T, int NH, int HS)
+static size_t attention_scratch_floats(int B, int T, int NH, int NKV, int HS)
 {
-	(void)B; (void)NH; (void)HS;
+	(void)B; (void)NH; (void)NKV; (void)HS;
 	return (size_t)T * T;
 }
 

@@ -802,8 +802,10 @@ static void attention_case(int B, int T, int NH, int NKV, int HS, int bf, lora_d
 	cpu->attention_forward(out.c, sc, q.c, k.c, v.c, LORA_DTYPE_F32, B, T, NH, NKV, HS, bf);
 	gpu->attention_forward(out.g, sg, q.g, k.g, v.g, adt, B, T, NH, NKV, HS, bf);
 	char what[160], name[96];
-	snprintf(name, sizeof name, "B=%d T=%d NH=%d NKV=%d HS=%d%s%s", B, T, NH, NKV, HS,
-	         tc ? " (tensor cores)" : "", adt == LORA_DTYPE_BF16 ? " BF16 q,k,v,out" : "");
+	const char *split = getenv("LORA_CUDA_ATTN_SPLIT");
+	snprintf(name, sizeof name, "B=%d T=%d NH=%d NKV=%d HS=%d%s%s%s%s", B, T, NH, NKV, HS,
+	         tc ? " (tensor cores)" : "", adt == LORA_DTYPE_BF16 ? " BF16 q,k,v,out" : "",
+	         split ? " split " : "", split ? split : "");
 	/* scores: sums of HS products; softmax over T keys; o sums of T terms */
 	double kf = tc ? 4.0 / 256 / EPS32 : 2.0 * HS + 2.0 * T + 16;
 	snprintf(what, sizeof what, "attention_forward %s", name);
@@ -818,8 +820,8 @@ static void attention_case(int B, int T, int NH, int NKV, int HS, int bf, lora_d
 	/* dq, dk, dv are written: NaN on the GPU, so an accumulate fails */
 	pair dout = pair_rand_dt(nq, -1, 1, dt), dq = pair_out(nq);
 	pair dk = pair_out(nk), dv = pair_out(nk);
-	float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, HS) * 4 + 4);
-	float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, HS), 4));
+	float *xc = be_alloc(cpu, cpu->attention_scratch_floats(B, T, NH, NKV, HS) * 4 + 4);
+	float *xg = be_alloc(gpu, gbytes(gpu->attention_scratch_floats(B, T, NH, NKV, HS), 4));
 	cpu->attention_backward(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, out.c, LORA_DTYPE_F32,
 	                        B, T, NH, NKV, HS, xc, bf);
 	gpu->attention_backward(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, out.g, adt,
@@ -869,6 +871,18 @@ static void test_attention(void)
 	for (size_t s = 0; s < sizeof bshapes / sizeof *bshapes; s++)
 		attention_case(bshapes[s][0], bshapes[s][1], bshapes[s][2], bshapes[s][3],
 		               bshapes[s][4], bshapes[s][5], LORA_DTYPE_BF16);
+	/* A group of 4 query heads per KV head, its dk, dv in 1, 2 and (the
+	 * choice at this size) 4 parts of the group (attention_mma.cu) */
+	const char *keep = getenv("LORA_CUDA_ATTN_SPLIT");
+	for (int parts = 1; parts <= 2; parts++) {
+		setenv("LORA_CUDA_ATTN_SPLIT", parts == 1 ? "1" : "2", 1);
+		attention_case(2, 130, 8, 2, 64, 1, LORA_DTYPE_BF16);
+	}
+	if (keep)
+		setenv("LORA_CUDA_ATTN_SPLIT", keep, 1);
+	else
+		unsetenv("LORA_CUDA_ATTN_SPLIT");
+	attention_case(2, 130, 8, 2, 64, 1, LORA_DTYPE_BF16);
 }
 
 /* ---- SwiGLU and add --------------------------------------------------------------------------------------- */

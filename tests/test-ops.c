@@ -297,7 +297,7 @@ static void test_attention(const char *tag)
 	float *q = get(K("q"), &nq), *kk = get(K("k"), &nk), *v = get(K("v"), 0);
 	float *y = get(K("y"), 0), *dout = get(K("dout"), 0);
 	float *out = lora_xcalloc(nq, 4), *saved = lora_xcalloc(be->attention_saved_floats(B, T, NH), 4);
-	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, HS) + 1, 4);
+	float *scr = lora_xcalloc(be->attention_scratch_floats(B, T, NH, NKV, HS) + 1, 4);
 	float *dq = lora_xmalloc(nq * 4), *dk = lora_xmalloc(nk * 4), *dv = lora_xmalloc(nk * 4);
 	for (int64_t i = 0; i < nq; i++)
 		dq[i] = NAN;                 /* written, not accumulated */
