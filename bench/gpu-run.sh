@@ -10,8 +10,9 @@
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
-#                                          (+ attention on the WMMA kernels, and
-#                                          the mma ones with 4 warps a block)
+#                                          (+ attention on the WMMA kernels, the
+#                                          mma ones with 4 warps a block, and
+#                                          with dk, dv unsplit for GQA)
 #   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
@@ -63,6 +64,8 @@ if [ "$what" = ops ] || [ "$what" = all ]; then
 	# block beside the default (mma, 8 warps)
 	LORA_CUDA_ATTN=wmma /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 	LORA_CUDA_ATTN_ROWS=64 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
+	# and dk, dv with a GQA head group in one block (TinyLlama's lines)
+	LORA_CUDA_ATTN_SPLIT=1 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
