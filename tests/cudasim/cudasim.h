@@ -375,6 +375,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f)
 	return b;
 }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { __nv_bfloat16 b; b.__x = u; return b; }
 inline float __bfloat162float(__nv_bfloat16 b)
 {
 	uint32_t x = (uint32_t)b.__x << 16;
