@@ -3,7 +3,7 @@
 # runs, and pack it into build/gpu-bundle/bundle.tar.xz for the device tool
 # (a GPU box has CUDA and PyTorch but no -dev packages and no network).
 #
-# Packs: test-cuda-ops, test-cuda-llama, train_gpu, ops_gpu (and lora-train if it
+# Packs: test-cuda-mma, test-cuda-ops, test-cuda-llama, train_gpu, ops_gpu (and lora-train if it
 # exists), linked statically against the Makefile's libraries (jansson, yaml,
 # png, jpeg, pcre2, utf8proc, lapacke, openblas, zlib, ...) and the CUDA
 # runtime; dynamically against
@@ -20,6 +20,7 @@ cpu_libs=$(make -s --no-print-directory --eval='print-libs: ; @echo $(LDLIBS)' p
 	tr ' ' '\n' | grep -v -x -e -lm -e -lpthread -e -ldl -e -lrt | tr '\n' ' ')
 LIBS="-Wl,-Bstatic $cpu_libs -Wl,-Bdynamic -lgfortran -L/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart_static -lstdc++ -ldl -lrt -lm -lpthread"
 link() { cc $CFLAGS -o "$D/bin/$1" "$2" build/rel/liblora.a $LIBS; }
+link test-cuda-mma tests/test-cuda-mma.c
 link test-cuda-ops tests/test-cuda-ops.c
 link test-cuda-llama tests/test-cuda-llama.c
 link train_gpu bench/train_gpu.c

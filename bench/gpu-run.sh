@@ -2,7 +2,8 @@
 # gpu-run.sh: what one device call runs on the GPU box, from the repo root,
 # with build/gpu-bundle (bench/gpu-bundle.sh) carried:
 #
-#   sh bench/gpu-run.sh tests              CUDA op tests + end-to-end test
+#   sh bench/gpu-run.sh tests              tensor-core fragments vs CUTLASS's
+#                                          layouts, CUDA op tests + end-to-end test
 #                                          (+ the op tests with LORA_CUDA_ATTN=fp32,
 #                                          the attention ones with =wmma and
 #                                          LORA_CUDA_ATTN_ROWS=64)
@@ -36,7 +37,7 @@ rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
 	# the default kernels (both attention paths), then the bf16 runs on
 	# the fp32 attention kernels too
-	for t in test-cuda-ops test-cuda-llama test-cuda-ops:fp32 test-cuda-ops:wmma test-cuda-ops:rows64 test-cuda-llama:act32; do
+	for t in test-cuda-mma test-cuda-ops test-cuda-llama test-cuda-ops:fp32 test-cuda-ops:wmma test-cuda-ops:rows64 test-cuda-llama:act32; do
 		log=$OUT/$(echo "$t" | tr : -).log
 		case $t in
 		*:fp32) LORA_CUDA_ATTN=fp32 /tmp/gpu/bin/${t%:fp32} >"$log" 2>&1 ;;
