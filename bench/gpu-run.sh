@@ -8,7 +8,9 @@
 #                                          the attention ones with =wmma and
 #                                          LORA_CUDA_ATTN_ROWS=64)
 #                                          + lora-train on the GPU vs the CPU
-#   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model
+#   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model (then
+#                                          a per-op profile of our steps:
+#                                          $OUT/profile-tinyllama.log)
 #   sh bench/gpu-run.sh bench llama2-7b
 #   sh bench/gpu-run.sh ops                time of each op at 7B/TinyLlama shapes
 #                                          (+ attention on the WMMA kernels, the
@@ -69,6 +71,7 @@ if [ "$what" = ops ] || [ "$what" = all ]; then
 	LORA_CUDA_ATTN_SPLIT=1 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-	TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
+	# PROFILE=1: each op's GPU time in a real step, after the timed runs
+	PROFILE=${PROFILE:-1} TRAIN_GPU=/tmp/gpu/bin/train_gpu OUT=$OUT sh bench/train-gpu.sh "$@" || rc=1
 fi
 exit $rc

@@ -15,6 +15,9 @@
 #        STEPS      timed steps per config (default 10, after 2 warm-up)
 #        DEVICE     cuda (default); cpu with the shape "tiny" checks the
 #                   scripts on a machine without a GPU
+#        PROFILE    1: then ours once more per model, 3 steps with
+#                   LORA_CUDA_PROFILE=1: each op's GPU time in a real step
+#                   (not in the table; to $OUT/profile-MODEL.log)
 # Tokens per step: 4096 for TinyLlama (B 8 x 512, B 2 x 2048), 2048 for
 # Llama-2-7B (B 4 x 512, B 1 x 2048), the same for both implementations.
 set -eu
@@ -47,5 +50,10 @@ for shape in $shapes; do
 	"$TRAIN_GPU" -d "$DEVICE" -s "$STEPS" "$WORK/$shape" $cfgs 2>&1 | tee -a "$log" || echo "# train_gpu failed" | tee -a "$log"
 	python3 bench/train_gpu_peft.py --device "$DEVICE" --steps "$STEPS" --model "$WORK/$shape" $cfgs 2>&1 |
 		grep -v -i warn | tee -a "$log" || echo "# peft failed" | tee -a "$log"
+	if [ "${PROFILE:-0}" = 1 ]; then
+		LORA_CUDA_PROFILE=1 "$TRAIN_GPU" -d "$DEVICE" -s 3 -w 1 "$WORK/$shape" $cfgs \
+			>"$OUT/profile-$shape.log" 2>&1 || echo "# profile run failed" | tee -a "$log"
+		grep -E '^profile|^  (op|attention|linear|lora|crossentropy)' "$OUT/profile-$shape.log" || true
+	fi
 done
 python3 bench/gpu_table.py "$log" | tee "$OUT/table.md"

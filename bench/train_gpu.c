@@ -14,6 +14,9 @@
  * a step, so that is the run's peak. On out of memory: status=oom and the
  * message.
  *
+ * With LORA_CUDA_PROFILE=1, the GPU time of each op over the timed steps
+ * follows each config on stderr (lora_backend_profile).
+ *
  * Build: bench/gpu-bundle.sh (static where it can, to carry to a GPU box).
  * Usage: train_gpu [-d device] [-s steps] [-w warmup] model_dir config...
  */
@@ -101,6 +104,7 @@ static void run_config(lora_llama *m, const char *spec, int steps, int warmup)
 			tg[i] = i % T + 1 < T ? ids[i + 1] : LORA_IGNORE_INDEX;
 		if (s == warmup) {
 			be->sync();
+			lora_backend_profile(NULL);     /* LORA_CUDA_PROFILE: timed steps only */
 			t0 = lora_time();
 		}
 		lora_params_zero_grad(ps, be);
@@ -114,6 +118,9 @@ static void run_config(lora_llama *m, const char *spec, int steps, int warmup)
 	}
 	be->sync();
 	double dt = lora_time() - t0;
+	char label[160];
+	snprintf(label, sizeof label, "%s, %d steps", spec, steps);
+	lora_backend_profile(label);
 	size_t used, peak, cap;
 	be->mem_info(&used, &peak, &cap);
 	printf("result impl=ours B=%d T=%d targets=%s r=%d ckpt=%d status=ok tokens_per_s=%.1f "

@@ -13,7 +13,9 @@
  */
 #include "common.cuh"
 
+#include <algorithm>
 #include <mutex>
+#include <vector>
 #include <unordered_map>
 
 /* ---- state ------------------------------------------------------------------------ */
@@ -163,12 +165,129 @@ void *cuda_buffer_alloc(size_t bytes)
 
 void cuda_buffer_free(void *p) { cu_free(p); }
 
+/* ---- profile (LORA_CUDA_PROFILE=1) ------------------------------------------------------------
+ * Each op of the table is wrapped: a CUDA event is recorded on the stream
+ * before and after it, so the GPU time of the op is measured where it runs
+ * (the host does not wait; pairs are resolved at the next report, or every
+ * 4096 ops, which then waits for the stream). Reports (lora_backend_profile)
+ * give per op its calls, GPU milliseconds and share, and the stream's span
+ * from the first op to the last: span minus the ops' sum is time the GPU
+ * sat between ops (launch gaps, host waits inside a batch of ops). */
+
+#define PROF_MAX 48
+static struct {
+	int on;
+	const char *name[PROF_MAX];
+	double ms[PROF_MAX], span;
+	long calls[PROF_MAX];
+	struct rec { int id; cudaEvent_t a, b; };
+	std::vector<rec> *pend;
+	std::vector<cudaEvent_t> *pool;
+} P;
+
+static cudaEvent_t prof_event(void)
+{
+	cudaEvent_t e;
+	if (P.pool->empty()) {
+		CUDA_CHECK(cudaEventCreate(&e));
+		return e;
+	}
+	e = P.pool->back();
+	P.pool->pop_back();
+	return e;
+}
+
+/* Waits for the stream's last recorded event and adds up every pair. */
+static void prof_resolve(void)
+{
+	if (P.pend->empty())
+		return;
+	CUDA_CHECK(cudaEventSynchronize(P.pend->back().b));
+	float ms;
+	for (auto &r : *P.pend) {
+		CUDA_CHECK(cudaEventElapsedTime(&ms, r.a, r.b));
+		P.ms[r.id] += ms;
+		P.calls[r.id]++;
+	}
+	CUDA_CHECK(cudaEventElapsedTime(&ms, P.pend->front().a, P.pend->back().b));
+	P.span += ms;
+	for (auto &r : *P.pend) {
+		P.pool->push_back(r.a);
+		P.pool->push_back(r.b);
+	}
+	P.pend->clear();
+}
+
+template <int ID, auto F> struct prof;
+template <int ID, typename R, typename... A, R (*F)(A...)> struct prof<ID, F> {
+	static R call(A... a)
+	{
+		cudaEvent_t e0 = prof_event(), e1 = prof_event();
+		CUDA_CHECK(cudaEventRecord(e0, S.stream));
+		struct after {   /* records e1 once F has been issued, whatever it returns */
+			cudaEvent_t a, b;
+			~after()
+			{
+				CUDA_CHECK(cudaEventRecord(b, S.stream));
+				P.pend->push_back({ ID, a, b });
+				if (P.pend->size() >= 4096)
+					prof_resolve();
+			}
+		} done = { e0, e1 };
+		return F(a...);
+	}
+};
+
+extern "C" void cuda_profile_report(const char *label)
+{
+	if (!P.on || S.dev < 0)
+		return;
+	prof_resolve();
+	double sum = 0;
+	int order[PROF_MAX], n = 0;
+	for (int i = 0; i < PROF_MAX; i++)
+		if (P.calls[i]) {
+			sum += P.ms[i];
+			order[n++] = i;
+		}
+	if (label && n) {
+		std::sort(order, order + n, [](int x, int y) { return P.ms[x] > P.ms[y]; });
+		fprintf(stderr, "profile %s (%s): %.2f ms from the first op to the last, %.2f ms in "
+		        "ops, %.2f ms between them\n", label, S.name, P.span, sum, P.span - sum);
+		fprintf(stderr, "  %-24s %8s %11s %7s %10s\n", "op", "calls", "GPU ms", "share",
+		        "mean us");
+		for (int k = 0; k < n; k++) {
+			int i = order[k];
+			fprintf(stderr, "  %-24s %8ld %11.3f %6.1f%% %10.1f\n", P.name[i], P.calls[i],
+			        P.ms[i], 100 * P.ms[i] / sum, 1e3 * P.ms[i] / P.calls[i]);
+		}
+	}
+	for (int i = 0; i < PROF_MAX; i++) {
+		P.ms[i] = 0;
+		P.calls[i] = 0;
+	}
+	P.span = 0;
+}
+
+static void prof_at_exit(void) { cuda_profile_report("(to the end)"); }
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 /* Filled field by field in lora_backend_cuda (robust to the order of the
  * struct; a NULL left here would be an op added to backend.h without a
  * kernel, which tests/test-cuda-ops.c checks). */
 static lora_backend cuda_be;
+
+/* t->field = fn, or fn timed (see above) when profiling; ids from
+ * __COUNTER__, one per op */
+#define OP(field, fn) do { \
+	constexpr int id_ = __COUNTER__; \
+	static_assert(id_ < PROF_MAX, "PROF_MAX"); \
+	t->field = fn; \
+	if (P.on) { \
+		t->field = prof<id_, fn>::call; \
+		P.name[id_] = #field; \
+	} } while (0)
 
 static void table_fill(lora_backend *t)
 {
@@ -184,31 +303,31 @@ static void table_fill(lora_backend *t)
 	t->upload_f32 = cu_upload_f32;
 	t->sync = cu_sync;
 	t->mem_info = cu_mem_info;
-	t->embedding_forward = cuda_embedding_forward;
-	t->embedding_backward = cuda_embedding_backward;
-	t->rmsnorm_forward = cuda_rmsnorm_forward;
-	t->rmsnorm_backward = cuda_rmsnorm_backward;
-	t->linear_forward = cuda_linear_forward;
-	t->linear_backward = cuda_linear_backward;
-	t->lora_down = cuda_lora_down;
-	t->lora_up = cuda_lora_up;
-	t->lora_up_backward = cuda_lora_up_backward;
-	t->lora_down_backward = cuda_lora_down_backward;
-	t->rope_forward = cuda_rope_forward;
-	t->rope_backward = cuda_rope_backward;
+	OP(embedding_forward, cuda_embedding_forward);
+	OP(embedding_backward, cuda_embedding_backward);
+	OP(rmsnorm_forward, cuda_rmsnorm_forward);
+	OP(rmsnorm_backward, cuda_rmsnorm_backward);
+	OP(linear_forward, cuda_linear_forward);
+	OP(linear_backward, cuda_linear_backward);
+	OP(lora_down, cuda_lora_down);
+	OP(lora_up, cuda_lora_up);
+	OP(lora_up_backward, cuda_lora_up_backward);
+	OP(lora_down_backward, cuda_lora_down_backward);
+	OP(rope_forward, cuda_rope_forward);
+	OP(rope_backward, cuda_rope_backward);
 	t->attention_saved_floats = cuda_attention_saved_floats;
 	t->attention_scratch_floats = cuda_attention_scratch_floats;
-	t->attention_forward = cuda_attention_forward;
-	t->attention_backward = cuda_attention_backward;
-	t->swiglu_forward = cuda_swiglu_forward;
-	t->swiglu_backward = cuda_swiglu_backward;
-	t->add_forward = cuda_add_forward;
-	t->crossentropy_forward = cuda_crossentropy_forward;
-	t->crossentropy_backward = cuda_crossentropy_backward;
-	t->adamw_update = cuda_adamw_update;
-	t->sumsq = cuda_sumsq;
-	t->sumsq_segments = cuda_sumsq_segments;
-	t->scale = cuda_scale;
+	OP(attention_forward, cuda_attention_forward);
+	OP(attention_backward, cuda_attention_backward);
+	OP(swiglu_forward, cuda_swiglu_forward);
+	OP(swiglu_backward, cuda_swiglu_backward);
+	OP(add_forward, cuda_add_forward);
+	OP(crossentropy_forward, cuda_crossentropy_forward);
+	OP(crossentropy_backward, cuda_crossentropy_backward);
+	OP(adamw_update, cuda_adamw_update);
+	OP(sumsq, cuda_sumsq);
+	OP(sumsq_segments, cuda_sumsq_segments);
+	OP(scale, cuda_scale);
 }
 
 /* A kernel of this build, to ask whether the GPU can run our machine code. */
@@ -263,6 +382,13 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;
 	snprintf(S.name, sizeof S.name, "cuda:%d", dev);
+	const char *pe = getenv("LORA_CUDA_PROFILE");
+	if (pe && *pe && strcmp(pe, "0")) {
+		P.on = 1;
+		P.pend = new std::vector<decltype(P)::rec>();
+		P.pool = new std::vector<cudaEvent_t>();
+		atexit(prof_at_exit);   /* after the runtime's own: runs before its teardown */
+	}
 	table_fill(&cuda_be);
 	/* cuBLAS's workspace: 32 MiB as NVIDIA recommends for Hopper. */
 	const size_t blas_ws = (size_t)32 << 20;

@@ -22,6 +22,19 @@ static const lora_backend *get_cuda(int dev)
 #endif
 }
 
+#ifdef LORA_CUDA
+void cuda_profile_report(const char *label);      /* kernels/backend_cuda.cu */
+#endif
+
+void lora_backend_profile(const char *label)
+{
+#ifdef LORA_CUDA
+	cuda_profile_report(label);
+#else
+	(void)label;
+#endif
+}
+
 const lora_backend *lora_backend_get(const char *device)
 {
 	if (!device || !strcmp(device, "auto")) {

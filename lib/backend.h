@@ -297,6 +297,13 @@ const lora_backend *lora_backend_get(const char *device);
  * NULL + lora_err when be cannot hold weights in wdt (the CPU: F32 only). */
 const lora_backend *lora_backend_with_wdtype(const lora_backend *be, lora_dtype wdt);
 
+/* With LORA_CUDA_PROFILE=1 in the environment the CUDA backend times every
+ * op on the GPU (events around each call); this prints, on stderr, each
+ * op's calls, GPU time and share since the last call, under `label`, and
+ * starts over (label NULL: start over only). What is left at exit is
+ * printed then. Without the variable, or without CUDA: nothing. */
+void lora_backend_profile(const char *label);
+
 /* The CPU reference backend (lib/ops_cpu.c). */
 const lora_backend *lora_backend_cpu(void);
 /* The CUDA backend (kernels/), device index dev; NULL + lora_err if none.

@@ -73,6 +73,16 @@ check "... plans less activation memory" [ "$(sed -n 's/.*activations \([0-9.]*\
 	"$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/lora-cpu.out")" ]
 check "... the same step losses as without (recomputed, not changed)" close "$T/out" "$T/lora-gpu.out" 1e-6
 
+# ---- LORA_CUDA_PROFILE=1: each op's GPU time, printed at exit; results unchanged -----
+export LORA_CUDA_PROFILE=1
+try --base_model "$T/full-cpu" --output_dir "$T/lora-prof" $RUN --device cuda
+unset LORA_CUDA_PROFILE
+check "LoRA on cuda, profiled: exit 0" [ $rc -eq 0 ]
+check "... prints the profile at exit" has "$T/err" "^profile (to the end) (cuda:0): .* ms in ops"
+check "... attention_forward: 6 steps x 2 layers = 12 calls" \
+	[ "$(awk '$1 == "attention_forward" { print $2 }' "$T/err")" = 12 ]
+check "... the same step losses as unprofiled" close "$T/out" "$T/lora-gpu.out" 1e-9
+
 if [ $sim -eq 0 ]; then
 	echo "$passes passed, $fails failed (memory and no-GPU checks need the emulator)"
 	[ $fails -eq 0 ]; exit

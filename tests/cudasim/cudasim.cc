@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <map>
 #include <vector>
@@ -711,6 +712,34 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+struct CUevent_st { double t; bool recorded; };
+cudaError_t cudaEventCreate(cudaEvent_t *e)
+{
+	*e = new CUevent_st();
+	return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+	delete e;
+	return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	e->t = ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+	e->recorded = true;
+	return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+	if (!a->recorded || !b->recorded)
+		sim::fail("cudaEventElapsedTime: an event that was never recorded");
+	*ms = (float)(b->t - a->t);
+	return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError(void)
 {
