@@ -85,12 +85,13 @@ __global__ void dropout_grad_kernel(float *dinp, const float *g, size_t n, float
  * up of a bf16 run, which cuBLAS cannot update from fp32 h and B). A block
  * of 256 threads covers UP_TR rows × UP_TC columns: thread (tx, ty) keeps
  * column tx's chunk of B in registers and sums rows ty, ty + 4, ...; the h
- * rows are staged in shared memory by chunks of UP_RK and read as float4
- * broadcasts (every lane of a warp reads the same row). */
+ * rows are staged in shared memory by chunks of RK (8, 16 or 32: the
+ * smallest that holds r, so that r = 8 does not multiply 24 zeros for every
+ * element) and read as float4 broadcasts (every lane of a warp reads the
+ * same row). */
 #define UP_TC 64
 #define UP_TR 32
-#define UP_RK 32
-template <typename O>
+template <typename O, int UP_RK>
 __global__ void __launch_bounds__(256) lora_up_kernel(O *out, const float *h, int ldh,
                                                       const float *B, float scale, int N,
                                                       int OC, int r)
@@ -237,8 +238,16 @@ void cuda_lora_up(void *out, lora_dtype odt, const float *h, int ldh, const floa
 		return;
 	dim3 grid((OC + UP_TC - 1) / UP_TC, (N + UP_TR - 1) / UP_TR);
 	LORA_ASSERT(grid.y <= 65535);
-	lora_up_kernel<<<grid, 256, 0, cuda_stream()>>>((__nv_bfloat16 *)out, h, ldh, B, scale, N,
-	                                                OC, r);
+	__nv_bfloat16 *o = (__nv_bfloat16 *)out;
+	if (r <= 8)
+		lora_up_kernel<__nv_bfloat16, 8><<<grid, 256, 0, cuda_stream()>>>(o, h, ldh, B, scale,
+		                                                                   N, OC, r);
+	else if (r <= 16)
+		lora_up_kernel<__nv_bfloat16, 16><<<grid, 256, 0, cuda_stream()>>>(o, h, ldh, B, scale,
+		                                                                    N, OC, r);
+	else
+		lora_up_kernel<__nv_bfloat16, 32><<<grid, 256, 0, cuda_stream()>>>(o, h, ldh, B, scale,
+		                                                                    N, OC, r);
 	CUDA_LAUNCH_CHECK();
 }
 

@@ -593,9 +593,11 @@ static void test_linear(void)
 
 static void test_lora(void)
 {
-	/* r 40 > 32: lora_up's bf16 kernel sums h in chunks of 32 */
+	/* r 40 > 32: lora_up's bf16 kernel sums h in chunks of 32; r <= 8 and
+	 * <= 16 take its chunks of 8 and 16 */
 	static const int shapes[][4] = { { 1, 3, 5, 1 }, { 7, 33, 17, 4 }, { 64, 128, 96, 8 },
-	                                 { 37, 100, 200, 40 }, { 256, 1024, 1024, 64 } };
+	                                 { 9, 40, 70, 16 }, { 37, 100, 200, 40 },
+	                                 { 256, 1024, 1024, 64 } };
 	static const float ps[] = { 0.0f, 0.25f };
 	size_t ns = sizeof shapes / sizeof *shapes;
 	/* inp F32, then BF16 (a saved activation of a bf16 run: the GPU widens it
