@@ -470,22 +470,23 @@ att_mma_dkv_kernel(float *dk, float *dv, float *part, const float *dout, const f
 }
 
 /* dk, dv (n floats each) += the S − 1 parts' sums, in part order: the same
- * bits every run for a given S. n is a multiple of 4. */
+ * bits every run for a given S. n is a multiple of 4; any grid (a
+ * grid-stride loop, as cuda_blocks() expects). */
 __global__ void att_mma_parts_kernel(float *dk, float *dv, const float *part, size_t n, int S)
 {
-	size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
-	if (i >= 2 * n)
-		return;
-	float *d = i < n ? dk + i : dv + (i - n);
-	float4 a = *(float4 *)d;
-	for (int s = 1; s < S; s++) {
-		float4 p = *(const float4 *)(part + (size_t)(s - 1) * 2 * n + i);
-		a.x += p.x;
-		a.y += p.y;
-		a.z += p.z;
-		a.w += p.w;
+	for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < 2 * n;
+	     i += (size_t)gridDim.x * blockDim.x * 4) {
+		float *d = i < n ? dk + i : dv + (i - n);
+		float4 a = *(float4 *)d;
+		for (int s = 1; s < S; s++) {
+			float4 p = *(const float4 *)(part + (size_t)(s - 1) * 2 * n + i);
+			a.x += p.x;
+			a.y += p.y;
+			a.z += p.z;
+			a.w += p.w;
+		}
+		*(float4 *)d = a;
 	}
-	*(float4 *)d = a;
 }
 
 /* ---- launchers ------------------------------------------------------------------------------- */
