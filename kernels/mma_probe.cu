@@ -17,20 +17,11 @@ __global__ void mma_probe_kernel(const uint16_t *x, const float *c01, const uint
 	for (int i = lane; i < 256; i += 32)
 		t[i / 16 * LDX + i % 16] = __ushort_as_bfloat16(x[i]);
 	__syncwarp();
-	uint32_t r[4];
-	uint32_t *o = out + lane * 4;
-	frag_a(r, t, LDX, lane);
-	for (int j = 0; j < 4; j++)
-		o[j] = r[j];
-	frag_bt(r, t, LDX, lane);
-	for (int j = 0; j < 4; j++)
-		o[128 + j] = r[j];
-	frag_b(r, t, LDX, lane);
-	for (int j = 0; j < 4; j++)
-		o[256 + j] = r[j];
-	pack_a(r, c01 + lane * 8, c01 + lane * 8 + 4);
-	for (int j = 0; j < 4; j++)
-		o[384 + j] = r[j];
+	uint32_t *o = out + lane * 4;         /* this lane's 4 words of each result */
+	frag_a(o, t, LDX, lane);
+	frag_bt(o + 128, t, LDX, lane);
+	frag_b(o + 256, t, LDX, lane);
+	pack_a(o + 384, c01 + lane * 8, c01 + lane * 8 + 4);
 	float d[4];
 	for (int j = 0; j < 4; j++)
 		d[j] = c[lane * 4 + j];

@@ -63,34 +63,31 @@ LDSM_N = (((32,), (32, 4)), ((32,), (1, 1024)))
 LDSM_T = (((4, 8), (16, 2, 4)), ((256, 16), (1, 128, 1024)))
 
 
+def values(layout, mat, nv):
+    """(32, nv): lane t's values of mat, given in the layout's own (rows,
+    columns) coordinates, flat index column-major."""
+    rows = mat.shape[0]
+    r = np.zeros((32, nv), np.float32)
+    for t in range(32):
+        for v in range(nv):
+            i = tv(layout, t, v)
+            r[t, v] = mat[i % rows, i // rows]
+    return r
+
+
 def frag_a(mat):
     """(32, 4, 2): lane t's A registers for a 16 x 16 (M, K) matrix."""
-    r = np.zeros((32, 4, 2), np.float32)
-    for t in range(32):
-        for v in range(8):
-            i = tv(A_LAYOUT, t, v)
-            r[t, v // 2, v % 2] = mat[i % 16, i // 16]
-    return r
+    return values(A_LAYOUT, mat, 8).reshape(32, 4, 2)
 
 
 def frag_bn(bnk):
     """(32, 2, 2): lane t's B registers for B given as (N 8, K 16)."""
-    r = np.zeros((32, 2, 2), np.float32)
-    for t in range(32):
-        for v in range(4):
-            i = tv(B_LAYOUT, t, v)
-            r[t, v // 2, v % 2] = bnk[i % 8, i // 8]
-    return r
+    return values(B_LAYOUT, bnk, 4).reshape(32, 2, 2)
 
 
 def frag_c(mn):
     """(32, 4): lane t's C values for a 16 x 8 (M, N) matrix."""
-    r = np.zeros((32, 4), np.float32)
-    for t in range(32):
-        for v in range(4):
-            i = tv(C_LAYOUT, t, v)
-            r[t, v] = mn[i % 16, i // 16]
-    return r
+    return values(C_LAYOUT, mn, 4)
 
 
 def ldsm(layout, rows):
