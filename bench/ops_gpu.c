@@ -115,13 +115,13 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		float *in = K == C ? x : z;
 		double fl = 2.0 * N * K * OC;
 		snprintf(s, sizeof s, "N=%d C=%d OC=%d", N, K, OC);
-		TIME("linear_forward", s, fl, 0, be->linear_forward(y, LORA_DTYPE_F32, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
+		TIME("linear_forward", s, fl, 0, be->linear_forward(y, 0, LORA_DTYPE_F32, in, LORA_DTYPE_F32, w, NULL, wd, N, K, OC));
 		if (wd == LORA_DTYPE_BF16 && i < 3)
 			TIME("linear_forward bf16 in", s, fl, 0,
-			     be->linear_forward(y, LORA_DTYPE_F32, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
+			     be->linear_forward(y, 0, LORA_DTYPE_F32, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
 		if (wd == LORA_DTYPE_BF16 && i < 2)     /* q, gate, up of a bf16 run */
 			TIME("linear_forward bf16 in/out", s, fl, 0,
-			     be->linear_forward(yb, LORA_DTYPE_BF16, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
+			     be->linear_forward(yb, 0, LORA_DTYPE_BF16, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
 			                        OC));
 		TIME("linear_backward dinp", s, fl, 0,
 		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
@@ -147,19 +147,19 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		TIME("lora_down", s, 0, 4.0 * N * C,
 		     be->lora_down(h, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
 		TIME("lora_up", s, 0, 8.0 * N * C,
-		     be->lora_up(y, LORA_DTYPE_F32, h, rr, Bm, 2.0f, N, C, rr));
+		     be->lora_up(y, 1, LORA_DTYPE_F32, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_up bf16 out", s, 0, 4.0 * N * C,
-		     be->lora_up(yb, LORA_DTYPE_BF16, h, rr, Bm, 2.0f, N, C, rr));
+		     be->lora_up(yb, 1, LORA_DTYPE_BF16, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_up_backward", s, 0, 8.0 * N * C,
 		     be->lora_up_backward(dh, Bm, y, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_down_backward", s, 0, 12.0 * N * C,
-		     be->lora_down_backward(z, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
+		     be->lora_down_backward(z, 1, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
 		TIME("lora_down bf16 in", s, 0, 2.0 * N * C,
 		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 1, 0, N, C, scr));
 		TIME("lora_down bf16 in, 3 branches", s, 0, 2.0 * N * C,
 		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
 		TIME("lora_down_backward bf16 in, 3", s, 0, 10.0 * N * C,
-		     be->lora_down_backward(z, dh, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
+		     be->lora_down_backward(z, 1, dh, xb, LORA_DTYPE_BF16, br, 3, 0, N, C, scr));
 	}
 	attention_ops(B, T, NH, NKV, HS);
 	size_t nq = (size_t)N * NH * HS;

@@ -176,20 +176,20 @@ void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *i
                           const void *w, lora_dtype wdt, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const void *w, lora_dtype wdt, const float *rstd, int N, int C);
-void cuda_linear_forward(void *out, lora_dtype odt, const void *inp, lora_dtype idt,
+void cuda_linear_forward(void *out, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
                          const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC);
 void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
                           const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
                           int N, int C, int OC);
 void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
                     float p, int N, int C, float *scratch);
-void cuda_lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+void cuda_lora_up(void *out, int acc, lora_dtype odt, const float *h, int ldh, const float *B,
                   float scale, int N, int OC, int r);
 void cuda_lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,
                            const float *B, float scale, int N, int OC, int r);
-void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
-                             const lora_branch *br, int nb, float p, int N, int C,
-                             float *scratch);
+void cuda_lora_down_backward(float *dinp, int acc, const float *dh, const void *inp,
+                             lora_dtype idt, const lora_branch *br, int nb, float p, int N,
+                             int C, float *scratch);
 void cuda_rope_forward(void *out, const void *x, lora_dtype adt, const float *fc,
                        const float *fs, int B, int T, int NH, int HS);
 void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);

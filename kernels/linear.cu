@@ -146,11 +146,11 @@ static void gemm_act_w(int transW, int M, int N, int K, const float *A, const vo
 
 /* ---- launchers ---------------------------------------------------------------------------------- */
 
-void cuda_linear_forward(void *vout, lora_dtype odt, const void *inp, lora_dtype idt,
+void cuda_linear_forward(void *vout, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
                          const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC)
 {
 	if (odt != LORA_DTYPE_F32) {    /* bf16 × bf16 into bf16, the bias first */
-		LORA_ASSERT(odt == LORA_DTYPE_BF16 && idt == odt && wdt == odt);
+		LORA_ASSERT(odt == LORA_DTYPE_BF16 && idt == odt && wdt == odt && !acc);
 		size_t n = (size_t)N * OC;
 		if (bias && n) {
 			bias_fill_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
@@ -161,12 +161,13 @@ void cuda_linear_forward(void *vout, lora_dtype odt, const void *inp, lora_dtype
 		           CUDA_R_16BF, OC);
 		return;
 	}
-	float *out = (float *)vout;
+	/* acc: beta 1, out read in the GEMM's epilogue */
+	float *out = (float *)vout, beta = acc ? 1.0f : 0.0f;
 	if (idt == LORA_DTYPE_F32) {
-		gemm_act_w(1, N, OC, C, (const float *)inp, w, C, wdt, 0.0f, out);
+		gemm_act_w(1, N, OC, C, (const float *)inp, w, C, wdt, beta, out);
 	} else {       /* a BF16 activation meets a BF16 weight: no conversion */
 		LORA_ASSERT(idt == wdt && idt == LORA_DTYPE_BF16);
-		gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, CUDA_R_16BF, 0.0f, out, OC);
+		gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, CUDA_R_16BF, beta, out, OC);
 	}
 	if (bias) {
 		size_t n = (size_t)N * OC;

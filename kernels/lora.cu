@@ -70,14 +70,15 @@ __global__ void sum3_kernel(float *out, size_t ldo, int acc, const float *in, si
 	}
 }
 
-/* dinp += mask ∘ g · s (the backward of drop()) */
-__global__ void dropout_grad_kernel(float *dinp, const float *g, size_t n, float p, float s,
-                                    uint64_t seed)
+/* dinp (+)= mask ∘ g · s (the backward of drop()); add 0: written, not read */
+__global__ void dropout_grad_kernel(float *dinp, int add, const float *g, size_t n, float p,
+                                    float s, uint64_t seed)
 {
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-	     i += (size_t)gridDim.x * blockDim.x)
-		if (!(dropout_u(seed, i) < p))
-			dinp[i] += g[i] * s;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float v = dropout_u(seed, i) < p ? 0.0f : g[i] * s;
+		dinp[i] = add ? dinp[i] + v : v;
+	}
 }
 
 /* out (N, OC) in O += scale · h · Bᵀ, h (N, r) with row stride ldh, B (OC,
@@ -225,15 +226,15 @@ void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch
 	sum3(h, R, 0, h3, (size_t)3 * R, R, N, R);
 }
 
-void cuda_lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+void cuda_lora_up(void *out, int acc, lora_dtype odt, const float *h, int ldh, const float *B,
                   float scale, int N, int OC, int r)
 {
-	/* out (N, OC) += scale · h · Bᵀ */
+	/* out (N, OC) (+)= scale · h · Bᵀ */
 	if (odt == LORA_DTYPE_F32) {
-		cuda_sgemm_rm(0, 1, N, OC, r, scale, h, ldh, B, r, 1.0f, (float *)out, OC);
+		cuda_sgemm_rm(0, 1, N, OC, r, scale, h, ldh, B, r, acc ? 1.0f : 0.0f, (float *)out, OC);
 		return;
 	}
-	LORA_ASSERT(odt == LORA_DTYPE_BF16);
+	LORA_ASSERT(odt == LORA_DTYPE_BF16 && acc);
 	if (N <= 0 || OC <= 0)
 		return;
 	dim3 grid((OC + UP_TC - 1) / UP_TC, (N + UP_TR - 1) / UP_TR);
@@ -259,11 +260,12 @@ void cuda_lora_up_backward(float *dh, float *dB, const float *dout, const float 
 	cuda_sgemm_rm(0, 0, N, r, OC, scale, dout, OC, B, r, 0.0f, dh, ldh);
 }
 
-void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
-                             const lora_branch *br, int nb, float p, int N, int C,
-                             float *scratch)
+void cuda_lora_down_backward(float *dinp, int acc, const float *dh, const void *inp,
+                             lora_dtype idt, const lora_branch *br, int nb, float p, int N,
+                             int C, float *scratch)
 {
 	int R = lora_branch_rank(br, nb);
+	float beta = acc ? 1.0f : 0.0f;     /* dinp read by the GEMM's epilogue */
 	size_t n = (size_t)N * C;
 	if (p > 0) {
 		for (int i = 0, o = 0; i < nb; o += br[i++].r) {
@@ -272,10 +274,10 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 			cuda_sgemm_rm(1, 0, br[i].r, C, N, 1.0f, dh + o, R, x, C, 1.0f, br[i].dA, C);
 			if (!dinp)
 				continue;
-			/* dinp (N, C) += drop_i'(dh_i · A_i) */
+			/* dinp (N, C) (+)= drop_i'(dh_i · A_i) */
 			cuda_sgemm_rm(0, 0, N, C, br[i].r, 1.0f, dh + o, R, br[i].A, C, 0.0f, scratch, C);
 			dropout_grad_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(
-				dinp, scratch, n, p, 1.0f / (1.0f - p), br[i].seed);
+				dinp, acc || i > 0, scratch, n, p, 1.0f / (1.0f - p), br[i].seed);
 			CUDA_LAUNCH_CHECK();
 		}
 		return;
@@ -291,7 +293,7 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 		for (int i = 0, o = 0; i < nb; o += br[i++].r)
 			sum3(br[i].dA, C, 1, g + (size_t)o * C, C, (size_t)R * C, br[i].r, C);
 		if (dinp)
-			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, 1.0f, dinp,
+			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, beta, dinp,
 			              C);
 		return;
 	}
@@ -299,7 +301,7 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 	if (nb == 1) {
 		cuda_sgemm_rm(1, 0, R, C, N, 1.0f, dh, R, x, C, 1.0f, br[0].dA, C);
 		if (dinp)
-			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, br[0].A, C, 1.0f, dinp, C);
+			cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, br[0].A, C, beta, dinp, C);
 		return;
 	}
 	/* [dA_0; dA_1; ...] (R, C) = dhᵀ · x into the scratch, added to each dA_i */
@@ -309,6 +311,6 @@ void cuda_lora_down_backward(float *dinp, const float *dh, const void *inp, lora
 		cuda_add_forward(br[i].dA, br[i].dA, g + (size_t)o * C, (size_t)br[i].r * C);
 	if (!dinp)
 		return;
-	/* dinp (N, C) += dh · [A_0; A_1; ...] */
-	cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, 1.0f, dinp, C);
+	/* dinp (N, C) (+)= dh · [A_0; A_1; ...] */
+	cuda_sgemm_rm(0, 0, N, C, R, 1.0f, dh, R, lora_stack(g, br, nb, C), C, beta, dinp, C);
 }

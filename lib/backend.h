@@ -155,15 +155,17 @@ struct lora_backend {
 
 	/* ---- linear (matmul) ----------------------------------------------------
 	 * out (N, OC) = inp (N, C) · w (OC, C)ᵀ + bias (OC)   (bias may be NULL;
-	 * bias has the weight's dtype; inp is in idt). out is overwritten, in
-	 * odt: accumulated in fp32 and rounded once (a BF16 out needs BF16 inp
-	 * and w, as PyTorch's bf16 linear: the q, k, v, gate and up of a bf16
-	 * run go straight into their saved copies).
+	 * bias has the weight's dtype; inp is in idt), in odt: accumulated in
+	 * fp32 and rounded once (a BF16 out needs BF16 inp and w, as PyTorch's
+	 * bf16 linear: the q, k, v, gate and up of a bf16 run go straight into
+	 * their saved copies). acc 0: out is written, not read; acc 1 (F32 out
+	 * only): out += the product, which a GEMM adds in its epilogue while
+	 * it computes (how a LoRA branch written first is folded in).
 	 * backward: dinp (N, C) += dout·w, or = when acc is 0 (the first writer
 	 * of a fresh gradient: no zero fill, and the product does not read it);
 	 * dw (OC, C) += doutᵀ·inp; dbias (OC) += column sums. Each of dinp, dw,
 	 * dbias may be NULL (skipped); inp is read only for dw. */
-	void (*linear_forward)(void *out, lora_dtype odt, const void *inp, lora_dtype idt,
+	void (*linear_forward)(void *out, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
 	                       const void *w, const void *bias, lora_dtype wdt, int N, int C,
 	                       int OC);
 	void (*linear_backward)(float *dinp, int acc, float *dw, float *dbias, const float *dout,
@@ -182,6 +184,8 @@ struct lora_backend {
 	 *   lora_up    out (N, OC) += scale · h_i · Bᵀ, h_i = h + o_i (row stride ldh);
 	 *              out in odt (the sum in fp32, rounded once: PEFT adds
 	 *              the fp32 branch to the bf16 base output and casts).
+	 *              acc 0 (F32 out only): out = the branch, not read; the
+	 *              base linear_forward then adds to it (acc 1).
 	 * drop_i() zeroes element e of inp (the flat index n*C + c) when
 	 * lora_dropout_u(seed_i, e) < p and scales the rest by 1/(1-p); p = 0 is
 	 * the identity, and then the group is one product with [A_0; A_1; ...]
@@ -192,17 +196,19 @@ struct lora_backend {
 	 * backward, in reverse: lora_up_backward for each branch (dB += scale ·
 	 * doutᵀ·h_i; WRITES dh_i = scale · dout · B into columns o_i of dh (N, R),
 	 * row stride ldh), then lora_down_backward once for the group (dA_i +=
-	 * dh_iᵀ·drop_i(inp); dinp (N, C) += Σ_i drop_i'(dh_i · A_i), NULL: skip).
+	 * dh_iᵀ·drop_i(inp); dinp (N, C) += Σ_i drop_i'(dh_i · A_i), or = when
+	 * acc is 0 (written, not read: then the base linear_backward calls add
+	 * to it, acc 1); NULL: skip).
 	 * scratch of lora_down and lora_down_backward: lora_down_scratch_floats. */
 	void (*lora_down)(float *h, const void *inp, lora_dtype idt, const lora_branch *br,
 	                  int nb, float p, int N, int C, float *scratch);
-	void (*lora_up)(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+	void (*lora_up)(void *out, int acc, lora_dtype odt, const float *h, int ldh, const float *B,
 	                float scale, int N, int OC, int r);
 	void (*lora_up_backward)(float *dh, float *dB, const float *dout, const float *h, int ldh,
 	                         const float *B, float scale, int N, int OC, int r);
-	void (*lora_down_backward)(float *dinp, const float *dh, const void *inp, lora_dtype idt,
-	                           const lora_branch *br, int nb, float p, int N, int C,
-	                           float *scratch);
+	void (*lora_down_backward)(float *dinp, int acc, const float *dh, const void *inp,
+	                           lora_dtype idt, const lora_branch *br, int nb, float p, int N,
+	                           int C, float *scratch);
 
 	/* ---- RoPE (HF rotate_half layout) -------------------------------------
 	 * out (B, T, NH, HS) = x rotated, both in adt (computed in fp32): for

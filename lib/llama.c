@@ -927,18 +927,30 @@ static void lora_down_fwd(lora_llama *m, int l, int g, acts *a, const void *inp,
 }
 
 /* out (N, OC) in odt = inp·Wᵀ + b, plus the LoRA branch of (l, k) if any
- * (its group's h from lora_down_fwd); inp is a saved activation (adt). */
+ * (its group's h from lora_down_fwd); inp is a saved activation (adt).
+ * An fp32 out (o, down) takes the branch first and the base GEMM adds to
+ * it in its epilogue, where reading out hides under the product's
+ * arithmetic; a separate += pass after it would read out once more. A
+ * bf16 out (q, k, v, gate, up) cannot: the branch would be rounded to
+ * bf16 before the sum, where PEFT rounds the sum once, so the branch is
+ * added after, in fp32, with one rounding. */
 static void linear_fwd(lora_llama *m, int l, int k, acts *a, void *out, lora_dtype odt,
                        const void *inp, const void *w, const void *b, int N, int C, int OC)
 {
 	const lora_backend *be = m->be;
-	be->linear_forward(out, odt, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
 	int idx = m->layers[l].lora[k];
-	if (idx < 0)
+	if (idx < 0) {
+		be->linear_forward(out, 0, odt, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
 		return;
+	}
 	const lora_module *mo = &m->lora->mods[idx];
-	int R, col = group_col(m, l, k, &R);
-	be->lora_up(out, odt, a->h[mod_group(k)] + col, R, mo->B, mo->scale, N, OC, mo->r);
+	int R, col = group_col(m, l, k, &R), fold = odt == LORA_DTYPE_F32;
+	const float *h = a->h[mod_group(k)] + col;
+	if (fold)
+		be->lora_up(out, 0, odt, h, R, mo->B, mo->scale, N, OC, mo->r);
+	be->linear_forward(out, fold, odt, inp, P(m)->adt, w, b, m->wdt, N, C, OC);
+	if (!fold)
+		be->lora_up(out, 1, odt, h, R, mo->B, mo->scale, N, OC, mo->r);
 }
 
 static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
@@ -981,7 +993,7 @@ static void head_logits(const lora_llama *m, int n0, int M)
 {
 	const priv_t *p = P(m);
 	int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
-	m->be->linear_forward(p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
+	m->be->linear_forward(p->logits, 0, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
 	                      m->lm_head, NULL, m->wdt, M, C, V);
 }
 
@@ -1043,36 +1055,46 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 
 /* ---- backward ------------------------------------------------------------------------------------------ */
 
-/* dinp += dout·W (acc 0: dinp = dout·W, its first writer; and dW, db in
- * full mode), plus the LoRA branch's dB and its dh, written into the
- * group's dh (N, R) at the start of the scratch; lora_down_bwd finishes the
- * group after its last linear_bwd. */
-static void linear_bwd(lora_llama *m, int l, int k, acts *a, float *dinp, int acc,
-                       const float *dout, const void *inp, const void *w, float *dw, float *db,
-                       int N, int C, int OC)
+/* One linear of a group's backward: module k, the gradient of its output
+ * dout (N, OC), its weight, and (full fine-tuning) its weight's gradients. */
+typedef struct {
+	int k, OC;
+	const float *dout;
+	const void *w;
+	float *dw, *db;
+} lin_bwd;
+
+/* The backward of the n linears ls of layer l's group g, which all read
+ * inp (N, C): dinp = Σ dout·W plus the group's LoRA part (and dW, db in
+ * full mode). LoRA first: each branch's dB and its dh (lora_up_backward,
+ * into the group's dh (N, R) at the start of the scratch), then dA and
+ * dinp = the branches' share (lora_down_backward, dinp's first writer);
+ * the base products then add to dinp in their GEMMs' epilogues, where
+ * reading it hides under the arithmetic (added after, the branches'
+ * share would read and write dinp once more). */
+static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const void *inp,
+                      const lin_bwd *ls, int n, int N, int C)
 {
 	const lora_backend *be = m->be;
-	be->linear_backward(dinp, acc, m->full ? dw : NULL, m->full ? db : NULL, dout, inp,
-	                    P(m)->adt, w, m->wdt, N, C, OC);
-	int idx = m->layers[l].lora[k];
-	if (idx < 0)
-		return;
-	const lora_module *mo = &m->lora->mods[idx];
-	int R, col = group_col(m, l, k, &R);
-	be->lora_up_backward(P(m)->scratch + col, mo->dB, dout, a->h[mod_group(k)] + col, R, mo->B,
-	                     mo->scale, N, OC, mo->r);
-}
-
-/* dA of layer l's group g and dinp (N, C) += its LoRA part, from the dh
- * its linear_bwd calls left in the scratch. */
-static void lora_down_bwd(lora_llama *m, int l, int g, float *dinp, const void *inp, int N, int C)
-{
+	float *dh = P(m)->scratch;
+	for (int i = 0; i < n; i++) {
+		int idx = m->layers[l].lora[ls[i].k];
+		if (idx < 0)
+			continue;
+		const lora_module *mo = &m->lora->mods[idx];
+		int R, col = group_col(m, l, ls[i].k, &R);
+		be->lora_up_backward(dh + col, mo->dB, ls[i].dout, a->h[g] + col, R, mo->B, mo->scale,
+		                     N, ls[i].OC, mo->r);
+	}
 	lora_branch br[LORA_MOD_COUNT];
 	int R, nb = group_branches(m, l, g, br, &R, NULL);
-	float *dh = P(m)->scratch;
 	if (nb)
-		m->be->lora_down_backward(dinp, dh, inp, P(m)->adt, br, nb, lora_p(m), N, C,
-		                          dh + (size_t)N * R);
+		be->lora_down_backward(dinp, 0, dh, inp, P(m)->adt, br, nb, lora_p(m), N, C,
+		                       dh + (size_t)N * R);
+	for (int i = 0; i < n; i++)
+		be->linear_backward(dinp, nb > 0 || i > 0, m->full ? ls[i].dw : NULL,
+		                    m->full ? ls[i].db : NULL, ls[i].dout, inp, P(m)->adt, ls[i].w,
+		                    m->wdt, N, C, ls[i].OC);
 }
 
 /* On entry p->dres is the gradient of the layer's output; on return, of its input x. */
@@ -1086,25 +1108,25 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
-	linear_bwd(m, l, LORA_MOD_DOWN, a, p->dswi, 0, p->dres, a->swi, y->wdown, g->wdown, g->bdown, N, I, C);
-	lora_down_bwd(m, l, GROUP_DOWN, p->dswi, a->swi, N, I);
+	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, y->wdown, g->wdown, g->bdown };
+	group_bwd(m, l, GROUP_DOWN, a, p->dswi, a->swi, &down, 1, N, I);
 	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
-	linear_bwd(m, l, LORA_MOD_GATE, a, p->dln, 0, p->dgate, a->ln2, y->wgate, g->wgate, g->bgate, N, C, I);
-	linear_bwd(m, l, LORA_MOD_UP, a, p->dln, 1, p->dup, a->ln2, y->wup, g->wup, g->bup, N, C, I);
-	lora_down_bwd(m, l, GROUP_GATEUP, p->dln, a->ln2, N, C);
+	lin_bwd gateup[2] = { { LORA_MOD_GATE, I, p->dgate, y->wgate, g->wgate, g->bgate },
+	                      { LORA_MOD_UP, I, p->dup, y->wup, g->wup, g->bup } };
+	group_bwd(m, l, GROUP_GATEUP, a, p->dln, a->ln2, gateup, 2, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
 	                     a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	linear_bwd(m, l, LORA_MOD_O, a, p->datty, 0, p->dres, a->atty, y->wo, g->wo, g->bo, N, QD, C);
-	lora_down_bwd(m, l, GROUP_O, p->datty, a->atty, N, QD);
+	lin_bwd o = { LORA_MOD_O, C, p->dres, y->wo, g->wo, g->bo };
+	group_bwd(m, l, GROUP_O, a, p->datty, a->atty, &o, 1, N, QD);
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	linear_bwd(m, l, LORA_MOD_Q, a, p->dln, 0, p->dq, a->ln1, y->wq, g->wq, g->bq, N, C, QD);
-	linear_bwd(m, l, LORA_MOD_K, a, p->dln, 1, p->dk, a->ln1, y->wk, g->wk, g->bk, N, C, KD);
-	linear_bwd(m, l, LORA_MOD_V, a, p->dln, 1, p->dv, a->ln1, y->wv, g->wv, g->bv, N, C, KD);
-	lora_down_bwd(m, l, GROUP_QKV, p->dln, a->ln1, N, C);
+	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, y->wq, g->wq, g->bq },
+	                   { LORA_MOD_K, KD, p->dk, y->wk, g->wk, g->bk },
+	                   { LORA_MOD_V, KD, p->dv, y->wv, g->wv, g->bv } };
+	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
 	                     a->rstd1, N, C);
 }

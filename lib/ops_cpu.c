@@ -191,13 +191,16 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 
 /* ---- linear -------------------------------------------------------------------- */
 
-static void linear_forward(void *vout, lora_dtype odt, const void *inp, lora_dtype idt,
+static void linear_forward(void *vout, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
                            const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC)
 {
 	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32 && odt == LORA_DTYPE_F32);
 	float *out = vout;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C,
-	            1.0f, inp, C, w, C, 0.0f, out, OC);
+	if (C == 0 && !acc)        /* nothing to multiply: out = bias */
+		memset(out, 0, (size_t)N * OC * sizeof(float));
+	else           /* beta 0 does not read out */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C,
+		            1.0f, inp, C, w, C, acc ? 1.0f : 0.0f, out, OC);
 	if (bias) {
 		const float *b = bias;
 		for (int n = 0; n < N; n++)
@@ -267,13 +270,13 @@ static void lora_down(float *h, const void *inp, lora_dtype idt, const lora_bran
 	            1.0f, inp, C, A, C, 0.0f, h, R);
 }
 
-static void lora_up(void *out, lora_dtype odt, const float *h, int ldh, const float *B,
+static void lora_up(void *out, int acc, lora_dtype odt, const float *h, int ldh, const float *B,
                     float scale, int N, int OC, int r)
 {
-	LORA_ASSERT(odt == LORA_DTYPE_F32);
-	/* out (N, OC) += scale · h · Bᵀ */
+	LORA_ASSERT(odt == LORA_DTYPE_F32 && r > 0);
+	/* out (N, OC) (+)= scale · h · Bᵀ */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r,
-	            scale, h, ldh, B, r, 1.0f, out, OC);
+	            scale, h, ldh, B, r, acc ? 1.0f : 0.0f, out, OC);
 }
 
 static void lora_up_backward(float *dh, float *dB, const float *dout, const float *h, int ldh,
@@ -286,9 +289,9 @@ static void lora_up_backward(float *dh, float *dB, const float *dout, const floa
 	            scale, dout, OC, B, r, 0.0f, dh, ldh);
 }
 
-static void lora_down_backward(float *dinp, const float *dh, const void *inp, lora_dtype idt,
-                               const lora_branch *br, int nb, float p, int N, int C,
-                               float *scratch)
+static void lora_down_backward(float *dinp, int acc, const float *dh, const void *inp,
+                               lora_dtype idt, const lora_branch *br, int nb, float p, int N,
+                               int C, float *scratch)
 {
 	LORA_ASSERT(idt == LORA_DTYPE_F32);
 	int R = lora_branch_rank(br, nb);
@@ -301,12 +304,14 @@ static void lora_down_backward(float *dinp, const float *dh, const void *inp, lo
 			            1.0f, dh + o, R, scratch, C, 1.0f, br[i].dA, C);
 			if (!dinp)
 				continue;
-			/* dinp (N, C) += drop_i'(dh_i · A_i) */
+			/* dinp (N, C) (+)= drop_i'(dh_i · A_i) */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, br[i].r,
 			            1.0f, dh + o, R, br[i].A, C, 0.0f, scratch, C);
-			for (size_t e = 0; e < (size_t)N * C; e++)
-				if (!(lora_dropout_u(br[i].seed, e) < p))
-					dinp[e] += scratch[e] * s;
+			int add = acc || i > 0;
+			for (size_t e = 0; e < (size_t)N * C; e++) {
+				float v = lora_dropout_u(br[i].seed, e) < p ? 0.0f : scratch[e] * s;
+				dinp[e] = add ? dinp[e] + v : v;
+			}
 		}
 		return;
 	}
@@ -315,7 +320,7 @@ static void lora_down_backward(float *dinp, const float *dh, const void *inp, lo
 		            1.0f, dh, R, inp, C, 1.0f, br[0].dA, C);
 		if (dinp)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R,
-			            1.0f, dh, R, br[0].A, C, 1.0f, dinp, C);
+			            1.0f, dh, R, br[0].A, C, acc ? 1.0f : 0.0f, dinp, C);
 		return;
 	}
 	/* [dA_0; dA_1; ...] (R, C) = dhᵀ · x into the scratch, added to each dA_i */
@@ -327,9 +332,9 @@ static void lora_down_backward(float *dinp, const float *dh, const void *inp, lo
 			br[i].dA[e] += g[e];
 	if (!dinp)
 		return;
-	/* dinp (N, C) += dh · [A_0; A_1; ...] */
+	/* dinp (N, C) (+)= dh · [A_0; A_1; ...] */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R,
-	            1.0f, dh, R, lora_stack(scratch, br, nb, C), C, 1.0f, dinp, C);
+	            1.0f, dh, R, lora_stack(scratch, br, nb, C), C, acc ? 1.0f : 0.0f, dinp, C);
 }
 
 /* ---- RoPE -------------------------------------------------------------------------- */

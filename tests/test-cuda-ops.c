@@ -462,7 +462,7 @@ static float *linear_bound_fwd(const float *x, const float *w, int N, int C, int
 	float *co = be_alloc(cpu, (size_t)N * OC * 4 + 4);
 	cpu->upload(cx, ax, (size_t)N * C * 4);
 	cpu->upload(cw, aw, (size_t)OC * C * 4);
-	cpu->linear_forward(co, LORA_DTYPE_F32, cx, LORA_DTYPE_F32, cw, NULL, LORA_DTYPE_F32, N, C, OC);
+	cpu->linear_forward(co, 0, LORA_DTYPE_F32, cx, LORA_DTYPE_F32, cw, NULL, LORA_DTYPE_F32, N, C, OC);
 	float *b = lora_xmalloc((size_t)N * OC * 4 + 4);
 	cpu->download(b, co, (size_t)N * OC * 4);
 	for (size_t i = 0; i < (size_t)N * OC; i++)
@@ -498,23 +498,33 @@ static void test_linear(void)
 			float *bound = linear_bound_fwd(xh, w.h, N, C, OC, u, f);
 			char what[128];
 			for (int wb = 0; wb < 2; wb++) {
-				cpu->linear_forward(out.c, LORA_DTYPE_F32, x.c, LORA_DTYPE_F32, w.c,
+				cpu->linear_forward(out.c, 0, LORA_DTYPE_F32, x.c, LORA_DTYPE_F32, w.c,
 				                    wb ? bias.c : NULL, LORA_DTYPE_F32, N, C, OC);
-				gpu->linear_forward(out.g, LORA_DTYPE_F32, x.g, LORA_DTYPE_F32, w.g,
+				gpu->linear_forward(out.g, 0, LORA_DTYPE_F32, x.g, LORA_DTYPE_F32, w.g,
 				                    wb ? bias.g : NULL, dt, N, C, OC);
 				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d %s%s", N, C, OC,
 				         dtname(dt), wb ? " +bias" : "");
 				compare(what, &out, 4, bound);
 			}
+			/* acc 1 (a LoRA branch folded in): added to what out holds */
+			pair z = pair_rand((size_t)N * OC, -1, 1);
+			cpu->linear_forward(z.c, 1, LORA_DTYPE_F32, x.c, LORA_DTYPE_F32, w.c, bias.c,
+			                    LORA_DTYPE_F32, N, C, OC);
+			gpu->linear_forward(z.g, 1, LORA_DTYPE_F32, x.g, LORA_DTYPE_F32, w.g, bias.g, dt, N,
+			                    C, OC);
+			snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d %s +bias, acc", N, C, OC,
+			         dtname(dt));
+			compare(what, &z, 4, bound);
+			pair_free(&z);
 			free(bound);
 			if (dt == LORA_DTYPE_BF16) {   /* a BF16 input: no conversion, same bound */
 				wpair xb = wpair_rand((size_t)N * C, -2, 2, LORA_DTYPE_BF16);
 				bound = linear_bound_fwd(xb.h, w.h, N, C, OC, u, f);
 				for (int wb = 0; wb < 2; wb++) {
 					const void *bc = wb ? bias.c : NULL, *bg = wb ? bias.g : NULL;
-					cpu->linear_forward(out.c, LORA_DTYPE_F32, xb.c, LORA_DTYPE_F32, w.c, bc,
+					cpu->linear_forward(out.c, 0, LORA_DTYPE_F32, xb.c, LORA_DTYPE_F32, w.c, bc,
 					                    LORA_DTYPE_F32, N, C, OC);
-					gpu->linear_forward(out.g, LORA_DTYPE_F32, xb.g, LORA_DTYPE_BF16, w.g, bg,
+					gpu->linear_forward(out.g, 0, LORA_DTYPE_F32, xb.g, LORA_DTYPE_BF16, w.g, bg,
 					                    dt, N, C, OC);
 					snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 input%s",
 					         N, C, OC, wb ? " +bias" : "");
@@ -522,7 +532,7 @@ static void test_linear(void)
 					/* and a BF16 output (q, k, v, gate, up of a bf16 run): the
 					 * same bound plus one rounding to bf16 */
 					void *ob = gpu_out_dt((size_t)N * OC, LORA_DTYPE_BF16);
-					gpu->linear_forward(ob, LORA_DTYPE_BF16, xb.g, LORA_DTYPE_BF16, w.g, bg,
+					gpu->linear_forward(ob, 0, LORA_DTYPE_BF16, xb.g, LORA_DTYPE_BF16, w.g, bg,
 					                    dt, N, C, OC);
 					snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 in/out%s",
 					         N, C, OC, wb ? " +bias" : "");
@@ -530,6 +540,15 @@ static void test_linear(void)
 					             bound, u);
 					gpu->free(ob);
 				}
+				pair z = pair_rand((size_t)N * OC, -1, 1);
+				cpu->linear_forward(z.c, 1, LORA_DTYPE_F32, xb.c, LORA_DTYPE_F32, w.c, NULL,
+				                    LORA_DTYPE_F32, N, C, OC);
+				gpu->linear_forward(z.g, 1, LORA_DTYPE_F32, xb.g, LORA_DTYPE_BF16, w.g, NULL, dt,
+				                    N, C, OC);
+				snprintf(what, sizeof what, "linear_forward N=%d C=%d OC=%d BF16 input, acc", N,
+				         C, OC);
+				compare(what, &z, 4, bound);
+				pair_free(&z);
 				free(bound);
 				wpair_free(&xb);
 			}
@@ -657,21 +676,32 @@ static void test_lora(void)
 						gpu->upload_f32(ob, idt, oh, no);
 						free(oh);
 					}
-					cpu->lora_up(out[i].c, LORA_DTYPE_F32, h.c + col[i], R, B[i].c, scale[i], N,
+					cpu->lora_up(out[i].c, 1, LORA_DTYPE_F32, h.c + col[i], R, B[i].c, scale[i], N,
 					             OC[i], r[i]);
-					gpu->lora_up(out[i].g, LORA_DTYPE_F32, h.g + col[i], R, B[i].g, scale[i], N,
+					gpu->lora_up(out[i].g, 1, LORA_DTYPE_F32, h.g + col[i], R, B[i].g, scale[i], N,
 					             OC[i], r[i]);
 					snprintf(what, sizeof what, "lora_up %s: out %d", shp, i);
 					compare(what, &out[i], 2.0 * (C + r[i]), NULL);
+					/* acc 0: the branch alone, written over NaN */
+					pair o0 = pair_out(no);
+					cpu->lora_up(o0.c, 0, LORA_DTYPE_F32, h.c + col[i], R, B[i].c, scale[i], N,
+					             OC[i], r[i]);
+					gpu->lora_up(o0.g, 0, LORA_DTYPE_F32, h.g + col[i], R, B[i].g, scale[i], N,
+					             OC[i], r[i]);
+					snprintf(what, sizeof what, "lora_up %s: out %d, acc 0", shp, i);
+					compare(what, &o0, 2.0 * (C + r[i]), NULL);
+					pair_free(&o0);
 					if (ob) {
 						double u = unit_roundoff(idt);
-						gpu->lora_up(ob, idt, h.g + col[i], R, B[i].g, scale[i], N, OC[i], r[i]);
+						gpu->lora_up(ob, 1, idt, h.g + col[i], R, B[i].g, scale[i], N, OC[i], r[i]);
 						snprintf(what, sizeof what, "lora_up %s: %s out %d", shp, dtname(idt), i);
 						compare_dt(what, out[i].c, ob, idt, no, 2.0 * (C + r[i]) * (1 + u), u);
 						gpu->free(ob);
 					}
 				}
-				for (int wd = 0; wd < 2; wd++) {     /* with and without dinp */
+				/* without dinp, with it (+=), with it written over NaN (acc 0) */
+				pair dx0 = pair_out((size_t)N * C);
+				for (int wd = 0; wd < 3; wd++) {
 					for (int i = nb - 1; i >= 0; i--) {
 						cpu->lora_up_backward(dh.c + col[i], dB[i].c, dout[i].c, h.c + col[i], R,
 						                      B[i].c, scale[i], N, OC[i], r[i]);
@@ -682,11 +712,15 @@ static void test_lora(void)
 						snprintf(what, sizeof what, "lora_up_backward %s: dh", shp);
 						compare(what, &dh, 2.0 * OC0, NULL);
 					}
-					cpu->lora_down_backward(wd ? dx.c : NULL, dh.c, x.c, LORA_DTYPE_F32, bc, nb, p,
-					                        N, C, scr.c);
-					gpu->lora_down_backward(wd ? dx.g : NULL, dh.g, x.g, idt, bg, nb, p, N, C,
-					                        scr.g);
+					pair *d = wd == 2 ? &dx0 : &dx;
+					cpu->lora_down_backward(wd ? d->c : NULL, wd < 2, dh.c, x.c, LORA_DTYPE_F32,
+					                        bc, nb, p, N, C, scr.c);
+					gpu->lora_down_backward(wd ? d->g : NULL, wd < 2, dh.g, x.g, idt, bg, nb, p,
+					                        N, C, scr.g);
 				}
+				snprintf(what, sizeof what, "lora_down_backward %s: dinp, acc 0", shp);
+				compare(what, &dx0, 2.0 * (OCs + R), NULL);
+				pair_free(&dx0);
 				for (int i = 0; i < nb; i++) {
 					snprintf(what, sizeof what, "lora backward %s: dA %d", shp, i);
 					compare(what, &dA[i], 4.0 * (N + OC[i]), NULL);

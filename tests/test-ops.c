@@ -73,8 +73,15 @@ static void test_linear(void)
 	float *y = get("linear.y", &n), *dout = get("linear.dout", 0);
 	float *out = lora_xcalloc(N * OC, 4), *dx = lora_xcalloc(N * C, 4);
 	float *dw = lora_xcalloc(OC * C, 4), *db = lora_xcalloc(OC, 4);
-	be->linear_forward(out, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
+	be->linear_forward(out, 0, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
 	close_arr("linear forward", out, y, n, RT, AT);
+	/* acc 1: added to what out holds (the forward again: twice y) */
+	be->linear_forward(out, 1, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w, b, LORA_DTYPE_F32, N, C, OC);
+	float *y2 = get("linear.y", 0);
+	for (int i = 0; i < n; i++)
+		y2[i] *= 2;
+	close_arr("linear forward accumulates", out, y2, n, RT, AT);
+	free(y2);
 	for (int i = 0; i < N * C; i++)
 		dx[i] = NAN;                 /* acc 0: dinp is written, not read */
 	be->linear_backward(dx, 0, dw, db, dout, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32, N, C, OC);
@@ -119,11 +126,11 @@ static void test_rmsnorm(void)
  * sc[i], dropout seed seed[i]) sharing the input x (N, C), through the four
  * ops in a model's order: lora_down, lora_up per branch; then
  * lora_up_backward per branch (from dout[i]) and lora_down_backward.
- * out[i] +=, dx +=, dA[i] +=, dB[i] +=. */
+ * out[i] +=, dx += (acc 0: out[i] =, dx =), dA[i] +=, dB[i] +=. */
 static void lora_group(int nb, int N, int C, const int *OC, const int *r, const float *sc,
                        float *const *A, float *const *B, const float *x, float p,
-                       const uint64_t *seed, float **out, float *const *dout, float *dx,
-                       float **dA, float **dB)
+                       const uint64_t *seed, int acc, float **out, float *const *dout,
+                       float *dx, float **dA, float **dB)
 {
 	lora_branch br[4];
 	int R = 0, col[4];
@@ -139,11 +146,11 @@ static void lora_group(int nb, int N, int C, const int *OC, const int *r, const 
 		h[e] = dh[e] = NAN;          /* every column must be written */
 	be->lora_down(h, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
 	for (int i = 0; i < nb; i++)
-		be->lora_up(out[i], LORA_DTYPE_F32, h + col[i], R, B[i], sc[i], N, OC[i], r[i]);
+		be->lora_up(out[i], acc, LORA_DTYPE_F32, h + col[i], R, B[i], sc[i], N, OC[i], r[i]);
 	for (int i = nb - 1; i >= 0; i--)
 		be->lora_up_backward(dh + col[i], dB[i], dout[i], h + col[i], R, B[i], sc[i], N, OC[i],
 		                     r[i]);
-	be->lora_down_backward(dx, dh, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
+	be->lora_down_backward(dx, acc, dh, x, LORA_DTYPE_F32, br, nb, p, N, C, scratch);
 	free(h); free(dh); free(scratch);
 }
 
@@ -172,7 +179,7 @@ static void test_lora_case(const char *tag, int nb)
 		dA[i] = lora_xcalloc(r[i] * C, 4);
 		dB[i] = lora_xcalloc(OC[i] * r[i], 4);
 	}
-	lora_group(nb, N, C, OC, r, sc, A, B, x, 0.0f, seed, out, dout, dx, dA, dB);
+	lora_group(nb, N, C, OC, r, sc, A, B, x, 0.0f, seed, 1, out, dout, dx, dA, dB);
 	char what[96];
 	float *w = get(K("dx"), 0);
 	snprintf(what, sizeof what, "%s dinp", tag);
@@ -193,6 +200,32 @@ static void test_lora_case(const char *tag, int nb)
 		free(w);
 	}
 
+	/* acc 0: out[i] = the branch alone (y - base), dx written over NaN */
+	float *o0[4], *dA0[4], *dB0[4], *dx0 = lora_xmalloc(N * C * 4);
+	for (int e = 0; e < N * C; e++)
+		dx0[e] = NAN;
+	for (int i = 0; i < nb; i++) {
+		o0[i] = lora_xmalloc(N * OC[i] * 4);
+		for (int e = 0; e < N * OC[i]; e++)
+			o0[i][e] = NAN;
+		dA0[i] = lora_xcalloc(r[i] * C, 4);
+		dB0[i] = lora_xcalloc(OC[i] * r[i], 4);
+	}
+	lora_group(nb, N, C, OC, r, sc, A, B, x, 0.0f, seed, 0, o0, dout, dx0, dA0, dB0);
+	w = get(K("dx"), 0);
+	snprintf(what, sizeof what, "%s dinp, acc 0", tag);
+	close_arr(what, dx0, w, N * C, RT, AT);
+	free(w);
+	for (int i = 0; i < nb; i++) {
+		float *y = get(KI("y", i), 0), *base = get(KI("base", i), 0);
+		for (int e = 0; e < N * OC[i]; e++)
+			y[e] -= base[e];
+		snprintf(what, sizeof what, "%s forward %d, acc 0 (out = branch)", tag, i);
+		close_arr(what, o0[i], y, N * OC[i], RT, AT);
+		free(y); free(base); free(o0[i]); free(dA0[i]); free(dB0[i]);
+	}
+	free(dx0);
+
 	/* dropout p: each branch must equal the p = 0 op applied to the input
 	 * masked explicitly with that branch's mask, and its share of dinp the
 	 * masked p = 0 dinp. Each branch has its own mask. */
@@ -209,7 +242,12 @@ static void test_lora_case(const char *tag, int nb)
 		dB1[i] = lora_xcalloc(OC[i] * r[i], 4);
 		dB2[i] = lora_xcalloc(OC[i] * r[i], 4);
 	}
-	lora_group(nb, N, C, OC, r, sc, A, B, x, p, seed, o1, dout, dxp, dA1, dB1);
+	for (int e = 0; e < N * C; e++)
+		dxp[e] = NAN;                /* acc 0 here, += in the reference runs */
+	for (int i = 0; i < nb; i++)
+		for (int e = 0; e < N * OC[i]; e++)
+			o1[i][e] = NAN;
+	lora_group(nb, N, C, OC, r, sc, A, B, x, p, seed, 0, o1, dout, dxp, dA1, dB1);
 	int dropped = 0, same = 1;
 	for (int i = 0; i < nb; i++) {
 		for (int e = 0; e < N * C; e++) {
@@ -220,7 +258,7 @@ static void test_lora_case(const char *tag, int nb)
 		}
 		uint64_t s0 = 0;
 		memset(dx1, 0, N * C * 4);
-		lora_group(1, N, C, &OC[i], &r[i], &sc[i], &A[i], &B[i], xm, 0.0f, &s0, &o2[i],
+		lora_group(1, N, C, &OC[i], &r[i], &sc[i], &A[i], &B[i], xm, 0.0f, &s0, 1, &o2[i],
 		           &dout[i], dx1, &dA2[i], &dB2[i]);
 		for (int e = 0; e < N * C; e++)
 			dxw[e] += lora_dropout_u(seed[i], e) < p ? 0 : dx1[e] / (1 - p);
