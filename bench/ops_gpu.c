@@ -119,6 +119,10 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		if (wd == LORA_DTYPE_BF16 && i < 3)
 			TIME("linear_forward bf16 in", s, fl, 0,
 			     be->linear_forward(y, 0, LORA_DTYPE_F32, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K, OC));
+		if (wd == LORA_DTYPE_BF16 && i == 2)    /* down with its LoRA branch folded in */
+			TIME("linear_forward bf16 in, acc", s, fl, 0,
+			     be->linear_forward(y, 1, LORA_DTYPE_F32, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
+			                        OC));
 		if (wd == LORA_DTYPE_BF16 && i < 2)     /* q, gate, up of a bf16 run */
 			TIME("linear_forward bf16 in/out", s, fl, 0,
 			     be->linear_forward(yb, 0, LORA_DTYPE_BF16, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
@@ -128,14 +132,19 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	}
 	/* LoRA r = 8 and r on a C x C layer. Bytes: lora_down reads x (4 N·C;
 	 * a bf16 x 2 N·C: it meets A split in three bf16 parts on the tensor
-	 * cores), lora_up reads + writes out (8 N·OC; bf16 4), lora_up_backward
+	 * cores), lora_up reads + writes out (8 N·OC; bf16 4; acc 0, the o and
+	 * down branch folded into the GEMM, writes it: 4), lora_up_backward
 	 * reads dout twice (dB, dh: 8 N·OC), lora_down_backward reads x (dA) and
-	 * reads + writes dinp (12 N·C; bf16 x 10). The group of 3 (q, k, v)
+	 * reads + writes dinp (12 N·C; bf16 x 10; acc 0, dinp's first writer,
+	 * 8). The group of 3 (q, k, v)
 	 * reads its x once. */
 	int rmax = r > 8 ? r : 8;
 	float *A = frand((size_t)3 * rmax * C), *Bm = frand((size_t)C * rmax);
 	float *h = frand((size_t)N * 3 * rmax), *dh = frand((size_t)N * 3 * rmax);
-	float *scr = frand((size_t)N * C + (size_t)3 * rmax * C);
+	size_t nscr = lora_down_scratch_floats(N, C, 3 * rmax, 3, 0, LORA_DTYPE_BF16);
+	if (nscr < (size_t)N * C + (size_t)3 * rmax * C)
+		nscr = (size_t)N * C + (size_t)3 * rmax * C;
+	float *scr = frand(nscr);
 	float *dA = frand((size_t)3 * rmax * C);
 	int ranks[2] = { 8, r };
 	for (int i = 0; i < (r > 8 ? 2 : 1); i++) {
@@ -148,12 +157,16 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 		     be->lora_down(h, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
 		TIME("lora_up", s, 0, 8.0 * N * C,
 		     be->lora_up(y, 1, LORA_DTYPE_F32, h, rr, Bm, 2.0f, N, C, rr));
+		TIME("lora_up acc 0 (folded)", s, 0, 4.0 * N * C,
+		     be->lora_up(y, 0, LORA_DTYPE_F32, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_up bf16 out", s, 0, 4.0 * N * C,
 		     be->lora_up(yb, 1, LORA_DTYPE_BF16, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_up_backward", s, 0, 8.0 * N * C,
 		     be->lora_up_backward(dh, Bm, y, h, rr, Bm, 2.0f, N, C, rr));
 		TIME("lora_down_backward", s, 0, 12.0 * N * C,
 		     be->lora_down_backward(z, 1, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
+		TIME("lora_down_backward acc 0", s, 0, 8.0 * N * C,
+		     be->lora_down_backward(z, 0, dh, x, LORA_DTYPE_F32, br, 1, 0, N, C, scr));
 		TIME("lora_down bf16 in", s, 0, 2.0 * N * C,
 		     be->lora_down(h, xb, LORA_DTYPE_BF16, br, 1, 0, N, C, scr));
 		TIME("lora_down bf16 in, 3 branches", s, 0, 2.0 * N * C,

@@ -16,8 +16,10 @@
  * the input once at 2 bytes per element instead of widening it (10). With
  * dropout the input is widened to fp32 in the scratch, the mask applied
  * on the way.
- * Later: fold the branch into the base GEMM's epilogue (h · Bᵀ is a rank-r
- * update of the same output tile).
+ * Folded into the base GEMM where the rounding allows (lib/llama.c): an
+ * fp32 out takes the branch first (lora_up, acc 0) and the GEMM adds x·Wᵀ
+ * in its epilogue; the backward writes dinp with the branches' share
+ * (lora_down_backward, acc 0) and the base GEMMs add to it.
  */
 #include "common.cuh"
 
