@@ -16,7 +16,16 @@
 #                                          (+ attention on the WMMA kernels, the
 #                                          mma ones with 4 warps a block, and
 #                                          with dk, dv unsplit for GQA)
-#   sh bench/gpu-run.sh all                all of it (may pass 10 minutes)
+#   sh bench/gpu-run.sh sanitize           compute-sanitizer over the op tests:
+#                                          memcheck on all of test-cuda-ops and
+#                                          test-cuda-mma, racecheck, synccheck and
+#                                          initcheck on the attention ones (what
+#                                          the emulator cannot see: races between
+#                                          warps, a barrier a lane skips, reads of
+#                                          memory no one wrote); run it when the
+#                                          tests fail
+#   sh bench/gpu-run.sh all                tests, ops and bench (may pass 10
+#                                          minutes)
 #
 # Logs and the table land in $OUT (the device tool brings them back).
 # LORA_CUDA_ATTN=fp32 in the environment of a bench run times the training
@@ -69,6 +78,29 @@ if [ "$what" = ops ] || [ "$what" = all ]; then
 	LORA_CUDA_ATTN_ROWS=64 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 	# and dk, dv with a GQA head group in one block (TinyLlama's lines)
 	LORA_CUDA_ATTN_SPLIT=1 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
+fi
+if [ "$what" = sanitize ]; then
+	cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null ||
+	     find / -xdev -name compute-sanitizer -type f 2>/dev/null | head -1)
+	[ -n "$cs" ] || { echo "gpu-run.sh: no compute-sanitizer on this machine"; exit 1; }
+	# each run within its own time limit, so that one slow tool leaves the rest
+	# their turn inside the call's 10 minutes
+	san() {         # san TOOL TEST LOG [VAR=VALUE ...]
+		tool=$1 t=$2 log=$OUT/sanitize-$3.log
+		shift 3
+		env "$@" timeout 150 "$cs" --tool "$tool" --error-exitcode 97 --print-limit 20 \
+			/tmp/gpu/bin/$t >"$log" 2>&1
+		r=$?
+		echo "sanitize $tool $t $*: exit $r (97: errors found, 124: time limit)"
+		grep -E '^=+ (ERROR|Invalid|Race|Barrier|Uninitialized)|ERROR SUMMARY|^FAIL|passed|skipped' "$log" |
+			head -12
+		[ $r -ne 0 ] && rc=1
+	}
+	san memcheck test-cuda-mma mma-memcheck
+	san memcheck test-cuda-ops ops-memcheck
+	san racecheck test-cuda-ops attention-racecheck LORA_TEST_ONLY=attention
+	san synccheck test-cuda-ops attention-synccheck LORA_TEST_ONLY=attention
+	san initcheck test-cuda-ops attention-initcheck LORA_TEST_ONLY=attention
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	# PROFILE=1: each op's GPU time in a real step, after the timed runs
