@@ -128,7 +128,12 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 			     be->linear_forward(yb, 0, LORA_DTYPE_BF16, xb, LORA_DTYPE_BF16, w, NULL, wd, N, K,
 			                        OC));
 		TIME("linear_backward dinp", s, fl, 0,
-		     be->linear_backward(z, 1, NULL, NULL, y, in, LORA_DTYPE_F32, w, wd, N, K, OC));
+		     be->linear_backward(z, 1, NULL, NULL, y, LORA_DTYPE_F32, in, LORA_DTYPE_F32, w, wd, N,
+		                         K, OC));
+		if (wd == LORA_DTYPE_BF16 && i < 2)     /* gate, up: a bf16 dout (no LoRA there) */
+			TIME("linear_backward dinp, bf16 dout", s, fl, 0,
+			     be->linear_backward(z, 1, NULL, NULL, yb, LORA_DTYPE_BF16, in, LORA_DTYPE_F32, w,
+			                         wd, N, K, OC));
 	}
 	/* LoRA r = 8 and r on a C x C layer. Bytes: lora_down reads x (4 N·C;
 	 * a bf16 x 2 N·C: it meets A split in three bf16 parts on the tensor
@@ -192,7 +197,14 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	size_t ni = (size_t)N * I;
 	snprintf(s, sizeof s, "N=%zu", ni);
 	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, LORA_DTYPE_F32, ni));
-	TIME("swiglu_backward", s, 0, 20.0 * ni, be->swiglu_backward(y, u, z, z, u, LORA_DTYPE_F32, ni));
+	TIME("swiglu_backward", s, 0, 20.0 * ni,
+	     be->swiglu_backward(y, u, LORA_DTYPE_F32, z, z, u, LORA_DTYPE_F32, ni));
+	if (wd == LORA_DTYPE_BF16) {    /* a bf16 run: bf16 gate, up; dgate, dup fp32 or bf16 */
+		TIME("swiglu_backward bf16 act", s, 0, 16.0 * ni,
+		     be->swiglu_backward(y, u, LORA_DTYPE_F32, z, xb, yb, LORA_DTYPE_BF16, ni));
+		TIME("swiglu_backward bf16 act, bf16 grads", s, 0, 12.0 * ni,
+		     be->swiglu_backward(y, u, LORA_DTYPE_BF16, z, xb, yb, LORA_DTYPE_BF16, ni));
+	}
 	snprintf(s, sizeof s, "N=%zu", (size_t)N * C);
 	TIME("add_forward", s, 0, 12.0 * N * C, be->add_forward(y, y, x, (size_t)N * C));
 	int32_t *tg = be->alloc((size_t)N * 4);

@@ -178,9 +178,9 @@ void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const floa
                            const void *w, lora_dtype wdt, const float *rstd, int N, int C);
 void cuda_linear_forward(void *out, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
                          const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC);
-void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
-                          const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
-                          int N, int C, int OC);
+void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const void *dout,
+                          lora_dtype ddt, const void *inp, lora_dtype idt, const void *w,
+                          lora_dtype wdt, int N, int C, int OC);
 void cuda_lora_down(float *h, const void *inp, lora_dtype idt, const lora_branch *br, int nb,
                     float p, int N, int C, float *scratch);
 void cuda_lora_up(void *out, int acc, lora_dtype odt, const float *h, int ldh, const float *B,
@@ -225,8 +225,8 @@ void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
-void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const void *gate,
-                          const void *up, lora_dtype adt, size_t N);
+void cuda_swiglu_backward(void *dgate, void *dup, lora_dtype gdt, const float *dout,
+                          const void *gate, const void *up, lora_dtype adt, size_t N);
 void cuda_add_forward(float *out, const float *a, const float *b, size_t N);
 void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N);
 void cuda_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,

@@ -178,10 +178,18 @@ void cuda_linear_forward(void *vout, int acc, lora_dtype odt, const void *inp, l
 	}
 }
 
-void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
-                          const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
-                          int N, int C, int OC)
+void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const void *doutv,
+                          lora_dtype ddt, const void *inp, lora_dtype idt, const void *w,
+                          lora_dtype wdt, int N, int C, int OC)
 {
+	if (ddt != LORA_DTYPE_F32) {    /* a bf16 gradient meets a bf16 weight: no conversion */
+		LORA_ASSERT(ddt == LORA_DTYPE_BF16 && wdt == ddt && !dw && !dbias);
+		if (dinp)
+			gemm_rm(0, 0, N, C, OC, 1.0f, doutv, OC, w, C, CUDA_R_16BF, acc ? 1.0f : 0.0f,
+			        dinp, C);
+		return;
+	}
+	const float *dout = (const float *)doutv;
 	if (dinp) {     /* (N, C) (+)= (N, OC) · (OC, C) */
 		gemm_act_w(0, N, C, OC, dout, w, C, wdt, acc ? 1.0f : 0.0f, dinp);
 	}

@@ -164,13 +164,16 @@ struct lora_backend {
 	 * backward: dinp (N, C) += dout·w, or = when acc is 0 (the first writer
 	 * of a fresh gradient: no zero fill, and the product does not read it);
 	 * dw (OC, C) += doutᵀ·inp; dbias (OC) += column sums. Each of dinp, dw,
-	 * dbias may be NULL (skipped); inp is read only for dw. */
+	 * dbias may be NULL (skipped); inp is read only for dw. dout is in ddt:
+	 * F32, or BF16 with a BF16 w and dinp alone (a gradient its producer
+	 * wrote in bf16 because only this product reads it: what the GEMM
+	 * would convert it to anyway, without the conversion pass). */
 	void (*linear_forward)(void *out, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
 	                       const void *w, const void *bias, lora_dtype wdt, int N, int C,
 	                       int OC);
-	void (*linear_backward)(float *dinp, int acc, float *dw, float *dbias, const float *dout,
-	                        const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
-	                        int N, int C, int OC);
+	void (*linear_backward)(float *dinp, int acc, float *dw, float *dbias, const void *dout,
+	                        lora_dtype ddt, const void *inp, lora_dtype idt, const void *w,
+	                        lora_dtype wdt, int N, int C, int OC);
 
 	/* ---- LoRA branches --------------------------------------------------------
 	 * Branch i adds out_i (N, OC_i) += scale_i · (drop_i(inp) · A_iᵀ) · B_iᵀ,
@@ -247,10 +250,12 @@ struct lora_backend {
 	 * out (N) = silu(gate) * up, silu(x) = x·sigmoid(x). out is overwritten.
 	 * gate, up and out are in adt (computed in fp32).
 	 * backward WRITES dgate and dup (an exception to +=: their one caller
-	 * has nothing else to add, and a zero fill of 2·N floats is saved). */
+	 * has nothing else to add, and a zero fill of 2·N floats is saved), in
+	 * gdt: F32, or BF16 (rounded once) when only a bf16 GEMM reads them
+	 * (linear_backward's ddt; no LoRA branch on gate or up). */
 	void (*swiglu_forward)(void *out, const void *gate, const void *up, lora_dtype adt,
 	                       size_t N);
-	void (*swiglu_backward)(float *dgate, float *dup, const float *dout,
+	void (*swiglu_backward)(void *dgate, void *dup, lora_dtype gdt, const float *dout,
 	                        const void *gate, const void *up, lora_dtype adt, size_t N);
 
 	/* ---- residual -------------------------------------------------------------

@@ -1056,10 +1056,12 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 /* ---- backward ------------------------------------------------------------------------------------------ */
 
 /* One linear of a group's backward: module k, the gradient of its output
- * dout (N, OC), its weight, and (full fine-tuning) its weight's gradients. */
+ * dout (N, OC) in ddt, its weight, and (full fine-tuning) its weight's
+ * gradients. */
 typedef struct {
 	int k, OC;
-	const float *dout;
+	const void *dout;
+	lora_dtype ddt;
 	const void *w;
 	float *dw, *db;
 } lin_bwd;
@@ -1083,6 +1085,7 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 			continue;
 		const lora_module *mo = &m->lora->mods[idx];
 		int R, col = group_col(m, l, ls[i].k, &R);
+		LORA_ASSERT(ls[i].ddt == LORA_DTYPE_F32);
 		be->lora_up_backward(dh + col, mo->dB, ls[i].dout, a->h[g] + col, R, mo->B, mo->scale,
 		                     N, ls[i].OC, mo->r);
 	}
@@ -1093,8 +1096,8 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 		                       dh + (size_t)N * R);
 	for (int i = 0; i < n; i++)
 		be->linear_backward(dinp, nb > 0 || i > 0, m->full ? ls[i].dw : NULL,
-		                    m->full ? ls[i].db : NULL, ls[i].dout, inp, P(m)->adt, ls[i].w,
-		                    m->wdt, N, C, ls[i].OC);
+		                    m->full ? ls[i].db : NULL, ls[i].dout, ls[i].ddt, inp, P(m)->adt,
+		                    ls[i].w, m->wdt, N, C, ls[i].OC);
 }
 
 /* On entry p->dres is the gradient of the layer's output; on return, of its input x. */
@@ -1108,24 +1111,30 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
-	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, y->wdown, g->wdown, g->bdown };
+	const lora_dtype F32 = LORA_DTYPE_F32;
+	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, F32, y->wdown, g->wdown, g->bdown };
 	group_bwd(m, l, GROUP_DOWN, a, p->dswi, a->swi, &down, 1, N, I);
-	be->swiglu_backward(p->dgate, p->dup, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
-	lin_bwd gateup[2] = { { LORA_MOD_GATE, I, p->dgate, y->wgate, g->wgate, g->bgate },
-	                      { LORA_MOD_UP, I, p->dup, y->wup, g->wup, g->bup } };
+	/* dgate, dup in bf16 when only the bf16 GEMMs of gate and up read them
+	 * (no LoRA there): the same values those GEMMs would convert them to,
+	 * without the conversion pass (2 of 6 bytes per element) */
+	lora_dtype gdt = m->wdt == LORA_DTYPE_BF16 && !m->full && y->lora[LORA_MOD_GATE] < 0 &&
+	                 y->lora[LORA_MOD_UP] < 0 ? LORA_DTYPE_BF16 : F32;
+	be->swiglu_backward(p->dgate, p->dup, gdt, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
+	lin_bwd gateup[2] = { { LORA_MOD_GATE, I, p->dgate, gdt, y->wgate, g->wgate, g->bgate },
+	                      { LORA_MOD_UP, I, p->dup, gdt, y->wup, g->wup, g->bup } };
 	group_bwd(m, l, GROUP_GATEUP, a, p->dln, a->ln2, gateup, 2, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
 	                     a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	lin_bwd o = { LORA_MOD_O, C, p->dres, y->wo, g->wo, g->bo };
+	lin_bwd o = { LORA_MOD_O, C, p->dres, F32, y->wo, g->wo, g->bo };
 	group_bwd(m, l, GROUP_O, a, p->datty, a->atty, &o, 1, N, QD);
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, y->wq, g->wq, g->bq },
-	                   { LORA_MOD_K, KD, p->dk, y->wk, g->wk, g->bk },
-	                   { LORA_MOD_V, KD, p->dv, y->wv, g->wv, g->bv } };
+	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, F32, y->wq, g->wq, g->bq },
+	                   { LORA_MOD_K, KD, p->dk, F32, y->wk, g->wk, g->bk },
+	                   { LORA_MOD_V, KD, p->dv, F32, y->wv, g->wv, g->bv } };
 	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
 	                     a->rstd1, N, C);
@@ -1148,7 +1157,7 @@ void lora_llama_backward(lora_llama *m)
 		be->crossentropy_backward(p->logits, p->logits, p->targets + n0,
 		                          m->grad_scale / p->nvalid, M, V);
 		be->linear_backward(p->dln + (size_t)n0 * C, 0, m->full ? p->dlm_head : NULL, NULL,
-		                    p->logits, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32, m->lm_head,
+		                    p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32, m->lm_head,
 		                    m->wdt, M, C, V);
 	}
 	be->zero(p->dres, (size_t)N * C * sizeof(float));

@@ -209,11 +209,12 @@ static void linear_forward(void *vout, int acc, lora_dtype odt, const void *inp,
 	}
 }
 
-static void linear_backward(float *dinp, int acc, float *dw, float *dbias, const float *dout,
-                            const void *inp, lora_dtype idt, const void *w, lora_dtype wdt,
-                            int N, int C, int OC)
+static void linear_backward(float *dinp, int acc, float *dw, float *dbias, const void *doutv,
+                            lora_dtype ddt, const void *inp, lora_dtype idt, const void *w,
+                            lora_dtype wdt, int N, int C, int OC)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && idt == LORA_DTYPE_F32 && ddt == LORA_DTYPE_F32);
+	const float *dout = doutv;
 	if (dinp && OC == 0 && !acc)       /* nothing to multiply, dinp = 0 */
 		memset(dinp, 0, (size_t)N * C * sizeof(float));
 	else if (dinp)  /* (N, C) (+)= (N, OC) · (OC, C); beta 0 does not read dinp */
@@ -501,11 +502,12 @@ static void swiglu_forward(void *outv, const void *gatev, const void *upv, lora_
 	}
 }
 
-static void swiglu_backward(float *dgate, float *dup, const float *dout, const void *gatev,
-                            const void *upv, lora_dtype adt, size_t N)
+static void swiglu_backward(void *dgatev, void *dupv, lora_dtype gdt, const float *dout,
+                            const void *gatev, const void *upv, lora_dtype adt, size_t N)
 {
-	LORA_ASSERT(adt == LORA_DTYPE_F32);
+	LORA_ASSERT(adt == LORA_DTYPE_F32 && gdt == LORA_DTYPE_F32);
 	const float *gate = gatev, *up = upv;
+	float *dgate = dgatev, *dup = dupv;
 	for (size_t i = 0; i < N; i++) {
 		float g = gate[i], s = 1.0f / (1.0f + expf(-g)), silu = g * s;
 		dgate[i] = dout[i] * up[i] * (s + silu * (1.0f - s));

@@ -564,24 +564,43 @@ static void test_linear(void)
 			bound = linear_bound_fwd(gh, wt, N, OC, C, u, f);
 			int train = dt == LORA_DTYPE_F32;
 			pair dw = pair_rand((size_t)OC * C, -1, 1), db = pair_rand(OC, -1, 1);
-			cpu->linear_backward(dx.c, 1, train ? dw.c : NULL, train ? db.c : NULL, dout.c, x.c,
-			                     LORA_DTYPE_F32, w.c, LORA_DTYPE_F32, N, C, OC);
-			gpu->linear_backward(dx.g, 1, train ? dw.g : NULL, train ? db.g : NULL, dout.g, x.g,
-			                     LORA_DTYPE_F32, w.g, dt, N, C, OC);
+			const lora_dtype F32 = LORA_DTYPE_F32;
+			cpu->linear_backward(dx.c, 1, train ? dw.c : NULL, train ? db.c : NULL, dout.c, F32,
+			                     x.c, F32, w.c, F32, N, C, OC);
+			gpu->linear_backward(dx.g, 1, train ? dw.g : NULL, train ? db.g : NULL, dout.g, F32,
+			                     x.g, F32, w.g, dt, N, C, OC);
 			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp", N, C, OC,
 			         dtname(dt));
 			compare(what, &dx, 4, bound);
 			/* acc 0 writes dinp (the GPU's starts as NaN, the CPU's as 0) */
 			pair dx0 = pair_out((size_t)N * C);
-			cpu->linear_backward(dx0.c, 0, NULL, NULL, dout.c, x.c, LORA_DTYPE_F32, w.c,
-			                     LORA_DTYPE_F32, N, C, OC);
-			gpu->linear_backward(dx0.g, 0, NULL, NULL, dout.g, x.g, LORA_DTYPE_F32, w.g, dt,
-			                     N, C, OC);
+			cpu->linear_backward(dx0.c, 0, NULL, NULL, dout.c, F32, x.c, F32, w.c, F32, N, C, OC);
+			gpu->linear_backward(dx0.g, 0, NULL, NULL, dout.g, F32, x.g, F32, w.g, dt, N, C, OC);
 			snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d %s: dinp written", N, C,
 			         OC, dtname(dt));
 			compare(what, &dx0, 4, bound);
 			pair_free(&dx0);
 			free(bound);
+			if (dt == LORA_DTYPE_BF16) {
+				/* a BF16 dout (dgate, dup with no LoRA there): no conversion,
+				 * the same product as an fp32 dout holding bf16 values */
+				wpair db16 = wpair_rand((size_t)N * OC, -1, 1, LORA_DTYPE_BF16);
+				bound = linear_bound_fwd(db16.h, wt, N, OC, C, u, f);
+				for (int acc = 0; acc < 2; acc++) {
+					pair d = acc ? pair_rand((size_t)N * C, -1, 1) : pair_out((size_t)N * C);
+					cpu->linear_backward(d.c, acc, NULL, NULL, db16.c, F32, x.c, F32, w.c, F32, N,
+					                     C, OC);
+					gpu->linear_backward(d.g, acc, NULL, NULL, db16.g, LORA_DTYPE_BF16, x.g, F32,
+					                     w.g, dt, N, C, OC);
+					snprintf(what, sizeof what,
+					         "linear_backward N=%d C=%d OC=%d BF16 dout: dinp%s", N, C, OC,
+					         acc ? " +=" : " written");
+					compare(what, &d, 4, bound);
+					pair_free(&d);
+				}
+				free(bound);
+				wpair_free(&db16);
+			}
 			if (train) {
 				/* dw (OC, C) += doutᵀ·x: bound 2·N·eps·|dout|ᵀ·|x| */
 				float *gT = lora_xmalloc((size_t)N * OC * 4 + 4), *xT = lora_xmalloc((size_t)N * C * 4 + 4);
@@ -994,12 +1013,23 @@ static void swiglu_case(size_t n, lora_dtype adt)
 	gpu->swiglu_forward(og, g.g, u.g, adt, n);
 	snprintf(what, sizeof what, "swiglu_forward N=%zu%s", n, dn);
 	compare_dt(what, out.c, og, adt, n, 4, unit_roundoff(adt));
-	cpu->swiglu_backward(dg.c, du.c, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
-	gpu->swiglu_backward(dg.g, du.g, dout.g, g.g, u.g, adt, n);
+	cpu->swiglu_backward(dg.c, du.c, LORA_DTYPE_F32, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
+	gpu->swiglu_backward(dg.g, du.g, LORA_DTYPE_F32, dout.g, g.g, u.g, adt, n);
 	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dgate", n, dn);
 	compare(what, &dg, 8, NULL);
 	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dup", n, dn);
 	compare(what, &du, 8, NULL);
+	if (adt == LORA_DTYPE_BF16) {   /* and the gradients in bf16, rounded once */
+		void *dgb = gpu_out_dt(n, adt), *dub = gpu_out_dt(n, adt);
+		gpu->swiglu_backward(dgb, dub, adt, dout.g, g.g, u.g, adt, n);
+		double ur = unit_roundoff(adt);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dgate", n, dn);
+		compare_dt(what, dg.c, dgb, adt, n, 8 * (1 + ur), ur);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dup", n, dn);
+		compare_dt(what, du.c, dub, adt, n, 8 * (1 + ur), ur);
+		gpu->free(dgb);
+		gpu->free(dub);
+	}
 	gpu->free(og);
 	wpair_free(&g); wpair_free(&u);
 	pair_free(&out); pair_free(&dout); pair_free(&dg); pair_free(&du);

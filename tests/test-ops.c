@@ -84,7 +84,8 @@ static void test_linear(void)
 	free(y2);
 	for (int i = 0; i < N * C; i++)
 		dx[i] = NAN;                 /* acc 0: dinp is written, not read */
-	be->linear_backward(dx, 0, dw, db, dout, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32, N, C, OC);
+	be->linear_backward(dx, 0, dw, db, dout, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32,
+	                    N, C, OC);
 	float *want = get("linear.dx", 0);
 	close_arr("linear dinp", dx, want, N * C, RT, AT);
 	free(want);
@@ -95,7 +96,8 @@ static void test_linear(void)
 	close_arr("linear dbias", db, want, OC, RT, AT);
 	free(want);
 	/* accumulation: a second backward doubles; NULL grads are skipped */
-	be->linear_backward(dx, 1, NULL, NULL, dout, x, LORA_DTYPE_F32, w, LORA_DTYPE_F32, N, C, OC);
+	be->linear_backward(dx, 1, NULL, NULL, dout, LORA_DTYPE_F32, x, LORA_DTYPE_F32, w,
+	                    LORA_DTYPE_F32, N, C, OC);
 	want = get("linear.dx", 0);
 	for (int i = 0; i < N * C; i++)
 		want[i] *= 2;
@@ -372,7 +374,7 @@ static void test_swiglu(void)
 	close_arr("swiglu forward", out, y, n, RT, AT);
 	for (int64_t i = 0; i < n; i++)
 		dg[i] = du[i] = NAN;          /* the backward writes, it does not add */
-	be->swiglu_backward(dg, du, d, g, u, LORA_DTYPE_F32, n);
+	be->swiglu_backward(dg, du, LORA_DTYPE_F32, d, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu dgate", dg, wg, n, RT, AT);
 	close_arr("swiglu dup", du, wu, n, RT, AT);
 	be->add_forward(out, g, u, n);
