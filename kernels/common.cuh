@@ -172,7 +172,7 @@ __device__ __forceinline__ float block_sum(float v, float *sh)
 
 void cuda_embedding_forward(float *out, const int32_t *ids, const void *wte, lora_dtype wdt, int N, int C);
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int N, int C);
-void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
+void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp, float *copy,
                           const void *w, lora_dtype wdt, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const void *w, lora_dtype wdt, const float *rstd, int N, int C);

@@ -4,6 +4,7 @@
  *   dinp_i += r·w_i·dy_i − (r³/C)·x_i·Σ_j dy_j·w_j·x_j
  *   dw_i   += Σ_n dy_i·x_i·r   (column sums: atomic adds per row chunk)
  * The output may be BF16 (a saved activation, backend.h); the sums are fp32.
+ * The forward may also copy inp (the residual sum a GEMM adds to next).
  */
 #include "common.cuh"
 
@@ -12,16 +13,21 @@
 /* ---- kernels ---------------------------------------------------------------------- */
 
 template <typename O, typename W>
-__global__ void rmsnorm_fwd_kernel(O *out, float *rstd, const float *inp, const W *w,
-                                   int N, int C, float eps)
+__global__ void rmsnorm_fwd_kernel(O *out, float *rstd, const float *inp, float *copy,
+                                   const W *w, int N, int C, float eps)
 {
 	int n = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
 	if (n >= N)
 		return;
 	const float *x = inp + (size_t)n * C;
+	float *cp = copy ? copy + (size_t)n * C : NULL;
 	float ss = 0;
-	for (int i = lane; i < C; i += 32)
-		ss += x[i] * x[i];
+	for (int i = lane; i < C; i += 32) {
+		float v = x[i];
+		ss += v * v;
+		if (cp)
+			cp[i] = v;
+	}
 	ss = warp_sum(ss);
 	float r = 1.0f / sqrtf(ss / C + eps);
 	if (lane == 0)
@@ -66,7 +72,7 @@ __global__ void rmsnorm_dw_kernel(float *dw, const float *dout, const float *inp
 
 /* ---- launchers ------------------------------------------------------------------------- */
 
-void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
+void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp, float *copy,
                           const void *w, lora_dtype wdt, int N, int C, float eps)
 {
 	if (N <= 0)
@@ -74,7 +80,7 @@ void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *i
 	unsigned grid = (N + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
 	ADTYPE_DISPATCH(odt, O, WDTYPE_DISPATCH(wdt, W,
 		rmsnorm_fwd_kernel<<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-			(O *)out, rstd, inp, (const W *)w, N, C, eps)));
+			(O *)out, rstd, inp, copy, (const W *)w, N, C, eps)));
 	CUDA_LAUNCH_CHECK();
 }
 

@@ -5,7 +5,7 @@
  *     if (!be) die("%s", lora_errmsg());
  *     float *x = be->alloc(N * C * sizeof(float));          // backend memory
  *     be->upload(x, host, N * C * sizeof(float));
- *     be->rmsnorm_forward(y, rstd, x, w, be->wdtype, N, C, 1e-5f);
+ *     be->rmsnorm_forward(y, LORA_DTYPE_F32, rstd, x, NULL, w, be->wdtype, N, C, 1e-5f);
  *
  * Style (llm.c): every op takes raw pointers plus sizes; shapes are written
  * in each comment as (B, T, C) etc., row-major, last index fastest. There is
@@ -146,9 +146,13 @@ struct lora_backend {
 
 	/* ---- RMSNorm ----------------------------------------------------------
 	 * out (N, C) = inp * rstd * w, rstd (N) = 1/sqrt(mean(inp^2) + eps) saved.
+	 * copy (N, C), unless NULL, gets inp as it is: the start of the next
+	 * residual sum, to which a GEMM then adds in its epilogue (written here,
+	 * where inp is read anyway, instead of a tmp and an add pass later).
 	 * backward: dinp (N, C) +=, dw (C) += (NULL: frozen). */
 	void (*rmsnorm_forward)(void *out, lora_dtype odt, float *rstd, const float *inp,
-	                        const void *w, lora_dtype wdt, int N, int C, float eps);
+	                        float *copy, const void *w, lora_dtype wdt, int N, int C,
+	                        float eps);
 	void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout,
 	                         const float *inp, const void *w, lora_dtype wdt,
 	                         const float *rstd, int N, int C);

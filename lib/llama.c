@@ -953,6 +953,30 @@ static void linear_fwd(lora_llama *m, int l, int k, acts *a, void *out, lora_dty
 		be->lora_up(out, 1, odt, h, R, mo->B, mo->scale, N, OC, mo->r);
 }
 
+/* Module k (layer l) as a residual step: res (N, OC) = base + inp·Wᵀ + b
+ * (+ its LoRA branch). Without a branch or a bias the rmsnorm that read
+ * base also wrote it into res (resid_fold), and the GEMM adds to it in its
+ * epilogue: res = fl(base + x·Wᵀ), the rounding of the add it replaces,
+ * without the fp32 tmp written and read and the add pass (16 bytes per
+ * element become 4 for the copy). Else through p->tmp and an add. */
+static int resid_fold(const lora_llama *m, int l, int k, const void *b)
+{
+	return m->layers[l].lora[k] < 0 && !b;
+}
+
+static void residual_fwd(lora_llama *m, int l, int k, acts *a, float *res, const float *base,
+                         const void *inp, const void *w, const void *b, int N, int K, int OC)
+{
+	const lora_backend *be = m->be;
+	priv_t *p = P(m);
+	if (resid_fold(m, l, k, b)) {
+		be->linear_forward(res, 1, LORA_DTYPE_F32, inp, p->adt, w, NULL, m->wdt, N, K, OC);
+		return;
+	}
+	linear_fwd(m, l, k, a, p->tmp, LORA_DTYPE_F32, inp, w, b, N, K, OC);
+	be->add_forward(res, base, p->tmp, (size_t)N * OC);
+}
+
 static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *out, int B, int T)
 {
 	const lora_backend *be = m->be;
@@ -963,7 +987,9 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	lora_dtype adt = p->adt;
 	/* attention */
-	be->rmsnorm_forward(a->ln1, adt, a->rstd1, x, y->ln1_w, m->wdt, N, C, c->rms_norm_eps);
+	float *cp1 = resid_fold(m, l, LORA_MOD_O, y->bo) ? a->res2 : NULL;
+	be->rmsnorm_forward(a->ln1, adt, a->rstd1, x, cp1, y->ln1_w, m->wdt, N, C,
+	                    c->rms_norm_eps);
 	lora_down_fwd(m, l, GROUP_QKV, a, a->ln1, N, C);
 	linear_fwd(m, l, LORA_MOD_Q, a, a->q, adt, a->ln1, y->wq, y->bq, N, C, QD);
 	be->rope_forward(a->q, a->q, adt, p->rope_cos, p->rope_sin, B, T, NH, HS);
@@ -973,19 +999,17 @@ static void layer_forward(lora_llama *m, int l, acts *a, const float *x, float *
 	be->attention_forward(a->atty, a->att, a->q, a->k, a->v, adt, B, T, NH, NKV, HS,
 	                      m->wdt == LORA_DTYPE_BF16);
 	lora_down_fwd(m, l, GROUP_O, a, a->atty, N, QD);
-	linear_fwd(m, l, LORA_MOD_O, a, p->tmp, LORA_DTYPE_F32, a->atty, y->wo, y->bo, N, QD, C);
-	be->add_forward(a->res2, x, p->tmp, (size_t)N * C);
+	residual_fwd(m, l, LORA_MOD_O, a, a->res2, x, a->atty, y->wo, y->bo, N, QD, C);
 	/* MLP */
-	be->rmsnorm_forward(a->ln2, adt, a->rstd2, a->res2, y->ln2_w, m->wdt, N, C,
+	float *cp2 = resid_fold(m, l, LORA_MOD_DOWN, y->bdown) ? out : NULL;
+	be->rmsnorm_forward(a->ln2, adt, a->rstd2, a->res2, cp2, y->ln2_w, m->wdt, N, C,
 	                    c->rms_norm_eps);
 	lora_down_fwd(m, l, GROUP_GATEUP, a, a->ln2, N, C);
 	linear_fwd(m, l, LORA_MOD_GATE, a, a->gate, adt, a->ln2, y->wgate, y->bgate, N, C, I);
 	linear_fwd(m, l, LORA_MOD_UP, a, a->up, adt, a->ln2, y->wup, y->bup, N, C, I);
 	be->swiglu_forward(a->swi, a->gate, a->up, adt, (size_t)N * I);
 	lora_down_fwd(m, l, GROUP_DOWN, a, a->swi, N, I);
-	linear_fwd(m, l, LORA_MOD_DOWN, a, p->tmp, LORA_DTYPE_F32, a->swi, y->wdown, y->bdown, N, I,
-	           C);
-	be->add_forward(out, a->res2, p->tmp, (size_t)N * C);
+	residual_fwd(m, l, LORA_MOD_DOWN, a, out, a->res2, a->swi, y->wdown, y->bdown, N, I, C);
 }
 
 /* The logits of rows [n0, n0 + M) of the last forward into p->logits. */
@@ -1013,7 +1037,7 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 	be->embedding_forward(p->resid[0], p->ids, m->wte, m->wdt, N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);
-	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], m->lnf_w,
+	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], NULL, m->lnf_w,
 	                    m->wdt, N, C, c->rms_norm_eps);
 	p->has_targets = 0;
 	if (!targets)

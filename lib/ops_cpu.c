@@ -124,7 +124,7 @@ static void embedding_backward(float *dwte, const float *dout, const int32_t *id
 /* ---- RMSNorm ----------------------------------------------------------------- */
 
 typedef struct {
-	float *out, *rstd, *dinp, *dw;
+	float *out, *rstd, *dinp, *dw, *copy;
 	const float *inp, *w, *dout, *crstd;
 	int C;
 	float eps;
@@ -144,14 +144,17 @@ static void rmsnorm_rows(void *vc, int lo, int hi)
 		float *y = c->out + (size_t)n * C;
 		for (int i = 0; i < C; i++)
 			y[i] = (x[i] * r) * c->w[i];
+		if (c->copy)
+			memcpy(c->copy + (size_t)n * C, x, (size_t)C * sizeof(float));
 	}
 }
 
 static void rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp,
-                            const void *w, lora_dtype wdt, int N, int C, float eps)
+                            float *copy, const void *w, lora_dtype wdt, int N, int C, float eps)
 {
 	LORA_ASSERT(wdt == LORA_DTYPE_F32 && odt == LORA_DTYPE_F32);
-	norm_ctx c = { .out = out, .rstd = rstd, .inp = inp, .w = w, .C = C, .eps = eps };
+	norm_ctx c = { .out = out, .rstd = rstd, .inp = inp, .copy = copy, .w = w, .C = C,
+	               .eps = eps };
 	parallel_range(N, 16, rmsnorm_rows, &c);
 }
 

@@ -414,8 +414,9 @@ static void test_rmsnorm(void)
 			pair x = pair_rand((size_t)N * C, -2, 2);
 			pair out = pair_out((size_t)N * C), rstd = pair_out(N);
 			float eps = 1e-5f;
-			cpu->rmsnorm_forward(out.c, LORA_DTYPE_F32, rstd.c, x.c, w.c, LORA_DTYPE_F32, N, C, eps);
-			gpu->rmsnorm_forward(out.g, LORA_DTYPE_F32, rstd.g, x.g, w.g, dt, N, C, eps);
+			cpu->rmsnorm_forward(out.c, LORA_DTYPE_F32, rstd.c, x.c, NULL, w.c, LORA_DTYPE_F32, N, C,
+			                     eps);
+			gpu->rmsnorm_forward(out.g, LORA_DTYPE_F32, rstd.g, x.g, NULL, w.g, dt, N, C, eps);
 			char what[96];
 			/* fp32 sum of C squares vs the CPU's double: k = C/8 + 8 */
 			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: rstd", N, C, dtname(dt));
@@ -437,8 +438,16 @@ static void test_rmsnorm(void)
 				compare(what, &dw, 2.0 * N + 16, NULL);
 			}
 			/* a BF16 output (the saved ln1/ln2 of a bf16 run) */
+			/* with the copy of inp (the next residual sum), written over NaN */
 			void *ob = gpu_out_dt((size_t)N * C, LORA_DTYPE_BF16);
-			gpu->rmsnorm_forward(ob, LORA_DTYPE_BF16, rstd.g, x.g, w.g, dt, N, C, eps);
+			pair cp = pair_out((size_t)N * C);
+			cpu->rmsnorm_forward(out.c, LORA_DTYPE_F32, rstd.c, x.c, cp.c, w.c, LORA_DTYPE_F32, N,
+			                     C, eps);
+			gpu->rmsnorm_forward(ob, LORA_DTYPE_BF16, rstd.g, x.g, cp.g, w.g, dt, N, C, eps);
+			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: copy of inp", N, C,
+			         dtname(dt));
+			compare(what, &cp, 0, NULL);
+			pair_free(&cp);
 			snprintf(what, sizeof what, "rmsnorm_forward N=%d C=%d %s: BF16 out", N, C, dtname(dt));
 			compare_dt(what, out.c, ob, LORA_DTYPE_BF16, (size_t)N * C, C / 8.0 + 8,
 			           unit_roundoff(LORA_DTYPE_BF16));

@@ -115,8 +115,16 @@ static void test_rmsnorm(void)
 	float *dout = get("rmsnorm.dout", 0), *wdx = get("rmsnorm.dx", 0), *wdw = get("rmsnorm.dw", 0);
 	float *out = lora_xcalloc(N * C, 4), *rstd = lora_xcalloc(N, 4);
 	float *dx = lora_xcalloc(N * C, 4), *dw = lora_xcalloc(C, 4);
-	be->rmsnorm_forward(out, LORA_DTYPE_F32, rstd, x, w, LORA_DTYPE_F32, N, C, eps[0]);
+	be->rmsnorm_forward(out, LORA_DTYPE_F32, rstd, x, NULL, w, LORA_DTYPE_F32, N, C, eps[0]);
 	close_arr("rmsnorm forward", out, y, N * C, RT, AT);
+	/* and the copy of inp (the next residual sum), bit for bit */
+	float *cp = lora_xmalloc(N * C * 4);
+	for (int i = 0; i < N * C; i++)
+		cp[i] = NAN;
+	be->rmsnorm_forward(out, LORA_DTYPE_F32, rstd, x, cp, w, LORA_DTYPE_F32, N, C, eps[0]);
+	test_cond("rmsnorm forward: copy of inp", !memcmp(cp, x, (size_t)N * C * 4));
+	close_arr("rmsnorm forward with a copy", out, y, N * C, RT, AT);
+	free(cp);
 	be->rmsnorm_backward(dx, dw, dout, x, w, LORA_DTYPE_F32, rstd, N, C);
 	close_arr("rmsnorm dinp", dx, wdx, N * C, RT, AT);
 	close_arr("rmsnorm dweight", dw, wdw, C, RT, AT);
