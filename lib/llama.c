@@ -956,9 +956,10 @@ static void linear_fwd(lora_llama *m, int l, int k, acts *a, void *out, lora_dty
 /* Module k (layer l) as a residual step: res (N, OC) = base + inp·Wᵀ + b
  * (+ its LoRA branch). Without a branch or a bias the rmsnorm that read
  * base also wrote it into res (resid_fold), and the GEMM adds to it in its
- * epilogue: res = fl(base + x·Wᵀ), the rounding of the add it replaces,
- * without the fp32 tmp written and read and the add pass (16 bytes per
- * element become 4 for the copy). Else through p->tmp and an add. */
+ * epilogue: res = fl(base + x·Wᵀ), the rounding of the add it replaces.
+ * Per element, the GEMM's write of tmp and the add (read 8 bytes, write 4)
+ * become the copy's write and the GEMM's: 16 bytes become 8. Else through
+ * p->tmp and an add. */
 static int resid_fold(const lora_llama *m, int l, int k, const void *b)
 {
 	return m->layers[l].lora[k] < 0 && !b;
