@@ -191,7 +191,10 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	void *nw = rand_buf(C, wd, 0.5f, 1.5f);
 	float *rs = frand(N);
 	snprintf(s, sizeof s, "N=%d C=%d", N, C);
-	TIME("rmsnorm_forward", s, 0, 8.0 * N * C, be->rmsnorm_forward(y, LORA_DTYPE_F32, rs, x, NULL, nw, wd, N, C, 1e-5f));
+	TIME("rmsnorm_forward", s, 0, 8.0 * N * C,
+	     be->rmsnorm_forward(y, LORA_DTYPE_F32, rs, x, NULL, nw, wd, N, C, 1e-5f));
+	TIME("rmsnorm_forward bf16 out + copy", s, 0, 10.0 * N * C,
+	     be->rmsnorm_forward(yb, LORA_DTYPE_BF16, rs, x, z, nw, wd, N, C, 1e-5f));
 	TIME("rmsnorm_backward", s, 0, 16.0 * N * C,
 	     be->rmsnorm_backward(z, NULL, y, x, nw, wd, rs, N, C));
 	size_t ni = (size_t)N * I;
