@@ -1182,8 +1182,8 @@ void lora_llama_backward(lora_llama *m)
 		be->crossentropy_backward(p->logits, p->logits, p->targets + n0,
 		                          m->grad_scale / p->nvalid, M, V);
 		be->linear_backward(p->dln + (size_t)n0 * C, 0, m->full ? p->dlm_head : NULL, NULL,
-		                    p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32, m->lm_head,
-		                    m->wdt, M, C, V);
+		                    p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
+		                    m->lm_head, m->wdt, M, C, V);
 	}
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
 	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],
