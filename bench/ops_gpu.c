@@ -201,12 +201,14 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	snprintf(s, sizeof s, "N=%zu", ni);
 	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, LORA_DTYPE_F32, ni));
 	TIME("swiglu_backward", s, 0, 20.0 * ni,
-	     be->swiglu_backward(y, u, LORA_DTYPE_F32, z, z, u, LORA_DTYPE_F32, ni));
-	if (wd == LORA_DTYPE_BF16) {    /* a bf16 run: bf16 gate, up; dgate, dup fp32 or bf16 */
+	     be->swiglu_backward(y, u, NULL, NULL, z, z, u, LORA_DTYPE_F32, ni));
+	if (wd == LORA_DTYPE_BF16) {    /* a bf16 run: bf16 gate, up; dgate, dup fp32 and/or bf16 */
 		TIME("swiglu_backward bf16 act", s, 0, 16.0 * ni,
-		     be->swiglu_backward(y, u, LORA_DTYPE_F32, z, xb, yb, LORA_DTYPE_BF16, ni));
-		TIME("swiglu_backward bf16 act, bf16 grads", s, 0, 12.0 * ni,
-		     be->swiglu_backward(y, u, LORA_DTYPE_BF16, z, xb, yb, LORA_DTYPE_BF16, ni));
+		     be->swiglu_backward(y, u, NULL, NULL, z, xb, yb, LORA_DTYPE_BF16, ni));
+		TIME("swiglu_backward bf16 act, bf16 grads over them", s, 0, 12.0 * ni,
+		     be->swiglu_backward(NULL, NULL, xb, yb, z, xb, yb, LORA_DTYPE_BF16, ni));
+		TIME("swiglu_backward bf16 act, fp32 + bf16 grads", s, 0, 20.0 * ni,
+		     be->swiglu_backward(y, u, xb, yb, z, xb, yb, LORA_DTYPE_BF16, ni));
 	}
 	snprintf(s, sizeof s, "N=%zu", (size_t)N * C);
 	TIME("add_forward", s, 0, 12.0 * N * C, be->add_forward(y, y, x, (size_t)N * C));

@@ -225,8 +225,9 @@ void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
-void cuda_swiglu_backward(void *dgate, void *dup, lora_dtype gdt, const float *dout,
-                          const void *gate, const void *up, lora_dtype adt, size_t N);
+void cuda_swiglu_backward(float *dgate, float *dup, void *dgate_b, void *dup_b,
+                          const float *dout, const void *gate, const void *up, lora_dtype adt,
+                          size_t N);
 void cuda_add_forward(float *out, const float *a, const float *b, size_t N);
 void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N);
 void cuda_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,

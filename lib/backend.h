@@ -255,12 +255,17 @@ struct lora_backend {
 	 * gate, up and out are in adt (computed in fp32).
 	 * backward WRITES dgate and dup (an exception to +=: their one caller
 	 * has nothing else to add, and a zero fill of 2·N floats is saved), in
-	 * gdt: F32, or BF16 (rounded once) when only a bf16 GEMM reads them
-	 * (linear_backward's ddt; no LoRA branch on gate or up). */
+	 * fp32 (dgate, dup; NULL: not wanted) and/or rounded once to bf16
+	 * (dgate_b, dup_b; NULL: not wanted): the operands of the bf16 GEMMs of
+	 * gate and up (linear_backward's ddt), written here so that no pass
+	 * converts the fp32 ones; the fp32 ones are for the LoRA branches.
+	 * dgate_b and dup_b may be gate and up themselves when adt is BF16 (each
+	 * element is read before it is written). */
 	void (*swiglu_forward)(void *out, const void *gate, const void *up, lora_dtype adt,
 	                       size_t N);
-	void (*swiglu_backward)(void *dgate, void *dup, lora_dtype gdt, const float *dout,
-	                        const void *gate, const void *up, lora_dtype adt, size_t N);
+	void (*swiglu_backward)(float *dgate, float *dup, void *dgate_b, void *dup_b,
+	                        const float *dout, const void *gate, const void *up, lora_dtype adt,
+	                        size_t N);
 
 	/* ---- residual -------------------------------------------------------------
 	 * out (N) = a + b (out may alias a or b). Its backward is "pass dout to

@@ -286,7 +286,7 @@ typedef struct {
 	float *res2;             /* (N, C) residual after attention */
 	void *ln2;               /* (N, C) post_attention_layernorm output (adt) */
 	float *rstd2;            /* (N) */
-	void *gate, *up;         /* (N, I) (adt) */
+	void *gate, *up;         /* (N, I) (adt); a bf16 backward writes dgate, dup over them */
 	void *swi;               /* (N, I) silu(gate) * up, down_proj input (adt) */
 	float *h[GROUP_COUNT];   /* (N, R) LoRA intermediates of each group, NULL if none */
 } acts;
@@ -1081,12 +1081,14 @@ void lora_llama_logits(const lora_llama *m, float *host_out)
 /* ---- backward ------------------------------------------------------------------------------------------ */
 
 /* One linear of a group's backward: module k, the gradient of its output
- * dout (N, OC) in ddt, its weight, and (full fine-tuning) its weight's
- * gradients. */
+ * dout (N, OC) in fp32 (what its LoRA branch reads) and gdout, the same in
+ * gdt for the base GEMM (dout itself, or a bf16 copy its producer wrote),
+ * its weight, and (full fine-tuning) its weight's gradients. */
 typedef struct {
 	int k, OC;
-	const void *dout;
-	lora_dtype ddt;
+	const float *dout;
+	const void *gdout;
+	lora_dtype gdt;
 	const void *w;
 	float *dw, *db;
 } lin_bwd;
@@ -1110,7 +1112,7 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 			continue;
 		const lora_module *mo = &m->lora->mods[idx];
 		int R, col = group_col(m, l, ls[i].k, &R);
-		LORA_ASSERT(ls[i].ddt == LORA_DTYPE_F32);
+		LORA_ASSERT(ls[i].dout);
 		be->lora_up_backward(dh + col, mo->dB, ls[i].dout, a->h[g] + col, R, mo->B, mo->scale,
 		                     N, ls[i].OC, mo->r);
 	}
@@ -1121,7 +1123,7 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 		                       dh + (size_t)N * R);
 	for (int i = 0; i < n; i++)
 		be->linear_backward(dinp, nb > 0 || i > 0, m->full ? ls[i].dw : NULL,
-		                    m->full ? ls[i].db : NULL, ls[i].dout, ls[i].ddt, inp, P(m)->adt,
+		                    m->full ? ls[i].db : NULL, ls[i].gdout, ls[i].gdt, inp, P(m)->adt,
 		                    ls[i].w, m->wdt, N, C, ls[i].OC);
 }
 
@@ -1137,29 +1139,43 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
 	const lora_dtype F32 = LORA_DTYPE_F32;
-	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, F32, y->wdown, g->wdown, g->bdown };
+	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, p->dres, F32, y->wdown, g->wdown, g->bdown };
 	group_bwd(m, l, GROUP_DOWN, a, p->dswi, a->swi, &down, 1, N, I);
-	/* dgate, dup in bf16 when only the bf16 GEMMs of gate and up read them
-	 * (no LoRA there): the same values those GEMMs would convert them to,
-	 * without the conversion pass (2 of 6 bytes per element) */
-	lora_dtype gdt = m->wdt == LORA_DTYPE_BF16 && !m->full && y->lora[LORA_MOD_GATE] < 0 &&
-	                 y->lora[LORA_MOD_UP] < 0 ? LORA_DTYPE_BF16 : F32;
-	be->swiglu_backward(p->dgate, p->dup, gdt, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
-	lin_bwd gateup[2] = { { LORA_MOD_GATE, I, p->dgate, gdt, y->wgate, g->wgate, g->bgate },
-	                      { LORA_MOD_UP, I, p->dup, gdt, y->wup, g->wup, g->bup } };
+	/* dgate, dup: the bf16 GEMMs of a bf16 run get them in bf16 from
+	 * swiglu_backward (the values they would convert them to, without the
+	 * conversion pass): over the saved gate and up, which nothing reads
+	 * after this, or, with fp32 activations, in dgate and dup when no LoRA
+	 * branch needs those in fp32 */
+	int lora_gu = y->lora[LORA_MOD_GATE] >= 0 || y->lora[LORA_MOD_UP] >= 0;
+	float *dg = p->dgate, *du = p->dup;
+	void *dgb = NULL, *dub = NULL;
+	if (m->wdt == LORA_DTYPE_BF16 && p->adt == LORA_DTYPE_BF16) {
+		dgb = a->gate;
+		dub = a->up;
+	} else if (m->wdt == LORA_DTYPE_BF16 && !lora_gu) {
+		dgb = p->dgate;
+		dub = p->dup;
+	}
+	if (dgb && !lora_gu)
+		dg = du = NULL;
+	be->swiglu_backward(dg, du, dgb, dub, p->dswi, a->gate, a->up, p->adt, (size_t)N * I);
+	lora_dtype gdt = dgb ? LORA_DTYPE_BF16 : F32;
+	lin_bwd gateup[2] = {
+		{ LORA_MOD_GATE, I, dg, dgb ? dgb : dg, gdt, y->wgate, g->wgate, g->bgate },
+		{ LORA_MOD_UP, I, du, dub ? dub : du, gdt, y->wup, g->wup, g->bup } };
 	group_bwd(m, l, GROUP_GATEUP, a, p->dln, a->ln2, gateup, 2, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
 	                     a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	lin_bwd o = { LORA_MOD_O, C, p->dres, F32, y->wo, g->wo, g->bo };
+	lin_bwd o = { LORA_MOD_O, C, p->dres, p->dres, F32, y->wo, g->wo, g->bo };
 	group_bwd(m, l, GROUP_O, a, p->datty, a->atty, &o, 1, N, QD);
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
 	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, F32, y->wq, g->wq, g->bq },
-	                   { LORA_MOD_K, KD, p->dk, F32, y->wk, g->wk, g->bk },
-	                   { LORA_MOD_V, KD, p->dv, F32, y->wv, g->wv, g->bv } };
+	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, p->dq, F32, y->wq, g->wq, g->bq },
+	                   { LORA_MOD_K, KD, p->dk, p->dk, F32, y->wk, g->wk, g->bk },
+	                   { LORA_MOD_V, KD, p->dv, p->dv, F32, y->wv, g->wv, g->bv } };
 	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
 	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
 	                     a->rstd1, N, C);

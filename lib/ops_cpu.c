@@ -505,12 +505,13 @@ static void swiglu_forward(void *outv, const void *gatev, const void *upv, lora_
 	}
 }
 
-static void swiglu_backward(void *dgatev, void *dupv, lora_dtype gdt, const float *dout,
-                            const void *gatev, const void *upv, lora_dtype adt, size_t N)
+static void swiglu_backward(float *dgate, float *dup, void *dgate_b, void *dup_b,
+                            const float *dout, const void *gatev, const void *upv, lora_dtype adt,
+                            size_t N)
 {
-	LORA_ASSERT(adt == LORA_DTYPE_F32 && gdt == LORA_DTYPE_F32);
+	/* fp32 only: bf16 copies are for the CUDA backend's bf16 GEMMs */
+	LORA_ASSERT(adt == LORA_DTYPE_F32 && dgate && dup && !dgate_b && !dup_b);
 	const float *gate = gatev, *up = upv;
-	float *dgate = dgatev, *dup = dupv;
 	for (size_t i = 0; i < N; i++) {
 		float g = gate[i], s = 1.0f / (1.0f + expf(-g)), silu = g * s;
 		dgate[i] = dout[i] * up[i] * (s + silu * (1.0f - s));

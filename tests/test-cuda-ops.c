@@ -1022,22 +1022,40 @@ static void swiglu_case(size_t n, lora_dtype adt)
 	gpu->swiglu_forward(og, g.g, u.g, adt, n);
 	snprintf(what, sizeof what, "swiglu_forward N=%zu%s", n, dn);
 	compare_dt(what, out.c, og, adt, n, 4, unit_roundoff(adt));
-	cpu->swiglu_backward(dg.c, du.c, LORA_DTYPE_F32, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
-	gpu->swiglu_backward(dg.g, du.g, LORA_DTYPE_F32, dout.g, g.g, u.g, adt, n);
+	cpu->swiglu_backward(dg.c, du.c, NULL, NULL, dout.c, g.c, u.c, LORA_DTYPE_F32, n);
+	gpu->swiglu_backward(dg.g, du.g, NULL, NULL, dout.g, g.g, u.g, adt, n);
 	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dgate", n, dn);
 	compare(what, &dg, 8, NULL);
 	snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dup", n, dn);
 	compare(what, &du, 8, NULL);
-	if (adt == LORA_DTYPE_BF16) {   /* and the gradients in bf16, rounded once */
-		void *dgb = gpu_out_dt(n, adt), *dub = gpu_out_dt(n, adt);
-		gpu->swiglu_backward(dgb, dub, adt, dout.g, g.g, u.g, adt, n);
-		double ur = unit_roundoff(adt);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dgate", n, dn);
-		compare_dt(what, dg.c, dgb, adt, n, 8 * (1 + ur), ur);
-		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dup", n, dn);
-		compare_dt(what, du.c, dub, adt, n, 8 * (1 + ur), ur);
-		gpu->free(dgb);
-		gpu->free(dub);
+	/* the gradients rounded once to bf16 (a bf16 run's GEMM operands):
+	 * alone, beside the fp32 ones, and (bf16 activations) over gate and up */
+	double ur = unit_roundoff(LORA_DTYPE_BF16);
+	for (int mode = 0; mode < (adt == LORA_DTYPE_BF16 ? 3 : 2); mode++) {
+		static const char *mn[] = { "alone", "beside fp32", "over gate, up" };
+		void *dgb = mode < 2 ? gpu_out_dt(n, LORA_DTYPE_BF16) : g.g;
+		void *dub = mode < 2 ? gpu_out_dt(n, LORA_DTYPE_BF16) : u.g;
+		pair dg2 = pair_out(n), du2 = pair_out(n);
+		gpu->swiglu_backward(mode == 1 ? dg2.g : NULL, mode == 1 ? du2.g : NULL, dgb, dub,
+		                     dout.g, g.g, u.g, adt, n);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dgate, %s", n, dn, mn[mode]);
+		compare_dt(what, dg.c, dgb, LORA_DTYPE_BF16, n, 8 * (1 + ur), ur);
+		snprintf(what, sizeof what, "swiglu_backward N=%zu%s: BF16 dup, %s", n, dn, mn[mode]);
+		compare_dt(what, du.c, dub, LORA_DTYPE_BF16, n, 8 * (1 + ur), ur);
+		if (mode == 1) {
+			cpu->copy(dg2.c, dg.c, n * 4);
+			cpu->copy(du2.c, du.c, n * 4);
+			snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dgate beside BF16", n, dn);
+			compare(what, &dg2, 8, NULL);
+			snprintf(what, sizeof what, "swiglu_backward N=%zu%s: dup beside BF16", n, dn);
+			compare(what, &du2, 8, NULL);
+		}
+		if (mode < 2) {
+			gpu->free(dgb);
+			gpu->free(dub);
+		}
+		pair_free(&dg2);
+		pair_free(&du2);
 	}
 	gpu->free(og);
 	wpair_free(&g); wpair_free(&u);

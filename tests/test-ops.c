@@ -382,7 +382,7 @@ static void test_swiglu(void)
 	close_arr("swiglu forward", out, y, n, RT, AT);
 	for (int64_t i = 0; i < n; i++)
 		dg[i] = du[i] = NAN;          /* the backward writes, it does not add */
-	be->swiglu_backward(dg, du, LORA_DTYPE_F32, d, g, u, LORA_DTYPE_F32, n);
+	be->swiglu_backward(dg, du, NULL, NULL, d, g, u, LORA_DTYPE_F32, n);
 	close_arr("swiglu dgate", dg, wg, n, RT, AT);
 	close_arr("swiglu dup", du, wu, n, RT, AT);
 	be->add_forward(out, g, u, n);
