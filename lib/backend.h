@@ -43,7 +43,9 @@
  * "not needed" (a frozen weight, or the input of the first layer) and that
  * work is skipped entirely: backward through a frozen linear is one matmul.
  * Exceptions are marked (crossentropy_backward, swiglu_backward and
- * attention_backward write; linear_backward's dinp may be told to).
+ * attention_backward write; the dinp of linear_backward and
+ * lora_down_backward, and the out of linear_forward and lora_up, say by
+ * their acc argument).
  *
  * In-place. Marked per op ("out may alias inp").
  *
