@@ -101,6 +101,20 @@ __device__ __forceinline__ void pipeline_step(int it, int ntiles, F stage_tile)
 	__syncthreads();
 }
 
+/* The forward's and dq's K, V walk: pipeline_step over the (K tile, V
+ * tile) pairs of KV head hk in the two buffers at KV, returning tile it's
+ * K (its V follows KT rows later). */
+template <int HS, typename A>
+__device__ __forceinline__ const bf16 *kv_next(bf16 *KV, const A *k, const A *v, int b, int hk,
+                                               int NKV, int T, int it, int ntiles)
+{
+	constexpr int BUF = 2 * KT * (HS + 8);
+	pipeline_step(it, ntiles, [&](int j) {
+		stage_kv<HS>(KV + (j & 1) * BUF, k, v, b, hk, NKV, T, j * KT);
+	});
+	return KV + (it & 1) * BUF;
+}
+
 /* The C fragments of a (16, 8·NT) fp32 tile to rows ra and rb (= ra + 8)
  * of a row-major array of stride ld, column c2 of each 8: rows at or past
  * T are not written. */
@@ -236,10 +250,7 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	uint32_t qa[KS][4];
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		pipeline_step(it, ntiles, [&](int j) {
-			stage_kv<HS>(KV + (j & 1) * 2 * KT * LDH, k, v, b, hk, NKV, T, j * KT);
-		});
-		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
+		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (it == 0)
 #pragma unroll
 			for (int kk = 0; kk < KS; kk++)
@@ -352,10 +363,7 @@ att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D
 	zero<NO>(acc);
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		pipeline_step(it, ntiles, [&](int j) {
-			stage_kv<HS>(KV + (j & 1) * 2 * KT * LDH, k, v, b, hk, NKV, T, j * KT);
-		});
-		const bf16 *Ks = KV + (it & 1) * 2 * KT * LDH, *Vs = Ks + KT * LDH;
+		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (w0 < T && k0 <= w0 + 15) {
 			float s[NS][4], dp[NS][4];
 			zero<NS>(s);
