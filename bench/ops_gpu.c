@@ -188,6 +188,12 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	TIME("rope_forward", s, 0, 8.0 * nq, be->rope_forward(q, q, LORA_DTYPE_F32, cs, sn, B, T, NH, HS));
 	TIME("rope_forward bf16", s, 0, 4.0 * nq,
 	     be->rope_forward(yb, yb, LORA_DTYPE_BF16, cs, sn, B, T, NH, HS));
+	TIME("rope_backward", s, 0, 8.0 * nq,
+	     be->rope_backward(q, NULL, q, cs, sn, B, T, NH, HS));
+	TIME("rope_backward bf16 out", s, 0, 6.0 * nq,
+	     be->rope_backward(NULL, yb, q, cs, sn, B, T, NH, HS));
+	TIME("rope_backward fp32 + bf16", s, 0, 10.0 * nq,
+	     be->rope_backward(q, yb, q, cs, sn, B, T, NH, HS));
 	void *nw = rand_buf(C, wd, 0.5f, 1.5f);
 	float *rs = frand(N);
 	snprintf(s, sizeof s, "N=%d C=%d", N, C);
@@ -196,7 +202,9 @@ static void layer(const char *name, int N, int C, int I, int NH, int NKV, int HS
 	TIME("rmsnorm_forward bf16 out + copy", s, 0, 10.0 * N * C,
 	     be->rmsnorm_forward(yb, LORA_DTYPE_BF16, rs, x, z, nw, wd, N, C, 1e-5f));
 	TIME("rmsnorm_backward", s, 0, 16.0 * N * C,
-	     be->rmsnorm_backward(z, NULL, y, x, nw, wd, rs, N, C));
+	     be->rmsnorm_backward(z, NULL, NULL, y, x, nw, wd, rs, N, C));
+	TIME("rmsnorm_backward + bf16 dinp", s, 0, 18.0 * N * C,
+	     be->rmsnorm_backward(z, yb, NULL, y, x, nw, wd, rs, N, C));
 	size_t ni = (size_t)N * I;
 	snprintf(s, sizeof s, "N=%zu", ni);
 	TIME("swiglu_forward", s, 0, 12.0 * ni, be->swiglu_forward(y, z, u, LORA_DTYPE_F32, ni));

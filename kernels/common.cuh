@@ -174,8 +174,9 @@ void cuda_embedding_forward(float *out, const int32_t *ids, const void *wte, lor
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int N, int C);
 void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *inp, float *copy,
                           const void *w, lora_dtype wdt, int N, int C, float eps);
-void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                           const void *w, lora_dtype wdt, const float *rstd, int N, int C);
+void cuda_rmsnorm_backward(float *dinp, void *dinp_b, float *dw, const float *dout,
+                           const float *inp, const void *w, lora_dtype wdt, const float *rstd,
+                           int N, int C);
 void cuda_linear_forward(void *out, int acc, lora_dtype odt, const void *inp, lora_dtype idt,
                          const void *w, const void *bias, lora_dtype wdt, int N, int C, int OC);
 void cuda_linear_backward(float *dinp, int acc, float *dw, float *dbias, const void *dout,
@@ -192,7 +193,8 @@ void cuda_lora_down_backward(float *dinp, int acc, const float *dh, const void *
                              int C, float *scratch);
 void cuda_rope_forward(void *out, const void *x, lora_dtype adt, const float *fc,
                        const float *fs, int B, int T, int NH, int HS);
-void cuda_rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS);
+void cuda_rope_backward(float *dinp, void *dinp_b, const float *dout, const float *fc,
+                        const float *fs, int B, int T, int NH, int HS);
 size_t cuda_attention_saved_floats(int B, int T, int NH);
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS);
 void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,

@@ -4,7 +4,8 @@
  *   dinp_i += r·w_i·dy_i − (r³/C)·x_i·Σ_j dy_j·w_j·x_j
  *   dw_i   += Σ_n dy_i·x_i·r   (column sums: atomic adds per row chunk)
  * The output may be BF16 (a saved activation, backend.h); the sums are fp32.
- * The forward may also copy inp (the residual sum a GEMM adds to next).
+ * The forward may also copy inp (the residual sum a GEMM adds to next), the
+ * backward write dinp's new value in bf16 too (the o or down GEMM's operand).
  */
 #include "common.cuh"
 
@@ -38,8 +39,8 @@ __global__ void rmsnorm_fwd_kernel(O *out, float *rstd, const float *inp, float 
 }
 
 template <typename W>
-__global__ void rmsnorm_bwd_kernel(float *dinp, const float *dout, const float *inp,
-                                   const W *w, const float *rstd, int N, int C)
+__global__ void rmsnorm_bwd_kernel(float *dinp, __nv_bfloat16 *dinp_b, const float *dout,
+                                   const float *inp, const W *w, const float *rstd, int N, int C)
 {
 	int n = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
 	if (n >= N)
@@ -52,8 +53,13 @@ __global__ void rmsnorm_bwd_kernel(float *dinp, const float *dout, const float *
 	dot = warp_sum(dot);
 	float k = dot * r * r * r / C;
 	float *dx = dinp + (size_t)n * C;
-	for (int i = lane; i < C; i += 32)
-		dx[i] += r * ldw(w, i) * dy[i] - k * x[i];
+	__nv_bfloat16 *db = dinp_b ? dinp_b + (size_t)n * C : NULL;
+	for (int i = lane; i < C; i += 32) {
+		float d = dx[i] + (r * ldw(w, i) * dy[i] - k * x[i]);
+		dx[i] = d;
+		if (db)
+			db[i] = from_f32<__nv_bfloat16>(d);
+	}
 }
 
 /* dw (C) += Σ_n dy·x·rstd; block (256 columns) × (a chunk of rows). */
@@ -84,16 +90,18 @@ void cuda_rmsnorm_forward(void *out, lora_dtype odt, float *rstd, const float *i
 	CUDA_LAUNCH_CHECK();
 }
 
-void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                           const void *w, lora_dtype wdt, const float *rstd, int N, int C)
+void cuda_rmsnorm_backward(float *dinp, void *dinp_b, float *dw, const float *dout,
+                           const float *inp, const void *w, lora_dtype wdt, const float *rstd,
+                           int N, int C)
 {
+	LORA_ASSERT(dinp || !dinp_b);
 	if (N <= 0)
 		return;
 	if (dinp) {
 		unsigned grid = (N + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
 		WDTYPE_DISPATCH(wdt, W,
 			rmsnorm_bwd_kernel<<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-				dinp, dout, inp, (const W *)w, rstd, N, C));
+				dinp, (__nv_bfloat16 *)dinp_b, dout, inp, (const W *)w, rstd, N, C));
 		CUDA_LAUNCH_CHECK();
 	}
 	if (dw) {

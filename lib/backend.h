@@ -42,8 +42,8 @@
  * buffers before the backward pass (be->zero). A NULL gradient pointer means
  * "not needed" (a frozen weight, or the input of the first layer) and that
  * work is skipped entirely: backward through a frozen linear is one matmul.
- * Exceptions are marked (crossentropy_backward, swiglu_backward and
- * attention_backward write; the dinp of linear_backward and
+ * Exceptions are marked (crossentropy_backward, swiglu_backward,
+ * rope_backward and attention_backward write; the dinp of linear_backward and
  * lora_down_backward, and the out of linear_forward and lora_up, say by
  * their acc argument).
  *
@@ -151,11 +151,15 @@ struct lora_backend {
 	 * copy (N, C), unless NULL, gets inp as it is: the start of the next
 	 * residual sum, to which a GEMM then adds in its epilogue (written here,
 	 * where inp is read anyway, instead of a tmp and an add pass later).
-	 * backward: dinp (N, C) +=, dw (C) += (NULL: frozen). */
+	 * backward: dinp (N, C) +=, dw (C) += (NULL: frozen). dinp_b (N, C),
+	 * unless NULL, gets dinp's new value rounded once to BF16: the operand
+	 * of the bf16 GEMMs that read the residual's gradient next (o and down,
+	 * linear_backward's ddt), without a pass that converts dinp; it needs
+	 * dinp. */
 	void (*rmsnorm_forward)(void *out, lora_dtype odt, float *rstd, const float *inp,
 	                        float *copy, const void *w, lora_dtype wdt, int N, int C,
 	                        float eps);
-	void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout,
+	void (*rmsnorm_backward)(float *dinp, void *dinp_b, float *dw, const float *dout,
 	                         const float *inp, const void *w, lora_dtype wdt,
 	                         const float *rstd, int N, int C);
 
@@ -224,12 +228,16 @@ struct lora_backend {
 	 * j < HS/2 at position t, out[j] = x[j]·cos − x[j+HS/2]·sin,
 	 * out[j+HS/2] = x[j+HS/2]·cos + x[j]·sin with cos/sin =
 	 * freqs_cos/freqs_sin (T, HS/2) (lora_rope_table). out may alias x.
-	 * backward: dx rotated by the negative angle, in place (the one op
-	 * whose backward overwrites: dx holds dout on entry, dinp on return). */
+	 * backward: dout rotated by the negative angle, WRITTEN (not added) to
+	 * dinp in fp32 (NULL: not wanted; may be dout itself: in place) and/or
+	 * rounded once to BF16 into dinp_b (NULL: not wanted; not dout): the
+	 * operand of the bf16 GEMM of q or k (linear_backward's ddt) without a
+	 * conversion pass; the fp32 one is for a LoRA branch. */
 	void (*rope_forward)(void *out, const void *x, lora_dtype adt, const float *freqs_cos,
 	                     const float *freqs_sin, int B, int T, int NH, int HS);
-	void (*rope_backward)(float *dx, const float *freqs_cos, const float *freqs_sin,
-	                      int B, int T, int NH, int HS);
+	void (*rope_backward)(float *dinp, void *dinp_b, const float *dout,
+	                      const float *freqs_cos, const float *freqs_sin, int B, int T, int NH,
+	                      int HS);
 
 	/* ---- causal self-attention with grouped-query heads -----------------------
 	 * q (B, T, NH, HS), k and v (B, T, NKV, HS); query head h uses KV head

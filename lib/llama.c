@@ -1127,7 +1127,20 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 		                    ls[i].w, m->wdt, N, C, ls[i].OC);
 }
 
-/* On entry p->dres is the gradient of the layer's output; on return, of its input x. */
+/* A bf16 run's o and down GEMMs read the residual's gradient dres in bf16:
+ * the rmsnorm_backward that last adds to it writes that copy too (no
+ * conversion pass), here, in dgate's memory (N·C bf16 in N·I fp32): the
+ * copy for down is read before swiglu_backward writes dgate, the one for o
+ * after the gate, up backward has read it for the last time, and no
+ * forward (a checkpointed layer's recomputation) uses dgate. NULL: fp32. */
+static void *dres_bf16(const lora_llama *m)
+{
+	LORA_ASSERT(2 * (size_t)m->cfg.intermediate_size >= (size_t)m->cfg.hidden_size);
+	return m->wdt == LORA_DTYPE_BF16 ? P(m)->dgate : NULL;
+}
+
+/* On entry p->dres is the gradient of the layer's output (and, in a bf16
+ * run, dres_bf16 its bf16 copy); on return, of its input x (and the copy). */
 static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B, int T)
 {
 	const lora_backend *be = m->be;
@@ -1139,7 +1152,10 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
 	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
 	const lora_dtype F32 = LORA_DTYPE_F32;
-	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, p->dres, F32, y->wdown, g->wdown, g->bdown };
+	void *dres_b = dres_bf16(m);
+	lora_dtype rdt = dres_b ? LORA_DTYPE_BF16 : F32;
+	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, dres_b ? dres_b : p->dres, rdt, y->wdown,
+	                 g->wdown, g->bdown };
 	group_bwd(m, l, GROUP_DOWN, a, p->dswi, a->swi, &down, 1, N, I);
 	/* dgate, dup: the bf16 GEMMs of a bf16 run get them in bf16 from
 	 * swiglu_backward (the values they would convert them to, without the
@@ -1164,21 +1180,30 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 		{ LORA_MOD_GATE, I, dg, dgb ? dgb : dg, gdt, y->wgate, g->wgate, g->bgate },
 		{ LORA_MOD_UP, I, du, dub ? dub : du, gdt, y->wup, g->wup, g->bup } };
 	group_bwd(m, l, GROUP_GATEUP, a, p->dln, a->ln2, gateup, 2, N, C);
-	be->rmsnorm_backward(p->dres, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w, m->wdt,
-	                     a->rstd2, N, C);
+	be->rmsnorm_backward(p->dres, dres_b, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w,
+	                     m->wdt, a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	lin_bwd o = { LORA_MOD_O, C, p->dres, p->dres, F32, y->wo, g->wo, g->bo };
+	lin_bwd o = { LORA_MOD_O, C, p->dres, dres_b ? dres_b : p->dres, rdt, y->wo, g->wo, g->bo };
 	group_bwd(m, l, GROUP_O, a, p->datty, a->atty, &o, 1, N, QD);
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
-	be->rope_backward(p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
-	be->rope_backward(p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, p->dq, p->dq, F32, y->wq, g->wq, g->bq },
-	                   { LORA_MOD_K, KD, p->dk, p->dk, F32, y->wk, g->wk, g->bk },
+	/* dq, dk for the bf16 GEMMs of a bf16 run straight from RoPE's backward,
+	 * over the saved q and k (nothing reads them after attention_backward);
+	 * in fp32 too where a LoRA branch reads them */
+	int bq = m->wdt == LORA_DTYPE_BF16 && p->adt == LORA_DTYPE_BF16;
+	int lora_q = y->lora[LORA_MOD_Q] >= 0, lora_k = y->lora[LORA_MOD_K] >= 0;
+	float *dq = !bq || lora_q ? p->dq : NULL, *dk = !bq || lora_k ? p->dk : NULL;
+	be->rope_backward(dq, bq ? a->q : NULL, p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	be->rope_backward(dk, bq ? a->k : NULL, p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	lora_dtype qdt = bq ? LORA_DTYPE_BF16 : F32;
+	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, dq, bq ? a->q : p->dq, qdt, y->wq, g->wq, g->bq },
+	                   { LORA_MOD_K, KD, dk, bq ? a->k : p->dk, qdt, y->wk, g->wk, g->bk },
 	                   { LORA_MOD_V, KD, p->dv, p->dv, F32, y->wv, g->wv, g->bv } };
 	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
-	be->rmsnorm_backward(p->dres, m->full ? g->ln1_w : NULL, p->dln, x, y->ln1_w, m->wdt,
-	                     a->rstd1, N, C);
+	/* the last use of dres_b in this layer is o's, above: the copy here is
+	 * for the next layer down's */
+	be->rmsnorm_backward(p->dres, l > 0 ? dres_b : NULL, m->full ? g->ln1_w : NULL, p->dln, x,
+	                     y->ln1_w, m->wdt, a->rstd1, N, C);
 }
 
 void lora_llama_backward(lora_llama *m)
@@ -1202,8 +1227,8 @@ void lora_llama_backward(lora_llama *m)
 		                    m->lm_head, m->wdt, M, C, V);
 	}
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
-	be->rmsnorm_backward(p->dres, m->full ? p->dlnf_w : NULL, p->dln, p->resid[c->n_layers],
-	                     m->lnf_w, m->wdt, p->rstdf, N, C);
+	be->rmsnorm_backward(p->dres, dres_bf16(m), m->full ? p->dlnf_w : NULL, p->dln,
+	                     p->resid[c->n_layers], m->lnf_w, m->wdt, p->rstdf, N, C);
 	for (int l = c->n_layers - 1; l >= 0; l--) {
 		if (p->ckpt)    /* recompute this layer's activations from its saved input */
 			layer_forward(m, l, &p->a[l], p->resid[l], p->resid[l + 1], B, T);

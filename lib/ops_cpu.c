@@ -177,10 +177,11 @@ static void rmsnorm_back_rows(void *vc, int lo, int hi)
 	}
 }
 
-static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                             const void *w, lora_dtype wdt, const float *rstd, int N, int C)
+static void rmsnorm_backward(float *dinp, void *dinp_b, float *dw, const float *dout,
+                             const float *inp, const void *w, lora_dtype wdt, const float *rstd,
+                             int N, int C)
 {
-	LORA_ASSERT(wdt == LORA_DTYPE_F32);
+	LORA_ASSERT(wdt == LORA_DTYPE_F32 && !dinp_b);
 	norm_ctx c = { .dinp = dinp, .dout = dout, .inp = inp, .w = w, .crstd = rstd, .C = C };
 	if (dinp)
 		parallel_range(N, 16, rmsnorm_back_rows, &c);
@@ -371,9 +372,13 @@ static void rope_forward(void *out, const void *x, lora_dtype adt, const float *
 }
 
 /* The rotation is orthogonal: its transpose is the rotation by −angle. */
-static void rope_backward(float *dx, const float *fc, const float *fs, int B, int T, int NH, int HS)
+static void rope_backward(float *dinp, void *dinp_b, const float *dout, const float *fc,
+                          const float *fs, int B, int T, int NH, int HS)
 {
-	rope_apply(dx, fc, fs, B, T, NH, HS, -1.0f);
+	LORA_ASSERT(dinp && !dinp_b);
+	if (dinp != dout)
+		memcpy(dinp, dout, (size_t)B * T * NH * HS * sizeof(float));
+	rope_apply(dinp, fc, fs, B, T, NH, HS, -1.0f);
 }
 
 /* ---- causal attention (GQA) -------------------------------------------------------------

@@ -427,9 +427,9 @@ static void test_rmsnorm(void)
 			pair dout = pair_rand((size_t)N * C, -1, 1), dx = pair_rand((size_t)N * C, -1, 1);
 			pair dw = pair_rand(C, -1, 1);
 			int with_dw = dt == LORA_DTYPE_F32;     /* trainable weights are F32 */
-			cpu->rmsnorm_backward(dx.c, with_dw ? dw.c : NULL, dout.c, x.c, w.c,
+			cpu->rmsnorm_backward(dx.c, NULL, with_dw ? dw.c : NULL, dout.c, x.c, w.c,
 			                      LORA_DTYPE_F32, rstd.c, N, C);
-			gpu->rmsnorm_backward(dx.g, with_dw ? dw.g : NULL, dout.g, x.g, w.g, dt,
+			gpu->rmsnorm_backward(dx.g, NULL, with_dw ? dw.g : NULL, dout.g, x.g, w.g, dt,
 			                      rstd.g, N, C);
 			snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d %s: dinp", N, C, dtname(dt));
 			compare(what, &dx, C / 4.0 + 16, NULL);
@@ -437,6 +437,23 @@ static void test_rmsnorm(void)
 				snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d: dw", N, C);
 				compare(what, &dw, 2.0 * N + 16, NULL);
 			}
+			/* dinp's new value in bf16 too (the operand of o's and down's
+			 * GEMMs in a bf16 run), written over NaN */
+			double u = unit_roundoff(LORA_DTYPE_BF16);
+			pair dx2 = pair_rand((size_t)N * C, -1, 1);
+			void *db = gpu_out_dt((size_t)N * C, LORA_DTYPE_BF16);
+			cpu->rmsnorm_backward(dx2.c, NULL, NULL, dout.c, x.c, w.c, LORA_DTYPE_F32, rstd.c,
+			                      N, C);
+			gpu->rmsnorm_backward(dx2.g, db, NULL, dout.g, x.g, w.g, dt, rstd.g, N, C);
+			snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d %s: dinp beside BF16", N,
+			         C, dtname(dt));
+			compare(what, &dx2, C / 4.0 + 16, NULL);
+			snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d %s: BF16 dinp", N, C,
+			         dtname(dt));
+			compare_dt(what, dx2.c, db, LORA_DTYPE_BF16, (size_t)N * C, (C / 4.0 + 16) * (1 + u),
+			           u);
+			gpu->free(db);
+			pair_free(&dx2);
 			/* a BF16 output (the saved ln1/ln2 of a bf16 run) */
 			/* with the copy of inp (the next residual sum), written over NaN */
 			void *ob = gpu_out_dt((size_t)N * C, LORA_DTYPE_BF16);
@@ -809,8 +826,33 @@ static void test_rope(void)
 		gpu->rope_forward(x.g, x.g, LORA_DTYPE_F32, fc.g, fs.g, B, T, NH, HS);
 		snprintf(what, sizeof what, "rope_forward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
 		compare(what, &x, 4, NULL);
-		cpu->rope_backward(x.c, fc.c, fs.c, B, T, NH, HS);
-		gpu->rope_backward(x.g, fc.g, fs.g, B, T, NH, HS);
+		/* backward out of place (x is dout): fp32 alone, bf16 alone (a bf16
+		 * run's q or k without LoRA), both (with LoRA), over NaN */
+		pair want = pair_out(n);
+		cpu->rope_backward(want.c, NULL, x.c, fc.c, fs.c, B, T, NH, HS);
+		for (int mode = 0; mode < 3; mode++) {
+			static const char *mn[] = { "fp32", "BF16 alone", "fp32 beside BF16" };
+			pair d = pair_out(n);
+			void *db = mode ? gpu_out_dt(n, LORA_DTYPE_BF16) : NULL;
+			gpu->rope_backward(mode != 1 ? d.g : NULL, db, x.g, fc.g, fs.g, B, T, NH, HS);
+			if (mode != 1) {
+				cpu->copy(d.c, want.c, n * 4);
+				snprintf(what, sizeof what, "rope_backward B=%d T=%d NH=%d HS=%d: %s", B, T,
+				         NH, HS, mn[mode]);
+				compare(what, &d, 8, NULL);
+			}
+			if (db) {
+				snprintf(what, sizeof what, "rope_backward B=%d T=%d NH=%d HS=%d: BF16, %s",
+				         B, T, NH, HS, mn[mode]);
+				compare_dt(what, want.c, db, LORA_DTYPE_BF16, n, 8 * (1 + u), u);
+				gpu->free(db);
+			}
+			pair_free(&d);
+		}
+		pair_free(&want);
+		/* in place, fp32 */
+		cpu->rope_backward(x.c, NULL, x.c, fc.c, fs.c, B, T, NH, HS);
+		gpu->rope_backward(x.g, NULL, x.g, fc.g, fs.g, B, T, NH, HS);
 		snprintf(what, sizeof what, "rope_backward B=%d T=%d NH=%d HS=%d", B, T, NH, HS);
 		compare(what, &x, 8, NULL);
 		pair_free(&fc); pair_free(&fs); pair_free(&x);

@@ -125,7 +125,7 @@ static void test_rmsnorm(void)
 	test_cond("rmsnorm forward: copy of inp", !memcmp(cp, x, (size_t)N * C * 4));
 	close_arr("rmsnorm forward with a copy", out, y, N * C, RT, AT);
 	free(cp);
-	be->rmsnorm_backward(dx, dw, dout, x, w, LORA_DTYPE_F32, rstd, N, C);
+	be->rmsnorm_backward(dx, NULL, dw, dout, x, w, LORA_DTYPE_F32, rstd, N, C);
 	close_arr("rmsnorm dinp", dx, wdx, N * C, RT, AT);
 	close_arr("rmsnorm dweight", dw, wdw, C, RT, AT);
 	free(eps); free(x); free(w); free(y); free(dout); free(wdx); free(wdw);
@@ -327,7 +327,15 @@ static void test_rope(const char *tag)
 	be->rope_forward(x, x, LORA_DTYPE_F32, fc, fs, B, T, NH, HS);
 	snprintf(what, sizeof what, "%s forward", tag);
 	close_arr(what, x, y, n, RT, AT);
-	be->rope_backward(d, fc, fs, B, T, NH, HS);
+	/* out of place (written over NaN: the op writes, it does not add), then in place */
+	float *dx = lora_xmalloc(n * sizeof(float));
+	for (int64_t i = 0; i < n; i++)
+		dx[i] = NAN;
+	be->rope_backward(dx, NULL, d, fc, fs, B, T, NH, HS);
+	snprintf(what, sizeof what, "%s backward, out of place", tag);
+	close_arr(what, dx, wdx, n, RT, AT);
+	free(dx);
+	be->rope_backward(d, NULL, d, fc, fs, B, T, NH, HS);
 	snprintf(what, sizeof what, "%s backward", tag);
 	close_arr(what, d, wdx, n, RT, AT);
 #undef K
