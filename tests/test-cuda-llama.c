@@ -22,6 +22,11 @@
  *     PyTorch itself);
  *   cuda full fine-tuning, fp32: loss and every gradient of one step, 1e-4.
  *
+ * And the bf16 run again with gradient checkpointing (each layer's
+ * activations recomputed in the backward, in one shared set): its first
+ * step's loss and gradients must be the bf16 run's bit for bit (the
+ * kernels are deterministic and the recomputation is the same forward).
+ *
  * Skips (77) without CUDA in the build or without a GPU.
  */
 #include <math.h>
@@ -97,9 +102,10 @@ static void run_free(run_out *r)
 	free(r->grads);
 }
 
-/* Load dir on be, (LoRA: the fixture's adapter) forward + backward once,
- * then (LoRA only) S AdamW steps with the fixture's hyper-parameters. */
-static run_out run(const lora_backend *be, const char *dir, int full, st_file *gf)
+/* Load dir on be, (LoRA: the fixture's adapter) forward + backward once
+ * (ckpt: with gradient checkpointing), then (LoRA only, without ckpt) S
+ * AdamW steps with the fixture's hyper-parameters. */
+static run_out run(const lora_backend *be, const char *dir, int full, int ckpt, st_file *gf)
 {
 	run_out r = { 0 };
 	const st_tensor *ti = st_find(gf, "ids");
@@ -113,7 +119,7 @@ static run_out run(const lora_backend *be, const char *dir, int full, st_file *g
 		goto out;
 	}
 	snprintf(path, sizeof path, "%s/adapter", dir);
-	if ((!full && lora_llama_load_lora(m, path)) || lora_llama_plan(m, B, T, 0)) {
+	if ((!full && lora_llama_load_lora(m, path)) || lora_llama_plan(m, B, T, ckpt)) {
 		printf("      %s: %s\n", be->name, lora_errmsg());
 		goto out;
 	}
@@ -125,7 +131,7 @@ static run_out run(const lora_backend *be, const char *dir, int full, st_file *g
 	lora_llama_backward(m);
 	r.ngrad = ps->total;
 	r.grads = fixture_grads(ps, be);
-	if (!full) {
+	if (!full && !ckpt) {
 		float *lr = get(gf, "hp.lr", 0), *b1 = get(gf, "hp.beta1", 0), *b2 = get(gf, "hp.beta2", 0);
 		float *eps = get(gf, "hp.eps", 0), *wd = get(gf, "hp.weight_decay", 0);
 		float *mgn = get(gf, "hp.max_grad_norm", 0), *wu = get(gf, "hp.warmup", 0);
@@ -224,8 +230,8 @@ int main(void)
 		printf("---- %s\n", cases[i]);
 		int64_t nl;
 		free(get(gf, "logits", &nl));
-		run_out c = run(cpu, dir, 0, gf);
-		run_out g32 = run(&gpu32, dir, 0, gf);
+		run_out c = run(cpu, dir, 0, 0, gf);
+		run_out g32 = run(&gpu32, dir, 0, 0, gf);
 		snprintf(what, sizeof what, "%s cuda fp32 vs cpu", cases[i]);
 		compare(what, &g32, &c, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
 		/* bf16: logits and gradients within 1.5x the normwise error of
@@ -236,14 +242,27 @@ int main(void)
 		double es = json_number_value(json_object_get(ref, "steps_loss"));
 		double en = json_number_value(json_object_get(ref, "steps_norm"));
 		test_cond("bf16_reference.json has the case", el > 0 && eg > 0 && es > 0 && en > 0);
-		run_out g16 = run(gpu, dir, 0, gf);
+		run_out g16 = run(gpu, dir, 0, 0, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
 		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, fmax(2e-2, 1.5 * es),
 		        fmax(5e-2, 1.5 * en));
-		run_out cf = run(cpu, dir, 1, gf), gf32 = run(&gpu32, dir, 1, gf);
+		run_out gc = run(gpu, dir, 0, 1, gf);
+		snprintf(what, sizeof what, "%s cuda bf16 checkpointed: runs", cases[i]);
+		test_cond(what, gc.ok && g16.ok);
+		if (gc.ok && g16.ok) {
+			snprintf(what, sizeof what, "%s cuda bf16 checkpointed: loss, bit for bit",
+			         cases[i]);
+			test_cond(what, !memcmp(&gc.loss, &g16.loss, sizeof gc.loss));
+			snprintf(what, sizeof what,
+			         "%s cuda bf16 checkpointed: first step's gradients, bit for bit", cases[i]);
+			test_cond(what, gc.ngrad == g16.ngrad &&
+			                !memcmp(gc.grads, g16.grads, gc.ngrad * sizeof *gc.grads));
+		}
+		run_out cf = run(cpu, dir, 1, 0, gf), gf32 = run(&gpu32, dir, 1, 0, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
 		compare(what, &gf32, &cf, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
-		run_free(&c); run_free(&g32); run_free(&g16); run_free(&cf); run_free(&gf32);
+		run_free(&c); run_free(&g32); run_free(&g16); run_free(&gc); run_free(&cf);
+		run_free(&gf32);
 		st_close(gf);
 	}
 	json_decref(bref);
