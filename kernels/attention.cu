@@ -149,10 +149,12 @@ att_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v,
 	}
 }
 
-/* D (B, NH, T) = rowsum(dout ∘ out); one warp per (b, t, h) row. */
+/* D (B, NH, T) = rowsum(dout ∘ out); one warp per (b, t, h) row. dob
+ * (NULL: not wanted) gets dout rounded to bf16, as the mma kernels stage
+ * it (by cp.async then, at half the bytes, instead of loads that wait). */
 template <typename A>
-__global__ void att_d_kernel(float *D, const float *dout, const A *out, int T, int NH,
-                             int HS, size_t rows)
+__global__ void att_d_kernel(float *D, __nv_bfloat16 *dob, const float *dout, const A *out,
+                             int T, int NH, int HS, size_t rows)
 {
 	size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
 	int lane = threadIdx.x & 31;
@@ -161,8 +163,11 @@ __global__ void att_d_kernel(float *D, const float *dout, const A *out, int T, i
 	const float *g = dout + i * HS;
 	const A *o = out + i * HS;
 	float s = 0.0f;
-	for (int d = lane; d < HS; d += 32)
+	for (int d = lane; d < HS; d += 32) {
 		s += g[d] * ldw(o, d);
+		if (dob)
+			dob[i * HS + d] = from_f32<__nv_bfloat16>(g[d]);
+	}
 	s = warp_sum(s);
 	size_t b = i / ((size_t)T * NH);
 	int t = (int)((i / NH) % T), h = (int)(i % NH);
@@ -325,21 +330,27 @@ size_t cuda_attention_saved_floats(int B, int T, int NH)
 	return (size_t)B * NH * T;          /* the log-sum-exp of each query row */
 }
 
-/* D = rowsum(dout ∘ out) (B, NH, T), then (padded to 16 bytes) the dk, dv
- * sums of the mma kernels' parts of a GQA head group (none without GQA).
- * The parts are counted whenever HS has mma kernels: an fp32 run of such a
- * model gets scratch it does not use (at most 2·(NH − NKV)·B·T·HS floats,
- * one per query head past the first of a group). */
+/* D = rowsum(dout ∘ out) (B, NH, T), then (each padded to 16 bytes) the
+ * dk, dv sums of the mma kernels' parts of a GQA head group (none without
+ * GQA) and dout in bf16 (B, T, NH, HS) for them. These two are counted
+ * whenever HS has mma kernels: an fp32 run of such a model gets scratch it
+ * does not use (the parts: at most 2·(NH − NKV)·B·T·HS floats, one per
+ * query head past the first of a group; dout: B·T·NH·HS/2). */
 static size_t d_floats(int B, int T, int NH)
 {
 	return ((size_t)B * NH * T + 3) / 4 * 4;
+}
+
+static size_t dob_floats(int B, int T, int NH, int HS)
+{
+	return ((size_t)B * T * NH * HS / 2 + 3) / 4 * 4;
 }
 
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS)
 {
 	size_t n = d_floats(B, T, NH);
 	if (cuda_attention_tc_supports(HS) && NKV > 0 && NH % NKV == 0)
-		n += cuda_attention_mma_parts_floats(B, T, NH, NKV, HS);
+		n += cuda_attention_mma_parts_floats(B, T, NH, NKV, HS) + dob_floats(B, T, NH, HS);
 	return n;
 }
 
@@ -425,16 +436,19 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	float scale = 1.0f / sqrtf((float)HS);
 	float *D = scratch;
 	size_t rows = (size_t)B * T * NH;
+	int tc = use_tc(HS, bf16);
+	float *part = scratch + d_floats(B, T, NH);
+	__nv_bfloat16 *dob = tc == 1 ? (__nv_bfloat16 *)(part + cuda_attention_mma_parts_floats(
+	                                                         B, T, NH, NKV, HS)) : NULL;
 	ADTYPE_DISPATCH(adt, A,
 		att_d_kernel<A><<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream()>>>(
-			D, dout, (const A *)out, T, NH, HS, rows));
+			D, dob, dout, (const A *)out, T, NH, HS, rows));
 	CUDA_LAUNCH_CHECK();
-	int tc = use_tc(HS, bf16);
 	if (tc) {
 		LORA_ASSERT(dq && dk && dv);
 		if (tc == 1)
-			cuda_attention_mma_backward(dq, dk, dv, scratch + d_floats(B, T, NH), dout,
-			                            saved, D, q, k, v, adt, B, T, NH, NKV, HS);
+			cuda_attention_mma_backward(dq, dk, dv, part, dob, saved, D, q, k, v, adt, B, T,
+			                            NH, NKV, HS);
 		else
 			cuda_attention_tc_backward(dq, dk, dv, dout, saved, D, q, k, v, adt, B, T, NH,
 			                           NKV, HS);

@@ -14,7 +14,10 @@
  * with ldmatrix, transposed where a tile is a B operand along its rows.
  *
  * Numerics: q, k, v and dout are rounded to bf16 when staged (a bf16
- * source is copied as is, by cp.async), P and dS before their products;
+ * source is copied as is, by cp.async; dout comes in bf16 from the
+ * backward's D pass, so its tiles, streamed again for every block of keys
+ * in dk, dv, load asynchronously at half the bytes), P and dS before their
+ * products;
  * scores, softmax statistics, D and all accumulators are fp32; out is
  * rounded once to A. Blocks of W warps (8, or 4 with
  * LORA_CUDA_ATTN_ROWS=64) own 16·W rows (16 per warp) and walk tiles of 64
@@ -339,7 +342,7 @@ __device__ __forceinline__ float ds_of(float s, float dp, float L2, float D, flo
 
 template <int HS, int W, typename A>
 __global__ void __launch_bounds__(32 * W)
-att_mma_dq_kernel(float *dq, const float *dout, const float *lse, const float *D, const A *q,
+att_mma_dq_kernel(float *dq, const bf16 *dout, const float *lse, const float *D, const A *q,
                   const A *k, const A *v, int T, int NH, int NKV, float scale)
 {
 	constexpr int QR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = KT / 8;
@@ -399,7 +402,7 @@ template <int HS> struct dkv_step { static constexpr int QS = HS == 128 ? 32 : 6
  * order (att_mma_parts_kernel). */
 template <int HS, int W, typename A>
 __global__ void __launch_bounds__(32 * W)
-att_mma_dkv_kernel(float *dk, float *dv, float *part, const float *dout, const float *lse,
+att_mma_dkv_kernel(float *dk, float *dv, float *part, const bf16 *dout, const float *lse,
                    const float *D, const A *q, const A *k, const A *v, int T, int NH, int NKV,
                    int S, float scale)
 {
@@ -569,7 +572,7 @@ size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS)
 }
 
 template <int HS, int W, typename A>
-static void mma_backward(float *dq, float *dk, float *dv, float *part, const float *dout,
+static void mma_backward(float *dq, float *dk, float *dv, float *part, const bf16 *dout,
                          const float *saved, const float *D, const A *q, const A *k, const A *v,
                          int B, int T, int NH, int NKV)
 {
@@ -611,7 +614,7 @@ void cuda_attention_mma_forward(void *out, float *saved, const void *q, const vo
 }
 
 void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
-                                 const float *dout, const float *saved, const float *D,
+                                 const bf16 *dout, const float *saved, const float *D,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS)
 {

@@ -220,10 +220,11 @@ void cuda_attention_mma_forward(void *out, float *saved, const void *q, const vo
                                 const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                                 int HS);
 /* part: cuda_attention_mma_parts_floats() floats, 16-byte aligned (dk, dv
- * sums of the parts of a head group, for GQA) */
+ * sums of the parts of a head group, for GQA); dout in bf16, 16-byte
+ * aligned (att_d_kernel writes it) */
 size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS);
 void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
-                                 const float *dout, const float *saved, const float *D,
+                                 const __nv_bfloat16 *dout, const float *saved, const float *D,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS);
 void cuda_swiglu_forward(void *out, const void *gate, const void *up, lora_dtype adt, size_t N);
