@@ -44,9 +44,9 @@ static float *frand(size_t n) { return rand_buf(n, LORA_DTYPE_F32, -1, 1); }
 static void report(const char *op, const char *shape, double sec, double flops, double bytes)
 {
 	if (flops > 0)
-		printf("%-22s %-34s %9.3f ms %8.1f TFLOP/s\n", op, shape, sec * 1e3, flops / sec / 1e12);
+		printf("%-46s %-34s %9.3f ms %8.1f TFLOP/s\n", op, shape, sec * 1e3, flops / sec / 1e12);
 	else
-		printf("%-22s %-34s %9.3f ms %8.1f GB/s\n", op, shape, sec * 1e3, bytes / sec / 1e9);
+		printf("%-46s %-34s %9.3f ms %8.1f GB/s\n", op, shape, sec * 1e3, bytes / sec / 1e9);
 	fflush(stdout);
 }
 
