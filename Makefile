@@ -58,7 +58,17 @@ NVCC_FOUND := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cu
 CUDA    ?= $(if $(NVCC_FOUND),1,0)
 NVCC    ?= $(NVCC_FOUND)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC_FOUND))
-NVFLAGS ?= -O3 -std=c++17 -arch=sm_90 -Ilib -Xcompiler -Wall,-fPIC --expt-relaxed-constexpr
+# The GPUs the kernels are built for: machine code for each compute
+# capability in CUDA_ARCHS (80 runs on every 8.x: A100, A10, RTX 30xx and
+# 40xx, L4, L40; 90: H100, H200), plus PTX of the first one, which the
+# driver of a newer GPU (Blackwell: 10.x, 12.x) compiles when it loads.
+# The kernels need 8.0 or newer. A shorter list builds faster: make
+# CUDA_ARCHS=89 for an RTX 4090 alone.
+CUDA_ARCHS ?= 80 90
+NVARCH  := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+           -gencode arch=compute_$(firstword $(CUDA_ARCHS)),code=compute_$(firstword $(CUDA_ARCHS))
+NVFLAGS ?= -O3 -std=c++17 $(NVARCH) -Ilib -Xcompiler -Wall,-fPIC --expt-relaxed-constexpr \
+           -DLORA_CUDA_ARCHS=$(subst $(eval) ,_,$(strip $(CUDA_ARCHS)))
 KERNEL_SRC := $(wildcard kernels/*.cu)
 ifeq ($(CUDA),1)
 CFLAGS  += -DLORA_CUDA=1 -I$(CUDA_HOME)/include
@@ -102,7 +112,12 @@ $(O)/cudasim/cudasim.o: tests/cudasim/cudasim.cc $(SIM_DEPS)
 	@mkdir -p $(@D)
 	$(CXX) $(SIM_CXXFLAGS) -c -o $@ $<
 else
-$(O)/kernels/%.o: kernels/%.cu $(wildcard lib/*.h kernels/*.cuh)
+# A stamp named after CUDA_ARCHS: another list rebuilds the kernels.
+ARCH_STAMP := $(O)/kernels/archs-$(subst $(eval) ,-,$(strip $(CUDA_ARCHS)))
+$(ARCH_STAMP):
+	@mkdir -p $(@D) && rm -f $(O)/kernels/archs-* && touch $@
+
+$(O)/kernels/%.o: kernels/%.cu $(wildcard lib/*.h kernels/*.cuh) $(ARCH_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 endif

@@ -349,16 +349,25 @@ static size_t dob_floats(int B, int T, int NH, int HS)
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS)
 {
 	size_t n = d_floats(B, T, NH);
-	if (cuda_attention_tc_supports(HS) && NKV > 0 && NH % NKV == 0)
+	if (cuda_attention_tc_supports(HS) && NKV > 0 && NH % NKV == 0 &&
+	    cuda_attention_mma_warps(HS, 1))
 		n += cuda_attention_mma_parts_floats(B, T, NH, NKV, HS) + dob_floats(B, T, NH, HS);
 	return n;
 }
 
 /* Shared memory above 48 KiB needs a per-kernel opt-in, asked for once per
- * kernel and size (*smem_set: the largest size already allowed). */
+ * kernel and size (*smem_set: the largest size already allowed). These
+ * kernels need up to ~66 KiB at HS 128, which every GPU of compute
+ * capability 8.0 and up has; at larger head sizes some do not. */
 template <typename F>
-static void smem_optin(F kernel, size_t smem, int *smem_set)
+static void smem_optin(F kernel, size_t smem, int *smem_set, int HS)
 {
+	if (smem > cuda_smem_optin()) {
+		char msg[160];
+		snprintf(msg, sizeof msg, "attention at head size %d needs %zu bytes of shared "
+		         "memory per block; this GPU allows %zu", HS, smem, cuda_smem_optin());
+		cuda_fail("attention", msg, __FILE__, __LINE__);
+	}
 	if ((int)smem > *smem_set) {
 		CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 		                                (int)smem));
@@ -399,6 +408,22 @@ static int use_tc(int HS, int bf16)
 	return mode == 2 ? 2 : 1;
 }
 
+/* The path use_tc asks for, for the forward (bwd 0) or the backward, where
+ * the GPU's shared memory per block holds it; else the next that fits
+ * (WMMA, then mma, then the fp32 kernels). The two directions may differ:
+ * on an sm_8x consumer GPU (99 KiB) at HS 128, the mma forward runs with 4
+ * warps and the backward on the fp32 kernels. Every path saves the same
+ * log-sum-exp, so any backward follows any forward. */
+static int use_tc_path(int HS, int bf16, int bwd)
+{
+	int t = use_tc(HS, bf16);
+	if (t == 2 && !cuda_attention_tc_fits(HS, bwd))
+		t = 1;
+	if (t == 1 && !cuda_attention_mma_warps(HS, bwd))
+		t = 0;
+	return t;
+}
+
 void cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
                             const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                             int HS, int bf16)
@@ -406,7 +431,7 @@ void cuda_attention_forward(void *out, float *saved, const void *q, const void *
 	LORA_ASSERT(NKV > 0 && NH % NKV == 0 && (size_t)B * NH <= 65535);
 	if (B <= 0 || T <= 0)
 		return;
-	switch (use_tc(HS, bf16)) {
+	switch (use_tc_path(HS, bf16, 0)) {
 	case 1:
 		cuda_attention_mma_forward(out, saved, q, k, v, adt, B, T, NH, NKV, HS);
 		return;
@@ -418,7 +443,7 @@ void cuda_attention_forward(void *out, float *saved, const void *q, const void *
 	dim3 grid((T + TILE - 1) / TILE, B * NH);
 	size_t smem = (2 * (size_t)TILE * (HS + 1) + (size_t)TILE * HS) * sizeof(float);
 	ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
-		smem_optin(att_fwd_kernel<NDL, A>, smem, slot<A>(smem_fwd, NDL));
+		smem_optin(att_fwd_kernel<NDL, A>, smem, slot<A>(smem_fwd, NDL), HS);
 		att_fwd_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
 			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, T, NH, NKV, HS,
 			scale)));
@@ -436,7 +461,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	float scale = 1.0f / sqrtf((float)HS);
 	float *D = scratch;
 	size_t rows = (size_t)B * T * NH;
-	int tc = use_tc(HS, bf16);
+	int tc = use_tc_path(HS, bf16, 1);
 	float *part = scratch + d_floats(B, T, NH);
 	__nv_bfloat16 *dob = tc == 1 ? (__nv_bfloat16 *)(part + cuda_attention_mma_parts_floats(
 	                                                         B, T, NH, NKV, HS)) : NULL;
@@ -458,7 +483,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 		dim3 grid((T + TILE - 1) / TILE, B * NH);
 		size_t smem = (2 * (size_t)TILE * (HS + 1) + 2 * (size_t)TILE * HS) * sizeof(float);
 		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
-			smem_optin(att_dq_kernel<NDL, A>, smem, slot<A>(smem_dq, NDL));
+			smem_optin(att_dq_kernel<NDL, A>, smem, slot<A>(smem_dq, NDL), HS);
 			att_dq_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
 				dq, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, T, NH, NKV,
 				HS, scale)));
@@ -470,7 +495,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 		size_t smem = (2 * (size_t)TILE * HS + 2 * (size_t)TILE * (HS + 1) + 2 * TILE)
 		              * sizeof(float);
 		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
-			smem_optin(att_dkv_kernel<NDL, A>, smem, slot<A>(smem_dkv, NDL));
+			smem_optin(att_dkv_kernel<NDL, A>, smem, slot<A>(smem_dkv, NDL), HS);
 			att_dkv_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
 				dk, dv, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, T, NH,
 				NKV, HS, scale)));

@@ -502,22 +502,35 @@ __global__ void att_mma_parts_kernel(float *dk, float *dv, const float *part, si
 
 /* ---- launchers ------------------------------------------------------------------------------- */
 
-/* Warps per block: 8 (128 own rows: each staged tile serves twice the rows
- * it does with 4, halving the L2 traffic per FLOP) unless
- * LORA_CUDA_ATTN_ROWS=64 asks for 4 (to compare, and to test both). */
-static int warps(void)
+static size_t tiles_smem(int HS, int rows, int stats)
+{
+	return (size_t)rows * (HS + 8) * 2 + (size_t)stats * 4;
+}
+
+/* Dynamic shared memory of the forward, and of the larger backward kernel
+ * (dk, dv: dq's tiles plus the tiles' statistics), with W warps. */
+static size_t mma_smem(int HS, int W, int bwd)
+{
+	return bwd ? tiles_smem(HS, 32 * W + 4 * KT, 4 * KT) : tiles_smem(HS, 16 * W + 4 * KT, 0);
+}
+
+/* Warps per block for the forward (bwd 0) or the backward: 8 (128 own
+ * rows: each staged tile serves twice the rows it does with 4, halving the
+ * L2 traffic per FLOP) unless LORA_CUDA_ATTN_ROWS=64 asks for 4 (to
+ * compare, and to test both), or the GPU's shared memory per block holds
+ * only 4 (an RTX 4090's 99 KiB at HS 128, forward); 0 when not even 4 fit
+ * (its backward at HS 128): then attention.cu takes other kernels. */
+int cuda_attention_mma_warps(int HS, int bwd)
 {
 	static int w;
 	if (!w) {
 		const char *e = getenv("LORA_CUDA_ATTN_ROWS");
 		w = e && !strcmp(e, "64") ? 4 : 8;
 	}
-	return w;
-}
-
-static size_t tiles_smem(int HS, int rows, int stats)
-{
-	return (size_t)rows * (HS + 8) * 2 + (size_t)stats * 4;
+	for (int ww = w; ww >= 4; ww /= 2)
+		if (mma_smem(HS, ww, bwd) <= cuda_smem_optin())
+			return ww;
+	return 0;
 }
 
 template <typename F>
@@ -534,7 +547,7 @@ static void mma_forward(A *out, float *saved, const A *q, const A *k, const A *v
                         int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t smem = tiles_smem(HS, 16 * W + 4 * KT, 0);
+	size_t smem = mma_smem(HS, W, 0);
 	if (!ready) {
 		optin(att_mma_fwd_kernel<HS, W, A>, smem);
 		ready = 1;
@@ -568,7 +581,8 @@ static int dkv_split(int B, int T, int NH, int NKV, int W)
 
 size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS)
 {
-	return (size_t)(dkv_split(B, T, NH, NKV, warps()) - 1) * 2 * B * T * NKV * HS;
+	int W = cuda_attention_mma_warps(HS, 1);
+	return W ? (size_t)(dkv_split(B, T, NH, NKV, W) - 1) * 2 * B * T * NKV * HS : 0;
 }
 
 template <int HS, int W, typename A>
@@ -577,7 +591,7 @@ static void mma_backward(float *dq, float *dk, float *dv, float *part, const bf1
                          int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t sq = tiles_smem(HS, 32 * W + 4 * KT, 0), sk = tiles_smem(HS, 32 * W + 4 * KT, 4 * KT);
+	size_t sq = tiles_smem(HS, 32 * W + 4 * KT, 0), sk = mma_smem(HS, W, 1);
 	if (!ready) {
 		optin(att_mma_dq_kernel<HS, W, A>, sq);
 		optin(att_mma_dkv_kernel<HS, W, A>, sk);
@@ -600,16 +614,18 @@ static void mma_backward(float *dq, float *dk, float *dv, float *part, const bf1
 	}
 }
 
-#define MMA_PICK(fn, HS, A) \
-	(HS == 64 ? (warps() == 4 ? fn<64, 4, A> : fn<64, 8, A>) \
-	          : (warps() == 4 ? fn<128, 4, A> : fn<128, 8, A>))
+#define MMA_PICK(fn, HS, W, A) \
+	(HS == 64 ? (W == 4 ? fn<64, 4, A> : fn<64, 8, A>) \
+	          : (W == 4 ? fn<128, 4, A> : fn<128, 8, A>))
 
 void cuda_attention_mma_forward(void *out, float *saved, const void *q, const void *k,
                                 const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                                 int HS)
 {
+	int W = cuda_attention_mma_warps(HS, 0);
+	LORA_ASSERT(W);
 	ADTYPE_DISPATCH(adt, A,
-		MMA_PICK(mma_forward, HS, A)(
+		MMA_PICK(mma_forward, HS, W, A)(
 			(A *)out, saved, (const A *)q, (const A *)k, (const A *)v, B, T, NH, NKV));
 }
 
@@ -618,8 +634,10 @@ void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS)
 {
+	int W = cuda_attention_mma_warps(HS, 1);
+	LORA_ASSERT(W);
 	ADTYPE_DISPATCH(adt, A,
-		MMA_PICK(mma_backward, HS, A)(
+		MMA_PICK(mma_backward, HS, W, A)(
 			dq, dk, dv, part, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T,
 			NH, NKV));
 }

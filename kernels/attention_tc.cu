@@ -355,6 +355,16 @@ int cuda_attention_tc_supports(int HS)
 	return HS == 64 || HS == 128;
 }
 
+/* Whether the WMMA kernels of the forward (bwd 0) or the backward fit the
+ * GPU's shared memory per block (at HS 128 they need more than an sm_8x
+ * consumer GPU's 99 KiB). */
+int cuda_attention_tc_fits(int HS, int bwd)
+{
+	size_t need = HS == 64 ? (bwd ? dkv_smem<64>() : fwd_smem<64>())
+	                       : (bwd ? dkv_smem<128>() : fwd_smem<128>());
+	return need <= cuda_smem_optin();
+}
+
 /* One instantiation per (HS, A), each with its own smem opt-in (`ready`). */
 template <int HS, typename A>
 static void tc_forward(A *out, float *saved, const A *q, const A *k, const A *v,

@@ -32,6 +32,7 @@ static struct {
 	std::unordered_map<void *, size_t> *sizes;
 	size_t used, peak, capacity;
 	int sms;                   /* streaming multiprocessors */
+	size_t smem_optin;         /* shared memory a block may opt in to, bytes */
 } S = { -1 };
 
 void cuda_fail(const char *what, const char *msg, const char *file, int line)
@@ -43,6 +44,7 @@ void cuda_fail(const char *what, const char *msg, const char *file, int line)
 cudaStream_t cuda_stream(void) { return S.stream; }
 cublasHandle_t cuda_blas(void) { return S.blas; }
 int cuda_sm_count(void) { return S.sms; }
+size_t cuda_smem_optin(void) { return S.smem_optin; }
 
 /* ---- memory -------------------------------------------------------------------------- */
 
@@ -330,6 +332,23 @@ static void table_fill(lora_backend *t)
 	OP(scale, cuda_scale);
 }
 
+/* The compute capabilities this build has machine code for: the
+ * Makefile's CUDA_ARCHS joined by '_' (nvcc would split a -D value at
+ * commas), as "80 90" in archs. */
+#define ARCHS_STR_(x) #x
+#define ARCHS_STR(x) ARCHS_STR_(x)
+static void build_archs(char *archs, size_t n)
+{
+#ifdef LORA_CUDA_ARCHS
+	snprintf(archs, n, "%s", ARCHS_STR(LORA_CUDA_ARCHS));
+	for (char *c = archs; *c; c++)
+		if (*c == '_')
+			*c = ' ';
+#else
+	snprintf(archs, n, "(emulator)");
+#endif
+}
+
 /* A kernel of this build, to ask whether the GPU can run our machine code. */
 __global__ static void probe_kernel(void) {}
 
@@ -364,11 +383,21 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 		lora_err("device 'cuda:%d': cannot open: %s", dev, cudaGetErrorString(e));
 		return NULL;
 	}
+	/* bf16 tensor-core mma, ldmatrix and cp.async are sm_80's */
+	if (prop.major < 8) {
+		lora_err("device 'cuda:%d' (%s, compute capability %d.%d): the CUDA backend needs "
+		         "compute capability 8.0 (Ampere) or newer", dev, prop.name, prop.major,
+		         prop.minor);
+		return NULL;
+	}
 	cudaFuncAttributes fa;
 	if ((e = cudaFuncGetAttributes(&fa, probe_kernel)) != cudaSuccess) {
+		char archs[64];
+		build_archs(archs, sizeof archs);
 		cudaGetLastError();
 		lora_err("device 'cuda:%d' (%s, compute capability %d.%d) is not supported by this "
-		         "build (kernels built for sm_90): %s", dev, prop.name, prop.major,
+		         "build (kernels built for CUDA_ARCHS=\"%s\"; make CUDA_ARCHS=%d%d builds for "
+		         "it): %s", dev, prop.name, prop.major, prop.minor, archs, prop.major,
 		         prop.minor, cudaGetErrorString(e));
 		return NULL;
 	}
@@ -381,6 +410,7 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	S.sizes = new std::unordered_map<void *, size_t>();
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;
+	S.smem_optin = prop.sharedMemPerBlockOptin;
 	snprintf(S.name, sizeof S.name, "cuda:%d", dev);
 	const char *pe = getenv("LORA_CUDA_PROFILE");
 	if (pe && *pe && strcmp(pe, "0")) {

@@ -45,6 +45,7 @@ void cuda_fail(const char *what, const char *msg, const char *file, int line)
 cudaStream_t cuda_stream(void);
 cublasHandle_t cuda_blas(void);
 int cuda_sm_count(void);         /* of the open device */
+size_t cuda_smem_optin(void);    /* its most dynamic shared memory per block, bytes */
 /* A device buffer of CUDA_WS_BYTES, owned by the backend, reused by every op
  * that needs temporary memory the op-layer signature has no scratch argument
  * for (the bf16 copies of activations in linear.cu). Allocated when the
@@ -209,6 +210,10 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
  * kernels of attention_tc.cu with LORA_CUDA_ATTN=wmma); q, k, v, out in
  * adt as above; D is the backward's rowsum(dout ∘ out). */
 int cuda_attention_tc_supports(int HS);
+/* whether those kernels fit the GPU's shared memory, forward (bwd 0) or
+ * backward; the mma ones: their warps per block, 0 when none fit */
+int cuda_attention_tc_fits(int HS, int bwd);
+int cuda_attention_mma_warps(int HS, int bwd);
 void cuda_attention_tc_forward(void *out, float *saved, const void *q, const void *k,
                                const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
                                int HS);

@@ -38,6 +38,11 @@ static cudaError_t last_error = cudaSuccess;
 static std::map<const char *, size_t, std::less<const char *>> *allocs;   /* base -> bytes */
 static size_t mem_used, mem_cap;
 static std::map<const void *, int> *smem_optin;     /* kernel -> allowed dynamic bytes */
+/* the emulated GPU: an H100 (sm_90, 227 KiB of shared memory per block)
+ * unless CUDASIM_CC (e.g. 8.9) and CUDASIM_SMEM_OPTIN (bytes, e.g. 99K)
+ * make it another: an RTX 4090 is 8.9 with 99 KiB */
+static size_t smem_max;
+static int cc_major, cc_minor;
 
 static size_t env_size(const char *name, size_t dflt)
 {
@@ -61,6 +66,14 @@ static void init(void)
 	allocs = new std::map<const char *, size_t, std::less<const char *>>();
 	smem_optin = new std::map<const void *, int>();
 	mem_cap = env_size("CUDASIM_MEM", (size_t)80 << 30);
+	smem_max = env_size("CUDASIM_SMEM_OPTIN", 232448);
+	const char *cc = getenv("CUDASIM_CC");
+	cc_major = 9;
+	cc_minor = 0;
+	if (cc && *cc && sscanf(cc, "%d.%d", &cc_major, &cc_minor) != 2) {
+		fprintf(stderr, "cudasim: CUDASIM_CC=%s: want major.minor\n", cc);
+		exit(2);
+	}
 }
 
 /* ---- the current launch ------------------------------------------------------------- */
@@ -391,8 +404,8 @@ void *shared_static(const void *key, size_t bytes)
 	size_t total = dyn_bytes;
 	for (sstat &s : statics)
 		total += s.bytes;
-	if (total > 232448)
-		fail("shared memory %zu bytes: more than a block can have (227 KiB)", total);
+	if (total > smem_max)
+		fail("shared memory %zu bytes: more than a block can have (%zu)", total, smem_max);
 	return p;
 }
 
@@ -562,7 +575,7 @@ void run_grid(const launch_cfg &c, const void *kernel, const char *name, void (*
 cudaError_t func_set_attr(const void *fn, cudaFuncAttribute a, int v)
 {
 	init();
-	if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > 232448)
+	if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || (size_t)v > smem_max)
 		return last_error = cudaErrorInvalidValue;
 	(*smem_optin)[fn] = v;
 	return cudaSuccess;
@@ -603,15 +616,16 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 	if (dev != 0)
 		return last_error = cudaErrorInvalidDevice;
 	memset(p, 0, sizeof *p);
-	snprintf(p->name, sizeof p->name, "cudasim (CPU emulation of an sm_90 GPU)");
+	snprintf(p->name, sizeof p->name, "cudasim (CPU emulation of an sm_%d%d GPU)", cc_major,
+	         cc_minor);
 	p->totalGlobalMem = mem_cap;
 	p->sharedMemPerBlock = 48 * 1024;
-	p->sharedMemPerBlockOptin = 232448;
+	p->sharedMemPerBlockOptin = smem_max;
 	p->l2CacheSize = 50 << 20;
 	p->warpSize = ::warpSize;
 	p->maxThreadsPerBlock = 1024;
-	p->major = 9;
-	p->minor = 0;
+	p->major = cc_major;
+	p->minor = cc_minor;
 	p->multiProcessorCount = 132;
 	return cudaSuccess;
 }
