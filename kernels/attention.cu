@@ -410,10 +410,10 @@ static int use_tc(int HS, int bf16)
 
 /* The path use_tc asks for, for the forward (bwd 0) or the backward, where
  * the GPU's shared memory per block holds it; else the next that fits
- * (WMMA, then mma, then the fp32 kernels). The two directions may differ:
- * on an sm_8x consumer GPU (99 KiB) at HS 128, the mma forward runs with 4
- * warps and the backward on the fp32 kernels. Every path saves the same
- * log-sum-exp, so any backward follows any forward. */
+ * (WMMA, then mma in its smaller shapes, then the fp32 kernels). The two
+ * directions may differ (WMMA's forward fits 99 KiB at HS 64, its
+ * backward does not). Every path saves the same log-sum-exp, so any
+ * backward follows any forward. */
 static int use_tc_path(int HS, int bf16, int bwd)
 {
 	int t = use_tc(HS, bf16);

@@ -39,7 +39,10 @@
 
 typedef __nv_bfloat16 bf16;
 
-#define KT 64                    /* other rows per tile */
+/* Other rows per tile: 64 in the forward; in the backward a template
+ * parameter KT, 64, or 32 where the GPU's shared memory per block is short
+ * (mma_config). */
+#define KT_FWD 64
 
 /* ---- staging ----------------------------------------------------------------------------------- */
 
@@ -81,7 +84,7 @@ __device__ __forceinline__ void stage(bf16 *dst, const S *src, int b, int h, int
 }
 
 /* K and V rows [k0, k0 + KT) of KV head hk into dst (K, then V at KT rows). */
-template <int HS, typename A>
+template <int HS, int KT, typename A>
 __device__ __forceinline__ void stage_kv(bf16 *dst, const A *k, const A *v, int b, int hk, int NKV,
                                          int T, int k0)
 {
@@ -107,13 +110,13 @@ __device__ __forceinline__ void pipeline_step(int it, int ntiles, F stage_tile)
 /* The forward's and dq's K, V walk: pipeline_step over the (K tile, V
  * tile) pairs of KV head hk in the two buffers at KV, returning tile it's
  * K (its V follows KT rows later). */
-template <int HS, typename A>
+template <int HS, int KT, typename A>
 __device__ __forceinline__ const bf16 *kv_next(bf16 *KV, const A *k, const A *v, int b, int hk,
                                                int NKV, int T, int it, int ntiles)
 {
 	constexpr int BUF = 2 * KT * (HS + 8);
 	pipeline_step(it, ntiles, [&](int j) {
-		stage_kv<HS>(KV + (j & 1) * BUF, k, v, b, hk, NKV, T, j * KT);
+		stage_kv<HS, KT>(KV + (j & 1) * BUF, k, v, b, hk, NKV, T, j * KT);
 	});
 	return KV + (it & 1) * BUF;
 }
@@ -136,6 +139,7 @@ __device__ __forceinline__ void store_frags(float *p, size_t ld, int ra, int rb,
 
 /* Rows [r0, r0 + KT) of a (B, NH, T) row statistic (lse or D) times f; 0
  * past T. */
+template <int KT>
 __device__ __forceinline__ void stage_stat(float *dst, const float *row, int T, int r0, float f)
 {
 	for (int i = threadIdx.x; i < KT; i += blockDim.x)
@@ -235,6 +239,7 @@ __global__ void __launch_bounds__(32 * W)
 att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T, int NH,
                    int NKV, float scale)
 {
+	constexpr int KT = KT_FWD;
 	constexpr int QR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8, NS = KT / 8;
 	extern __shared__ __align__(128) unsigned char smem[];
 	bf16 *Qs = (bf16 *)smem, *KV = Qs + QR * LDH;      /* KV: 2 x (K tile, V tile) */
@@ -246,14 +251,14 @@ att_mma_fwd_kernel(A *out, float *lse, const A *q, const A *k, const A *v, int T
 	float sl2 = scale * LOG2E;               /* scores in log2 units */
 
 	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
-	stage_kv<HS>(KV, k, v, b, hk, NKV, T, 0);
+	stage_kv<HS, KT>(KV, k, v, b, hk, NKV, T, 0);
 	cp_async_commit();
 	float o[NO][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 	zero<NO>(o);
 	uint32_t qa[KS][4];
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
+		const bf16 *Ks = kv_next<HS, KT>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (it == 0)
 #pragma unroll
 			for (int kk = 0; kk < KS; kk++)
@@ -340,7 +345,7 @@ __device__ __forceinline__ float ds_of(float s, float dp, float L2, float D, flo
 	return ok ? exp2f(s * sl2 - L2) * (dp - D) * scale : 0.0f;
 }
 
-template <int HS, int W, typename A>
+template <int HS, int W, int KT, typename A>
 __global__ void __launch_bounds__(32 * W)
 att_mma_dq_kernel(float *dq, const bf16 *dout, const float *lse, const float *D, const A *q,
                   const A *k, const A *v, int T, int NH, int NKV, float scale)
@@ -360,13 +365,13 @@ att_mma_dq_kernel(float *dq, const bf16 *dout, const float *lse, const float *D,
 
 	stage<HS, QR>(Qs, q, b, h, NH, T, q0);
 	stage<HS, QR>(Gs, dout, b, h, NH, T, q0);
-	stage_kv<HS>(KV, k, v, b, hk, NKV, T, 0);
+	stage_kv<HS, KT>(KV, k, v, b, hk, NKV, T, 0);
 	cp_async_commit();
 	float acc[NO][4];
 	zero<NO>(acc);
 	for (int it = 0; it < ntiles; it++) {
 		int k0 = it * KT;
-		const bf16 *Ks = kv_next<HS>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
+		const bf16 *Ks = kv_next<HS, KT>(KV, k, v, b, hk, NKV, T, it, ntiles), *Vs = Ks + KT * LDH;
 		if (w0 < T && k0 <= w0 + 15) {
 			float s[NS][4], dp[NS][4];
 			zero<NS>(s);
@@ -400,14 +405,14 @@ template <int HS> struct dkv_step { static constexpr int QS = HS == 128 ? 32 : 6
  * mean). Part 0 writes dk, dv; part s > 0 writes its sums to part[s - 1]
  * (dk's, then dv's, each (B, T, NKV, HS)), added to dk, dv after in a fixed
  * order (att_mma_parts_kernel). */
-template <int HS, int W, typename A>
+template <int HS, int W, int KT, typename A>
 __global__ void __launch_bounds__(32 * W)
 att_mma_dkv_kernel(float *dk, float *dv, float *part, const bf16 *dout, const float *lse,
                    const float *D, const A *q, const A *k, const A *v, int T, int NH, int NKV,
                    int S, float scale)
 {
 	constexpr int KR = 16 * W, LDH = HS + 8, KS = HS / 16, NO = HS / 8;
-	constexpr int QS = dkv_step<HS>::QS, NS = QS / 8;
+	constexpr int QS = dkv_step<HS>::QS < KT ? dkv_step<HS>::QS : KT, NS = QS / 8;
 	extern __shared__ __align__(128) unsigned char smem[];
 	bf16 *Kw = (bf16 *)smem, *Vw = Kw + KR * LDH;                  /* own keys */
 	bf16 *QG = Vw + KR * LDH;                    /* 2 x (Q tile, dO tile), KT rows each */
@@ -427,8 +432,8 @@ att_mma_dkv_kernel(float *dk, float *dv, float *part, const bf16 *dout, const fl
 		float *L = LD + (it & 1) * 2 * KT;
 		stage<HS, KT>(Qs, q, b, h, NH, T, q0);
 		stage<HS, KT>(Qs + KT * LDH, dout, b, h, NH, T, q0);
-		stage_stat(L, lse + ((size_t)b * NH + h) * T, T, q0, LOG2E);
-		stage_stat(L + KT, D + ((size_t)b * NH + h) * T, T, q0, 1.0f);
+		stage_stat<KT>(L, lse + ((size_t)b * NH + h) * T, T, q0, LOG2E);
+		stage_stat<KT>(L + KT, D + ((size_t)b * NH + h) * T, T, q0, 1.0f);
 	};
 	stage<HS, KR>(Kw, k, b, hk, NKV, T, k0);
 	stage<HS, KR>(Vw, v, b, hk, NKV, T, k0);
@@ -507,30 +512,45 @@ static size_t tiles_smem(int HS, int rows, int stats)
 	return (size_t)rows * (HS + 8) * 2 + (size_t)stats * 4;
 }
 
-/* Dynamic shared memory of the forward, and of the larger backward kernel
- * (dk, dv: dq's tiles plus the tiles' statistics), with W warps. */
-static size_t mma_smem(int HS, int W, int bwd)
+/* Dynamic shared memory of the forward (KT_FWD), and of the larger
+ * backward kernel (dk, dv: dq's tiles plus the tiles' statistics), with W
+ * warps and tiles of KT other rows. */
+static size_t mma_smem(int HS, int W, int bwd, int KT)
 {
 	return bwd ? tiles_smem(HS, 32 * W + 4 * KT, 4 * KT) : tiles_smem(HS, 16 * W + 4 * KT, 0);
 }
 
-/* Warps per block for the forward (bwd 0) or the backward: 8 (128 own
- * rows: each staged tile serves twice the rows it does with 4, halving the
- * L2 traffic per FLOP) unless LORA_CUDA_ATTN_ROWS=64 asks for 4 (to
- * compare, and to test both), or the GPU's shared memory per block holds
- * only 4 (an RTX 4090's 99 KiB at HS 128, forward); 0 when not even 4 fit
- * (its backward at HS 128): then attention.cu takes other kernels. */
+/* Warps per block and tile rows of the forward (bwd 0) or the backward:
+ * the first of (8, 64), (4, 64), (4, 32) (the backward; the forward's
+ * tiles are always 64 rows) whose shared memory the GPU gives a block.
+ * 8 warps own 128 rows: each staged tile serves twice the rows it does
+ * with 4, halving the L2 traffic per FLOP. The H100 and A100 take (8, 64);
+ * a 99 KiB GPU (RTX 4090) at HS 128 the forward with 4 warps and the
+ * backward with (4, 32), at HS 64 (8, 64). W = 0 when none fits.
+ * LORA_CUDA_ATTN_ROWS=64 leaves out 8 warps and LORA_CUDA_ATTN_KT=32 the
+ * 64-row backward tiles (to compare, and to test each on any GPU). */
+struct mma_cfg { int W, KT; };
+
+static mma_cfg mma_config(int HS, int bwd)
+{
+	static int w = 0, kt = 0;
+	if (!w) {
+		const char *e = getenv("LORA_CUDA_ATTN_ROWS"), *k = getenv("LORA_CUDA_ATTN_KT");
+		w = e && !strcmp(e, "64") ? 4 : 8;
+		kt = k && !strcmp(k, "32") ? 32 : 64;
+	}
+	static const mma_cfg cand[] = { { 8, 64 }, { 4, 64 }, { 4, 32 } };
+	for (const mma_cfg &c : cand) {
+		int KT = bwd ? c.KT : KT_FWD;
+		if (c.W <= w && (!bwd || KT <= kt) && mma_smem(HS, c.W, bwd, KT) <= cuda_smem_optin())
+			return { c.W, KT };
+	}
+	return { 0, 0 };
+}
+
 int cuda_attention_mma_warps(int HS, int bwd)
 {
-	static int w;
-	if (!w) {
-		const char *e = getenv("LORA_CUDA_ATTN_ROWS");
-		w = e && !strcmp(e, "64") ? 4 : 8;
-	}
-	for (int ww = w; ww >= 4; ww /= 2)
-		if (mma_smem(HS, ww, bwd) <= cuda_smem_optin())
-			return ww;
-	return 0;
+	return mma_config(HS, bwd).W;
 }
 
 template <typename F>
@@ -547,7 +567,7 @@ static void mma_forward(A *out, float *saved, const A *q, const A *k, const A *v
                         int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t smem = mma_smem(HS, W, 0);
+	size_t smem = mma_smem(HS, W, 0, KT_FWD);
 	if (!ready) {
 		optin(att_mma_fwd_kernel<HS, W, A>, smem);
 		ready = 1;
@@ -585,25 +605,25 @@ size_t cuda_attention_mma_parts_floats(int B, int T, int NH, int NKV, int HS)
 	return W ? (size_t)(dkv_split(B, T, NH, NKV, W) - 1) * 2 * B * T * NKV * HS : 0;
 }
 
-template <int HS, int W, typename A>
+template <int HS, int W, int KT, typename A>
 static void mma_backward(float *dq, float *dk, float *dv, float *part, const bf16 *dout,
                          const float *saved, const float *D, const A *q, const A *k, const A *v,
                          int B, int T, int NH, int NKV)
 {
 	static int ready;
-	size_t sq = tiles_smem(HS, 32 * W + 4 * KT, 0), sk = mma_smem(HS, W, 1);
+	size_t sq = tiles_smem(HS, 32 * W + 4 * KT, 0), sk = mma_smem(HS, W, 1, KT);
 	if (!ready) {
-		optin(att_mma_dq_kernel<HS, W, A>, sq);
-		optin(att_mma_dkv_kernel<HS, W, A>, sk);
+		optin(att_mma_dq_kernel<HS, W, KT, A>, sq);
+		optin(att_mma_dkv_kernel<HS, W, KT, A>, sk);
 		ready = 1;
 	}
 	float scale = 1.0f / sqrtf((float)HS);
 	int R = 16 * W, S = dkv_split(B, T, NH, NKV, W);
 	dim3 gq(B * NH, (T + R - 1) / R), gk(B * NKV * S, (T + R - 1) / R);
-	att_mma_dq_kernel<HS, W, A><<<gq, 32 * W, sq, cuda_stream()>>>(
+	att_mma_dq_kernel<HS, W, KT, A><<<gq, 32 * W, sq, cuda_stream()>>>(
 		dq, dout, saved, D, q, k, v, T, NH, NKV, scale);
 	CUDA_LAUNCH_CHECK();
-	att_mma_dkv_kernel<HS, W, A><<<gk, 32 * W, sk, cuda_stream()>>>(
+	att_mma_dkv_kernel<HS, W, KT, A><<<gk, 32 * W, sk, cuda_stream()>>>(
 		dk, dv, part, dout, saved, D, q, k, v, T, NH, NKV, S, scale);
 	CUDA_LAUNCH_CHECK();
 	if (S > 1) {
@@ -617,6 +637,11 @@ static void mma_backward(float *dq, float *dk, float *dv, float *part, const bf1
 #define MMA_PICK(fn, HS, W, A) \
 	(HS == 64 ? (W == 4 ? fn<64, 4, A> : fn<64, 8, A>) \
 	          : (W == 4 ? fn<128, 4, A> : fn<128, 8, A>))
+/* the backward's (W, KT): one of mma_config's three */
+#define MMA_PICK_BWD(fn, HS, c, A) \
+	(HS == 64 ? (c.W == 8 ? fn<64, 8, 64, A> : c.KT == 64 ? fn<64, 4, 64, A> : fn<64, 4, 32, A>) \
+	          : (c.W == 8 ? fn<128, 8, 64, A> : c.KT == 64 ? fn<128, 4, 64, A> \
+	                                                       : fn<128, 4, 32, A>))
 
 void cuda_attention_mma_forward(void *out, float *saved, const void *q, const void *k,
                                 const void *v, lora_dtype adt, int B, int T, int NH, int NKV,
@@ -634,10 +659,10 @@ void cuda_attention_mma_backward(float *dq, float *dk, float *dv, float *part,
                                  const void *q, const void *k, const void *v, lora_dtype adt,
                                  int B, int T, int NH, int NKV, int HS)
 {
-	int W = cuda_attention_mma_warps(HS, 1);
-	LORA_ASSERT(W);
+	mma_cfg c = mma_config(HS, 1);
+	LORA_ASSERT(c.W);
 	ADTYPE_DISPATCH(adt, A,
-		MMA_PICK(mma_backward, HS, W, A)(
+		MMA_PICK_BWD(mma_backward, HS, c, A)(
 			dq, dk, dv, part, dout, saved, D, (const A *)q, (const A *)k, (const A *)v, B, T,
 			NH, NKV));
 }

@@ -46,10 +46,12 @@ t=build/sim/tests/test-cuda-ops
 [ -x "$t" ] && run sim-test-cuda-ops-wmma env LORA_CUDA_ATTN=wmma LORA_TEST_ONLY=attention "$t"
 [ -x "$t" ] && run sim-test-cuda-ops-rows64 env LORA_CUDA_ATTN_ROWS=64 LORA_TEST_ONLY=attention "$t"
 # And on an emulated RTX 4090 (compute capability 8.9, 99 KiB of shared
-# memory per block), where attention at HS 128 runs the mma forward with 4
-# warps and the fp32 backward: the paths that fit.
+# memory per block), where attention at HS 128 runs the mma kernels with 4
+# warps, the backward with 32-row tiles: the shapes that fit.
 [ -x "$t" ] && run sim-test-cuda-ops-sm89 env CUDASIM_CC=8.9 CUDASIM_SMEM_OPTIN=99K \
 	LORA_TEST_ATTN_MAX_HS=128 LORA_TEST_ONLY=attention "$t"
+# The 32-row backward at every head size, on the default GPU.
+[ -x "$t" ] && run sim-test-cuda-ops-kt32 env LORA_CUDA_ATTN_KT=32 LORA_TEST_ONLY=attention "$t"
 for t in tests/lora-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"
