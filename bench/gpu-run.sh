@@ -76,6 +76,9 @@ if [ "$what" = ops ] || [ "$what" = all ]; then
 	# block beside the default (mma, 8 warps)
 	LORA_CUDA_ATTN=wmma /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 	LORA_CUDA_ATTN_ROWS=64 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
+	# the backward with 32-row tiles (what a 99 KiB GPU such as an RTX 4090
+	# runs at HS 128), to see what those GPUs give up
+	LORA_CUDA_ATTN_KT=32 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 	# and dk, dv with a GQA head group in one block (TinyLlama's lines)
 	LORA_CUDA_ATTN_SPLIT=1 /tmp/gpu/bin/ops_gpu -a "$@" 2>&1 | tee -a "$OUT/ops_gpu.log" || rc=1
 fi

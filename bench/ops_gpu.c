@@ -264,9 +264,14 @@ int main(int argc, char **argv)
 	printf("# ops on %s, weights %s, %d reps\n", be->name, lora_dtype_name(be->wdtype), reps);
 	if (attn_only) {
 		int T = N >= 2048 ? 2048 : N;
-		const char *e = getenv("LORA_CUDA_ATTN"), *r = getenv("LORA_CUDA_ATTN_ROWS");
-		printf("---- attention, LORA_CUDA_ATTN=%s LORA_CUDA_ATTN_ROWS=%s\n", e ? e : "(unset)",
-		       r ? r : "(unset)");
+		static const char *vars[] = { "LORA_CUDA_ATTN", "LORA_CUDA_ATTN_ROWS",
+		                              "LORA_CUDA_ATTN_KT", "LORA_CUDA_ATTN_SPLIT" };
+		printf("---- attention,");
+		for (int i = 0; i < 4; i++) {
+			const char *e = getenv(vars[i]);
+			printf(" %s=%s", vars[i], e ? e : "(unset)");
+		}
+		printf("\n");
 		attention_ops(N / T, T, 32, 32, 128);
 		attention_ops(N / T, T, 32, 4, 64);
 		return 0;
