@@ -19,9 +19,10 @@
  * in dk, dv, load asynchronously at half the bytes), P and dS before their
  * products;
  * scores, softmax statistics, D and all accumulators are fp32; out is
- * rounded once to A. Blocks of W warps (8, or 4 with
- * LORA_CUDA_ATTN_ROWS=64) own 16·W rows (16 per warp) and walk tiles of 64
- * other rows, the next tile staged while the current one is used:
+ * rounded once to A. Blocks of W warps own 16·W rows (16 per warp) and
+ * walk tiles of KT other rows, the next tile staged while the current one
+ * is used; (W, KT) is (8, 64), or where the GPU's shared memory per block
+ * is short (4, 64) and, backward only, (4, 32) (mma_config):
  *   forward:  own = queries (Q fragments in registers); S, online softmax,
  *             O += P·V
  *   dq:       own = queries; S, dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K
