@@ -52,6 +52,10 @@ t=build/sim/tests/test-cuda-ops
 	LORA_TEST_ATTN_MAX_HS=128 LORA_TEST_ONLY=attention "$t"
 # The 32-row backward at every head size, on the default GPU.
 [ -x "$t" ] && run sim-test-cuda-ops-kt32 env LORA_CUDA_ATTN_KT=32 LORA_TEST_ONLY=attention "$t"
+# The model with fp32 saved activations beside bf16 weights (other buffers
+# hold the bf16 gradients then: swiglu's in dgate and dup).
+t=build/sim/tests/test-cuda-llama
+[ -x "$t" ] && run sim-test-cuda-llama-act32 env LORA_CUDA_ACT=fp32 "$t"
 for t in tests/lora-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"
