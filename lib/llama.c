@@ -1132,11 +1132,12 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
  * conversion pass), here, in dgate's memory (N·C bf16 in N·I fp32): the
  * copy for down is read before swiglu_backward writes dgate, the one for o
  * after the gate, up backward has read it for the last time, and no
- * forward (a checkpointed layer's recomputation) uses dgate. NULL: fp32. */
+ * forward (a checkpointed layer's recomputation) uses dgate. NULL: fp32
+ * (also for a model whose MLP is under half its width: none we know). */
 static void *dres_bf16(const lora_llama *m)
 {
-	LORA_ASSERT(2 * (size_t)m->cfg.intermediate_size >= (size_t)m->cfg.hidden_size);
-	return m->wdt == LORA_DTYPE_BF16 ? P(m)->dgate : NULL;
+	int fits = 2 * (size_t)m->cfg.intermediate_size >= (size_t)m->cfg.hidden_size;
+	return m->wdt == LORA_DTYPE_BF16 && fits ? P(m)->dgate : NULL;
 }
 
 /* On entry p->dres is the gradient of the layer's output (and, in a bf16
