@@ -33,6 +33,7 @@ static struct {
 	size_t used, peak, capacity;
 	int sms;                   /* streaming multiprocessors */
 	size_t smem_optin;         /* shared memory a block may opt in to, bytes */
+	char desc[320];            /* lora_backend.desc */
 } S = { -1 };
 
 void cuda_fail(const char *what, const char *msg, const char *file, int line)
@@ -294,6 +295,7 @@ static lora_backend cuda_be;
 static void table_fill(lora_backend *t)
 {
 	t->name = S.name;
+	t->desc = S.desc;
 	t->wdtype = LORA_DTYPE_BF16;
 	t->is_host = 0;
 	t->alloc = cu_alloc;
@@ -411,6 +413,8 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;
 	S.smem_optin = prop.sharedMemPerBlockOptin;
+	snprintf(S.desc, sizeof S.desc, "%s, compute capability %d.%d, %d SMs", prop.name,
+	         prop.major, prop.minor, prop.multiProcessorCount);
 	snprintf(S.name, sizeof S.name, "cuda:%d", dev);
 	const char *pe = getenv("LORA_CUDA_PROFILE");
 	if (pe && *pe && strcmp(pe, "0")) {

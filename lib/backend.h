@@ -120,6 +120,8 @@ static inline size_t lora_down_scratch_floats(int N, int C, int R, int nb, float
 typedef struct lora_backend lora_backend;
 struct lora_backend {
 	const char *name;          /* "cpu", "cuda:0" */
+	const char *desc;          /* the device in words for a log line ("NVIDIA H100
+	                            * 80GB HBM3, compute capability 9.0, 132 SMs"), or NULL */
 	lora_dtype wdtype;         /* dtype of frozen weight buffers */
 	int is_host;               /* 1 when alloc'ed memory is host memory */
 

@@ -771,6 +771,10 @@ static int print_plan(run *r)
 	    r->d->ntruncated ? " (some cut to max_seq_length)" : "");
 	say(r, "steps: %lld per epoch (batch %d x %d accumulation), %lld in all%s", (long long)r->spe,
 	    r->B, r->accum, (long long)r->total, r->c->max_steps ? " (max_steps)" : "");
+	if (r->be->desc)
+		say(r, "device: %s, %s", r->be->name, r->be->desc);
+	else if (r->be->is_host)
+		say(r, "device: %s, %d threads", r->be->name, lora_nthreads());
 	say(r, "memory on %s: %s (frozen weights %s, trainable weights + gradients + AdamW %s, "
 	    "activations %s) of %s available", r->be->name,
 	    human_bytes(b1, sizeof b1, (double)mm.total), human_bytes(b2, sizeof b2, (double)mm.weights),

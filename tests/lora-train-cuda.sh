@@ -50,6 +50,8 @@ check "full fine-tuning on the CPU: exit 0" [ $rc -eq 0 ]
 try --base_model "$T/base" --output_dir "$T/full-gpu" --train_mode full $RUN --device cuda
 check "full fine-tuning on cuda: exit 0" [ $rc -eq 0 ]
 check "... on cuda:0" has "$T/out" "memory on cuda:0"
+check "... names the GPU" has "$T/out" "device: cuda:0, "
+check "... and its compute capability" has "$T/out" ", compute capability "
 check "... fp32 (full fine-tuning trains fp32 weights)" has "$T/out" "frozen weights 0 B"
 check "... step losses equal the CPU's to 1e-4" close "$T/out" "$T/full-cpu.out" 1e-4
 

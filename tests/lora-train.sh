@@ -61,6 +61,7 @@ check "dry run: exit 0" [ $rc -eq 0 ]
 check "dry run: params and %" has "$T/out" "trainable (100.0000%)"
 check "dry run: steps" has "$T/out" "in all"
 check "dry run: memory" has "$T/out" "memory on cpu:"
+check "dry run: the device" has "$T/out" "device: cpu, "
 check "dry run: largest batch" has "$T/out" "largest batch_size that fits"
 check "dry run writes nothing" [ ! -e "$T/full" ]
 
