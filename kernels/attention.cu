@@ -355,6 +355,37 @@ size_t cuda_attention_scratch_floats(int B, int T, int NH, int NKV, int HS)
 	return n;
 }
 
+/* Dynamic shared memory of the fp32 kernels: the forward (0), dq (1) and
+ * dk, dv (2). */
+static size_t fp32_smem(int HS, int which)
+{
+	size_t t = TILE, hs = (size_t)HS;
+	size_t n = which == 0 ? 2 * t * (hs + 1) + t * hs
+	         : which == 1 ? 2 * t * (hs + 1) + 2 * t * hs
+	                      : 2 * t * hs + 2 * t * (hs + 1) + 2 * t;
+	return n * sizeof(float);
+}
+
+/* Whether this GPU runs attention at head size HS (0, or -1 and lora_err):
+ * the fp32 kernels, every path's last resort, must fit its shared memory
+ * per block (at HS 128 they need ~66 KiB: any GPU of compute capability 8.0
+ * and up). Asked before a model loads (lora_llama_load, lora-train's plan),
+ * so that a head size too large stops there and not in the first step. */
+int cuda_attention_check(int HS)
+{
+	if (HS <= 0 || HS > MAX_HS)
+		return lora_err("attention at head size %d: the CUDA kernels take 1 to %d", HS,
+		                MAX_HS);
+	size_t need = 0;
+	for (int k = 0; k < 3; k++)
+		if (fp32_smem(HS, k) > need)
+			need = fp32_smem(HS, k);
+	if (need > cuda_smem_optin())
+		return lora_err("attention at head size %d needs %zu KiB of shared memory per block "
+		                "and this GPU allows %zu KiB", HS, need >> 10, cuda_smem_optin() >> 10);
+	return 0;
+}
+
 /* Shared memory above 48 KiB needs a per-kernel opt-in, asked for once per
  * kernel and size (*smem_set: the largest size already allowed). These
  * kernels need up to ~66 KiB at HS 128, which every GPU of compute
@@ -441,7 +472,7 @@ void cuda_attention_forward(void *out, float *saved, const void *q, const void *
 	}
 	float scale = 1.0f / sqrtf((float)HS);
 	dim3 grid((T + TILE - 1) / TILE, B * NH);
-	size_t smem = (2 * (size_t)TILE * (HS + 1) + (size_t)TILE * HS) * sizeof(float);
+	size_t smem = fp32_smem(HS, 0);
 	ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
 		smem_optin(att_fwd_kernel<NDL, A>, smem, slot<A>(smem_fwd, NDL), HS);
 		att_fwd_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
@@ -481,7 +512,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	}
 	if (dq) {
 		dim3 grid((T + TILE - 1) / TILE, B * NH);
-		size_t smem = (2 * (size_t)TILE * (HS + 1) + 2 * (size_t)TILE * HS) * sizeof(float);
+		size_t smem = fp32_smem(HS, 1);
 		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
 			smem_optin(att_dq_kernel<NDL, A>, smem, slot<A>(smem_dq, NDL), HS);
 			att_dq_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(
@@ -492,8 +523,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 	if (dk || dv) {
 		LORA_ASSERT(dk && dv);         /* the model always wants both or neither */
 		dim3 grid((T + TILE - 1) / TILE, B * NKV);
-		size_t smem = (2 * (size_t)TILE * HS + 2 * (size_t)TILE * (HS + 1) + 2 * TILE)
-		              * sizeof(float);
+		size_t smem = fp32_smem(HS, 2);
 		ADTYPE_DISPATCH(adt, A, NDL_DISPATCH(HS, NDL,
 			smem_optin(att_dkv_kernel<NDL, A>, smem, slot<A>(smem_dkv, NDL), HS);
 			att_dkv_kernel<NDL, A><<<grid, WARPS * 32, smem, cuda_stream()>>>(

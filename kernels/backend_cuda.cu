@@ -323,6 +323,7 @@ static void table_fill(lora_backend *t)
 	t->attention_scratch_floats = cuda_attention_scratch_floats;
 	OP(attention_forward, cuda_attention_forward);
 	OP(attention_backward, cuda_attention_backward);
+	t->attention_check = cuda_attention_check;
 	OP(swiglu_forward, cuda_swiglu_forward);
 	OP(swiglu_backward, cuda_swiglu_backward);
 	OP(add_forward, cuda_add_forward);

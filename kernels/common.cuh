@@ -209,6 +209,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
  * and 128 (attention.cu picks one for bf16 runs: mma by default, the WMMA
  * kernels of attention_tc.cu with LORA_CUDA_ATTN=wmma); q, k, v, out in
  * adt as above; D is the backward's rowsum(dout ∘ out). */
+int cuda_attention_check(int HS);
 int cuda_attention_tc_supports(int HS);
 /* whether those kernels fit the GPU's shared memory, forward (bwd 0) or
  * backward; the mma ones: their warps per block, 0 when none fit */

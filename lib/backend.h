@@ -252,6 +252,10 @@ struct lora_backend {
 	 * PyTorch's bf16 SDPA does (CUDA: the tensor-core kernels, HS 64 and
 	 * 128); 0 keeps the op fp32 throughout. The CPU ignores it.
 	 * q, k, v and out are in adt (the gradients fp32). */
+	/* attention_check (NULL: every head size): 0 when the backend runs
+	 * attention at head size HS on its device, else -1 and lora_err (a GPU
+	 * whose shared memory per block is too small for the kernels). */
+	int (*attention_check)(int HS);
 	size_t (*attention_saved_floats)(int B, int T, int NH);
 	size_t (*attention_scratch_floats)(int B, int T, int NH, int NKV, int HS);
 	void (*attention_forward)(void *out, float *saved, const void *q, const void *k,

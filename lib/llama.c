@@ -595,6 +595,12 @@ lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 	if (lora_llama_config_load(dir, &m->cfg) != 0)
 		goto fail;
 	const lora_llama_config *c = &m->cfg;
+	if (be->attention_check && be->attention_check(c->head_dim) < 0) {
+		char why[256];
+		snprintf(why, sizeof why, "%s", lora_errmsg());
+		lora_err("'%s' on %s: %s", dir, be->name, why);
+		goto fail;
+	}
 	path = lora_xasprintf("%s/model.safetensors", dir);
 	struct stat st;
 	if (stat(path, &st) != 0) {

@@ -114,6 +114,25 @@ check "weights larger than the GPU: exit 1" [ $rc -eq 1 ]
 check "... says what the weights need" has "$T/err" "the weights, LoRA state and optimizer alone need"
 unset CUDASIM_MEM
 
+# ---- a GPU too small for the model's attention, and one too old ----------------------
+# Head size 256 on a GPU with 99 KiB of shared memory per block (an RTX
+# 4090): the attention kernels need 128 KiB. Said before the model loads.
+mkdir -p "$T/hs256"
+sed 's/"hidden_size": 32/"hidden_size": 512/' "$T/base/config.json" >"$T/hs256/config.json"
+cp "$T/base/tokenizer.json" "$T/hs256/"
+CUDASIM_SMEM_OPTIN=99K try --base_model "$T/hs256" --output_dir "$T/hs256-out" --train_mode full \
+	$RUN --device cuda
+check "head size 256 on a 99 KiB GPU: exit 1" [ $rc -eq 1 ]
+check "... says what attention needs and what the GPU allows" has "$T/err" \
+	"attention at head size 256 needs 128 KiB of shared memory per block and this GPU allows 99 KiB"
+check "... in one line, before loading" [ "$(grep -c . "$T/err")" -eq 1 ] && ! grep -q "^init:" "$T/out"
+check "... writes nothing" [ ! -e "$T/hs256-out/model.safetensors" ]
+CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75" $RUN --device cuda
+check "a GPU of compute capability 7.5, device cuda: exit 1" [ $rc -eq 1 ]
+check "... says it needs 8.0" has "$T/err" "compute capability 7.5): the CUDA backend needs compute capability 8.0"
+CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75a" $RUN --max_steps 2 --device auto
+check "... device auto: the CPU, with that reason" [ $rc -eq 0 ] && has "$T/err" "needs compute capability 8.0"
+
 # ---- no GPU ---------------------------------------------------------------------------
 export CUDASIM_NO_GPU=1
 try --base_model "$T/full-cpu" --output_dir "$T/auto" $RUN --max_steps 2 --device auto
