@@ -125,13 +125,15 @@ CUDASIM_SMEM_OPTIN=99K try --base_model "$T/hs256" --output_dir "$T/hs256-out" -
 check "head size 256 on a 99 KiB GPU: exit 1" [ $rc -eq 1 ]
 check "... says what attention needs and what the GPU allows" has "$T/err" \
 	"attention at head size 256 needs 128 KiB of shared memory per block and this GPU allows 99 KiB"
-check "... in one line, before loading" [ "$(grep -c . "$T/err")" -eq 1 ] && ! grep -q "^init:" "$T/out"
+check "... in one line" [ "$(grep -c . "$T/err")" -eq 1 ]
+check "... before the model loads (no random init)" sh -c "! grep -q '^init:' '$T/out'"
 check "... writes nothing" [ ! -e "$T/hs256-out/model.safetensors" ]
 CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75" $RUN --device cuda
 check "a GPU of compute capability 7.5, device cuda: exit 1" [ $rc -eq 1 ]
 check "... says it needs 8.0" has "$T/err" "compute capability 7.5): the CUDA backend needs compute capability 8.0"
 CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75a" $RUN --max_steps 2 --device auto
-check "... device auto: the CPU, with that reason" [ $rc -eq 0 ] && has "$T/err" "needs compute capability 8.0"
+check "... device auto: exit 0" [ $rc -eq 0 ]
+check "... on the CPU, with that reason" has "$T/err" "needs compute capability 8.0"
 
 # ---- no GPU ---------------------------------------------------------------------------
 export CUDASIM_NO_GPU=1
