@@ -101,7 +101,8 @@ check "... in one line" [ "$(grep -c . "$T/err")" -eq 1 ]
 check "... no adapter" [ ! -e "$T/oom/adapter_model.safetensors" ]
 nb=$(sed -n 's/.*; batch_size \([0-9]*\) fits at this length.*/\1/p' "$T/err")
 nt=$(sed -n 's/.*, max_seq_length \([0-9]*\) at this batch_size.*/\1/p' "$T/err")
-check "... suggests a batch_size and a max_seq_length" [ -n "$nb" ] && [ -n "$nt" ] && [ "$nb" -gt 0 ]
+check "... suggests a batch_size and a max_seq_length" \
+	sh -c '[ -n "$1" ] && [ -n "$2" ] && [ "$1" -gt 0 ]' - "$nb" "$nt"
 check "... the plan's largest batch is the same" has "$T/out" "largest batch_size that fits at sequence 64: $nb"
 try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size "$nb"
 check "the suggested batch_size $nb runs" [ $rc -eq 0 ]
