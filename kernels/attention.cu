@@ -393,11 +393,10 @@ int cuda_attention_check(int HS)
 template <typename F>
 static void smem_optin(F kernel, size_t smem, int *smem_set, int HS)
 {
-	if (smem > cuda_smem_optin()) {
-		char msg[160];
-		snprintf(msg, sizeof msg, "attention at head size %d needs %zu bytes of shared "
-		         "memory per block; this GPU allows %zu", HS, smem, cuda_smem_optin());
-		cuda_fail("attention", msg, __FILE__, __LINE__);
+	if (smem > cuda_smem_optin()) {    /* refused before a model loads; an op called
+	                                    * directly says why here */
+		cuda_attention_check(HS);
+		cuda_fail("attention", lora_errmsg(), __FILE__, __LINE__);
 	}
 	if ((int)smem > *smem_set) {
 		CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

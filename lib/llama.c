@@ -580,6 +580,16 @@ static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, 
 	return 0;
 }
 
+int lora_llama_check_backend(const char *dir, const lora_llama_config *c,
+                             const lora_backend *be)
+{
+	if (!be->attention_check || be->attention_check(c->head_dim) == 0)
+		return 0;
+	char why[256];
+	snprintf(why, sizeof why, "%s", lora_errmsg());
+	return lora_err("'%s' on %s: %s", dir, be->name, why);
+}
+
 lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 {
 	lora_llama *m = lora_xcalloc(1, sizeof *m);
@@ -595,12 +605,8 @@ lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full)
 	if (lora_llama_config_load(dir, &m->cfg) != 0)
 		goto fail;
 	const lora_llama_config *c = &m->cfg;
-	if (be->attention_check && be->attention_check(c->head_dim) < 0) {
-		char why[256];
-		snprintf(why, sizeof why, "%s", lora_errmsg());
-		lora_err("'%s' on %s: %s", dir, be->name, why);
+	if (lora_llama_check_backend(dir, c, be) < 0)
 		goto fail;
-	}
 	path = lora_xasprintf("%s/model.safetensors", dir);
 	struct stat st;
 	if (stat(path, &st) != 0) {
@@ -1157,12 +1163,14 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	layer_grads *g = &p->g[l];
 	int N = B * T, C = c->hidden_size, I = c->intermediate_size, NH = c->n_heads;
 	int NKV = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = NKV * HS;
-	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
 	const lora_dtype F32 = LORA_DTYPE_F32;
+	/* bf16 weights and activations: the saved q, k, gate, up take bf16 gradients */
+	int bf = m->wdt == LORA_DTYPE_BF16 && p->adt == LORA_DTYPE_BF16;
 	void *dres_b = dres_bf16(m);
+	const void *gres = dres_b ? dres_b : p->dres;     /* o's and down's GEMM operand */
 	lora_dtype rdt = dres_b ? LORA_DTYPE_BF16 : F32;
-	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, dres_b ? dres_b : p->dres, rdt, y->wdown,
-	                 g->wdown, g->bdown };
+	/* MLP: out = res2 + down(silu(gate(ln2)) * up(ln2)) */
+	lin_bwd down = { LORA_MOD_DOWN, C, p->dres, gres, rdt, y->wdown, g->wdown, g->bdown };
 	group_bwd(m, l, GROUP_DOWN, a, p->dswi, a->swi, &down, 1, N, I);
 	/* dgate, dup: the bf16 GEMMs of a bf16 run get them in bf16 from
 	 * swiglu_backward (the values they would convert them to, without the
@@ -1172,7 +1180,7 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	int lora_gu = y->lora[LORA_MOD_GATE] >= 0 || y->lora[LORA_MOD_UP] >= 0;
 	float *dg = p->dgate, *du = p->dup;
 	void *dgb = NULL, *dub = NULL;
-	if (m->wdt == LORA_DTYPE_BF16 && p->adt == LORA_DTYPE_BF16) {
+	if (bf) {
 		dgb = a->gate;
 		dub = a->up;
 	} else if (m->wdt == LORA_DTYPE_BF16 && !lora_gu) {
@@ -1190,21 +1198,20 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	be->rmsnorm_backward(p->dres, dres_b, m->full ? g->ln2_w : NULL, p->dln, a->res2, y->ln2_w,
 	                     m->wdt, a->rstd2, N, C);
 	/* attention: res2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-	lin_bwd o = { LORA_MOD_O, C, p->dres, dres_b ? dres_b : p->dres, rdt, y->wo, g->wo, g->bo };
+	lin_bwd o = { LORA_MOD_O, C, p->dres, gres, rdt, y->wo, g->wo, g->bo };
 	group_bwd(m, l, GROUP_O, a, p->datty, a->atty, &o, 1, N, QD);
 	be->attention_backward(p->dq, p->dk, p->dv, p->datty, a->att, a->q, a->k, a->v, a->atty,
 	                       p->adt, B, T, NH, NKV, HS, p->scratch, m->wdt == LORA_DTYPE_BF16);
 	/* dq, dk for the bf16 GEMMs of a bf16 run straight from RoPE's backward,
 	 * over the saved q and k (nothing reads them after attention_backward);
 	 * in fp32 too where a LoRA branch reads them */
-	int bq = m->wdt == LORA_DTYPE_BF16 && p->adt == LORA_DTYPE_BF16;
 	int lora_q = y->lora[LORA_MOD_Q] >= 0, lora_k = y->lora[LORA_MOD_K] >= 0;
-	float *dq = !bq || lora_q ? p->dq : NULL, *dk = !bq || lora_k ? p->dk : NULL;
-	be->rope_backward(dq, bq ? a->q : NULL, p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
-	be->rope_backward(dk, bq ? a->k : NULL, p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
-	lora_dtype qdt = bq ? LORA_DTYPE_BF16 : F32;
-	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, dq, bq ? a->q : p->dq, qdt, y->wq, g->wq, g->bq },
-	                   { LORA_MOD_K, KD, dk, bq ? a->k : p->dk, qdt, y->wk, g->wk, g->bk },
+	float *dq = !bf || lora_q ? p->dq : NULL, *dk = !bf || lora_k ? p->dk : NULL;
+	be->rope_backward(dq, bf ? a->q : NULL, p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	be->rope_backward(dk, bf ? a->k : NULL, p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	lora_dtype qdt = bf ? LORA_DTYPE_BF16 : F32;
+	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, dq, bf ? a->q : p->dq, qdt, y->wq, g->wq, g->bq },
+	                   { LORA_MOD_K, KD, dk, bf ? a->k : p->dk, qdt, y->wk, g->wk, g->bk },
 	                   { LORA_MOD_V, KD, p->dv, p->dv, F32, y->wv, g->wv, g->bv } };
 	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
 	/* the last use of dres_b in this layer is o's, above: the copy here is

@@ -138,6 +138,13 @@ struct lora_llama {
 /* Load dir (config.json + model.safetensors or model.safetensors.index.json).
  * full = 1: weights F32, trainable (params filled with HF names). NULL on error. */
 lora_llama *lora_llama_load(const char *dir, const lora_backend *be, int full);
+
+/* 0 when be can run the model of config c (read from dir), else -1 and
+ * lora_err "'dir' on DEVICE: why" (a GPU whose shared memory per block
+ * cannot hold attention at c's head size). lora_llama_load asks it; a
+ * caller can ask before loading anything. */
+int lora_llama_check_backend(const char *dir, const lora_llama_config *c,
+                             const lora_backend *be);
 void lora_llama_free(lora_llama *m);     /* NULL ok */
 
 /* Attach a fresh adapter on every layer kind in cfg->targets (PEFT init from

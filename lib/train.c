@@ -755,12 +755,8 @@ static int print_plan(run *r)
 	lora_llama_opts mo = {.full = r->full, .grad_ckpt = r->c->gradient_checkpointing,
 	                      .lora = r->full ? NULL : &r->acfg};
 	/* a GPU that cannot run this model's attention says so before it loads */
-	if (r->be->attention_check && r->be->attention_check(r->mc.head_dim) < 0) {
-		char why[256];
-		snprintf(why, sizeof why, "%s", lora_errmsg());
-		return fail(r, "'%s' on %s: %s; device: cpu trains it", r->c->base_model,
-		            r->be->name, why);
-	}
+	if (lora_llama_check_backend(r->c->base_model, &r->mc, r->be) < 0)
+		return fail(r, "%s; device: cpu trains it", lora_errmsg());
 	lora_llama_mem mm = lora_llama_memory(&r->mc, r->be, r->B, r->T, &mo);
 	/* before the model loads, `used` is what the backend holds for itself
 	 * (CUDA: the cuBLAS and GEMM workspaces); the run gets the rest */
