@@ -235,10 +235,28 @@ typedef struct {
 	int32_t *ids, *tgt;     /* (B, T) host batch */
 	/* logs */
 	FILE *log, *csv;
+	char *early;            /* train.log's lines said before the log opens */
+	size_t nearly;
 	lora_tfevents *ev;
 	char *last_ckpt;        /* newest checkpoint written or loaded */
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
 } run;
+
+/* A line for train.log. Until the log opens (the plan is said before
+ * output_dir is made, so that a run refused there writes nothing), the
+ * lines wait in r->early. */
+static void log_line(run *r, const char *prefix, const char *line)
+{
+	if (r->log) {
+		fprintf(r->log, "%s%s\n", prefix, line);
+		fflush(r->log);
+		return;
+	}
+	size_t n = strlen(prefix) + strlen(line) + 1;
+	r->early = lora_xrealloc(r->early, r->nearly + n + 1);
+	snprintf(r->early + r->nearly, n + 1, "%s%s\n", prefix, line);
+	r->nearly += n;
+}
 
 /* A line on stdout (unless quiet & 1) and in train.log (unless quiet & 2). */
 static void vsay(run *r, int quiet, const char *fmt, va_list ap)
@@ -251,10 +269,8 @@ static void vsay(run *r, int quiet, const char *fmt, va_list ap)
 		fprintf(stdout, "%s\n", buf);
 		fflush(stdout);
 	}
-	if (r->log && !(quiet & 2)) {
-		fprintf(r->log, "%s\n", buf);
-		fflush(r->log);
-	}
+	if (!(quiet & 2))
+		log_line(r, "", buf);
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -299,10 +315,7 @@ static int fail(run *r, const char *fmt, ...)
 		fputs("\r\033[K", stdout);
 	fflush(stdout);
 	fprintf(stderr, "%s: %s\n", lora_progname, buf);
-	if (r->log) {
-		fprintf(r->log, "error: %s\n", buf);
-		fflush(r->log);
-	}
+	log_line(r, "error: ", buf);
 	return 1;
 }
 
@@ -1215,6 +1228,7 @@ static void run_free(run *r)
 	free(r->ids);
 	free(r->tgt);
 	free(r->last_ckpt);
+	free(r->early);
 }
 
 int lora_train_run(lora_config *c, const lora_train_opts *o)
@@ -1227,6 +1241,10 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 		run_free(&r);
 		return 0;
 	}
+	/* the plan first: a run it refuses (out of GPU memory, a head size the
+	 * GPU cannot hold) leaves output_dir as it was */
+	if (rc == 0)
+		rc = print_plan(&r);
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
 		if (mkdir_p(c->output_dir) < 0 || mkdir_p(c->logging_dir) < 0 ||
@@ -1239,12 +1257,15 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 		char ts[64];
 		strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", localtime(&now));
 		fprintf(r.log, "---- lora-train %s\n", ts);
+		if (r.nearly)
+			fwrite(r.early, 1, r.nearly, r.log);
+		fflush(r.log);
 		char *p = lora_xasprintf("%s/config.yaml", c->output_dir);
 		if (lora_config_write(c, p) < 0)
 			rc = fail(&r, "%s", lora_errmsg());
 		free(p);
 	}
-	if (rc == 0 && (rc = print_plan(&r)) == 0)
+	if (rc == 0)
 		rc = load_model(&r);
 	if (rc == 0) {
 		int err;

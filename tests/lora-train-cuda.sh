@@ -98,7 +98,7 @@ check "activations larger than the GPU: exit 1" [ $rc -eq 1 ]
 check "... says out of memory on cuda:0 and the need" has "$T/err" \
 	"out of memory on cuda:0: batch 64 x 64 tokens need"
 check "... in one line" [ "$(grep -c . "$T/err")" -eq 1 ]
-check "... no adapter" [ ! -e "$T/oom/adapter_model.safetensors" ]
+check "... leaves output_dir as it was (not made)" [ ! -e "$T/oom" ]
 nb=$(sed -n 's/.*; batch_size \([0-9]*\) fits at this length.*/\1/p' "$T/err")
 nt=$(sed -n 's/.*, max_seq_length \([0-9]*\) at this batch_size.*/\1/p' "$T/err")
 check "... suggests a batch_size and a max_seq_length" \
@@ -108,6 +108,11 @@ try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size "$nb"
 check "the suggested batch_size $nb runs" [ $rc -eq 0 ]
 try $OOM --output_dir "$T/oom-b1" --max_seq_length 64 --batch_size $((nb + 1))
 check "... and batch_size $((nb + 1)) does not" [ $rc -eq 1 ]
+cp "$T/oom-b/config.yaml" "$T/oom-b.yaml"
+cp "$T/oom-b/logs/train.log" "$T/oom-b.log"
+try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size $((nb + 1))
+check "... over a finished run: config.yaml and train.log as they were" \
+	sh -c 'cmp -s "$1/config.yaml" "$2.yaml" && cmp -s "$1/logs/train.log" "$2.log"' - "$T/oom-b" "$T/oom-b"
 try $OOM --output_dir "$T/oom-t" --max_seq_length "$nt" --batch_size 64
 check "the suggested max_seq_length $nt runs" [ $rc -eq 0 ]
 CUDASIM_MEM=96.3M try $OOM --output_dir "$T/oom-w" --max_seq_length 8 --batch_size 1 --device cuda
@@ -128,7 +133,7 @@ check "... says what attention needs and what the GPU allows" has "$T/err" \
 	"attention at head size 256 needs 128 KiB of shared memory per block and this GPU allows 99 KiB"
 check "... in one line" [ "$(grep -c . "$T/err")" -eq 1 ]
 check "... before the model loads (no random init)" sh -c "! grep -q '^init:' '$T/out'"
-check "... writes nothing" [ ! -e "$T/hs256-out/model.safetensors" ]
+check "... writes nothing" [ ! -e "$T/hs256-out" ]
 CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75" $RUN --device cuda
 check "a GPU of compute capability 7.5, device cuda: exit 1" [ $rc -eq 1 ]
 check "... says it needs 8.0" has "$T/err" "compute capability 7.5): the CUDA backend needs compute capability 8.0"

@@ -74,6 +74,12 @@ check "random init announced" has "$T/out" "random init"
 for f in model.safetensors config.json tokenizer.json config.yaml logs/train.log logs/loss.csv; do
 	check "full: $f written" [ -s "$T/full/$f" ]
 done
+check "train.log: the header, then the plan" \
+	sh -c 'sed -n 1p "$1" | grep -q "^---- lora-train " && sed -n 2p "$1" | grep -q "^model: "' - \
+	"$T/full/logs/train.log"
+grep '^memory on cpu:' "$T/out" >"$T/mem-line"
+check "train.log: the plan's lines as stdout said them" \
+	sh -c 'grep "^memory on cpu:" "$1" | cmp -s - "$2"' - "$T/full/logs/train.log" "$T/mem-line"
 ev=$(ls "$T/full/logs/" | grep -c '^events\.out\.tfevents\.')
 check "full: an event file" [ "$ev" -eq 1 ]
 check "pipe: one line per logging step" [ "$(grep -c '^step=[0-9]* epoch=' "$T/out")" -eq 6 ]
