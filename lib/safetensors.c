@@ -590,6 +590,29 @@ static void sb_str(sbuf *b, const char *s)
 	sb_put(b, "\"", 1);
 }
 
+/* Write all n bytes at pos; 0, or -1 with errno set. A short write (the
+ * disk filled up part way) is retried, so that the call after it says why
+ * (ENOSPC) instead of errno keeping whatever an earlier call left there. */
+static int pwrite_all(int fd, const void *data, size_t n, uint64_t pos)
+{
+	const char *p = data;
+	while (n > 0) {
+		ssize_t k = pwrite(fd, p, n, (off_t)pos);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -1;
+		if (k == 0) {
+			errno = ENOSPC;
+			return -1;
+		}
+		p += k;
+		pos += (uint64_t)k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
 static int start(st_writer *w)
 {
 	if (w->n)
@@ -637,8 +660,7 @@ static int start(st_writer *w)
 		unsigned char len8[8];
 		for (int i = 0; i < 8; i++)
 			len8[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
-		if (pwrite(w->af.fd, len8, 8, 0) != 8 ||
-		    pwrite(w->af.fd, b.p, b.n, 8) != (ssize_t)b.n)
+		if (pwrite_all(w->af.fd, len8, 8, 0) < 0 || pwrite_all(w->af.fd, b.p, b.n, 8) < 0)
 			rc = lora_err("cannot write '%s':", w->af.path);
 		w->data_start = 8 + b.n;
 	}
@@ -668,21 +690,11 @@ int st_writer_write(st_writer *w, const char *name, uint64_t off, const void *da
 		return lora_err("'%s': tensor '%s' was not declared", w->af.path, name);
 	if (off > t->nbytes || n > t->nbytes - off)
 		return lora_err("'%s': tensor '%s': write past its end", w->af.path, name);
-	const char *p = data;
-	uint64_t pos = w->data_start + t->begin + off;
-	while (n > 0) {
-		ssize_t k = pwrite(w->af.fd, p, n, (off_t)pos);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			w->failed = 1;
-			return lora_err("cannot write '%s':", w->af.path);
-		}
-		p += k;
-		pos += (uint64_t)k;
-		n -= (size_t)k;
-		t->written += (uint64_t)k;
+	if (pwrite_all(w->af.fd, data, n, w->data_start + t->begin + off) < 0) {
+		w->failed = 1;
+		return lora_err("cannot write '%s':", w->af.path);
 	}
+	t->written += n;
 	return 0;
 }
 

@@ -223,6 +223,7 @@ typedef struct {
 	lora_schedule sched;
 	lora_adapter_config acfg;
 	int full, tty;
+	int ckpt_at_end;        /* the last step is trained: its checkpoint is due */
 	int B, T, accum;
 	int64_t nmb;            /* micro-batches per epoch */
 	int64_t spe;            /* optimizer steps per epoch */
@@ -1201,7 +1202,11 @@ static int train_loop(run *r)
 			}
 		}
 		int stop = r->o->stop && *r->o->stop;
-		if ((c->save_steps && r->step % c->save_steps == 0) || r->step == r->total || stop) {
+		/* the last step's checkpoint is written after the adapter (or model):
+		 * on a disk too full for both, the run's result lands first */
+		if (r->step == r->total)
+			r->ckpt_at_end = 1;
+		else if ((c->save_steps && r->step % c->save_steps == 0) || stop) {
 			if (save_checkpoint(r) < 0)
 				return fail(r, "checkpoint: %s", lora_errmsg());
 		}
@@ -1289,12 +1294,17 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 	if (rc == 0) {
 		int e = r.full ? save_full_model(&r)
 		               : lora_llama_save_lora(r.m, c->output_dir, c->base_model);
+		const char *out = r.full ? "model.safetensors (+ config.json, tokenizer.json)"
+		                         : "adapter_model.safetensors (+ adapter_config.json)";
 		if (e < 0)
 			rc = fail(&r, "%s", lora_errmsg());
+		else if (r.ckpt_at_end && save_checkpoint(&r) < 0)
+			rc = fail(&r, "checkpoint: %s; %s/%s is written, only --resume from step "
+			          "%lld is not possible", lora_errmsg(), c->output_dir,
+			          r.full ? "model.safetensors" : "adapter_model.safetensors",
+			          (long long)r.step);
 		else
-			say(&r, "done: %lld steps; wrote %s/%s", (long long)r.step, c->output_dir,
-			    r.full ? "model.safetensors (+ config.json, tokenizer.json)"
-			           : "adapter_model.safetensors (+ adapter_config.json)");
+			say(&r, "done: %lld steps; wrote %s/%s", (long long)r.step, c->output_dir, out);
 	}
 	run_free(&r);
 	return rc ? 1 : 0;

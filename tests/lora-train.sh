@@ -259,5 +259,40 @@ check "NaN loss: exit 1" [ $rc -eq 1 ]
 check "NaN loss: names the step" has "$T/err" "is NaN at step 1"
 check "NaN loss: no adapter written" [ ! -e "$T/x6/adapter_model.safetensors" ]
 
+# ---- a full disk: small tmpfs folders (need root; skipped otherwise) ----------------
+# 24 KiB holds config.yaml and the logs but not the adapter; 40 KiB also
+# the adapter but not the last step's checkpoint, which comes after it.
+FD="--device cpu --base_model $T/full --train_data_dir $T/data --max_seq_length 32 --batch_size 2
+	--max_steps 3 --target_modules q_proj,v_proj,down_proj --save_steps 100 --logging_steps 1"
+# shellcheck disable=SC2086
+try $FD --output_dir "$T/fdref"
+mkdir -p "$T/fd1" "$T/fd2"
+if mount -t tmpfs -o size=24k tmpfs "$T/fd1" 2>/dev/null; then
+	# shellcheck disable=SC2086
+	try $FD --output_dir "$T/fd1/o"
+	find "$T/fd1" -type f | sed "s|^$T/fd1/o/||" | sort >"$T/left"
+	umount "$T/fd1"
+	check "full disk at the adapter: exit 1" [ $rc -eq 1 ]
+	check "... one line naming the file and the reason" has "$T/err" \
+		"^lora-train: cannot write '$T/fd1/o/adapter_model.safetensors': No space left on device"
+	check "... in one line" [ "$(grep -c . "$T/err")" -eq 1 ]
+	check "... no adapter and no temporary file left" \
+		[ "$(grep -v '^logs/events' "$T/left" | tr '\n' ' ')" = "config.yaml logs/loss.csv logs/train.log " ]
+else
+	echo "skip full disk: cannot mount a tmpfs (not root)"
+fi
+if mount -t tmpfs -o size=40k tmpfs "$T/fd2" 2>/dev/null; then
+	# shellcheck disable=SC2086
+	try $FD --output_dir "$T/fd2/o"
+	cp "$T/fd2/o/adapter_model.safetensors" "$T/fd2.st" 2>/dev/null
+	ls -A "$T/fd2/o/checkpoints" >"$T/left" 2>/dev/null
+	umount "$T/fd2"
+	check "full disk at the last checkpoint: exit 1" [ $rc -eq 1 ]
+	check "... says so, and that the adapter is written" has "$T/err" \
+		"checkpoint: cannot write .*: No space left on device; $T/fd2/o/adapter_model.safetensors is written"
+	check "... the adapter is the whole run's" cmp -s "$T/fd2.st" "$T/fdref/adapter_model.safetensors"
+	check "... no temporary checkpoint left" [ ! -s "$T/left" ]
+fi
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

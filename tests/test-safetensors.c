@@ -10,9 +10,13 @@
  * 4. F32 -> F16/BF16 rounding and F16/BF16/F8 -> F32 match torch bit for bit;
  * 5. writer misuse fails cleanly and leaves no file behind.
  */
+#include <errno.h>
+#include <glob.h>
 #include <jansson.h>
+#include <signal.h>
 #include <string.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -376,6 +380,18 @@ static void check_conv(void)
 
 /* ---- 5. writer misuse ------------------------------------------------------------------ */
 
+/* Is a temporary file of the writer's (PATH.tmp.XXXXXX) left beside path? */
+static int tmp_left(const char *path)
+{
+	char *pat = lora_xasprintf("%s.tmp.*", path);
+	glob_t g;
+	int n = glob(pat, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+	if (n)
+		globfree(&g);
+	free(pat);
+	return n;
+}
+
 static void check_writer_errors(void)
 {
 	char *out = tmpname("bad-write.safetensors");
@@ -412,7 +428,43 @@ static void check_writer_errors(void)
 	test_cond("empty file bytes", b && n == 16 && !memcmp(b, want, 16));
 	free(b);
 	unlink(out);
+
+	/* A disk that fills up part way through a write: RLIMIT_FSIZE stops the
+	 * header's write short (then EFBIG). The message must give that reason,
+	 * not whatever errno an earlier call left behind. */
+	struct rlimit old, lim;
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 20;
+	signal(SIGXFSZ, SIG_IGN);
+	w = st_writer_open(out);
+	st_writer_add(w, "a_tensor_name_that_makes_the_header_long", LORA_DTYPE_F32, 1, (int64_t[]){4});
+	setrlimit(RLIMIT_FSIZE, &lim);
+	errno = ENOENT;
+	int wr = st_writer_write(w, "a_tensor_name_that_makes_the_header_long", 0, d, 16);
+	setrlimit(RLIMIT_FSIZE, &old);
+	test_cond("a header cut short by the file size limit fails", wr == -1);
+	test_cond("... and says why (not a stale errno)",
+	          strstr(lora_errmsg(), strerror(EFBIG)) != NULL);
+	if (!strstr(lora_errmsg(), strerror(EFBIG)))
+		printf("      message: %s\n", lora_errmsg());
+	test_cond("... the close fails too", st_writer_close(w) == -1);
+	test_cond("... and leaves no file", access(out, F_OK) != 0 && !tmp_left(out));
+	w = st_writer_open(out);
+	st_writer_add(w, "a", LORA_DTYPE_F32, 1, (int64_t[]){1024});
+	float big[1024] = {0};
+	lim.rlim_cur = 1000;
+	setrlimit(RLIMIT_FSIZE, &lim);
+	errno = ENOENT;
+	wr = st_writer_write(w, "a", 0, big, sizeof big);
+	setrlimit(RLIMIT_FSIZE, &old);
+	test_cond("data cut short by the file size limit fails, saying why",
+	          wr == -1 && strstr(lora_errmsg(), strerror(EFBIG)) != NULL);
+	st_writer_abort(w);
+	signal(SIGXFSZ, SIG_DFL);
+	unlink(out);
 	free(out);
+
 	test_cond("st_open of a missing file fails", st_open("tests/fixtures/no-such.safetensors") == NULL);
 	test_cond("message names the file", strstr(lora_errmsg(), "no-such.safetensors") != NULL);
 	st_close(NULL);
