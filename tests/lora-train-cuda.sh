@@ -75,6 +75,28 @@ check "... plans less activation memory" [ "$(sed -n 's/.*activations \([0-9.]*\
 	"$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/lora-cpu.out")" ]
 check "... the same step losses as without (recomputed, not changed)" close "$T/out" "$T/lora-gpu.out" 1e-6
 
+# ---- resume on the GPU: the LoRA path is deterministic, so bit for bit -------------
+# The same run with a checkpoint every 2 steps gives the same adapter; a new
+# output_dir holding only its step-2 checkpoint, with --resume auto, goes on
+# to that adapter too (the AdamW moments and the position go to the GPU and
+# back through state.safetensors).
+try --base_model "$T/full-cpu" --output_dir "$T/lora-s2" $RUN --device cuda \
+	--save_steps 2 --save_total_limit 0
+check "LoRA on cuda, a checkpoint every 2 steps: exit 0" [ $rc -eq 0 ]
+check "... the same adapter, bit for bit (checkpoints change nothing)" \
+	cmp -s "$T/lora-s2/adapter_model.safetensors" "$T/lora-gpu/adapter_model.safetensors"
+mkdir -p "$T/lora-res/checkpoints"
+cp -r "$T/lora-s2/checkpoints/step-000002" "$T/lora-res/checkpoints/"
+try --base_model "$T/full-cpu" --output_dir "$T/lora-res" $RUN --device cuda --resume auto
+check "resumed from step 2 on cuda: exit 0" [ $rc -eq 0 ]
+check "... says so" has "$T/out" "resume: from .*step-000002 at step 2"
+check "... trains steps 3 to 6 only" [ "$(losses "$T/out" | cut -d' ' -f1 | tr '\n' ' ')" = "4 6 " ]
+check "... the same adapter, bit for bit" \
+	cmp -s "$T/lora-res/adapter_model.safetensors" "$T/lora-gpu/adapter_model.safetensors"
+check "... the same last checkpoint's state" \
+	cmp -s "$T/lora-res/checkpoints/step-000006/state.safetensors" \
+	"$T/lora-s2/checkpoints/step-000006/state.safetensors"
+
 # ---- LORA_CUDA_PROFILE=1: each op's GPU time, printed at exit; results unchanged -----
 export LORA_CUDA_PROFILE=1
 try --base_model "$T/full-cpu" --output_dir "$T/lora-prof" $RUN --device cuda
