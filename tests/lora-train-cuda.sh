@@ -1,7 +1,8 @@
 #!/bin/sh
 # lora-train-cuda.sh: lora-train on the CUDA backend, end to end, against
 # the same runs on the CPU backend: full fine-tuning in fp32 follows the CPU
-# to print precision, a bf16 LoRA run within bf16 rounding; out of GPU
+# to print precision, a bf16 LoRA run within bf16 rounding; a LoRA run
+# resumes to the same adapter bit for bit; a NaN stops the run; out of GPU
 # memory is one clear line whose suggestions really fit (and are the
 # largest that do); no GPU falls back to the CPU with `device: auto` and is
 # an error with `device: cuda`.
@@ -96,6 +97,17 @@ check "... the same adapter, bit for bit" \
 check "... the same last checkpoint's state" \
 	cmp -s "$T/lora-res/checkpoints/step-000006/state.safetensors" \
 	"$T/lora-s2/checkpoints/step-000006/state.safetensors"
+
+# ---- a NaN on the GPU: stopped, named, nothing written -----------------------------
+# the last float of the base weights made NaN (bf16 keeps it a NaN)
+mkdir -p "$T/nan"
+cp "$T/full-cpu/config.json" "$T/full-cpu/tokenizer.json" "$T/full-cpu/model.safetensors" "$T/nan/"
+sz=$(wc -c <"$T/nan/model.safetensors")
+printf '\000\000\300\177' | dd of="$T/nan/model.safetensors" bs=1 seek=$((sz - 4)) conv=notrunc 2>/dev/null
+try --base_model "$T/nan" --output_dir "$T/lora-nan" $RUN --device cuda
+check "NaN loss on cuda: exit 1" [ $rc -eq 1 ]
+check "... names the step" has "$T/err" "loss is NaN at step 1: stopped"
+check "... no adapter written" [ ! -e "$T/lora-nan/adapter_model.safetensors" ]
 
 # ---- LORA_CUDA_PROFILE=1: each op's GPU time, printed at exit; results unchanged -----
 export LORA_CUDA_PROFILE=1
