@@ -3,7 +3,7 @@
  * every LoRA gradient, and the loss curve and gradient norms of 10 AdamW
  * steps (warmup + cosine, clipping, weight decay) on the golden fixtures of
  * tests/test-llama.c (tests/fixtures/engine/<case>/), plus one step of full
- * fine-tuning. Three GPU runs per case:
+ * fine-tuning. Four GPU runs per case:
  *
  *   cuda, precision fp32 (the table with wdtype F32): every op in fp32, so
  *     it must follow the CPU to fp32 rounding: rtol 1e-4 (as test-llama.c
@@ -20,6 +20,10 @@
  *     PyTorch's own bf16-vs-fp32 difference where that is larger (AdamW
  *     makes the trajectories part: qwen2_bias's norms differ by 18% in
  *     PyTorch itself);
+ *   cuda, fp16 (precision: fp16): the same against PyTorch's own fp16 step
+ *     (bf16_reference.json's "fp16": logits 0.13-0.22%, gradients
+ *     0.18-0.44%), 1.5x that; the step curves' floors are bf16's / 8 (the
+ *     unit roundoff 2^-11 against 2^-8);
  *   cuda full fine-tuning, fp32: loss and every gradient of one step, 1e-4.
  *
  * And the bf16 run again with gradient checkpointing (each layer's
@@ -210,6 +214,12 @@ int main(void)
 	/* precision: fp32 on the GPU is the same table with F32 frozen weights */
 	lora_backend gpu32 = *gpu;
 	gpu32.wdtype = LORA_DTYPE_F32;
+	const lora_backend *gpu16p = lora_backend_with_wdtype(gpu, LORA_DTYPE_F16);
+	if (!gpu16p) {
+		printf("FAIL precision fp16 on the GPU: %s\n", lora_errmsg());
+		return 1;
+	}
+	lora_backend gpu16 = *gpu16p;
 	json_error_t jerr;
 	json_t *bref = json_load_file(FIX "/bf16_reference.json", 0, &jerr);
 	if (!bref) {
@@ -246,6 +256,19 @@ int main(void)
 		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
 		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, fmax(2e-2, 1.5 * es),
 		        fmax(5e-2, 1.5 * en));
+		/* fp16: the same against PyTorch's own fp16 step (the "fp16" numbers
+		 * of bf16_reference.json); the floors of the step curves scale
+		 * with the unit roundoff (2^-11 against bf16's 2^-8) */
+		json_t *r16 = json_object_get(ref, "fp16");
+		double fl = json_number_value(json_object_get(r16, "logits"));
+		double fg = json_number_value(json_object_get(r16, "grads"));
+		double fs = json_number_value(json_object_get(r16, "steps_loss"));
+		double fn = json_number_value(json_object_get(r16, "steps_norm"));
+		test_cond("bf16_reference.json has the case's fp16", fl > 0 && fg > 0 && fs > 0 && fn > 0);
+		run_out gh = run(&gpu16, dir, 0, 0, gf);
+		snprintf(what, sizeof what, "%s cuda fp16 vs cpu", cases[i]);
+		compare(what, &gh, &c, nl, 1, 1.5 * fl, 1.5 * fg, fmax(2e-2 / 8, 1.5 * fs),
+		        fmax(5e-2 / 8, 1.5 * fn));
 		run_out gc = run(gpu, dir, 0, 1, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 checkpointed: runs", cases[i]);
 		test_cond(what, gc.ok && g16.ok);
@@ -261,7 +284,7 @@ int main(void)
 		run_out cf = run(cpu, dir, 1, 0, gf), gf32 = run(&gpu32, dir, 1, 0, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
 		compare(what, &gf32, &cf, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
-		run_free(&c); run_free(&g32); run_free(&g16); run_free(&gc); run_free(&cf);
+		run_free(&c); run_free(&g32); run_free(&g16); run_free(&gh); run_free(&gc); run_free(&cf);
 		run_free(&gf32);
 		st_close(gf);
 	}
