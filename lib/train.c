@@ -780,8 +780,9 @@ static int print_plan(run *r)
 	say(r, "model: %s, %d layers, hidden %d, heads %d/%d, vocab %d (%s)", r->mc.model_type,
 	    r->mc.n_layers, r->mc.hidden_size, r->mc.n_heads, r->mc.n_kv_heads, r->mc.vocab_size,
 	    r->c->base_model);
-	say(r, "params: %zu total, %zu trainable (%.4f%%), train_mode %s", total, trainable,
-	    100.0 * (double)trainable / (double)(total ? total : 1), r->c->train_mode);
+	say(r, "params: %zu total, %zu trainable (%.4f%%), train_mode %s, precision %s", total,
+	    trainable, 100.0 * (double)trainable / (double)(total ? total : 1), r->c->train_mode,
+	    r->c->precision);
 	say(r, "data: %d examples (%d train, %d val) from %d .txt, %d .jsonl, %d .ids files; "
 	    "%zu tokens, longest %d%s", r->d->n, r->d->ntrain, r->d->nval, r->d->nfiles[0],
 	    r->d->nfiles[1], r->d->nfiles[2], r->d->ntokens, r->d->max_len,

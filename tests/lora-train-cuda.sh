@@ -64,10 +64,17 @@ try --base_model "$T/full-cpu" --output_dir "$T/lora-gpu" $RUN --device cuda
 cp "$T/out" "$T/lora-gpu.out"
 check "LoRA on cuda, bf16: exit 0" [ $rc -eq 0 ]
 check "... frozen weights in bf16 (half the CPU's fp32 bytes)" has "$T/out" "frozen weights 292.3 KiB"
+check "... the plan says bf16" has "$T/out" "^params: .*, precision bf16$"
 check "... step losses within 1% of the CPU's" close "$T/out" "$T/lora-cpu.out" 1e-2
 check "... adapter written" [ -s "$T/lora-gpu/adapter_model.safetensors" ]
 check "... same tensors as the CPU's adapter" [ "$(wc -c <"$T/lora-gpu/adapter_model.safetensors")" = \
 	"$(wc -c <"$T/lora-cpu/adapter_model.safetensors")" ]
+
+try --base_model "$T/full-cpu" --output_dir "$T/lora-f16" $RUN --device cuda --precision fp16
+check "LoRA on cuda, fp16: exit 0" [ $rc -eq 0 ]
+check "... the plan says fp16" has "$T/out" "^params: .*, precision fp16$"
+check "... frozen weights in fp16 (as many bytes as bf16)" has "$T/out" "frozen weights 292.3 KiB"
+check "... step losses within 0.2% of the CPU's (test-cuda-llama holds fp16 to PyTorch's fp16)" close "$T/out" "$T/lora-cpu.out" 2e-3
 
 try --base_model "$T/full-cpu" --output_dir "$T/lora-ckpt" $RUN --device cuda \
 	--gradient_checkpointing true

@@ -59,6 +59,7 @@ try --base_model "$T/base" --train_data_dir "$T/data" --output_dir "$T/full" \
 	--learning_rate 0.01 --logging_steps 5 --save_steps 10 --save_total_limit 2 --dry-run
 check "dry run: exit 0" [ $rc -eq 0 ]
 check "dry run: params and %" has "$T/out" "trainable (100.0000%)"
+check "dry run: the precision" has "$T/out" "^params: .*, train_mode full, precision fp32$"
 check "dry run: steps" has "$T/out" "in all"
 check "dry run: memory" has "$T/out" "memory on cpu:"
 check "dry run: the device" has "$T/out" "device: cpu, "
