@@ -524,6 +524,31 @@ static int save_checkpoint(run *r)
 	return rc;
 }
 
+/* A run that does not resume must not start in an output_dir holding an
+ * earlier run's checkpoints: their steps would outrank its own (so
+ * save_total_limit would delete the new ones first) and a later resume:
+ * auto would go on from the earlier run. NULL if there are none, else the
+ * message. */
+static char *earlier_checkpoints(run *r)
+{
+	if (r->c->resume)
+		return NULL;
+	char *root = ckpt_root(r);
+	int n;
+	char **v = list_checkpoints(root, &n);
+	char *msg = NULL;
+	if (n)
+		msg = lora_xasprintf("output_dir '%s' holds checkpoints of an earlier run (the newest "
+		                     "%s/%s): continue it with resume: auto, or give another "
+		                     "output_dir, or remove '%s'", r->c->output_dir, root, v[n - 1],
+		                     root);
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	free(root);
+	return msg;
+}
+
 static int load_state_tensors(run *r, const char *path)
 {
 	st_file *f = st_open(path);
@@ -1242,10 +1267,18 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 	run r = {.c = c, .o = o};
 	r.tty = o->progress_tty < 0 ? isatty(1) : o->progress_tty;
 	int rc = setup(&r);
+	char *earlier = rc == 0 ? earlier_checkpoints(&r) : NULL;
 	if (rc == 0 && o->dry_run) {
 		print_plan(&r);
+		if (earlier)
+			lora_warn("%s", earlier);
+		free(earlier);
 		run_free(&r);
 		return 0;
+	}
+	if (earlier) {
+		rc = fail(&r, "%s", earlier);
+		free(earlier);
 	}
 	/* the plan first: a run it refuses (out of GPU memory, a head size the
 	 * GPU cannot hold) leaves output_dir as it was */

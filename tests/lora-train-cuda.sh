@@ -151,8 +151,9 @@ try $OOM --output_dir "$T/oom-b1" --max_seq_length 64 --batch_size $((nb + 1))
 check "... and batch_size $((nb + 1)) does not" [ $rc -eq 1 ]
 cp "$T/oom-b/config.yaml" "$T/oom-b.yaml"
 cp "$T/oom-b/logs/train.log" "$T/oom-b.log"
-try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size $((nb + 1))
-check "... over a finished run: config.yaml and train.log as they were" \
+try $OOM --output_dir "$T/oom-b" --max_seq_length 64 --batch_size $((nb + 1)) --resume auto
+check "... over a finished run: says out of memory" has "$T/err" "out of memory on cuda:0"
+check "... config.yaml and train.log as they were" \
 	sh -c 'cmp -s "$1/config.yaml" "$2.yaml" && cmp -s "$1/logs/train.log" "$2.log"' - "$T/oom-b" "$T/oom-b"
 try $OOM --output_dir "$T/oom-t" --max_seq_length "$nt" --batch_size 64
 check "the suggested max_seq_length $nt runs" [ $rc -eq 0 ]

@@ -122,6 +122,24 @@ check "lora: checkpoint holds a PEFT adapter" [ -s "$T/A/checkpoints/step-000012
 lora "$T/A2"
 check "same config, same adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/A2/adapter_model.safetensors"
 
+# a new run (no resume) into a folder holding an earlier run's checkpoints:
+# refused, and the folder left as it was (before, the new run's checkpoints
+# were deleted at once by save_total_limit, the earlier run's outranking them)
+ls "$T/A2/checkpoints" >"$T/ck-before"
+cp "$T/A2/config.yaml" "$T/A2.yaml"
+lora "$T/A2" --lora_rank 4
+check "a new run over an earlier run's checkpoints: exit 1" [ $rc -eq 1 ]
+check "... says so and how to go on" has "$T/err" \
+	"output_dir '$T/A2' holds checkpoints of an earlier run (the newest $T/A2/checkpoints/step-000012): continue it with resume: auto"
+check "... in one line (beside the no-GPU notice)" [ "$(grep -v 'notice: no usable GPU' "$T/err" | grep -c .)" -eq 1 ]
+ls "$T/A2/checkpoints" >"$T/ck-after"
+check "... adapter, config.yaml and checkpoints as they were" sh -c \
+	'cmp -s "$1/A/adapter_model.safetensors" "$1/A2/adapter_model.safetensors" &&
+	 cmp -s "$1/A2.yaml" "$1/A2/config.yaml" && cmp -s "$1/ck-before" "$1/ck-after"' - "$T"
+lora "$T/A2" --lora_rank 4 --dry-run
+check "... a dry run: exit 0 with the same as a warning" sh -c \
+	'[ "$1" -eq 0 ] && grep -q "warning: output_dir .* holds checkpoints of an earlier run" "$2"' - $rc "$T/err"
+
 # gradient accumulation: 2 micro-batches of 2 make the step one batch of 4
 # makes (the loss is the mean over all the step's predicted tokens), also
 # when the micro-batches hold different numbers of answer tokens
