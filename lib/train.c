@@ -1280,10 +1280,13 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 		rc = fail(&r, "%s", earlier);
 		free(earlier);
 	}
-	/* the plan first: a run it refuses (out of GPU memory, a head size the
-	 * GPU cannot hold) leaves output_dir as it was */
+	/* the plan and the model first: a run refused there (out of GPU memory,
+	 * a head size the GPU cannot hold, a bad weights or init_lora file)
+	 * leaves output_dir as it was */
 	if (rc == 0)
 		rc = print_plan(&r);
+	if (rc == 0)
+		rc = load_model(&r);
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
 		if (mkdir_p(c->output_dir) < 0 || mkdir_p(c->logging_dir) < 0 ||
@@ -1304,8 +1307,6 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 			rc = fail(&r, "%s", lora_errmsg());
 		free(p);
 	}
-	if (rc == 0)
-		rc = load_model(&r);
 	if (rc == 0) {
 		int err;
 		char *rp = resume_path(&r, &err);

@@ -268,6 +268,14 @@ try --base_model "$T/small" --train_data_dir "$T/data" --output_dir "$T/x4" --ma
 check "vocab/model mismatch" has "$T/err" "tokenizer and model do not match"
 try --base_model "$T/base" --train_data_dir "$T/data" --output_dir "$T/x5" --max_seq_length 32
 check "LoRA on a weightless base refused" has "$T/err" "only be trained from random init with train_mode: full"
+# truncated base weights: one line naming the file, before output_dir is made
+mkdir -p "$T/trunc"; cp "$T/full/config.json" "$T/full/tokenizer.json" "$T/trunc/"
+head -c 5000 "$T/full/model.safetensors" >"$T/trunc/model.safetensors"
+try --device cpu --base_model "$T/trunc" --train_data_dir "$T/data" --output_dir "$T/x7" --max_seq_length 32 --max_steps 3
+check "truncated base weights: exit 1" [ $rc -eq 1 ]
+check "... one line naming the file" sh -c '[ "$(grep -c . "$1")" -eq 1 ] &&
+	grep -q "$2/trunc/model.safetensors.*truncated" "$1"' - "$T/err" "$T"
+check "... output_dir not made" [ ! -e "$T/x7" ]
 # NaN: poison the last float of the base weights
 mkdir -p "$T/nan"; cp "$T/full/config.json" "$T/full/tokenizer.json" "$T/nan/"
 cp "$T/full/model.safetensors" "$T/nan/model.safetensors"
