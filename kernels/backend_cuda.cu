@@ -408,8 +408,12 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	CUBLAS_CHECK(cublasCreate(&S.blas));
 	CUBLAS_CHECK(cublasSetStream(S.blas, S.stream));
 	CUBLAS_CHECK(cublasSetMathMode(S.blas, CUBLAS_DEFAULT_MATH));   /* no TF32 for F32 */
-	size_t freeb = 0;
-	CUDA_CHECK(cudaMemGetInfo(&freeb, &S.capacity));
+	/* The run's capacity is what is free now, before its own workspaces:
+	 * the GPU's total less the CUDA context and whatever other processes
+	 * hold (a second run, a notebook), so the plan and its suggestions
+	 * count only memory the run can have. */
+	size_t total = 0;
+	CUDA_CHECK(cudaMemGetInfo(&S.capacity, &total));
 	S.sizes = new std::unordered_map<void *, size_t>();
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;

@@ -157,6 +157,18 @@ check "... config.yaml and train.log as they were" \
 	sh -c 'cmp -s "$1/config.yaml" "$2.yaml" && cmp -s "$1/logs/train.log" "$2.log"' - "$T/oom-b" "$T/oom-b"
 try $OOM --output_dir "$T/oom-t" --max_seq_length "$nt" --batch_size 64
 check "the suggested max_seq_length $nt runs" [ $rc -eq 0 ]
+# another process holds 30 MiB of the 140: the plan counts only what is free
+export CUDASIM_MEM_TAKEN=30M
+try $OOM --output_dir "$T/oom-x" --max_seq_length 64 --batch_size 64
+ns=$(sed -n 's/.*; batch_size \([0-9]*\) fits at this length.*/\1/p' "$T/err")
+check "memory held by another process: the plan suggests less ($ns < $nb)" \
+	sh -c '[ -n "$1" ] && [ "$1" -gt 0 ] && [ "$1" -lt "$2" ]' - "$ns" "$nb"
+try $OOM --output_dir "$T/oom-x" --max_seq_length 64 --batch_size "$ns"
+check "... and batch_size $ns runs" [ $rc -eq 0 ]
+try $OOM --output_dir "$T/oom-x1" --max_seq_length 64 --batch_size $((ns + 1))
+check "... batch_size $((ns + 1)) is refused by the plan, not by a failed allocation" \
+	sh -c '[ "$1" -eq 1 ] && grep -q "out of memory on cuda:0: batch" "$2"' - $rc "$T/err"
+unset CUDASIM_MEM_TAKEN
 CUDASIM_MEM=96.3M try $OOM --output_dir "$T/oom-w" --max_seq_length 8 --batch_size 1 --device cuda
 check "weights larger than the GPU: exit 1" [ $rc -eq 1 ]
 check "... says what the weights need" has "$T/err" "the weights, LoRA state and optimizer alone need"

@@ -36,7 +36,7 @@ dim3 b_dim, g_dim;
 
 static cudaError_t last_error = cudaSuccess;
 static std::map<const char *, size_t, std::less<const char *>> *allocs;   /* base -> bytes */
-static size_t mem_used, mem_cap;
+static size_t mem_used, mem_cap, mem_taken;   /* taken: other processes' */
 static std::map<const void *, int> *smem_optin;     /* kernel -> allowed dynamic bytes */
 /* the emulated GPU: an H100 (sm_90, 227 KiB of shared memory per block)
  * unless CUDASIM_CC (e.g. 8.9) and CUDASIM_SMEM_OPTIN (bytes, e.g. 99K)
@@ -66,6 +66,9 @@ static void init(void)
 	allocs = new std::map<const char *, size_t, std::less<const char *>>();
 	smem_optin = new std::map<const void *, int>();
 	mem_cap = env_size("CUDASIM_MEM", (size_t)80 << 30);
+	mem_taken = env_size("CUDASIM_MEM_TAKEN", 0);
+	if (mem_taken > mem_cap)
+		mem_taken = mem_cap;
 	smem_max = env_size("CUDASIM_SMEM_OPTIN", 232448);
 	const char *cc = getenv("CUDASIM_CC");
 	cc_major = 9;
@@ -637,7 +640,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
 	init();
 	*p = NULL;
 	size_t n = (bytes + 255) & ~(size_t)255;
-	if (n == 0 || mem_used + n > mem_cap)
+	if (n == 0 || mem_taken + mem_used + n > mem_cap)
 		return last_error = cudaErrorMemoryAllocation;
 	char *m = (char *)aligned_alloc(256, n);
 	if (!m)
@@ -666,7 +669,7 @@ cudaError_t cudaFree(void *p)
 cudaError_t cudaMemGetInfo(size_t *freeb, size_t *total)
 {
 	init();
-	*freeb = mem_cap - mem_used;
+	*freeb = mem_cap - mem_taken - mem_used;
 	*total = mem_cap;
 	return cudaSuccess;
 }

@@ -38,7 +38,8 @@
  * rounding (expf here is glibc's, FMA contraction the host compiler's).
  *
  * Environment: CUDASIM_MEM (device size, bytes with K/M/G suffix; default
- * 80G), CUDASIM_NO_GPU=1 (no device), CUDASIM_SEED (thread order, default
+ * 80G), CUDASIM_MEM_TAKEN (of it, held by other processes: not free, and
+ * not to be had; default 0), CUDASIM_NO_GPU=1 (no device), CUDASIM_SEED (thread order, default
  * 1; 0 runs threads in index order), CUDASIM_CC (compute capability as
  * major.minor; default 9.0) and CUDASIM_SMEM_OPTIN (shared memory a block
  * may have, K suffix allowed; default 227K): 8.9 with 99K is an RTX 4090.
