@@ -2,7 +2,8 @@
 # lora-train-cuda.sh: lora-train on the CUDA backend, end to end, against
 # the same runs on the CPU backend: full fine-tuning in fp32 follows the CPU
 # to print precision, a bf16 LoRA run within bf16 rounding; a LoRA run
-# resumes to the same adapter bit for bit; a NaN stops the run; out of GPU
+# resumes to the same adapter bit for bit; accumulation, dropout and
+# evaluation in fp32 give the CPU's numbers; a NaN stops the run; out of GPU
 # memory is one clear line whose suggestions really fit (and are the
 # largest that do); no GPU falls back to the CPU with `device: auto` and is
 # an error with `device: cuda`.
@@ -25,10 +26,12 @@ bad() { fails=$((fails+1)); echo "FAIL $1"; }
 check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
 try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
-losses() { sed -n 's/.*step=\([0-9]*\) .* loss=\([0-9.]*\) .*/\1 \2/p' "$1"; }
-# close A B RTOL: the step losses of logs A and B agree within RTOL (relative)
+# values LOG [KEY]: "step value" for each step line of LOG with KEY= (loss)
+values() { sed -n "s/^step=\([0-9]*\) .*\<${2:-loss}=\([0-9.]*\).*/\1 \2/p" "$1"; }
+losses() { values "$1"; }
+# close A B RTOL [KEY]: the step losses (or KEY) of logs A and B agree within RTOL (relative)
 close() {
-	losses "$1" >"$T/la"; losses "$2" >"$T/lb"
+	values "$1" "$4" >"$T/la"; values "$2" "$4" >"$T/lb"
 	[ -s "$T/la" ] && [ "$(wc -l <"$T/la")" = "$(wc -l <"$T/lb")" ] &&
 	paste "$T/la" "$T/lb" | awk -v r="$3" '{ d = $2 - $4; if (d < 0) d = -d;
 		if ($1 != $3 || d > r * $4) { print "  step " $1 ": " $2 " vs " $4; bad = 1 } }
@@ -82,6 +85,20 @@ check "LoRA on cuda with gradient checkpointing: exit 0" [ $rc -eq 0 ]
 check "... plans less activation memory" [ "$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/out")" != \
 	"$(sed -n 's/.*activations \([0-9.]*\) .*/\1/p' "$T/lora-cpu.out")" ]
 check "... the same step losses as without (recomputed, not changed)" close "$T/out" "$T/lora-gpu.out" 1e-6
+
+# ---- accumulation, dropout and evaluation on the GPU, in fp32: the CPU's numbers ----
+ACC="--batch_size 2 --gradient_accumulation_steps 2 --val_split 0.2 --eval_steps 2
+     --lora_dropout 0.1 --logging_steps 1"
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/acc-cpu" $RUN $ACC --device cpu
+cp "$T/out" "$T/acc-cpu.out"
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/acc-gpu" $RUN $ACC --device cuda --precision fp32
+check "LoRA on cuda, fp32, 2 x 2 accumulated, dropout, a validation split: exit 0" [ $rc -eq 0 ]
+check "... step losses equal the CPU's to 1e-5" close "$T/out" "$T/acc-cpu.out" 1e-5
+check "... gradient norms to 1e-4" close "$T/out" "$T/acc-cpu.out" 1e-4 grad_norm
+check "... evaluations at steps 0, 2, 4, 6" [ "$(values "$T/out" eval_loss | cut -d' ' -f1 | tr '\n' ' ')" = "0 2 4 6 " ]
+check "... eval losses to 1e-5" close "$T/out" "$T/acc-cpu.out" 1e-5 eval_loss
 
 # ---- resume on the GPU: the LoRA path is deterministic, so bit for bit -------------
 # The same run with a checkpoint every 2 steps gives the same adapter; a new
