@@ -100,6 +100,36 @@ check "... gradient norms to 1e-4" close "$T/out" "$T/acc-cpu.out" 1e-4 grad_nor
 check "... evaluations at steps 0, 2, 4, 6" [ "$(values "$T/out" eval_loss | cut -d' ' -f1 | tr '\n' ' ')" = "0 2 4 6 " ]
 check "... eval losses to 1e-5" close "$T/out" "$T/acc-cpu.out" 1e-5 eval_loss
 
+# Q&A data (prompt tokens masked out of the loss), LoRA on every linear layer
+# with rsLoRA's scale
+mkdir -p "$T/qa"
+i=0; while [ $i -lt 4 ]; do cat "$F/data/text/c.jsonl" >>"$T/qa/d.jsonl"; i=$((i+1)); done
+QA="--train_data_dir $T/qa --max_seq_length 64 --batch_size 4 --max_steps 4 --learning_rate 0.01
+    --logging_steps 1 --target_modules all-linear --use_rslora true"
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/qa-cpu" $QA --device cpu
+cp "$T/out" "$T/qa-cpu.out"
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/qa-gpu" $QA --device cuda --precision fp32
+check "Q&A data, all-linear, rsLoRA on cuda, fp32: exit 0" [ $rc -eq 0 ]
+# r 8 x (in + out) over q 32+32, k 32+16, v 32+16, o 32+32, gate, up 32+64,
+# down 64+32: 4096 per layer, 2 layers
+check "... all 7 modules of both layers (8192 trainable)" has "$T/out" "^params: .* 8192 trainable"
+check "... step losses equal the CPU's to 1e-5" close "$T/out" "$T/qa-cpu.out" 1e-5
+check "... gradient norms to 1e-4" close "$T/out" "$T/qa-cpu.out" 1e-4 grad_norm
+# and a LoRA that starts from the bf16 run's adapter (init_lora)
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/init-cpu" $RUN --init_lora "$T/lora-gpu" --device cpu
+cp "$T/out" "$T/init-cpu.out"
+# shellcheck disable=SC2086
+try --base_model "$T/full-cpu" --output_dir "$T/init-gpu" $RUN --init_lora "$T/lora-gpu" \
+	--device cuda --precision fp32
+check "init_lora on cuda, fp32: exit 0" [ $rc -eq 0 ]
+check "... step losses equal the CPU's to 1e-5" close "$T/out" "$T/init-cpu.out" 1e-5
+check "... and start below the fresh adapter's" sh -c \
+	'a=$(sed -n "s/^step=2 .* loss=\([0-9.]*\).*/\1/p" "$1"); b=$(sed -n "s/^step=2 .* loss=\([0-9.]*\).*/\1/p" "$2");
+	 awk -v a="$a" -v b="$b" "BEGIN { exit !(a != \"\" && a < b) }"' - "$T/out" "$T/lora-cpu.out"
+
 # ---- resume on the GPU: the LoRA path is deterministic, so bit for bit -------------
 # The same run with a checkpoint every 2 steps gives the same adapter; a new
 # output_dir holding only its step-2 checkpoint, with --resume auto, goes on
