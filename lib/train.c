@@ -1280,13 +1280,28 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 		rc = fail(&r, "%s", earlier);
 		free(earlier);
 	}
-	/* the plan and the model first: a run refused there (out of GPU memory,
-	 * a head size the GPU cannot hold, a bad weights or init_lora file)
-	 * leaves output_dir as it was */
+	/* the plan, the model and the checkpoint to resume from first: a run
+	 * refused there (out of GPU memory, a head size the GPU cannot hold, a
+	 * bad weights, init_lora or checkpoint file) leaves output_dir as it was */
 	if (rc == 0)
 		rc = print_plan(&r);
 	if (rc == 0)
 		rc = load_model(&r);
+	if (rc == 0) {
+		int err;
+		char *rp = resume_path(&r, &err);
+		if (err)
+			rc = fail(&r, "%s", lora_errmsg());
+		else if (rp && resume_from(&r, rp) < 0)
+			rc = fail(&r, "resume: %s", lora_errmsg());
+		else if (rp)
+			say(&r, "resume: from %s at step %lld (epoch %lld)", rp, (long long)r.step,
+			    (long long)r.epoch);
+		else if (c->resume)
+			say(&r, "resume: auto: no checkpoint in '%s/checkpoints' yet, starting at step 0",
+			    c->output_dir);
+		free(rp);
+	}
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
 		if (mkdir_p(c->output_dir) < 0 || mkdir_p(c->logging_dir) < 0 ||
@@ -1306,21 +1321,6 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 		if (lora_config_write(c, p) < 0)
 			rc = fail(&r, "%s", lora_errmsg());
 		free(p);
-	}
-	if (rc == 0) {
-		int err;
-		char *rp = resume_path(&r, &err);
-		if (err)
-			rc = fail(&r, "%s", lora_errmsg());
-		else if (rp && resume_from(&r, rp) < 0)
-			rc = fail(&r, "resume: %s", lora_errmsg());
-		else if (rp)
-			say(&r, "resume: from %s at step %lld (epoch %lld)", rp, (long long)r.step,
-			    (long long)r.epoch);
-		else if (c->resume)
-			say(&r, "resume: auto: no checkpoint in '%s/checkpoints' yet, starting at step 0",
-			    c->output_dir);
-		free(rp);
 	}
 	if (rc == 0 && open_logs(&r) < 0)
 		rc = fail(&r, "%s", lora_errmsg());

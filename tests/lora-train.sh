@@ -176,8 +176,12 @@ check "resume: from a step before the end (step ${at:-?})" [ "${at:-99}" -lt 12 
 check "SIGKILL + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/B/adapter_model.safetensors"
 check "no temporary checkpoint folders left" [ -z "$(ls -a "$T/B/checkpoints" | grep '^\.tmp')" ]
 
+cp "$T/B/config.yaml" "$T/B.yaml"
+cp "$T/B/logs/train.log" "$T/B.log"
 lora "$T/B" --resume auto --batch_size 3
 check "resume with other batching refused" has "$T/err" "resume with the same batching"
+check "... config.yaml and train.log as they were" sh -c \
+	'cmp -s "$1/B.yaml" "$1/B/config.yaml" && cmp -s "$1/B.log" "$1/B/logs/train.log"' - "$T"
 
 # SIGINT: finish the step, checkpoint, exit 1; then resume
 # (signalled once the plan is in train.log: the handler is installed by then)
