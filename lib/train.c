@@ -352,8 +352,9 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Complete checkpoints (step-NNNNNN with a trainer_state.json), sorted
- * oldest first. free each and the array. */
-static char **list_checkpoints(const char *root, int *n)
+ * oldest first. free each and the array. clean: also remove the temporary
+ * folders of checkpoints a killed run was writing. */
+static char **list_checkpoints(const char *root, int *n, int clean)
 {
 	*n = 0;
 	char **v = NULL;
@@ -362,7 +363,7 @@ static char **list_checkpoints(const char *root, int *n)
 		return NULL;
 	struct dirent *de;
 	while ((de = readdir(dir))) {
-		if (strncmp(de->d_name, ".tmp-step-", 10) == 0) {
+		if (clean && strncmp(de->d_name, ".tmp-step-", 10) == 0) {
 			/* a checkpoint a killed run was writing: never complete */
 			char *q = lora_xasprintf("%s/%s", root, de->d_name);
 			rm_rf(q);
@@ -507,7 +508,7 @@ static int save_checkpoint(run *r)
 		r->last_ckpt = lora_xstrdup(final);
 		/* keep the newest save_total_limit */
 		int n;
-		char **v = list_checkpoints(root, &n);
+		char **v = list_checkpoints(root, &n, 1);
 		for (int i = 0; i < n; i++) {
 			if (r->c->save_total_limit > 0 && i < n - r->c->save_total_limit) {
 				char *q = lora_xasprintf("%s/%s", root, v[i]);
@@ -535,7 +536,7 @@ static char *earlier_checkpoints(run *r)
 		return NULL;
 	char *root = ckpt_root(r);
 	int n;
-	char **v = list_checkpoints(root, &n);
+	char **v = list_checkpoints(root, &n, 0);
 	char *msg = NULL;
 	if (n)
 		msg = lora_xasprintf("output_dir '%s' holds checkpoints of an earlier run (the newest "
@@ -605,7 +606,7 @@ static char *resume_path(run *r, int *err)
 	}
 	char *root = ckpt_root(r);
 	int n;
-	char **v = list_checkpoints(root, &n);
+	char **v = list_checkpoints(root, &n, 1);
 	char *best = n ? lora_xasprintf("%s/%s", root, v[n - 1]) : NULL;
 	for (int i = 0; i < n; i++)
 		free(v[i]);
