@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -238,6 +240,7 @@ typedef struct {
 	FILE *log, *csv;
 	char *early;            /* train.log's lines said before the log opens */
 	size_t nearly;
+	int lockfd;             /* output_dir, flock'ed while the run uses it (-1: not yet) */
 	lora_tfevents *ev;
 	char *last_ckpt;        /* newest checkpoint written or loaded */
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
@@ -548,6 +551,31 @@ static char *earlier_checkpoints(run *r)
 	free(v);
 	free(root);
 	return msg;
+}
+
+/* Hold output_dir for this run: an exclusive flock on the folder itself
+ * (nothing is written; the kernel lets go when the process ends, also on
+ * SIGKILL). 0 when held or when output_dir does not exist yet (the caller
+ * asks again once it has made it), -1 with the message when another run
+ * holds it. */
+static int lock_output_dir(run *r)
+{
+	if (r->lockfd >= 0)
+		return 0;
+	int fd = open(r->c->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : lora_err("cannot open '%s':", r->c->output_dir);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		if (e == EWOULDBLOCK)
+			return lora_err("output_dir '%s' is in use by another lora-train run: wait for "
+			                "it, or give another output_dir", r->c->output_dir);
+		return lora_err("cannot lock '%s':", r->c->output_dir);
+	}
+	r->lockfd = fd;
+	return 0;
 }
 
 static int load_state_tensors(run *r, const char *path)
@@ -1261,13 +1289,18 @@ static void run_free(run *r)
 	free(r->tgt);
 	free(r->last_ckpt);
 	free(r->early);
+	if (r->lockfd >= 0)
+		close(r->lockfd);
 }
 
 int lora_train_run(lora_config *c, const lora_train_opts *o)
 {
-	run r = {.c = c, .o = o};
+	run r = {.c = c, .o = o, .lockfd = -1};
 	r.tty = o->progress_tty < 0 ? isatty(1) : o->progress_tty;
 	int rc = setup(&r);
+	/* a second run into the same folder is refused before anything loads */
+	if (rc == 0 && !o->dry_run && lock_output_dir(&r) < 0)
+		rc = fail(&r, "%s", lora_errmsg());
 	char *earlier = rc == 0 ? earlier_checkpoints(&r) : NULL;
 	if (rc == 0 && o->dry_run) {
 		print_plan(&r);
@@ -1305,9 +1338,10 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 	}
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
-		if (mkdir_p(c->output_dir) < 0 || mkdir_p(c->logging_dir) < 0 ||
-		    !(r.log = fopen(p, "a")))
-			rc = fail(&r, "%s", r.log || errno == 0 ? lora_errmsg() : strerror(errno));
+		if (mkdir_p(c->output_dir) < 0 || lock_output_dir(&r) < 0 ||
+		    mkdir_p(c->logging_dir) < 0 ||
+		    (!(r.log = fopen(p, "a")) && lora_err("cannot open '%s':", p) < 0))
+			rc = fail(&r, "%s", lora_errmsg());
 		free(p);
 	}
 	if (rc == 0) {

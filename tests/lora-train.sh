@@ -195,6 +195,22 @@ check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_st
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
 
+# two runs into one folder: the second is refused while the first trains
+lora_bg "$T/L" --max_steps 100000 --save_steps 100000
+while ! grep -q '^params:' "$T/L/logs/train.log" 2>/dev/null; do
+	kill -0 $pid 2>/dev/null || break; sleep 0.02; done
+cp "$T/L/config.yaml" "$T/L.yaml"
+# (12 steps: without the lock it would finish, exit 0, and fail the check)
+"$LT" --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/L" $LORA_OPTS \
+	--save_steps 100000 >"$T/out2" 2>"$T/err2"
+rc2=$?
+running=0; kill -0 $pid 2>/dev/null && running=1
+kill -INT $pid; wait $pid
+check "a second run into a folder in use: exit 1" [ $rc2 -eq 1 ]
+check "... says so" has "$T/err2" "output_dir '$T/L' is in use by another lora-train run"
+check "... while the first ran on" [ $running -eq 1 ]
+check "... and changed nothing" cmp -s "$T/L.yaml" "$T/L/config.yaml"
+
 # a terminal gets one progress line rewritten in place (script(1) gives a tty)
 if command -v script >/dev/null 2>&1; then
 	script -qc "'$LT' --base_model '$T/full' --train_data_dir '$T/data' --output_dir '$T/tty' \
