@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -240,7 +241,8 @@ typedef struct {
 	FILE *log, *csv;
 	char *early;            /* train.log's lines said before the log opens */
 	size_t nearly;
-	int lockfd;             /* output_dir, flock'ed while the run uses it (-1: not yet) */
+	int lockfd;             /* output_dir, flock'ed while the run uses it (-1: not yet;
+	                         * INT_MAX: its file system cannot lock) */
 	lora_tfevents *ev;
 	char *last_ckpt;        /* newest checkpoint written or loaded */
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
@@ -557,7 +559,7 @@ static char *earlier_checkpoints(run *r)
  * (nothing is written; the kernel lets go when the process ends, also on
  * SIGKILL). 0 when held or when output_dir does not exist yet (the caller
  * asks again once it has made it), -1 with the message when another run
- * holds it. */
+ * holds it. Where the file system cannot lock, a warning, and 0. */
 static int lock_output_dir(run *r)
 {
 	if (r->lockfd >= 0)
@@ -572,7 +574,11 @@ static int lock_output_dir(run *r)
 		if (e == EWOULDBLOCK)
 			return lora_err("output_dir '%s' is in use by another lora-train run: wait for "
 			                "it, or give another output_dir", r->c->output_dir);
-		return lora_err("cannot lock '%s':", r->c->output_dir);
+		/* a file system without flock (some NFS setups): train unguarded */
+		lora_warn("cannot lock '%s' (%s): a second run into it would not be stopped",
+		          r->c->output_dir, strerror(e));
+		r->lockfd = INT_MAX;
+		return 0;
 	}
 	r->lockfd = fd;
 	return 0;
@@ -1289,7 +1295,7 @@ static void run_free(run *r)
 	free(r->tgt);
 	free(r->last_ckpt);
 	free(r->early);
-	if (r->lockfd >= 0)
+	if (r->lockfd >= 0 && r->lockfd != INT_MAX)
 		close(r->lockfd);
 }
 
