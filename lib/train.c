@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -241,8 +240,7 @@ typedef struct {
 	FILE *log, *csv;
 	char *early;            /* train.log's lines said before the log opens */
 	size_t nearly;
-	int lockfd;             /* output_dir, flock'ed while the run uses it (-1: not yet;
-	                         * INT_MAX: its file system cannot lock) */
+	int lockfd;             /* output_dir, flock'ed while the run uses it (-1: not yet) */
 	lora_tfevents *ev;
 	char *last_ckpt;        /* newest checkpoint written or loaded */
 	char *base_dir;         /* folder the model loads from (may be a temp init) */
@@ -568,17 +566,15 @@ static int lock_output_dir(run *r)
 	if (fd < 0)
 		return errno == ENOENT ? 0 : lora_err("cannot open '%s':", r->c->output_dir);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		if (e == EWOULDBLOCK)
+		if (errno == EWOULDBLOCK) {
+			close(fd);
 			return lora_err("output_dir '%s' is in use by another lora-train run: wait for "
 			                "it, or give another output_dir", r->c->output_dir);
-		/* a file system without flock (some NFS setups): train unguarded */
+		}
+		/* a file system without flock (some NFS setups): train unguarded,
+		 * the folder kept open all the same (asked once) */
 		lora_warn("cannot lock '%s' (%s): a second run into it would not be stopped",
-		          r->c->output_dir, strerror(e));
-		r->lockfd = INT_MAX;
-		return 0;
+		          r->c->output_dir, strerror(errno));
 	}
 	r->lockfd = fd;
 	return 0;
@@ -1295,7 +1291,7 @@ static void run_free(run *r)
 	free(r->tgt);
 	free(r->last_ckpt);
 	free(r->early);
-	if (r->lockfd >= 0 && r->lockfd != INT_MAX)
+	if (r->lockfd >= 0)
 		close(r->lockfd);
 }
 
@@ -1345,9 +1341,10 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
 		if (mkdir_p(c->output_dir) < 0 || lock_output_dir(&r) < 0 ||
-		    mkdir_p(c->logging_dir) < 0 ||
-		    (!(r.log = fopen(p, "a")) && lora_err("cannot open '%s':", p) < 0))
+		    mkdir_p(c->logging_dir) < 0)
 			rc = fail(&r, "%s", lora_errmsg());
+		else if (!(r.log = fopen(p, "a")))
+			rc = fail(&r, "cannot open '%s': %s", p, strerror(errno));
 		free(p);
 	}
 	if (rc == 0) {

@@ -28,7 +28,6 @@ try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
 # values LOG [KEY]: "step value" for each step line of LOG with KEY= (loss)
 values() { sed -n "s/^step=\([0-9]*\) .*\<${2:-loss}=\([0-9.]*\).*/\1 \2/p" "$1"; }
-losses() { values "$1"; }
 # csv DIR COLUMN: "step value" for each row of DIR/logs/loss.csv with a value
 # in COLUMN (loss, grad_norm, eval_loss: 6 decimals, where stdout has 4)
 csv() {
@@ -153,7 +152,7 @@ cp -r "$T/lora-s2/checkpoints/step-000002" "$T/lora-res/checkpoints/"
 try --base_model "$T/full-cpu" --output_dir "$T/lora-res" $RUN --device cuda --resume auto
 check "resumed from step 2 on cuda: exit 0" [ $rc -eq 0 ]
 check "... says so" has "$T/out" "resume: from .*step-000002 at step 2"
-check "... trains steps 3 to 6 only" [ "$(losses "$T/out" | cut -d' ' -f1 | tr '\n' ' ')" = "4 6 " ]
+check "... trains steps 3 to 6 only" [ "$(values "$T/out" | cut -d' ' -f1 | tr '\n' ' ')" = "4 6 " ]
 check "... the same adapter, bit for bit" \
 	cmp -s "$T/lora-res/adapter_model.safetensors" "$T/lora-gpu/adapter_model.safetensors"
 check "... the same last checkpoint's state" \

@@ -201,6 +201,23 @@ static void compare(const char *what, const run_out *g, const run_out *c, int64_
 	}
 }
 
+/* A bf16 or fp16 run g against the CPU's c: logits and gradients within 1.5x
+ * the normwise error of PyTorch's own step in that precision against its
+ * fp32 one (ref: gen_bf16_ref.py's numbers for the case), the step losses
+ * and gradient norms within 1.5x PyTorch's difference or floors of 2e-2
+ * and 5e-2 times u, the unit roundoff relative to bf16's (1 for bf16). */
+static void compare_half(const char *what, const run_out *g, const run_out *c, int64_t nl,
+                         const json_t *ref, const char *has, double u)
+{
+	double el = json_number_value(json_object_get(ref, "logits"));
+	double eg = json_number_value(json_object_get(ref, "grads"));
+	double es = json_number_value(json_object_get(ref, "steps_loss"));
+	double en = json_number_value(json_object_get(ref, "steps_norm"));
+	test_cond(has, el > 0 && eg > 0 && es > 0 && en > 0);
+	compare(what, g, c, nl, 1, 1.5 * el, 1.5 * eg, fmax(2e-2 * u, 1.5 * es),
+	        fmax(5e-2 * u, 1.5 * en));
+}
+
 int main(void)
 {
 	const lora_backend *cpu = lora_backend_cpu(), *gpu = lora_backend_cuda(0);
@@ -244,31 +261,16 @@ int main(void)
 		run_out g32 = run(&gpu32, dir, 0, 0, gf);
 		snprintf(what, sizeof what, "%s cuda fp32 vs cpu", cases[i]);
 		compare(what, &g32, &c, nl, 0, 1e-4, 1e-3, 1e-4, 1e-4);
-		/* bf16: logits and gradients within 1.5x the normwise error of
-		 * PyTorch's own bf16 step against its fp32 one (gen_bf16_ref.py) */
 		json_t *ref = json_object_get(bref, cases[i]);
-		double el = json_number_value(json_object_get(ref, "logits"));
-		double eg = json_number_value(json_object_get(ref, "grads"));
-		double es = json_number_value(json_object_get(ref, "steps_loss"));
-		double en = json_number_value(json_object_get(ref, "steps_norm"));
-		test_cond("bf16_reference.json has the case", el > 0 && eg > 0 && es > 0 && en > 0);
 		run_out g16 = run(gpu, dir, 0, 0, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 vs cpu", cases[i]);
-		compare(what, &g16, &c, nl, 1, 1.5 * el, 1.5 * eg, fmax(2e-2, 1.5 * es),
-		        fmax(5e-2, 1.5 * en));
-		/* fp16: the same against PyTorch's own fp16 step (the "fp16" numbers
-		 * of bf16_reference.json); the floors of the step curves scale
-		 * with the unit roundoff (2^-11 against bf16's 2^-8) */
-		json_t *r16 = json_object_get(ref, "fp16");
-		double fl = json_number_value(json_object_get(r16, "logits"));
-		double fg = json_number_value(json_object_get(r16, "grads"));
-		double fs = json_number_value(json_object_get(r16, "steps_loss"));
-		double fn = json_number_value(json_object_get(r16, "steps_norm"));
-		test_cond("bf16_reference.json has the case's fp16", fl > 0 && fg > 0 && fs > 0 && fn > 0);
+		compare_half(what, &g16, &c, nl, ref, "bf16_reference.json has the case", 1);
+		/* fp16: against the "fp16" numbers; the unit roundoff is 2^-11
+		 * against bf16's 2^-8 */
 		run_out gh = run(&gpu16, dir, 0, 0, gf);
 		snprintf(what, sizeof what, "%s cuda fp16 vs cpu", cases[i]);
-		compare(what, &gh, &c, nl, 1, 1.5 * fl, 1.5 * fg, fmax(2e-2 / 8, 1.5 * fs),
-		        fmax(5e-2 / 8, 1.5 * fn));
+		compare_half(what, &gh, &c, nl, json_object_get(ref, "fp16"),
+		             "bf16_reference.json has the case's fp16", 1.0 / 8);
 		run_out gc = run(gpu, dir, 0, 1, gf);
 		snprintf(what, sizeof what, "%s cuda bf16 checkpointed: runs", cases[i]);
 		test_cond(what, gc.ok && g16.ok);
