@@ -28,6 +28,10 @@ LDLIBS  += -ljansson -lyaml -lpng -ljpeg -ldeflate -lpcre2-8 -lutf8proc -llapack
 # SIM=1 is the CUDA backend on the CPU emulator (tests/cudasim/cudasim.h):
 # kernels/*.cu become C++ run by fibers, under ASan+UBSan, so that the CUDA
 # tests run where there is no GPU.
+# nvcc contracts a*b+c into one rounding (FMA) by default; the emulated
+# kernels do too where the CPU has FMA, so the tests meet the device's
+# rounding, not one without contraction.
+SIM_FMA ?= $(shell grep -qw fma /proc/cpuinfo 2>/dev/null && echo -mfma -ffp-contract=fast)
 ifeq ($(SIM),1)
 O       := build/sim
 BINDIR  := build/sim/bin
@@ -35,7 +39,7 @@ SANFLAGS := -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-r
 CFLAGS  := -O1 -g $(SANFLAGS) $(filter-out -O% -g,$(CFLAGS)) -DLORA_CUDA=1 -DLORA_CUDA_SIM=1
 SIM_CXXFLAGS := -O2 -g $(SANFLAGS) -DLORA_CUDA_SIM=1 -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -Wno-missing-field-initializers \
            -Ilib -Ikernels -Itests/cudasim/include -include tests/cudasim/cudasim.h \
-           -I/usr/include/x86_64-linux-gnu/openblas-pthread
+           -I/usr/include/x86_64-linux-gnu/openblas-pthread $(SIM_FMA)
 LDFLAGS += -fsanitize=address,undefined
 LDLIBS  += -lstdc++
 CUDA    := 0

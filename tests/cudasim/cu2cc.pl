@@ -3,6 +3,7 @@
 #   k<<<cfg>>>(args)            -> sim::launch(sim::cfg(cfg), id, "k", [=]() { k(args); })
 #   extern __shared__ T s[];    -> T *s = (T *)sim::shared_dynamic();
 #   __shared__ T a[N], b[M];    -> one per-block buffer per name
+#   expf(x), exp2f(x)           -> sim::dev_expf(x), sim::dev_exp2f(x)
 # Line numbers are kept (#line), so compiler errors and cudasim's messages
 # point into the .cu file.
 # Usage: perl tests/cudasim/cu2cc.pl kernels/X.cu > X.cc
@@ -28,6 +29,9 @@ $s =~ s{__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w ]*?)\s+((?:\
 	join(' ', @out);
 }ge;
 die "cu2cc.pl: $path: a __shared__ declaration this script does not know\n" if $s =~ /__shared__/;
+
+# the device's expf and exp2f (their error bound, see cudasim.h)
+$s =~ s{\b(expf|exp2f)\s*\(}{sim::dev_$1(}g;
 
 # launches
 my $n = 0;

@@ -79,6 +79,16 @@ static void init(void)
 	}
 }
 
+/* sim::dev_expf's jitter (cudasim.h): on unless CUDASIM_ULP=0 */
+int ulp_jitter_on()
+{
+	static const int on = [] {
+		const char *e = getenv("CUDASIM_ULP");
+		return !(e && !strcmp(e, "0"));
+	}();
+	return on;
+}
+
 /* ---- the current launch ------------------------------------------------------------- */
 
 enum { F_READY, F_BLOCK, F_WARP, F_DONE };

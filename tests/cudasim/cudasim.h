@@ -34,15 +34,19 @@
  * It does not model timing, registers, memory ordering between blocks or
  * around shuffles (a shuffle must meet the other lanes here, so shared
  * memory written before it is seen after it, which the device does not
- * promise), asynchronous streams (everything is synchronous) or fast-math
- * rounding (expf here is glibc's, FMA contraction the host compiler's).
+ * promise) or asynchronous streams (everything is synchronous). The
+ * device's rounding is modelled: expf and exp2f are off by up to an ulp
+ * more than glibc's (sim::dev_expf, CUDA's error bound), and the Makefile
+ * builds the kernels with FMA contraction where the CPU has FMA (nvcc
+ * contracts a*b+c by default).
  *
  * Environment: CUDASIM_MEM (device size, bytes with K/M/G suffix; default
  * 80G), CUDASIM_MEM_TAKEN (of it, held by other processes: not free, and
  * not to be had; default 0), CUDASIM_NO_GPU=1 (no device), CUDASIM_SEED (thread order, default
  * 1; 0 runs threads in index order), CUDASIM_CC (compute capability as
- * major.minor; default 9.0) and CUDASIM_SMEM_OPTIN (shared memory a block
- * may have, K suffix allowed; default 227K): 8.9 with 99K is an RTX 4090.
+ * major.minor; default 9.0), CUDASIM_SMEM_OPTIN (shared memory a block
+ * may have, K suffix allowed; default 227K): 8.9 with 99K is an RTX 4090,
+ * and CUDASIM_ULP=0 (glibc's expf and exp2f unchanged; default 1).
  */
 #ifndef CUDASIM_H
 #define CUDASIM_H
@@ -346,6 +350,35 @@ template <class T> inline T atomicCAS(T *a, T c, T v) { T o = *a; if (o == c) *a
 /* ---- math ------------------------------------------------------------------------ */
 
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+
+/* The device's expf and exp2f are not glibc's: CUDA promises them within 2
+ * ulp (CUDA Math API, "Maximum ULP Error"), glibc within one. cu2cc.pl turns
+ * the kernels' expf and exp2f into these, which move glibc's result by -1, 0
+ * or +1 ulp, chosen by a hash of the argument: the same argument gives the
+ * same result (as on the device, where a recomputed exponential matches),
+ * neighbours differ, and the total stays within CUDA's bound. Exact cases
+ * stay exact (expf(0), exp2f of an integer), and 0, inf and NaN are kept.
+ * logf (1 ulp on the device) and sqrtf (correctly rounded, nvcc's default
+ * -prec-sqrt=true) are glibc's. CUDASIM_ULP=0 turns the jitter off. */
+namespace sim {
+int ulp_jitter_on();
+inline float ulp_jitter(float x, float r)
+{
+	if (!ulp_jitter_on() || r == 0.0f || !isfinite(r))
+		return r;
+	uint32_t h;
+	memcpy(&h, &x, 4);
+	h *= 0x9E3779B1u;
+	h ^= h >> 15;
+	h *= 0x85EBCA77u;
+	h ^= h >> 13;
+	int k = (int)(h % 3) - 1;
+	float j = k ? nextafterf(r, k > 0 ? INFINITY : 0.0f) : r;
+	return isfinite(j) ? j : r;
+}
+inline float dev_expf(float x) { return x == 0.0f ? 1.0f : ulp_jitter(x, expf(x)); }
+inline float dev_exp2f(float x) { return x == truncf(x) ? exp2f(x) : ulp_jitter(x, exp2f(x)); }
+}
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
