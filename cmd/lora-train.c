@@ -127,7 +127,10 @@ int main(int argc, char **argv)
 
 	struct sigaction sa = {0};
 	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESETHAND;
+	/* a second Ctrl-C ends the process at once; a system call the first
+	 * one interrupts (a read from a pipe, a network file system) resumes
+	 * instead of failing with EINTR */
+	sa.sa_flags = SA_RESETHAND | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);

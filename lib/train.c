@@ -1338,6 +1338,10 @@ int lora_train_run(lora_config *c, const lora_train_opts *o)
 			    c->output_dir);
 		free(rp);
 	}
+	/* Ctrl-C while the data or the model loaded: stop here, before
+	 * output_dir is touched, rather than train a step to checkpoint */
+	if (rc == 0 && o->stop && *o->stop)
+		rc = fail(&r, "interrupted before the first step; nothing written");
 	if (rc == 0) {
 		char *p = lora_xasprintf("%s/train.log", c->logging_dir);
 		if (mkdir_p(c->output_dir) < 0 || lock_output_dir(&r) < 0 ||

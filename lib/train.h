@@ -44,7 +44,9 @@
  *
  * Stopping: when *o->stop becomes non-zero (SIGINT/SIGTERM in lora-train),
  * the current step finishes, a checkpoint is written and the run returns 1
- * with a message saying how to resume. A NaN/Inf loss or gradient norm stops
+ * with a message saying how to resume; set before the first step (while the
+ * data or the model loads), the run returns 1 before output_dir is touched.
+ * A NaN/Inf loss or gradient norm stops
  * the run without a checkpoint; the message names the step and the last good
  * checkpoint.
  *

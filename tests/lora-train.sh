@@ -195,6 +195,27 @@ check "SIGINT: wrote a checkpoint" [ -s "$T/C/checkpoints/step-000001/trainer_st
 lora "$T/C" --save_steps 100 --resume auto
 check "SIGINT + resume gives the uninterrupted adapter" cmp -s "$T/A/adapter_model.safetensors" "$T/C/adapter_model.safetensors"
 
+# SIGINT while the data and the model load: stop there with nothing written.
+# The base's tokenizer.json is a FIFO. The writer's open returns once
+# lora-train has opened the other end (its handler is installed by then);
+# the signal comes while lora-train waits to read, and the tokenizer after it.
+mkdir -p "$T/fifo"
+cp "$T/full/config.json" "$T/full/model.safetensors" "$T/fifo/"
+mkfifo "$T/fifo/tokenizer.json"
+# shellcheck disable=SC2086
+( exec "$LT" --base_model "$T/fifo" --train_data_dir "$T/data" --output_dir "$T/I" \
+	$LORA_OPTS >"$T/out" 2>"$T/err" ) &
+pid=$!
+( exec 3>"$T/fifo/tokenizer.json"; kill -INT $pid; cat "$T/full/tokenizer.json" >&3 ) &
+wpid=$!
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+kill -9 $pid $wpid 2>/dev/null
+wait $pid; rc=$?
+wait $wpid 2>/dev/null
+check "SIGINT while loading: exit 1" [ $rc -eq 1 ]
+check "... says so" has "$T/err" "interrupted before the first step; nothing written"
+check "... and makes no output_dir" [ ! -e "$T/I" ]
+
 # two runs into one folder: the second is refused while the first trains
 lora_bg "$T/L" --max_steps 100000 --save_steps 100000
 while ! grep -q '^params:' "$T/L/logs/train.log" 2>/dev/null; do
