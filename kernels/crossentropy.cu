@@ -57,7 +57,8 @@ __device__ void row_lse(const float *x, int V, float *mx_out, float *lse_out)
 	*lse_out = logf(s);
 }
 
-__global__ void ce_fwd_kernel(float *losses, const float *logits, const int32_t *targets, int V)
+__global__ void __launch_bounds__(CE_THREADS)
+ce_fwd_kernel(float *losses, const float *logits, const int32_t *targets, int V)
 {
 	int n = blockIdx.x;
 	int t = targets[n];
@@ -73,8 +74,8 @@ __global__ void ce_fwd_kernel(float *losses, const float *logits, const int32_t 
 		losses[n] = t >= 0 && t < V ? lse - (x[t] - mx) : __int_as_float(0x7fc00000);
 }
 
-__global__ void ce_bwd_kernel(float *dlogits, const float *logits, const int32_t *targets,
-                              float dloss, int V)
+__global__ void __launch_bounds__(CE_THREADS)
+ce_bwd_kernel(float *dlogits, const float *logits, const int32_t *targets, float dloss, int V)
 {
 	int n = blockIdx.x;
 	int t = targets[n];

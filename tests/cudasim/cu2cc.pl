@@ -4,6 +4,7 @@
 #   extern __shared__ T s[];    -> T *s = (T *)sim::shared_dynamic();
 #   __shared__ T a[N], b[M];    -> one per-block buffer per name
 #   expf(x), exp2f(x)           -> sim::dev_expf(x), sim::dev_exp2f(x)
+#   __launch_bounds__(n) k(...) { -> k(...) { sim::launch_bounds(n);
 # Line numbers are kept (#line), so compiler errors and cudasim's messages
 # point into the .cu file.
 # Usage: perl tests/cudasim/cu2cc.pl kernels/X.cu > X.cc
@@ -29,6 +30,10 @@ $s =~ s{__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w ]*?)\s+((?:\
 	join(' ', @out);
 }ge;
 die "cu2cc.pl: $path: a __shared__ declaration this script does not know\n" if $s =~ /__shared__/;
+
+# __launch_bounds__(max[, min]) f(...) { -> f(...) { sim::launch_bounds(max[, min]);
+# (nvcc fits the registers to max threads; a bigger launch fails on the device)
+$s =~ s%__launch_bounds__\s*(\((?:[^()]++|(?1))*\))([^{;]*?)\{%$2\{ sim::launch_bounds$1;%gs;
 
 # the device's expf and exp2f (their error bound, see cudasim.h)
 $s =~ s{\b(expf|exp2f)\s*\(}{sim::dev_$1(}g;

@@ -16,7 +16,8 @@
  * memory before a barrier sees stale data (poisoned, see below).
  *
  * What it checks, beyond computing the same numbers:
- *   - launch configuration: block size, grid limits, dynamic shared memory
+ *   - launch configuration: block size (and a kernel's __launch_bounds__),
+ *     grid limits, dynamic shared memory
  *     above 48 KiB only after cudaFuncSetAttribute, the opt-in maximum;
  *   - barriers: every thread of a block at the same __syncthreads, every
  *     lane of a warp at the same __syncwarp / shuffle / wmma op, full masks
@@ -173,6 +174,17 @@ extern uint3 t_idx, b_idx;       /* of the thread running now */
 extern dim3 b_dim, g_dim;
 
 [[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The start of a kernel declared __launch_bounds__(max[, min]) (cu2cc.pl):
+ * nvcc fits its registers to max threads, so a launch of more fails on the
+ * device ("too many resources requested for launch"). */
+inline void launch_bounds(unsigned max, int min_blocks = 0)
+{
+	(void)min_blocks;
+	unsigned n = b_dim.x * b_dim.y * b_dim.z;
+	if (n > max)
+		fail("a launch of %u threads per block, above the kernel's __launch_bounds__(%u)", n,
+		     max);
+}
 void syncthreads(const char *file, int line);
 /* Every lane of the warp (mask: all of them) arrives before any goes on. */
 void warp_sync(const char *file, int line, unsigned mask);
