@@ -565,6 +565,11 @@ static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, 
 	}
 	if (be->is_host && m->wdt == LORA_DTYPE_F32) {
 		st_tensor_to_f32(t, buf);
+	} else if (t->dtype == m->wdt) {
+		/* a bf16 file for bf16 weights (the usual GPU run): its bytes as
+		 * they are, with no fp32 copy on the host (the round trip through
+		 * fp32 would give the same bits) */
+		be->upload(buf, t->data, bytes);
 	} else {
 		float *h = lora_xmalloc(n * sizeof(float));
 		st_tensor_to_f32(t, h);

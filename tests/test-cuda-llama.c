@@ -30,6 +30,9 @@
  * activations recomputed in the backward, in one shared set): its first
  * step's loss and gradients must be the bf16 run's bit for bit (the
  * kernels are deterministic and the recomputation is the same forward).
+ * So must those of the model saved as bf16 (fp16) and loaded from that file,
+ * whose weights are uploaded as they are, against the bf16 (fp16) run that
+ * rounds the fp32 file's weights on the way.
  *
  * Skips (77) without CUDA in the build or without a GPU.
  */
@@ -37,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>      /* symlink */
 
 #include <jansson.h>
 
@@ -47,7 +51,8 @@
 #include "lora.h"        /* lora_params */
 #include "optim.h"       /* lora_adamw, lora_schedule */
 #include "safetensors.h" /* st_open, st_find */
-#include "util.h"        /* lora_xmalloc */
+#include "util.h"        /* lora_xmalloc, lora_read_file */
+#include "dtype.h"       /* lora_convert */
 
 #ifndef LORA_CUDA
 int main(void)
@@ -218,6 +223,79 @@ static void compare_half(const char *what, const run_out *g, const run_out *c, i
 	        fmax(5e-2 * u, 1.5 * en));
 }
 
+static void rm_rf(const char *dir)
+{
+	char *cmd = lora_xasprintf("rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		printf("      could not remove %s\n", dir);
+	free(cmd);
+}
+
+/* A copy of the model folder src with every weight stored in dt (config.json
+ * and the adapter beside it), in a new temporary folder; NULL on failure. A
+ * file in the weights' own dtype is uploaded as its bytes, without the
+ * round trip through fp32 that an F32 file takes. */
+static char *model_as(const char *src, lora_dtype dt)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *dir = lora_xasprintf("%s/cuda-llama-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	char path[600], to[600];
+	if (!mkdtemp(dir)) {
+		free(dir);
+		return NULL;
+	}
+	snprintf(path, sizeof path, "%s/model.safetensors", src);
+	if (access(path, F_OK) != 0)      /* llama_gqa's is sharded */
+		snprintf(path, sizeof path, "%s/model.safetensors.index.json", src);
+	st_file *f = st_open(path);
+	snprintf(to, sizeof to, "%s/model.safetensors", dir);
+	st_writer *w = f ? st_writer_open(to) : NULL;
+	int rc = w ? 0 : -1;
+	for (int i = 0; w && i < f->ntensors && rc == 0; i++)
+		rc = st_writer_add(w, f->tensors[i].name, dt, f->tensors[i].ndim, f->tensors[i].shape);
+	for (int i = 0; w && i < f->ntensors && rc == 0; i++) {
+		const st_tensor *t = &f->tensors[i];
+		size_t bytes = (size_t)t->numel * (lora_dtype_bits(dt) / 8);
+		void *buf = lora_xmalloc(bytes);
+		rc = lora_convert(buf, dt, t->data, t->dtype, (size_t)t->numel);
+		if (rc == 0)
+			rc = st_writer_write(w, t->name, 0, buf, bytes);
+		free(buf);
+	}
+	if (w && (rc < 0 ? (st_writer_abort(w), -1) : st_writer_close(w)) < 0)
+		rc = -1;
+	st_close(f);
+	char *cfg = lora_xasprintf("%s/config.json", src), *cfg2 = lora_xasprintf("%s/config.json", dir);
+	char *ad = realpath(src, NULL), *ad_abs = ad ? lora_xasprintf("%s/adapter", ad) : NULL;
+	char *ad2 = lora_xasprintf("%s/adapter", dir);
+	if (rc == 0) {
+		size_t n;
+		char *c = lora_read_file(cfg, &n);
+		FILE *o = c ? fopen(cfg2, "wb") : NULL;
+		rc = o && fwrite(c, 1, n, o) == n && fclose(o) == 0 && ad_abs &&
+		     symlink(ad_abs, ad2) == 0 ? 0 : -1;
+		free(c);
+	}
+	free(cfg); free(cfg2); free(ad); free(ad_abs); free(ad2);
+	if (rc < 0) {
+		printf("      cannot write a %s copy of %s: %s\n", lora_dtype_name(dt), src,
+		       lora_errmsg());
+		rm_rf(dir);
+		free(dir);
+		return NULL;
+	}
+	return dir;
+}
+
+/* The loss, logits and first gradients of two runs, bit for bit. */
+static void same_bits(const char *what, const run_out *a, const run_out *b, int64_t nl)
+{
+	test_cond(what, a->ok && b->ok && !memcmp(&a->loss, &b->loss, sizeof a->loss) &&
+	                !memcmp(a->logits, b->logits, (size_t)nl * sizeof *a->logits) &&
+	                a->ngrad == b->ngrad &&
+	                !memcmp(a->grads, b->grads, a->ngrad * sizeof *a->grads));
+}
+
 int main(void)
 {
 	const lora_backend *cpu = lora_backend_cpu(), *gpu = lora_backend_cuda(0);
@@ -282,6 +360,23 @@ int main(void)
 			         "%s cuda bf16 checkpointed: first step's gradients, bit for bit", cases[i]);
 			test_cond(what, gc.ngrad == g16.ngrad &&
 			                !memcmp(gc.grads, g16.grads, gc.ngrad * sizeof *gc.grads));
+		}
+		/* the weights from a bf16 (fp16) file, uploaded as they are: the
+		 * same bits as the fp32 file rounded on the way (one step, with
+		 * checkpointing: its first step is the plain run's, bit for bit) */
+		static const lora_dtype half[2] = { LORA_DTYPE_BF16, LORA_DTYPE_F16 };
+		for (int h = 0; h < 2; h++) {
+			char *hd = model_as(dir, half[h]);
+			run_out gr = { 0 };
+			if (hd)
+				gr = run(h ? &gpu16 : gpu, hd, 0, 1, gf);
+			snprintf(what, sizeof what, "%s cuda %s from a %s file: loss, logits, gradients "
+			         "bit for bit", cases[i], h ? "fp16" : "bf16", lora_dtype_name(half[h]));
+			same_bits(what, &gr, h ? &gh : &g16, nl);
+			run_free(&gr);
+			if (hd)
+				rm_rf(hd);
+			free(hd);
 		}
 		run_out cf = run(cpu, dir, 1, 0, gf), gf32 = run(&gpu32, dir, 1, 0, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);
