@@ -218,7 +218,8 @@ check "... and makes no output_dir" [ ! -e "$T/I" ]
 
 # two runs into one folder: the second is refused while the first trains
 lora_bg "$T/L" --max_steps 100000 --save_steps 100000
-while ! grep -q '^params:' "$T/L/logs/train.log" 2>/dev/null; do
+# (train.log has the plan before config.yaml is written: wait for both)
+while ! { grep -q '^params:' "$T/L/logs/train.log" && [ -f "$T/L/config.yaml" ]; } 2>/dev/null; do
 	kill -0 $pid 2>/dev/null || break; sleep 0.02; done
 cp "$T/L/config.yaml" "$T/L.yaml"
 # (12 steps: without the lock it would finish, exit 0, and fail the check)
