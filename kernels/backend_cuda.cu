@@ -139,6 +139,25 @@ static void cu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
 	free(tmp);
 }
 
+/* The file's values cross the bus as they are, a workspace at a time, and a
+ * kernel converts them into dst: a 7B model's bf16 (fp16) weights from an
+ * fp16 (bf16 or fp32) file with no fp32 copy on the host. The stream keeps
+ * the order: the next chunk's copy waits for the kernel reading the last. */
+static void cu_upload_from(void *dst, lora_dtype dt, const void *src, lora_dtype st, size_t n)
+{
+	size_t ss = (size_t)lora_dtype_bits(st) / 8, ds = (size_t)lora_dtype_bits(dt) / 8;
+	if (dt == st) {
+		cu_upload(dst, src, n * ss);
+		return;
+	}
+	const size_t chunk = S.ws_bytes / ss;
+	for (size_t i = 0; i < n; i += chunk) {
+		size_t m = n - i < chunk ? n - i : chunk;
+		cu_upload(S.ws, (const char *)src + i * ss, m * ss);
+		cuda_convert_from((char *)dst + i * ds, dt, S.ws, st, m);
+	}
+}
+
 static void cu_mem_info(size_t *used, size_t *peak, size_t *cap)
 {
 	std::lock_guard<std::mutex> g(S.mu);
@@ -305,6 +324,7 @@ static void table_fill(lora_backend *t)
 	t->copy = cu_copy;
 	t->zero = cu_zero;
 	t->upload_f32 = cu_upload_f32;
+	t->upload_from = cu_upload_from;
 	t->sync = cu_sync;
 	t->mem_info = cu_mem_info;
 	OP(embedding_forward, cuda_embedding_forward);

@@ -239,6 +239,7 @@ void cuda_swiglu_backward(float *dgate, float *dup, void *dgate_b, void *dup_b,
                           size_t N);
 void cuda_add_forward(float *out, const float *a, const float *b, size_t N);
 void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N);
+void cuda_convert_from(void *out, lora_dtype odt, const void *in, lora_dtype idt, size_t N);
 void cuda_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
                                int N, int V);
 void cuda_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,

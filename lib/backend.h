@@ -135,6 +135,13 @@ struct lora_backend {
 	/* Convert n host f32 values into a backend buffer of dtype dt (F32 or
 	 * the backend's wdtype). */
 	void (*upload_f32)(void *dst, lora_dtype dt, const float *host_src, size_t n);
+	/* Store n host values of dtype st (F32, F16 or BF16; host_src may be
+	 * unaligned: a tensor in a mapped safetensors file) into a buffer of
+	 * dtype dt (F32 or the backend's wdtype), rounded to nearest even as
+	 * lib/dtype.c rounds. Equal dtypes copy the bytes; CUDA converts on the
+	 * device, so a weight crosses the bus once, in the file's dtype. */
+	void (*upload_from)(void *dst, lora_dtype dt, const void *host_src, lora_dtype st,
+	                    size_t n);
 	void (*sync)(void);                         /* wait for queued work */
 	/* Bytes allocated now / at most since start, and the device's capacity
 	 * (CPU: physical RAM). */

@@ -563,19 +563,9 @@ static int load_weight(lora_llama *m, st_file *f, const char *name, int64_t d0, 
 	} else if (!(buf = be->alloc(bytes))) {
 		return lora_err("out of memory loading '%s' (%zu bytes)", name, bytes);
 	}
-	if (be->is_host && m->wdt == LORA_DTYPE_F32) {
-		st_tensor_to_f32(t, buf);
-	} else if (t->dtype == m->wdt) {
-		/* a bf16 file for bf16 weights (the usual GPU run): its bytes as
-		 * they are, with no fp32 copy on the host (the round trip through
-		 * fp32 would give the same bits) */
-		be->upload(buf, t->data, bytes);
-	} else {
-		float *h = lora_xmalloc(n * sizeof(float));
-		st_tensor_to_f32(t, h);
-		be->upload_f32(buf, m->wdt, h, n);
-		free(h);
-	}
+	/* no fp32 copy on the host: a bf16 file for bf16 weights (the usual GPU
+	 * run) is uploaded as it is, another dtype converted on the device */
+	be->upload_from(buf, m->wdt, t->data, t->dtype, n);
 	*dst = buf;
 	if (m->full) {
 		*grad = p->gbuf + p->wused;

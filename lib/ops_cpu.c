@@ -57,6 +57,12 @@ static void cpu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
 	memcpy(dst, src, n * sizeof(float));
 }
 
+static void cpu_upload_from(void *dst, lora_dtype dt, const void *src, lora_dtype st, size_t n)
+{
+	LORA_ASSERT(dt == LORA_DTYPE_F32);
+	LORA_ASSERT(lora_convert(dst, dt, src, st, n) == 0);
+}
+
 static void cpu_mem_info(size_t *used, size_t *peak, size_t *cap)
 {
 	if (used)
@@ -658,7 +664,7 @@ static const lora_backend cpu = {
 	.is_host = 1,
 	.alloc = cpu_alloc, .free = cpu_free,
 	.upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero,
-	.upload_f32 = cpu_upload_f32, .sync = cpu_sync, .mem_info = cpu_mem_info,
+	.upload_f32 = cpu_upload_f32, .upload_from = cpu_upload_from, .sync = cpu_sync, .mem_info = cpu_mem_info,
 	.embedding_forward = embedding_forward, .embedding_backward = embedding_backward,
 	.rmsnorm_forward = rmsnorm_forward, .rmsnorm_backward = rmsnorm_backward,
 	.linear_forward = linear_forward, .linear_backward = linear_backward,

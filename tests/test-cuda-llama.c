@@ -31,8 +31,9 @@
  * step's loss and gradients must be the bf16 run's bit for bit (the
  * kernels are deterministic and the recomputation is the same forward).
  * So must those of the model saved as bf16 (fp16) and loaded from that file,
- * whose weights are uploaded as they are, against the bf16 (fp16) run that
- * rounds the fp32 file's weights on the way.
+ * whose weights are uploaded as they are, against the bf16 (fp16) run whose
+ * fp32 file's weights the GPU rounds on the way (upload_from); and bf16
+ * weights from the fp16 file against those from its bf16 copy.
  *
  * Skips (77) without CUDA in the build or without a GPU.
  */
@@ -365,18 +366,35 @@ int main(void)
 		 * same bits as the fp32 file rounded on the way (one step, with
 		 * checkpointing: its first step is the plain run's, bit for bit) */
 		static const lora_dtype half[2] = { LORA_DTYPE_BF16, LORA_DTYPE_F16 };
+		char *hd[2];
 		for (int h = 0; h < 2; h++) {
-			char *hd = model_as(dir, half[h]);
+			hd[h] = model_as(dir, half[h]);
 			run_out gr = { 0 };
-			if (hd)
-				gr = run(h ? &gpu16 : gpu, hd, 0, 1, gf);
+			if (hd[h])
+				gr = run(h ? &gpu16 : gpu, hd[h], 0, 1, gf);
 			snprintf(what, sizeof what, "%s cuda %s from a %s file: loss, logits, gradients "
 			         "bit for bit", cases[i], h ? "fp16" : "bf16", lora_dtype_name(half[h]));
 			same_bits(what, &gr, h ? &gh : &g16, nl);
 			run_free(&gr);
-			if (hd)
-				rm_rf(hd);
-			free(hd);
+		}
+		/* and bf16 weights from the fp16 file (converted on the GPU) are
+		 * those of a bf16 file converted from it on the host */
+		char *hb = hd[1] ? model_as(hd[1], LORA_DTYPE_BF16) : NULL;
+		run_out ga = { 0 }, gb = { 0 };
+		if (hb) {
+			ga = run(gpu, hd[1], 0, 1, gf);
+			gb = run(gpu, hb, 0, 1, gf);
+		}
+		snprintf(what, sizeof what, "%s cuda bf16 from an F16 file: as from its BF16 copy, bit "
+		         "for bit", cases[i]);
+		same_bits(what, &ga, &gb, nl);
+		run_free(&ga);
+		run_free(&gb);
+		char *tmps[3] = { hd[0], hd[1], hb };
+		for (int k = 0; k < 3; k++) {
+			if (tmps[k])
+				rm_rf(tmps[k]);
+			free(tmps[k]);
 		}
 		run_out cf = run(cpu, dir, 1, 0, gf), gf32 = run(&gpu32, dir, 1, 0, gf);
 		snprintf(what, sizeof what, "%s full fine-tuning cuda fp32 vs cpu", cases[i]);

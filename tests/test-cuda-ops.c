@@ -348,6 +348,39 @@ static void test_memory(void)
 		gpu->free(g);
 	}
 	free(raw);
+
+	/* upload_from: every pair of F32, BF16, F16 (source and buffer), from an
+	 * unaligned host address, as lora_convert rounds on the host, bit for
+	 * bit; the last size is over the 64 MiB workspace the GPU converts in */
+	static const size_t ms[] = { 1, 4099, ((size_t)64 << 20) / 4 + 3 };
+	for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++) {
+		size_t mm = ms[mi];
+		float *vals = host_rand(mm, -1000, 1000);
+		memcpy(vals, src, (mm < m ? mm : m) * sizeof *vals);
+		if (mm > 8) {   /* f16 subnormal, bf16 and f16 ties, above f16's range */
+			vals[5] = 3e-6f; vals[6] = 1.00390625f; vals[7] = 1.00048828125f;
+			vals[8] = -1e5f;
+		}
+		for (int si = 0; si < 3; si++)
+			for (int di = 0; di < 3; di++) {
+				lora_dtype st = wdts[si], dt = wdts[di];
+				size_t ss = lora_dtype_bits(st) / 8, ds = lora_dtype_bits(dt) / 8;
+				unsigned char *file = lora_xmalloc(mm * ss + 1);   /* +1: unaligned */
+				LORA_ASSERT(lora_convert(file + 1, st, vals, LORA_DTYPE_F32, mm) == 0);
+				unsigned char *want = lora_xmalloc(mm * ds), *got = lora_xmalloc(mm * ds);
+				LORA_ASSERT(lora_convert(want, dt, file + 1, st, mm) == 0);
+				void *g = be_alloc(gpu, mm * ds);
+				gpu->upload_from(g, dt, file + 1, st, mm);
+				gpu->download(got, g, mm * ds);
+				char what[96];
+				snprintf(what, sizeof what, "upload_from %s to %s, n=%zu: as lora_convert, bit "
+				         "for bit", dtname(st), dtname(dt), mm);
+				test_cond(what, !memcmp(got, want, mm * ds));
+				gpu->free(g);
+				free(file); free(want); free(got);
+			}
+		free(vals);
+	}
 	free(src);
 
 	/* copy and zero */
