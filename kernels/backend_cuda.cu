@@ -18,6 +18,9 @@
 #include <vector>
 #include <unordered_map>
 
+/* cuBLAS's workspace: 32 MiB as NVIDIA recommends for Hopper. */
+#define BLAS_WS_BYTES ((size_t)32 << 20)
+
 /* ---- state ------------------------------------------------------------------------ */
 
 static struct {
@@ -372,6 +375,29 @@ static void build_archs(char *archs, size_t n)
 #endif
 }
 
+/* No GPU answers, but a dry run asks what a run would need: the table of a
+ * GPU like the one the tests emulate (an H100: 132 SMs, 227 KiB of shared
+ * memory per block; the attention path and its scratch depend on them),
+ * holding the backend's own workspaces, with capacity 0 (unknown). Only
+ * the sizing entries may be called: nothing is allocated. */
+extern "C" const lora_backend *lora_backend_cuda_plan(void)
+{
+	static lora_backend plan_be;
+	if (S.dev >= 0)
+		return &cuda_be;
+	if (!plan_be.name) {
+		S.sms = 132;
+		S.smem_optin = 227 * 1024;
+		S.used = S.peak = BLAS_WS_BYTES + CUDA_WS_BYTES;
+		S.capacity = 0;
+		snprintf(S.name, sizeof S.name, "cuda");
+		snprintf(S.desc, sizeof S.desc, "none here: planned for a GPU of %d SMs and %zu KiB "
+		         "of shared memory per block (an H100)", S.sms, S.smem_optin >> 10);
+		table_fill(&plan_be);
+	}
+	return &plan_be;
+}
+
 /* A kernel of this build, to ask whether the GPU can run our machine code. */
 __global__ static void probe_kernel(void) {}
 
@@ -449,8 +475,7 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 		atexit(prof_at_exit);   /* after the runtime's own: runs before its teardown */
 	}
 	table_fill(&cuda_be);
-	/* cuBLAS's workspace: 32 MiB as NVIDIA recommends for Hopper. */
-	const size_t blas_ws = (size_t)32 << 20;
+	const size_t blas_ws = BLAS_WS_BYTES;
 	if (!(S.blas_ws = cu_alloc(blas_ws)))
 		return NULL;
 	CUBLAS_CHECK(cublasSetWorkspace(S.blas, S.blas_ws, blas_ws));

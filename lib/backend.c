@@ -26,6 +26,16 @@ static const lora_backend *get_cuda(int dev)
 void cuda_profile_report(const char *label);      /* kernels/backend_cuda.cu */
 #endif
 
+const lora_backend *lora_backend_plan(const char *device)
+{
+#ifdef LORA_CUDA
+	if (device && !strncmp(device, "cuda", 4))
+		return lora_backend_cuda_plan();      /* kernels/backend_cuda.cu */
+#endif
+	(void)device;
+	return NULL;
+}
+
 void lora_backend_profile(const char *label)
 {
 #ifdef LORA_CUDA

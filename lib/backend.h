@@ -334,6 +334,12 @@ struct lora_backend {
  * CUDA device that is absent. The result is static: do not free. */
 const lora_backend *lora_backend_get(const char *device);
 
+/* For a dry run where no GPU answers: the CUDA table with the sizes of an
+ * H100 (the emulated GPU of the tests) for planning, capacity 0 (unknown);
+ * only its sizing entries (mem_info, attention_check, *_floats) may be
+ * called. NULL for "cpu"/"auto" or in a build without CUDA. Static. */
+const lora_backend *lora_backend_plan(const char *device);
+
 /* be with frozen weights kept in wdt instead (`precision: fp16` / `fp32` on
  * CUDA, whose ops take F32, F16 and BF16 weights alike). Returns be itself
  * when nothing changes; otherwise a static copy, so one variant per process.
@@ -352,6 +358,7 @@ const lora_backend *lora_backend_cpu(void);
 /* The CUDA backend (kernels/), device index dev; NULL + lora_err if none.
  * Defined only in a CUDA build; backend.c is the one place that calls it. */
 const lora_backend *lora_backend_cuda(int dev);
+const lora_backend *lora_backend_cuda_plan(void);
 
 /* The dropout draw shared by every backend: a uniform float in [0, 1) from
  * (seed, i) by the splitmix64 finaliser (counter based, so any element can

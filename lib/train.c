@@ -865,6 +865,23 @@ static int print_plan(run *r)
 		if (mm.total > budget)
 			lora_warn("the run needs more memory than %s has: lower batch_size or "
 			          "max_seq_length, or set gradient_checkpointing: true", r->be->name);
+	} else if (!r->be->is_host) {       /* planned without a GPU (a dry run) */
+		say(r, "needs %s free on the GPU (with the backend's %s of workspaces)",
+		    human_bytes(b1, sizeof b1, (double)(mm.total + used)),
+		    human_bytes(b2, sizeof b2, (double)used));
+		static const int gib[] = { 16, 24, 40, 48, 80 };
+		char sizes[64] = "", fits[64] = "";
+		for (size_t i = 0; i < sizeof gib / sizeof *gib; i++) {
+			size_t g = (size_t)gib[i] << 30;
+			int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, g > used ? g - used : 0,
+			                              1 << 20);
+			snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d",
+			         i ? " / " : "", gib[i]);
+			snprintf(fits + strlen(fits), sizeof fits - strlen(fits), "%s%d", i ? " / " : "",
+			         lb);
+		}
+		say(r, "largest batch_size at sequence %d with %s GiB free on the GPU: %s", r->T,
+		    sizes, fits);
 	}
 	return 0;
 }
@@ -960,6 +977,14 @@ static int setup(run *r)
 		return fail(r, "base_model '%s' is not a folder (an HF model folder with config.json)",
 		            c->base_model);
 	r->be = lora_backend_get(c->device);
+	if (!r->be && r->o->dry_run) {    /* a dry run plans for a GPU without one */
+		char *why = lora_xstrdup(lora_errmsg());
+		if ((r->be = lora_backend_plan(c->device)))
+			lora_warn("%s; the plan below is for a GPU", why);
+		else
+			lora_err("%s", why);
+		free(why);
+	}
 	if (!r->be)
 		return fail(r, "%s", lora_errmsg());
 	if (!c->precision)

@@ -6,7 +6,7 @@
 # evaluation in fp32 give the CPU's numbers; a NaN stops the run; out of GPU
 # memory is one clear line whose suggestions really fit (and are the
 # largest that do); no GPU falls back to the CPU with `device: auto` and is
-# an error with `device: cuda`.
+# an error with `device: cuda`, except in a dry run, which plans for a GPU.
 #
 # Without a GPU it runs the emulator build (make SIM=1 all: build/sim/bin),
 # whose CUDASIM_MEM / CUDASIM_NO_GPU give it a small GPU or none. On a GPU
@@ -259,6 +259,27 @@ try --base_model "$T/full-cpu" --output_dir "$T/nogpu" $RUN --device cuda
 check "no GPU, device cuda: exit 1" [ $rc -eq 1 ]
 check "... says so" has "$T/err" "no CUDA GPU found"
 check "... writes nothing" [ ! -e "$T/nogpu" ]
+# a dry run plans for a GPU all the same: the memory line and the batch
+# that fits 80 GiB are those of the emulated 80 GiB GPU's own dry run
+PLAN="--base_model $T/full-cpu $RUN --lora_rank 4 --target_modules q_proj,k_proj,v_proj,gate_proj
+      --max_seq_length 64 --device cuda --dry-run"
+# shellcheck disable=SC2086
+try $PLAN --output_dir "$T/plan"
+check "no GPU, device cuda, dry run: exit 0" [ $rc -eq 0 ]
+check "... says the plan is for a GPU" has "$T/err" "no CUDA GPU found.*; the plan below is for a GPU"
+check "... and for which" has "$T/out" "^device: cuda, none here: planned for a GPU of 132 SMs"
+check "... what it needs, workspaces included" has "$T/out" "^needs .* free on the GPU (with the backend's 96.0 MiB of workspaces)"
+sed -n 's/^memory on cuda[:0-9]*: \(.*\) of .* available/\1/p' "$T/out" >"$T/plan-mem"
+sed -n 's/^largest batch_size at sequence 64 with 16 \/ 24 \/ 40 \/ 48 \/ 80 GiB free on the GPU: .* \/ \([0-9]*\)$/\1/p' \
+	"$T/out" >"$T/plan-b80"
+check "... writes nothing" [ ! -e "$T/plan" ]
+# shellcheck disable=SC2086
+CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --output_dir "$T/plan"
+sed -n 's/^memory on cuda[:0-9]*: \(.*\) of .* available/\1/p' "$T/out" >"$T/gpu-mem"
+sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-b80"
+check "... its memory line is the emulated GPU's" sh -c '[ -s "$1/plan-mem" ] && cmp -s "$1/plan-mem" "$1/gpu-mem"' - "$T"
+check "... and its largest batch for 80 GiB ($(cat "$T/plan-b80"))" \
+	sh -c '[ -s "$1/plan-b80" ] && cmp -s "$1/plan-b80" "$1/gpu-b80"' - "$T"
 unset CUDASIM_NO_GPU
 
 echo "$passes passed, $fails failed"
