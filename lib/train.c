@@ -870,18 +870,23 @@ static int print_plan(run *r)
 		    human_bytes(b1, sizeof b1, (double)(mm.total + used)),
 		    human_bytes(b2, sizeof b2, (double)used));
 		static const int gib[] = { 16, 24, 40, 48, 80 };
-		char sizes[64] = "", fits[64] = "";
+		lora_llama_opts ck = mo;
+		ck.grad_ckpt = 1;
+		char sizes[64] = "", fits[64] = "", fits_ck[64] = "";
 		for (size_t i = 0; i < sizeof gib / sizeof *gib; i++) {
-			size_t g = (size_t)gib[i] << 30;
-			int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, g > used ? g - used : 0,
-			                              1 << 20);
-			snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d",
-			         i ? " / " : "", gib[i]);
-			snprintf(fits + strlen(fits), sizeof fits - strlen(fits), "%s%d", i ? " / " : "",
-			         lb);
+			size_t g = (size_t)gib[i] << 30, bud = g > used ? g - used : 0;
+			int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, bud, 1 << 20);
+			int lc = lora_llama_max_batch(&r->mc, r->be, r->T, &ck, bud, 1 << 20);
+			const char *sep = i ? " / " : "";
+			snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d", sep, gib[i]);
+			snprintf(fits + strlen(fits), sizeof fits - strlen(fits), "%s%d", sep, lb);
+			snprintf(fits_ck + strlen(fits_ck), sizeof fits_ck - strlen(fits_ck), "%s%d", sep,
+			         lc);
 		}
 		say(r, "largest batch_size at sequence %d with %s GiB free on the GPU: %s", r->T,
 		    sizes, fits);
+		if (!mo.grad_ckpt)
+			say(r, "... with gradient_checkpointing: true: %s", fits_ck);
 	}
 	return 0;
 }

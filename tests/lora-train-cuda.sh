@@ -272,6 +272,7 @@ check "... what it needs, workspaces included" has "$T/out" "^needs .* free on t
 sed -n 's/^memory on cuda[:0-9]*: \(.*\) of .* available/\1/p' "$T/out" >"$T/plan-mem"
 sed -n 's/^largest batch_size at sequence 64 with 16 \/ 24 \/ 40 \/ 48 \/ 80 GiB free on the GPU: .* \/ \([0-9]*\)$/\1/p' \
 	"$T/out" >"$T/plan-b80"
+sed -n 's/^\.\.\. with gradient_checkpointing: true: .* \/ \([0-9]*\)$/\1/p' "$T/out" >"$T/plan-c80"
 check "... writes nothing" [ ! -e "$T/plan" ]
 # shellcheck disable=SC2086
 CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --output_dir "$T/plan"
@@ -280,6 +281,11 @@ sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/ou
 check "... its memory line is the emulated GPU's" sh -c '[ -s "$1/plan-mem" ] && cmp -s "$1/plan-mem" "$1/gpu-mem"' - "$T"
 check "... and its largest batch for 80 GiB ($(cat "$T/plan-b80"))" \
 	sh -c '[ -s "$1/plan-b80" ] && cmp -s "$1/plan-b80" "$1/gpu-b80"' - "$T"
+# shellcheck disable=SC2086
+CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --gradient_checkpointing true --output_dir "$T/plan"
+sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-c80"
+check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" \
+	sh -c '[ -s "$1/plan-c80" ] && cmp -s "$1/plan-c80" "$1/gpu-c80"' - "$T"
 unset CUDASIM_NO_GPU
 
 echo "$passes passed, $fails failed"
