@@ -24,6 +24,10 @@
 #                                          warps, a barrier a lane skips, reads of
 #                                          memory no one wrote); run it when the
 #                                          tests fail
+#   sh bench/gpu-run.sh ncu [REGEX]        Nsight Compute's sections for the
+#                                          kernels matching REGEX (default
+#                                          att_mma) in the attention timings:
+#                                          $OUT/ncu.log
 #   sh bench/gpu-run.sh all                tests, ops and bench (may pass 10
 #                                          minutes)
 #
@@ -104,6 +108,26 @@ if [ "$what" = sanitize ]; then
 	san racecheck test-cuda-ops attention-racecheck LORA_TEST_ONLY=attention
 	san synccheck test-cuda-ops attention-synccheck LORA_TEST_ONLY=attention
 	san initcheck test-cuda-ops attention-initcheck LORA_TEST_ONLY=attention
+fi
+if [ "$what" = ncu ]; then
+	# Nsight Compute on the kernels whose names match REGEX (default: the
+	# tensor-core attention) in ops_gpu's attention timings, 4 launches after
+	# 2 skipped, clocks left alone (METHOD.md): where the time goes inside
+	# a kernel (speed of light, occupancy, memory and issue stalls)
+	nc=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null ||
+	     find / -xdev -name ncu -type f 2>/dev/null | head -1)
+	[ -n "$nc" ] || { echo "gpu-run.sh: no ncu on this machine"; exit 1; }
+	re=${1:-att_mma}
+	[ $# -gt 0 ] && shift
+	timeout 400 "$nc" --clock-control none --kernel-name "regex:$re" --launch-skip 2 \
+		--launch-count 4 --section SpeedOfLight --section Occupancy --section LaunchStats \
+		--section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+		--section WarpStateStats /tmp/gpu/bin/ops_gpu -a -r 1 "$@" >"$OUT/ncu.log" 2>&1
+	r=$?
+	echo "ncu $re: exit $r (124: time limit); report in \$OUT/ncu.log"
+	grep -E '^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread' \
+		"$OUT/ncu.log" | head -60
+	[ $r -ne 0 ] && rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	# PROFILE=1: each op's GPU time in a real step, after the timed runs
