@@ -461,6 +461,7 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	size_t total = 0;
 	CUDA_CHECK(cudaMemGetInfo(&S.capacity, &total));
 	S.sizes = new std::unordered_map<void *, size_t>();
+	S.used = S.peak = 0;        /* (a dry run's plan table may have set them) */
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;
 	S.smem_optin = prop.sharedMemPerBlockOptin;
