@@ -73,6 +73,10 @@ NVARCH  := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
            -gencode arch=compute_$(firstword $(CUDA_ARCHS)),code=compute_$(firstword $(CUDA_ARCHS))
 NVFLAGS ?= -O3 -std=c++17 $(NVARCH) -Ilib -Xcompiler -Wall,-fPIC --expt-relaxed-constexpr \
            -DLORA_CUDA_ARCHS=$(subst $(eval) ,_,$(strip $(CUDA_ARCHS)))
+ifeq ($(SIM),1)
+# the emulated GPU runs the kernels "built for" CUDA_ARCHS too
+SIM_CXXFLAGS += -DLORA_CUDA_ARCHS=$(subst $(eval) ,_,$(strip $(CUDA_ARCHS)))
+endif
 KERNEL_SRC := $(wildcard kernels/*.cu)
 ifeq ($(CUDA),1)
 CFLAGS  += -DLORA_CUDA=1 -I$(CUDA_HOME)/include

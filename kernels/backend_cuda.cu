@@ -36,7 +36,7 @@ static struct {
 	size_t used, peak, capacity;
 	int sms;                   /* streaming multiprocessors */
 	size_t smem_optin;         /* shared memory a block may opt in to, bytes */
-	char desc[320];            /* lora_backend.desc */
+	char desc[512];            /* lora_backend.desc */
 } S = { -1 };
 
 void cuda_fail(const char *what, const char *msg, const char *file, int line)
@@ -375,6 +375,23 @@ static void build_archs(char *archs, size_t n)
 #endif
 }
 
+/* Whether the build holds machine code this GPU runs: an sm_XY of
+ * CUDA_ARCHS with the GPU's major version and a minor no greater than its
+ * own (sm_80 runs on every 8.x). Otherwise the driver compiles the PTX of
+ * the first of CUDA_ARCHS (a Blackwell GPU with the default 80 90). */
+static int has_sass_for(int major, int minor)
+{
+	char archs[64], *end;
+	build_archs(archs, sizeof archs);
+	for (const char *p = archs;; p = end) {
+		long a = strtol(p, &end, 10);
+		if (end == p)
+			return 0;
+		if (a / 10 == major && a % 10 <= minor)
+			return 1;
+	}
+}
+
 /* No GPU answers, but a dry run asks what a run would need: the table of a
  * GPU like the one the tests emulate (an H100: 132 SMs, 227 KiB of shared
  * memory per block; the attention path and its scratch depend on them),
@@ -465,8 +482,11 @@ extern "C" const lora_backend *lora_backend_cuda(int dev)
 	S.dev = dev;
 	S.sms = prop.multiProcessorCount;
 	S.smem_optin = prop.sharedMemPerBlockOptin;
-	snprintf(S.desc, sizeof S.desc, "%s, compute capability %d.%d, %d SMs", prop.name,
-	         prop.major, prop.minor, prop.multiProcessorCount);
+	snprintf(S.desc, sizeof S.desc, "%s, compute capability %d.%d, %d SMs%s", prop.name,
+	         prop.major, prop.minor, prop.multiProcessorCount,
+	         has_sass_for(prop.major, prop.minor) ? "" :
+	         "; no machine code for it in this build: the driver compiles the kernels' PTX "
+	         "when they are first used (slow once, then cached in ~/.nv/ComputeCache)");
 	snprintf(S.name, sizeof S.name, "cuda:%d", dev);
 	const char *pe = getenv("LORA_CUDA_PROFILE");
 	if (pe && *pe && strcmp(pe, "0")) {

@@ -249,6 +249,14 @@ CUDASIM_CC=7.5 try --base_model "$T/full-cpu" --output_dir "$T/cc75a" $RUN --max
 check "... device auto: exit 0" [ $rc -eq 0 ]
 check "... on the CPU, with that reason" has "$T/err" "needs compute capability 8.0"
 
+# a GPU the build has no machine code for (Blackwell, with CUDA_ARCHS 80 90)
+# runs the PTX the driver compiles at first use: the device line says so
+CUDASIM_CC=12.0 try --base_model "$T/full-cpu" --output_dir "$T/cc120" $RUN --device cuda --dry-run
+check "a GPU of compute capability 12.0: the device line says the driver compiles the PTX" \
+	has "$T/out" "compute capability 12.0, .*no machine code for it in this build: the driver compiles"
+CUDASIM_CC=8.6 try --base_model "$T/full-cpu" --output_dir "$T/cc86" $RUN --device cuda --dry-run
+check "... but not for 8.6, which runs sm_80's code" sh -c "grep -q '^device: cuda:0, .*compute capability 8.6' '$T/out' && ! grep -q 'PTX' '$T/out'"
+
 # ---- no GPU ---------------------------------------------------------------------------
 export CUDASIM_NO_GPU=1
 try --base_model "$T/full-cpu" --output_dir "$T/auto" $RUN --max_steps 2 --device auto
