@@ -26,10 +26,23 @@ static const lora_backend *get_cuda(int dev)
 void cuda_profile_report(const char *label);      /* kernels/backend_cuda.cu */
 #endif
 
+/* The GPU index of "cuda" (0) or "cuda:N"; -1 for another name, -2 for a
+ * bad "cuda:" one. */
+static int cuda_index(const char *device)
+{
+	if (!strcmp(device, "cuda"))
+		return 0;
+	if (strncmp(device, "cuda:", 5))
+		return -1;
+	char *end;
+	long d = strtol(device + 5, &end, 10);
+	return end == device + 5 || *end || d < 0 || d > 1023 ? -2 : (int)d;
+}
+
 const lora_backend *lora_backend_plan(const char *device)
 {
 #ifdef LORA_CUDA
-	if (device && !strncmp(device, "cuda", 4))
+	if (device && cuda_index(device) >= 0)
 		return lora_backend_cuda_plan();      /* kernels/backend_cuda.cu */
 #endif
 	(void)device;
@@ -59,18 +72,11 @@ const lora_backend *lora_backend_get(const char *device)
 	}
 	if (!strcmp(device, "cpu"))
 		return lora_backend_cpu();
-	if (!strcmp(device, "cuda"))
-		return get_cuda(0);
-	if (!strncmp(device, "cuda:", 5)) {
-		char *end;
-		long d = strtol(device + 5, &end, 10);
-		if (end == device + 5 || *end || d < 0 || d > 1023) {
-			lora_err("bad device '%s' (expected cpu, cuda, cuda:N or auto)", device);
-			return NULL;
-		}
-		return get_cuda((int)d);
-	}
-	lora_err("unknown device '%s' (expected cpu, cuda, cuda:N or auto)", device);
+	int d = cuda_index(device);
+	if (d >= 0)
+		return get_cuda(d);
+	lora_err("%s device '%s' (expected cpu, cuda, cuda:N or auto)", d == -2 ? "bad" : "unknown",
+	         device);
 	return NULL;
 }
 
