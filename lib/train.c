@@ -858,6 +858,12 @@ static int print_plan(run *r)
 	if (cap) {
 		int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, budget, 1 << 20);
 		say(r, "largest batch_size that fits at sequence %d: %d", r->T, lb);
+		if (!r->be->is_host && !mo.grad_ckpt) {
+			lora_llama_opts ck = mo;
+			ck.grad_ckpt = 1;
+			say(r, "... with gradient_checkpointing: true: %d",
+			    lora_llama_max_batch(&r->mc, r->be, r->T, &ck, budget, 1 << 20));
+		}
 		/* a GPU's memory is a hard limit: stop before loading the model;
 		 * the CPU's RAM is not (swap, overcommit): a warning */
 		if (mm.total > budget && !r->be->is_host && !r->o->dry_run)

@@ -286,6 +286,7 @@ check "... writes nothing" [ ! -e "$T/plan" ]
 CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --output_dir "$T/plan"
 sed -n 's/^memory on cuda[:0-9]*: \(.*\) of .* available/\1/p' "$T/out" >"$T/gpu-mem"
 sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-b80"
+sed -n 's/^\.\.\. with gradient_checkpointing: true: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-c80a"
 check "... its memory line is the emulated GPU's" sh -c '[ -s "$1/plan-mem" ] && cmp -s "$1/plan-mem" "$1/gpu-mem"' - "$T"
 check "... and its largest batch for 80 GiB ($(cat "$T/plan-b80"))" \
 	sh -c '[ -s "$1/plan-b80" ] && cmp -s "$1/plan-b80" "$1/gpu-b80"' - "$T"
@@ -294,6 +295,8 @@ CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --gradient_checkpointing true --output
 sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-c80"
 check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" \
 	sh -c '[ -s "$1/plan-c80" ] && cmp -s "$1/plan-c80" "$1/gpu-c80"' - "$T"
+check "... which the GPU's own dry run names beside its plain batch" \
+	sh -c '[ -s "$1/gpu-c80a" ] && cmp -s "$1/gpu-c80a" "$1/gpu-c80"' - "$T"
 unset CUDASIM_NO_GPU
 
 echo "$passes passed, $fails failed"
