@@ -1,7 +1,7 @@
 /* add.cu: the residual out = a + b, elementwise (out may alias a or b: each
- * element is read and written by the same thread), the conversion of an
- * fp32 array to a saved activation's dtype (convert_kernel, common.cuh), and
- * of a weight from its file's dtype to the run's (upload_from). */
+ * element is read and written by the same thread), and the conversions
+ * (convert_kernel, common.cuh) of an fp32 array to a saved activation's
+ * dtype and of a weight from its file's dtype to the run's (upload_from). */
 #include "common.cuh"
 
 /* ---- kernels ---------------------------------------------------------------------- */
@@ -11,15 +11,6 @@ __global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x)
 		out[i] = a[i] + b[i];
-}
-
-/* a weight from the file's dtype to the run's, on the device (upload_from) */
-template <class D, class S>
-__global__ void convert_from_kernel(D *out, const S *in, size_t n)
-{
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-	     i += (size_t)gridDim.x * blockDim.x)
-		out[i] = from_f32<D>(ldw(in, i));
 }
 
 /* ---- launchers ------------------------------------------------------------------------- */
@@ -32,27 +23,21 @@ void cuda_add_forward(float *out, const float *a, const float *b, size_t N)
 	CUDA_LAUNCH_CHECK();
 }
 
-void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N)
-{
-	if (!N)
-		return;
-	if (odt == LORA_DTYPE_F32) {
-		if (out != src)
-			CUDA_CHECK(cudaMemcpyAsync(out, src, N * sizeof(float), cudaMemcpyDeviceToDevice,
-			                           cuda_stream()));
-		return;
-	}
-	WDTYPE_DISPATCH(odt, T,
-		convert_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>((T *)out, src, N));
-	CUDA_LAUNCH_CHECK();
-}
-
 void cuda_convert_from(void *out, lora_dtype odt, const void *in, lora_dtype idt, size_t N)
 {
 	if (!N)
 		return;
 	WDTYPE_DISPATCH(odt, DT, WDTYPE_DISPATCH(idt, ST,
-		convert_from_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>((DT *)out,
+		convert_kernel<<<cuda_blocks(N, 256), 256, 0, cuda_stream()>>>((DT *)out,
 			(const ST *)in, N)));
 	CUDA_LAUNCH_CHECK();
+}
+
+void cuda_convert(void *out, lora_dtype odt, const float *src, size_t N)
+{
+	if (odt != LORA_DTYPE_F32)
+		cuda_convert_from(out, odt, src, LORA_DTYPE_F32, N);
+	else if (N && out != src)
+		CUDA_CHECK(cudaMemcpyAsync(out, src, N * sizeof(float), cudaMemcpyDeviceToDevice,
+		                           cuda_stream()));
 }

@@ -123,25 +123,6 @@ static void cu_sync(void)
 	CUDA_CHECK(cudaStreamSynchronize(S.stream));
 }
 
-/* F32 host values into a buffer of dtype dt: converted on the host in chunks
- * (lora_convert: round to nearest even, as torch's .to(bfloat16)). */
-static void cu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
-{
-	if (dt == LORA_DTYPE_F32) {
-		cu_upload(dst, src, n * sizeof(float));
-		return;
-	}
-	LORA_ASSERT(dt == LORA_DTYPE_BF16 || dt == LORA_DTYPE_F16);
-	const size_t chunk = (size_t)1 << 22;
-	uint16_t *tmp = (uint16_t *)lora_xmalloc((n < chunk ? n : chunk) * sizeof(uint16_t));
-	for (size_t i = 0; i < n; i += chunk) {
-		size_t m = n - i < chunk ? n - i : chunk;
-		LORA_ASSERT(lora_convert(tmp, dt, src + i, LORA_DTYPE_F32, m) == 0);
-		cu_upload((uint16_t *)dst + i, tmp, m * sizeof(uint16_t));
-	}
-	free(tmp);
-}
-
 /* The file's values cross the bus as they are, a workspace at a time, and a
  * kernel converts them into dst: a 7B model's bf16 (fp16) weights from an
  * fp16 (bf16 or fp32) file with no fp32 copy on the host. The stream keeps
@@ -159,6 +140,12 @@ static void cu_upload_from(void *dst, lora_dtype dt, const void *src, lora_dtype
 		cu_upload(S.ws, (const char *)src + i * ss, m * ss);
 		cuda_convert_from((char *)dst + i * ds, dt, S.ws, st, m);
 	}
+}
+
+/* fp32 host values into dt: the device rounds them (upload_from) */
+static void cu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
+{
+	cu_upload_from(dst, dt, src, LORA_DTYPE_F32, n);
 }
 
 static void cu_mem_info(size_t *used, size_t *peak, size_t *cap)

@@ -100,7 +100,8 @@ __device__ __forceinline__ float ldw(const __half *p, size_t i) { return __half2
  * Saved activations are F32 or BF16 (backend.h: adt): kernels are templates
  * on the element type A, launched through ADTYPE_DISPATCH(adt, A, stmt);
  * ldw reads them as it reads weights, from_f32 rounds a value to a type
- * (to nearest even) and convert_kernel a whole array. */
+ * (to nearest even) and convert_kernel a whole array (from fp32, or from a
+ * weight's dtype: upload_from). */
 
 template <typename T>
 __device__ __forceinline__ T from_f32(float x);
@@ -108,12 +109,12 @@ template <> __device__ __forceinline__ float from_f32(float x) { return x; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __forceinline__ __half from_f32(float x) { return __float2half_rn(x); }
 
-template <typename T>
-__global__ void convert_kernel(T *dst, const float *src, size_t n)
+template <typename T, typename S = float>
+__global__ void convert_kernel(T *dst, const S *src, size_t n)
 {
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x)
-		dst[i] = from_f32<T>(src[i]);
+		dst[i] = from_f32<T>(ldw(src, i));
 }
 
 #define ADTYPE_DISPATCH(adt, A, ...) do { \

@@ -51,16 +51,15 @@ static void cpu_copy(void *dst, const void *src, size_t n) { if (n) memmove(dst,
 static void cpu_zero(void *p, size_t n) { if (n) memset(p, 0, n); }
 static void cpu_sync(void) {}
 
-static void cpu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
-{
-	LORA_ASSERT(dt == LORA_DTYPE_F32);
-	memcpy(dst, src, n * sizeof(float));
-}
-
 static void cpu_upload_from(void *dst, lora_dtype dt, const void *src, lora_dtype st, size_t n)
 {
 	LORA_ASSERT(dt == LORA_DTYPE_F32);
 	LORA_ASSERT(lora_convert(dst, dt, src, st, n) == 0);
+}
+
+static void cpu_upload_f32(void *dst, lora_dtype dt, const float *src, size_t n)
+{
+	cpu_upload_from(dst, dt, src, LORA_DTYPE_F32, n);
 }
 
 static void cpu_mem_info(size_t *used, size_t *peak, size_t *cap)

@@ -824,6 +824,8 @@ static int print_plan(run *r)
 	size_t trainable = r->full ? total : lora_llama_n_lora_params(&r->mc, &r->acfg);
 	lora_llama_opts mo = {.full = r->full, .grad_ckpt = r->c->gradient_checkpointing,
 	                      .lora = r->full ? NULL : &r->acfg};
+	lora_llama_opts ck = mo;     /* the same with gradient checkpointing */
+	ck.grad_ckpt = 1;
 	/* a GPU that cannot run this model's attention says so before it loads */
 	if (lora_llama_check_backend(r->c->base_model, &r->mc, r->be) < 0)
 		return fail(r, "%s; device: cpu trains it", lora_errmsg());
@@ -858,12 +860,9 @@ static int print_plan(run *r)
 	if (cap) {
 		int lb = lora_llama_max_batch(&r->mc, r->be, r->T, &mo, budget, 1 << 20);
 		say(r, "largest batch_size that fits at sequence %d: %d", r->T, lb);
-		if (!r->be->is_host && !mo.grad_ckpt) {
-			lora_llama_opts ck = mo;
-			ck.grad_ckpt = 1;
+		if (!r->be->is_host && !mo.grad_ckpt)
 			say(r, "... with gradient_checkpointing: true: %d",
 			    lora_llama_max_batch(&r->mc, r->be, r->T, &ck, budget, 1 << 20));
-		}
 		/* a GPU's memory is a hard limit: stop before loading the model;
 		 * the CPU's RAM is not (swap, overcommit): a warning */
 		if (mm.total > budget && !r->be->is_host && !r->o->dry_run)
@@ -876,8 +875,6 @@ static int print_plan(run *r)
 		    human_bytes(b1, sizeof b1, (double)(mm.total + used)),
 		    human_bytes(b2, sizeof b2, (double)used));
 		static const int gib[] = { 16, 24, 40, 48, 80 };
-		lora_llama_opts ck = mo;
-		ck.grad_ckpt = 1;
 		char sizes[64] = "", fits[64] = "", fits_ck[64] = "";
 		for (size_t i = 0; i < sizeof gib / sizeof *gib; i++) {
 			size_t g = (size_t)gib[i] << 30, bud = g > used ? g - used : 0;
