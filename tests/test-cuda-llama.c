@@ -52,7 +52,7 @@
 #include "lora.h"        /* lora_params */
 #include "optim.h"       /* lora_adamw, lora_schedule */
 #include "safetensors.h" /* st_open, st_find */
-#include "util.h"        /* lora_xmalloc, lora_read_file */
+#include "util.h"        /* lora_xmalloc */
 #include "dtype.h"       /* lora_convert */
 
 #ifndef LORA_CUDA
@@ -266,18 +266,17 @@ static char *model_as(const char *src, lora_dtype dt)
 	if (w && (rc < 0 ? (st_writer_abort(w), -1) : st_writer_close(w)) < 0)
 		rc = -1;
 	st_close(f);
-	char *cfg = lora_xasprintf("%s/config.json", src), *cfg2 = lora_xasprintf("%s/config.json", dir);
-	char *ad = realpath(src, NULL), *ad_abs = ad ? lora_xasprintf("%s/adapter", ad) : NULL;
-	char *ad2 = lora_xasprintf("%s/adapter", dir);
-	if (rc == 0) {
-		size_t n;
-		char *c = lora_read_file(cfg, &n);
-		FILE *o = c ? fopen(cfg2, "wb") : NULL;
-		rc = o && fwrite(c, 1, n, o) == n && fclose(o) == 0 && ad_abs &&
-		     symlink(ad_abs, ad2) == 0 ? 0 : -1;
-		free(c);
+	/* config.json and the adapter: links to src's */
+	char *abs = realpath(src, NULL);
+	static const char *const beside[] = { "config.json", "adapter" };
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		char *from = lora_xasprintf("%s/%s", abs ? abs : src, beside[i]);
+		char *link = lora_xasprintf("%s/%s", dir, beside[i]);
+		rc = abs && symlink(from, link) == 0 ? 0 : -1;
+		free(from);
+		free(link);
 	}
-	free(cfg); free(cfg2); free(ad); free(ad_abs); free(ad2);
+	free(abs);
 	if (rc < 0) {
 		printf("      cannot write a %s copy of %s: %s\n", lora_dtype_name(dt), src,
 		       lora_errmsg());
