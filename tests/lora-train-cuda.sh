@@ -38,6 +38,8 @@ csv() {
 closecsv() { csv "$1" "$4" >"$T/la"; csv "$2" "$4" >"$T/lb"; agree "$3"; }
 # close A B RTOL [KEY]: the step losses (or KEY) of logs A and B agree within RTOL (relative)
 close() { values "$1" "$4" >"$T/la"; values "$2" "$4" >"$T/lb"; agree "$3"; }
+# same A B: file A is not empty and equals B
+same() { [ -s "$1" ] && cmp -s "$1" "$2"; }
 agree() {
 	[ -s "$T/la" ] && [ "$(wc -l <"$T/la")" = "$(wc -l <"$T/lb")" ] &&
 	paste "$T/la" "$T/lb" | awk -v r="$1" '{ d = $2 - $4; if (d < 0) d = -d;
@@ -287,16 +289,13 @@ CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --output_dir "$T/plan"
 sed -n 's/^memory on cuda[:0-9]*: \(.*\) of .* available/\1/p' "$T/out" >"$T/gpu-mem"
 sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-b80"
 sed -n 's/^\.\.\. with gradient_checkpointing: true: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-c80a"
-check "... its memory line is the emulated GPU's" sh -c '[ -s "$1/plan-mem" ] && cmp -s "$1/plan-mem" "$1/gpu-mem"' - "$T"
-check "... and its largest batch for 80 GiB ($(cat "$T/plan-b80"))" \
-	sh -c '[ -s "$1/plan-b80" ] && cmp -s "$1/plan-b80" "$1/gpu-b80"' - "$T"
+check "... its memory line is the emulated GPU's" same "$T/plan-mem" "$T/gpu-mem"
+check "... and its largest batch for 80 GiB ($(cat "$T/plan-b80"))" same "$T/plan-b80" "$T/gpu-b80"
 # shellcheck disable=SC2086
 CUDASIM_NO_GPU= CUDASIM_MEM=80G try $PLAN --gradient_checkpointing true --output_dir "$T/plan"
 sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/out" >"$T/gpu-c80"
-check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" \
-	sh -c '[ -s "$1/plan-c80" ] && cmp -s "$1/plan-c80" "$1/gpu-c80"' - "$T"
-check "... which the GPU's own dry run names beside its plain batch" \
-	sh -c '[ -s "$1/gpu-c80a" ] && cmp -s "$1/gpu-c80a" "$1/gpu-c80"' - "$T"
+check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" same "$T/plan-c80" "$T/gpu-c80"
+check "... which the GPU's own dry run names beside its plain batch" same "$T/gpu-c80a" "$T/gpu-c80"
 unset CUDASIM_NO_GPU
 
 echo "$passes passed, $fails failed"
