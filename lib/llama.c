@@ -346,15 +346,28 @@ static lora_dtype act_dtype(const lora_backend *be, int full)
  * hrows rows at a time, in the forward (for the loss), in the backward
  * (again, then the gradient in place) and for lora_llama_logits. A chunk
  * holds 16 Mi floats (64 MiB) at most, ~500 rows of a 32000-word vocabulary:
- * still a large GEMM. LORA_HEAD_ROWS overrides it (the tests chunk tiny
- * models with it). */
+ * still a large GEMM. The rows are a multiple of 64 (of 16 for
+ * vocabularies over 128K words), the GPU's GEMM tiles, spread evenly over
+ * the chunks: 2048 tokens of a 32000-word vocabulary are 4 chunks of 512
+ * rows, not 3 of 524 and one of 476 (a last tile of 12 rows per chunk).
+ * LORA_HEAD_ROWS overrides it (the tests chunk tiny models with it). */
 static int head_rows(int N, int V)
 {
 	const char *e = getenv("LORA_HEAD_ROWS");
-	long r = e && *e ? atol(e) : (long)((16L << 20) / V);
+	if (e && *e) {
+		long r = atol(e);
+		return r < 1 ? 1 : r < N ? (int)r : N;
+	}
+	long r = (16L << 20) / V;
 	if (r < 1)
 		r = 1;
-	return r < N ? (int)r : N;
+	if (r >= N)
+		return N;
+	long q = r >= 128 ? 64 : r >= 32 ? 16 : 1;
+	r -= r % q;
+	long k = (N + r - 1) / r;                       /* chunks */
+	long even = ((N + k - 1) / k + q - 1) / q * q;  /* rows of each, rounded up */
+	return (int)(even < r ? even : r);
 }
 
 /* Lay out the arena for (B, T). With base == NULL only count; returns floats. */
