@@ -1120,7 +1120,8 @@ typedef struct {
  * dinp = the branches' share (lora_down_backward, dinp's first writer);
  * the base products then add to dinp in their GEMMs' epilogues, where
  * reading it hides under the arithmetic (added after, the branches'
- * share would read and write dinp once more). */
+ * share would read and write dinp once more). dinp NULL: only the LoRA
+ * gradients (the first layer's q, k, v), and no base product in LoRA. */
 static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const void *inp,
                       const lin_bwd *ls, int n, int N, int C)
 {
@@ -1141,7 +1142,7 @@ static void group_bwd(lora_llama *m, int l, int g, acts *a, float *dinp, const v
 	if (nb)
 		be->lora_down_backward(dinp, 0, dh, inp, P(m)->adt, br, nb, lora_p(m), N, C,
 		                       dh + (size_t)N * R);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n && (dinp || m->full); i++)
 		be->linear_backward(dinp, nb > 0 || i > 0, m->full ? ls[i].dw : NULL,
 		                    m->full ? ls[i].db : NULL, ls[i].gdout, ls[i].gdt, inp, P(m)->adt,
 		                    ls[i].w, m->wdt, N, C, ls[i].OC);
@@ -1213,19 +1214,29 @@ static void layer_backward(lora_llama *m, int l, acts *a, const float *x, int B,
 	/* dq, dk for the bf16 GEMMs of a bf16 run straight from RoPE's backward,
 	 * over the saved q and k (nothing reads them after attention_backward);
 	 * in fp32 too where a LoRA branch reads them */
+	/* The first layer's input is the embedding's output: unless the
+	 * embedding trains (full fine-tuning), nothing reads its gradient, so
+	 * layer 0 stops at its q, k, v LoRA branches: no q, k, v products for
+	 * dln, no norm backward (autograd skips them the same way: no leaf
+	 * behind them needs a gradient). */
+	int dx = l > 0 || m->full;
 	int lora_q = y->lora[LORA_MOD_Q] >= 0, lora_k = y->lora[LORA_MOD_K] >= 0;
-	float *dq = !bf || lora_q ? p->dq : NULL, *dk = !bf || lora_k ? p->dk : NULL;
-	be->rope_backward(dq, bf ? a->q : NULL, p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
-	be->rope_backward(dk, bf ? a->k : NULL, p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
+	float *dq = (!bf && dx) || lora_q ? p->dq : NULL, *dk = (!bf && dx) || lora_k ? p->dk : NULL;
+	void *dqb = bf && dx ? a->q : NULL, *dkb = bf && dx ? a->k : NULL;
+	if (dq || dqb)
+		be->rope_backward(dq, dqb, p->dq, p->rope_cos, p->rope_sin, B, T, NH, HS);
+	if (dk || dkb)
+		be->rope_backward(dk, dkb, p->dk, p->rope_cos, p->rope_sin, B, T, NKV, HS);
 	lora_dtype qdt = bf ? LORA_DTYPE_BF16 : F32;
 	lin_bwd qkv[3] = { { LORA_MOD_Q, QD, dq, bf ? a->q : p->dq, qdt, y->wq, g->wq, g->bq },
 	                   { LORA_MOD_K, KD, dk, bf ? a->k : p->dk, qdt, y->wk, g->wk, g->bk },
 	                   { LORA_MOD_V, KD, p->dv, p->dv, F32, y->wv, g->wv, g->bv } };
-	group_bwd(m, l, GROUP_QKV, a, p->dln, a->ln1, qkv, 3, N, C);
+	group_bwd(m, l, GROUP_QKV, a, dx ? p->dln : NULL, a->ln1, qkv, 3, N, C);
 	/* the last use of dres_b in this layer is o's, above: the copy here is
 	 * for the next layer down's */
-	be->rmsnorm_backward(p->dres, l > 0 ? dres_b : NULL, m->full ? g->ln1_w : NULL, p->dln, x,
-	                     y->ln1_w, m->wdt, a->rstd1, N, C);
+	if (dx)
+		be->rmsnorm_backward(p->dres, l > 0 ? dres_b : NULL, m->full ? g->ln1_w : NULL,
+		                     p->dln, x, y->ln1_w, m->wdt, a->rstd1, N, C);
 }
 
 void lora_llama_backward(lora_llama *m)
