@@ -108,8 +108,7 @@ static void run_config(lora_llama *m, const char *spec, int steps, int warmup)
 			t0 = lora_time();
 		}
 		lora_params_zero_grad(ps, be);
-		float loss = lora_llama_forward(m, ids, tg, B, T);    /* synchronises (loss) */
-		lora_llama_backward(m);
+		float loss = lora_llama_forward_backward(m, ids, tg, B, T);    /* synchronises (loss) */
 		lora_clip_grad_norm(ps, be, 1.0f);                     /* synchronises (norm) */
 		lora_adamw_step(opt, 1e-4f);
 		if (s == 0)

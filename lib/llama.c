@@ -319,6 +319,7 @@ typedef struct {
 	int32_t *ids, *targets;  /* (N) backend copies */
 	/* last forward */
 	int fB, fT, nvalid, has_targets;
+	int head_done;           /* the forward did the head's backward (dln, dlm_head) */
 	/* full mode */
 	float *dwte, *dlm_head, *dlnf_w;
 	layer_grads *g;          /* (L) */
@@ -1042,7 +1043,27 @@ static void head_logits(const lora_llama *m, int n0, int M)
 	                      m->lm_head, NULL, m->wdt, M, C, V);
 }
 
-float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T)
+/* The head's backward for rows [n0, n0 + M), its logits in p->logits: the
+ * gradient of the mean loss in their place, then dln's rows (written)
+ * and, full fine-tuning, dlm_head's share. */
+static void head_backward(lora_llama *m, int n0, int M)
+{
+	const lora_backend *be = m->be;
+	priv_t *p = P(m);
+	int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+	be->crossentropy_backward(p->logits, p->logits, p->targets + n0,
+	                          m->grad_scale / p->nvalid, M, V);
+	be->linear_backward(p->dln + (size_t)n0 * C, 0, m->full ? p->dlm_head : NULL, NULL,
+	                    p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
+	                    m->lm_head, m->wdt, M, C, V);
+}
+
+/* The forward; grad: also the head's backward, chunk by chunk while its
+ * logits are there (lora_llama_forward_backward), so the backward does
+ * not compute them again. Returns the number of targets (0: no loss);
+ * the losses stay on the backend (forward_loss reads them). */
+static int forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T,
+                   int grad)
 {
 	const lora_backend *be = m->be;
 	const lora_llama_config *c = &m->cfg;
@@ -1061,8 +1082,9 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 	be->rmsnorm_forward(p->lnf, LORA_DTYPE_F32, p->rstdf, p->resid[c->n_layers], NULL, m->lnf_w,
 	                    m->wdt, N, C, c->rms_norm_eps);
 	p->has_targets = 0;
+	p->head_done = 0;
 	if (!targets)
-		return NAN;
+		return 0;
 	int nvalid = 0;
 	for (int i = 0; i < N; i++) {
 		LORA_ASSERT(targets[i] == LORA_IGNORE_INDEX || (targets[i] >= 0 && targets[i] < V));
@@ -1072,19 +1094,35 @@ float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targe
 	p->has_targets = 1;
 	p->nvalid = nvalid;
 	if (!nvalid)
-		return NAN;
+		return 0;
 	for (int n0 = 0; n0 < N; n0 += p->hrows) {
 		int M = N - n0 < p->hrows ? N - n0 : p->hrows;
 		head_logits(m, n0, M);
 		be->crossentropy_forward(p->losses + n0, p->logits, p->targets + n0, M, V);
+		if (grad)
+			head_backward(m, n0, M);
 	}
+	p->head_done = grad;
+	return nvalid;
+}
+
+/* The mean of the last forward's losses (waits for the backend). */
+static float forward_loss(const lora_llama *m)
+{
+	const priv_t *p = P(m);
+	int N = p->fB * p->fT;
 	float *h = lora_xmalloc(N * sizeof(float));
-	be->download(h, p->losses, N * sizeof(float));
+	m->be->download(h, p->losses, N * sizeof(float));
 	double sum = 0;
 	for (int i = 0; i < N; i++)
 		sum += h[i];
 	free(h);
-	return (float)(sum / nvalid);
+	return (float)(sum / p->nvalid);
+}
+
+float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T)
+{
+	return forward(m, ids, targets, B, T, 0) ? forward_loss(m) : NAN;
 }
 
 void lora_llama_logits(const lora_llama *m, float *host_out)
@@ -1245,19 +1283,16 @@ void lora_llama_backward(lora_llama *m)
 	const lora_llama_config *c = &m->cfg;
 	priv_t *p = P(m);
 	LORA_ASSERT(p->has_targets && "lora_llama_backward needs a forward with targets");
-	int B = p->fB, T = p->fT, N = B * T, C = c->hidden_size, V = c->vocab_size;
+	int B = p->fB, T = p->fT, N = B * T, C = c->hidden_size;
 	if (!p->nvalid)
 		return;     /* no loss, no gradient */
 	/* head: loss = mean CE(lnf·lm_headᵀ), a chunk of rows at a time: the
-	 * logits again, dlogits in their place, then dln's rows and dlm_head */
-	for (int n0 = 0; n0 < N; n0 += p->hrows) {
+	 * logits again (unless the forward did this part), dlogits in their
+	 * place, then dln's rows and dlm_head */
+	for (int n0 = 0; n0 < N && !p->head_done; n0 += p->hrows) {
 		int M = N - n0 < p->hrows ? N - n0 : p->hrows;
 		head_logits(m, n0, M);
-		be->crossentropy_backward(p->logits, p->logits, p->targets + n0,
-		                          m->grad_scale / p->nvalid, M, V);
-		be->linear_backward(p->dln + (size_t)n0 * C, 0, m->full ? p->dlm_head : NULL, NULL,
-		                    p->logits, LORA_DTYPE_F32, p->lnf + (size_t)n0 * C, LORA_DTYPE_F32,
-		                    m->lm_head, m->wdt, M, C, V);
+		head_backward(m, n0, M);
 	}
 	be->zero(p->dres, (size_t)N * C * sizeof(float));
 	be->rmsnorm_backward(p->dres, dres_bf16(m), m->full ? p->dlnf_w : NULL, p->dln,
@@ -1270,4 +1305,15 @@ void lora_llama_backward(lora_llama *m)
 	if (m->full)
 		be->embedding_backward(p->dwte, p->dres, p->ids, N, C);
 	p->has_targets = 0;     /* the targets' gradient is spent */
+	p->head_done = 0;
+}
+
+float lora_llama_forward_backward(lora_llama *m, const int32_t *ids, const int32_t *targets,
+                                  int B, int T)
+{
+	LORA_ASSERT(targets && "lora_llama_forward_backward needs targets");
+	if (!forward(m, ids, targets, B, T, 1))
+		return NAN;
+	lora_llama_backward(m);
+	return forward_loss(m);     /* after the backward is queued: one wait */
 }

@@ -8,6 +8,7 @@
  *     lora_params_zero_grad(lora_llama_params(m), be);
  *     float loss = lora_llama_forward(m, ids, targets, B, T);   // host int32 (B, T)
  *     lora_llama_backward(m);                  // grads += into the param list
+ *     // or both at once: lora_llama_forward_backward(m, ids, targets, B, T)
  *     lora_llama_free(m);
  *
  * Inputs: ids (B, T) and targets (B, T) are host int32 arrays. targets[b][t]
@@ -168,6 +169,14 @@ int lora_llama_plan(lora_llama *m, int B, int T, int grad_ckpt);
  * whole: the head computes them a chunk of rows at a time (at most 64 MiB),
  * for the loss here and again in the backward. */
 float lora_llama_forward(lora_llama *m, const int32_t *ids, const int32_t *targets, int B, int T);
+/* A training step's forward and backward in one call (targets required):
+ * the same loss and the same gradients bit for bit as lora_llama_forward
+ * then lora_llama_backward, but the head's backward runs on each chunk of
+ * logits while the forward has it, so they are computed once, not twice
+ * (the lm_head product is ~3% of a TinyLlama step), and the loss is read
+ * after the backward is queued (no wait between the two on a GPU). */
+float lora_llama_forward_backward(lora_llama *m, const int32_t *ids, const int32_t *targets,
+                                  int B, int T);
 /* The logits (B, T, V) of the last forward, computed again chunk by chunk
  * into host memory (for tests and inspection). */
 void lora_llama_logits(const lora_llama *m, float *host_out);

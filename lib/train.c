@@ -1206,8 +1206,7 @@ static int train_loop(run *r)
 			 * num_items_in_batch): each micro-batch's mean-loss gradient is
 			 * weighted by its token count here, divided by the total below. */
 			r->m->grad_scale = r->accum > 1 ? (float)nt : 1.0f;
-			float loss = lora_llama_forward(r->m, r->ids, r->tgt, b, T);
-			lora_llama_backward(r->m);
+			float loss = lora_llama_forward_backward(r->m, r->ids, r->tgt, b, T);
 			lsum += r->accum > 1 ? (double)loss * nt : loss;
 			ntgt_all += nt;
 			k++;

@@ -15,7 +15,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "backend.h"       /* LORA_IGNORE_INDEX */
+#include "llama.h"         /* lora_llama_forward_backward */
 #include "lora.h"          /* lora_params */
 #include "safetensors.h"
 #include "test.h"          /* test_cond */
@@ -96,5 +98,32 @@ static inline float *fixture_grads(const lora_params *ps, const lora_backend *be
 		q += ps->p[i].n;
 	}
 	return g;
+}
+
+/* lora_llama_forward_backward (the head's backward inside the forward)
+ * against the lora_llama_forward and lora_llama_backward just run on the
+ * same batch, which gave loss and the gradients g: the same bits (rtol 0),
+ * or within rtol of the largest where the backend's sums are not in a fixed order (CUDA's
+ * atomics in the full fine-tuning gradients of the norms and embedding). */
+static inline void fixture_fused_same(lora_llama *m, const int32_t *ids, const int32_t *tg,
+                                      int B, int T, float loss, const float *g, double rtol,
+                                      const char *name)
+{
+	lora_params *ps = lora_llama_params(m);
+	lora_params_zero_grad(ps, m->be);
+	float l = lora_llama_forward_backward(m, ids, tg, B, T);
+	float *g2 = fixture_grads(ps, m->be);
+	char what[640];
+	snprintf(what, sizeof what, "%s: forward_backward gives the same loss, bit for bit", name);
+	test_cond(what, memcmp(&l, &loss, sizeof l) == 0);
+	if (rtol > 0) {
+		snprintf(what, sizeof what, "%s: forward_backward gives the same gradients", name);
+		fixture_close(what, g2, g, ps->total, rtol, 1);
+	} else {
+		snprintf(what, sizeof what, "%s: forward_backward gives the same gradients, bit for bit",
+		         name);
+		test_cond(what, memcmp(g2, g, ps->total * sizeof(float)) == 0);
+	}
+	free(g2);
 }
 #endif

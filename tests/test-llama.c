@@ -117,11 +117,14 @@ static void test_case(const char *name)
 
 	/* gradient checkpointing: same loss, same gradients */
 	float *g0 = fixture_grads(ps, be);
+	fixture_fused_same(m, ids, tg, B, T, loss, g0, 0, name);
 	test_cond("plan with checkpointing", lora_llama_plan(m, B, T, 1) == 0);
 	lora_params_zero_grad(ps, be);
 	float lossc = lora_llama_forward(m, ids, tg, B, T);
 	lora_llama_backward(m);
 	float *g1 = fixture_grads(ps, be);
+	snprintf(what, sizeof what, "%s checkpointed", name);
+	fixture_fused_same(m, ids, tg, B, T, lossc, g1, 0, what);
 	snprintf(what, sizeof what, "%s: checkpointed loss", name);
 	test_close(what, lossc, loss, 1e-6, 0);
 	snprintf(what, sizeof what, "%s: checkpointed gradients", name);
@@ -145,6 +148,8 @@ static void test_case(const char *name)
 	lora_llama_logits(m, logitsh);
 	lora_llama_backward(m);
 	g1 = fixture_grads(ps, be);
+	snprintf(what, sizeof what, "%s, head in chunks of %d rows", name, hr);
+	fixture_fused_same(m, ids, tg, B, T, lossh, g1, 0, what);
 	snprintf(what, sizeof what, "%s: loss, head in chunks of %d rows", name, hr);
 	test_close(what, lossh, want_loss[0], RT, 0);
 	snprintf(what, sizeof what, "%s: logits, head in chunks of %d rows", name, hr);
@@ -257,8 +262,13 @@ static void test_case(const char *name)
 			lora_params_zero_grad(fp, be);
 			float *wl = get(gf, "full.loss", 0);
 			snprintf(what, sizeof what, "%s: full-mode loss", name);
-			test_close(what, lora_llama_forward(f, ids, tg, B, T), wl[0], RT, 0);
+			float lf = lora_llama_forward(f, ids, tg, B, T);
+			test_close(what, lf, wl[0], RT, 0);
 			lora_llama_backward(f);
+			float *gfull = fixture_grads(fp, be);
+			snprintf(what, sizeof what, "%s full", name);
+			fixture_fused_same(f, ids, tg, B, T, lf, gfull, 0, what);
+			free(gfull);
 			int nf = 0;
 			for (int i = 0; i < gf->ntensors; i++)
 				nf += !strncmp(gf->tensors[i].name, "fullgrad.", 9);
