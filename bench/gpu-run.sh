@@ -43,21 +43,23 @@
 #                                          now: use first)
 #
 # What comes back from a device call is at most 8 files, so every log goes
-# to /tmp/gpu/logs and is packed into $OUT/logs.tgz after each step (a call
-# stopped at its limit still brings back what finished); the benchmark's
-# table is also $OUT/table.md, and each step's one-line result is appended
-# to $OUT/summary.txt. Every step runs under `timeout` (its own limit, cut
-# to what is left of DEADLINE less RESERVE, default 20 s, for packing);
-# a step with under 15 s left is not run. Exit 1 if any step failed or was
-# stopped.
+# to ${TMPDIR:-/tmp}/gpu/logs and is packed into $OUT/logs.tgz after each
+# step (a call stopped at its limit still brings back what finished); the
+# benchmark's table is also $OUT/table.md, and each step's one-line result
+# is appended to $OUT/summary.txt. Every step runs under `timeout` (its own
+# limit, cut to what is left of DEADLINE less RESERVE, default 20 s, for
+# packing); a step with under 15 s left is not run. Exit 1 if any step
+# failed, was stopped or was not run.
 #
 # LORA_CUDA_ATTN=fp32 in the environment of a bench run times the training
 # with the CUDA-core attention instead of the tensor cores; LORA_CUDA_ACT=fp32
 # with fp32 saved activations instead of bf16 (the plan before 2026-11-23's
 # third session: more memory, a conversion before each GEMM).
-# For checking this script without a GPU: GPU_BIN (the binaries, default
-# the bundle's), BENCH_SHAPES (default "tinyllama llama2-7b") and DEVICE
-# (cuda; cpu with the shape tiny) reach the benchmark steps.
+# For checking this script without a GPU (tests/bench-gpu-run.sh does, with
+# stand-ins): GPU_BIN (the binaries, default the bundle's), BENCH_SHAPES
+# (default "tinyllama llama2-7b"), DEVICE (cuda; cpu with the shape tiny)
+# and STEP_LIMIT (a cap on every step's limit). A step stopped at its limit
+# gets SIGTERM, then SIGKILL 5 s later, with everything it started.
 set -u
 T0=$(date +%s)
 OUT=${OUT:-bench/results-tmp}
@@ -72,20 +74,21 @@ first) DEADLINE=${DEADLINE:-420} ;;
 *) DEADLINE=${DEADLINE:-86400} ;;
 esac
 RESERVE=${RESERVE:-20}
-L=/tmp/gpu/logs
+G=${TMPDIR:-/tmp}/gpu
+L=$G/logs
 rm -rf "$L"
 mkdir -p "$OUT" "$L"
 : >"$OUT/summary.txt"
 if [ -z "${GPU_BIN:-}" ]; then
-	tar -xJf build/gpu-bundle/bundle.tar.xz -C /tmp/gpu ||
+	tar -xJf build/gpu-bundle/bundle.tar.xz -C "$G" ||
 		{ echo "gpu-run.sh: no build/gpu-bundle/bundle.tar.xz (run bench/gpu-bundle.sh here, carry build/gpu-bundle)"; exit 1; }
-	GPU_BIN=/tmp/gpu/bin
+	GPU_BIN=$G/bin
 fi
 B=$GPU_BIN
 # cuBLAS: the toolkit's, else the pip wheel PyTorch uses
 cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
       find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH="/tmp/gpu/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$G/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv ||
   echo "no nvidia-smi"; } 2>&1 | tee "$L/gpu.txt"
 rc=0
@@ -106,14 +109,15 @@ step() {
 	st_name=$1 st_lim=$2 st_pat=$3
 	shift 3
 	st_left=$((DEADLINE - RESERVE - ($(date +%s) - T0)))
-	[ "$st_lim" -gt "$st_left" ] && st_lim=$st_left
-	if [ "$st_lim" -lt 15 ]; then
+	if [ "$st_left" -lt 15 ]; then
 		say "$st_name: not run (${st_left}s left of DEADLINE=${DEADLINE}s less RESERVE=${RESERVE}s)"
 		rc=1
 		return
 	fi
+	[ "$st_lim" -gt "$st_left" ] && st_lim=$st_left
+	[ -n "${STEP_LIMIT:-}" ] && [ "$st_lim" -gt "$STEP_LIMIT" ] && st_lim=$STEP_LIMIT
 	st_t=$(date +%s)
-	timeout -k 10 "$st_lim" "$@" >"$L/$st_name.log" 2>&1
+	timeout -k 5 "$st_lim" "$@" >"$L/$st_name.log" 2>&1
 	st_r=$?
 	st_dt=$(($(date +%s) - st_t))
 	case $st_r in
@@ -131,9 +135,9 @@ TESTS='^FAIL|passed|skipped'
 # lora-train itself on the GPU against the CPU (the memory and no-GPU parts
 # of this test need the emulator and are skipped here)
 lora_train_cuda() {
-	mkdir -p /tmp/gpu/lt
+	mkdir -p "$G/lt"
 	step lora-train-cuda "$1" '^FAIL|passed' env LT="$B/lora-train" FIXTURES="$(pwd)/tests/fixtures" \
-		TMPDIR=/tmp/gpu/lt sh tests/lora-train-cuda.sh
+		TMPDIR="$G/lt" sh tests/lora-train-cuda.sh
 }
 # bench SHAPE LIMIT: the training benchmark for one model (bench/train-gpu.sh,
 # logs in $L/bench-SHAPE/), then $OUT/table.md from every model's so far

@@ -56,7 +56,7 @@ t=build/sim/tests/test-cuda-ops
 # hold the bf16 gradients then: swiglu's in dgate and dup).
 t=build/sim/tests/test-cuda-llama
 [ -x "$t" ] && run sim-test-cuda-llama-act32 env LORA_CUDA_ACT=fp32 "$t"
-for t in tests/lora-*.sh; do
+for t in tests/lora-*.sh tests/bench-*.sh; do
 	[ -f "$t" ] || continue
 	run "$(basename "$t" .sh)" sh "$t"
 done
