@@ -853,7 +853,37 @@ static float *widen(const void *p, cudaDataType_t t, int rows, int cols, int ld)
 	return f;
 }
 
-/* C (m, n) = al · op(A) · op(B) + be · C on an fp32 C in host memory. */
+/* The number of parts cuBLAS's summation order is modelled with for an
+ * (m, n, k) product (CUDASIM_GEMM_SPLIT, see gemm_f32): 2 to 4 by a hash
+ * of the shape and the operations, so that one shape always gets the same
+ * order (cuBLAS is deterministic for a shape) and shapes differ; 1 where
+ * k < 64 or the modelling is off. */
+static int gemm_parts(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k)
+{
+	static const int on = [] {
+		const char *e = getenv("CUDASIM_GEMM_SPLIT");
+		return !(e && !strcmp(e, "0"));
+	}();
+	if (!on || k < 64)
+		return 1;
+	uint64_t h = 0x9e3779b97f4a7c15ull;
+	for (uint64_t v : { (uint64_t)m, (uint64_t)n, (uint64_t)k, (uint64_t)ta, (uint64_t)tb })
+		h = (h ^ v) * 0x100000001b3ull;
+	return 2 + (int)((h >> 29) % 3);
+}
+
+/* C (m, n) = al · op(A) · op(B) + be · C on an fp32 C in host memory.
+ *
+ * The device's summation order is modelled (as its expf error is): where
+ * the CPU backend's sgemm sums the k products in one pass, cuBLAS's
+ * kernels sum them in k-tiles on tensor cores, and split-K kernels in
+ * parts whose sums are added at the end; so the same product rounds
+ * differently on the two backends, and tests that held the GPU to the
+ * CPU only because both called OpenBLAS the same way would fail on a
+ * GPU. Here k is cut into 2-4 parts at multiples of 16 (gemm_parts),
+ * each part's product is an fp32 sgemm, the parts are added in order and
+ * then scaled: al · (P0 + P1 + ...) + be · C. CUDASIM_GEMM_SPLIT=0 gives
+ * one sgemm (the CPU's order). */
 static void gemm_f32(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
                      const void *A, cudaDataType_t at, int lda, const void *B, cudaDataType_t bt,
                      int ldb, float be, float *c, int ldc)
@@ -871,9 +901,32 @@ static void gemm_f32(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
 		return;
 	}
 	float *a = widen(A, at, ar, ac, lda), *b = widen(B, bt, br, bc, ldb);
-	cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-	            tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, al, a, lda, b, ldb,
-	            be, c, ldc);
+	CBLAS_TRANSPOSE oa = ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+	CBLAS_TRANSPOSE ob = tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+	int parts = gemm_parts(ta, tb, m, n, k);
+	if (parts == 1) {
+		cblas_sgemm(CblasColMajor, oa, ob, m, n, k, al, a, lda, b, ldb, be, c, ldc);
+	} else {
+		/* part p takes k-columns [k0, k0 + kc) of op(A) and rows of op(B) */
+		int step = ((k + parts - 1) / parts + 15) / 16 * 16;
+		float *acc = (float *)calloc((size_t)m * n, sizeof(float));
+		float *part = (float *)malloc((size_t)m * n * sizeof(float));
+		for (int k0 = 0; k0 < k; k0 += step) {
+			int kc = k - k0 < step ? k - k0 : step;
+			const float *pa = a + (ta == CUBLAS_OP_N ? (size_t)k0 * lda : (size_t)k0);
+			const float *pb = b + (tb == CUBLAS_OP_N ? (size_t)k0 : (size_t)k0 * ldb);
+			cblas_sgemm(CblasColMajor, oa, ob, m, n, kc, 1.0f, pa, lda, pb, ldb, 0.0f, part, m);
+			for (size_t i = 0; i < (size_t)m * n; i++)
+				acc[i] += part[i];
+		}
+		for (int j = 0; j < n; j++)
+			for (int i = 0; i < m; i++) {
+				float *e = c + (size_t)j * ldc + i;
+				*e = be == 0.0f ? al * acc[(size_t)j * m + i] : al * acc[(size_t)j * m + i] + be * *e;
+			}
+		free(acc);
+		free(part);
+	}
 	free(a);
 	free(b);
 }

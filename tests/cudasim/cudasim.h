@@ -37,9 +37,12 @@
  * memory written before it is seen after it, which the device does not
  * promise) or asynchronous streams (everything is synchronous). The
  * device's rounding is modelled: expf and exp2f are off by up to an ulp
- * more than glibc's (sim::dev_expf, CUDA's error bound), and the Makefile
+ * more than glibc's (sim::dev_expf, CUDA's error bound), the Makefile
  * builds the kernels with FMA contraction where the CPU has FMA (nvcc
- * contracts a*b+c by default).
+ * contracts a*b+c by default), and cublasGemmEx sums a product's k terms in
+ * 2-4 parts chosen by the shape (split-K; cudasim.cc's gemm_f32), not in
+ * the CPU backend's one sgemm. Not modelled: the tensor cores' own
+ * rounding inside a k-tile (truncation when aligning the products).
  *
  * Environment: CUDASIM_MEM (device size, bytes with K/M/G suffix; default
  * 80G), CUDASIM_MEM_TAKEN (of it, held by other processes: not free, and
@@ -47,7 +50,8 @@
  * 1; 0 runs threads in index order), CUDASIM_CC (compute capability as
  * major.minor; default 9.0), CUDASIM_SMEM_OPTIN (shared memory a block
  * may have, K suffix allowed; default 227K): 8.9 with 99K is an RTX 4090,
- * and CUDASIM_ULP=0 (glibc's expf and exp2f unchanged; default 1).
+ * CUDASIM_ULP=0 (glibc's expf and exp2f unchanged; default 1) and
+ * CUDASIM_GEMM_SPLIT=0 (cuBLAS products in the CPU's order; default 1).
  */
 #ifndef CUDASIM_H
 #define CUDASIM_H
