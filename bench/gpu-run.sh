@@ -3,7 +3,9 @@
 # with build/gpu-bundle (bench/gpu-bundle.sh) carried:
 #
 #   sh bench/gpu-run.sh first              THE FIRST CALL OF A GPU SESSION: the
-#                                          op tests, the end-to-end test, the
+#                                          op tests, the end-to-end test (the
+#                                          benchmark's models are written in
+#                                          the background meanwhile), the
 #                                          benchmark (TinyLlama, then 7B, each
 #                                          with a per-op profile), lora-train on
 #                                          the GPU vs the CPU, then the op
@@ -74,6 +76,8 @@ first) DEADLINE=${DEADLINE:-420} ;;
 *) DEADLINE=${DEADLINE:-86400} ;;
 esac
 RESERVE=${RESERVE:-20}
+WORK=${WORK:-/tmp/lora-bench}          # the benchmark's models (train-gpu.sh's)
+export WORK
 G=${TMPDIR:-/tmp}/gpu
 L=$G/logs
 rm -rf "$L"
@@ -139,9 +143,29 @@ lora_train_cuda() {
 	step lora-train-cuda "$1" '^FAIL|passed' env LT="$B/lora-train" FIXTURES="$(pwd)/tests/fixtures" \
 		TMPDIR="$G/lt" sh tests/lora-train-cuda.sh
 }
+# models: write the benchmark's model folders in the background (the 7B's
+# 13.5 GB take a minute or more), while the tests run
+# (in a process group of their own, which the end of the script stops)
+models() {
+	mkdir -p "$WORK"
+	setsid sh -c 'for shape; do
+		[ -f "$WORK/$shape/model.safetensors" ] ||
+			python3 bench/make_random_llama.py --shape "$shape" --out "$WORK/$shape"
+	done' sh ${BENCH_SHAPES:-tinyllama llama2-7b} >"$L/models.log" 2>&1 &
+	models_pid=$!
+}
+models_pid=
 # bench SHAPE LIMIT: the training benchmark for one model (bench/train-gpu.sh,
-# logs in $L/bench-SHAPE/), then $OUT/table.md from every model's so far
+# logs in $L/bench-SHAPE/), then $OUT/table.md from every model's so far.
+# With models writing it, first wait (inside DEADLINE) until its file is
+# there (make_random_llama.py renames it into place whole) or the writer
+# has stopped (then train-gpu.sh writes it, or says why not).
 bench() {
+	while [ -n "$models_pid" ] && [ ! -f "$WORK/$1/model.safetensors" ] &&
+	      kill -0 "$models_pid" 2>/dev/null &&
+	      [ $((DEADLINE - RESERVE - ($(date +%s) - T0))) -ge 15 ]; do
+		sleep 1
+	done
 	step "bench-$1" "$2" '^\||^result|^#|^profile' env PROFILE="${PROFILE:-1}" \
 		TRAIN_GPU="$B/train_gpu" OUT="$L/bench-$1" DEVICE="${DEVICE:-cuda}" sh bench/train-gpu.sh "$1"
 	cat "$L"/bench-*/train-gpu.log >"$L/train-gpu-all.log" 2>/dev/null
@@ -152,7 +176,9 @@ bench() {
 case $what in
 first)
 	# in the order of what the issue needs most: the op tests, the model end
-	# to end, the benchmark; then lora-train and the op timings if time is left
+	# to end, the benchmark; then lora-train and the op timings if time is
+	# left. The benchmark's models are written meanwhile.
+	models
 	step test-cuda-mma 60 "$TESTS" "$B/test-cuda-mma"
 	step test-cuda-ops 150 "$TESTS" "$B/test-cuda-ops"
 	step test-cuda-llama 90 "$TESTS" "$B/test-cuda-llama"
@@ -229,6 +255,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 	done
 	cat "$OUT/table.md"
 fi
+[ -n "$models_pid" ] && kill -- "-$models_pid" 2>/dev/null
 pack
 say "gpu-run.sh $what: exit $rc after $(($(date +%s) - T0))s; logs in \$OUT/logs.tgz"
 exit $rc

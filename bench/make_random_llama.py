@@ -86,7 +86,11 @@ def main():
             t = (torch.randn(shp, generator=g, device=dev, dtype=torch.float32) * 0.02).to(torch.bfloat16)
         tensors[name] = t.cpu()
     n = sum(t.numel() for t in tensors.values())
-    save_file(tensors, os.path.join(a.out, "model.safetensors"), metadata={"format": "pt"})
+    # to a temporary name, then renamed: a model.safetensors that exists is
+    # whole (bench/gpu-run.sh starts a benchmark when it appears)
+    path = os.path.join(a.out, "model.safetensors")
+    save_file(tensors, path + ".tmp", metadata={"format": "pt"})
+    os.replace(path + ".tmp", path)
     print(f"{a.shape}: {n / 1e9:.3g} B params in {a.out} ({time.time() - t0:.0f} s)", flush=True)
 
 

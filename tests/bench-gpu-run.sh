@@ -33,6 +33,7 @@ standin "$T/py/python3" 'case $1 in
 bench/make_random_llama.py)
 	while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
 	mkdir -p "$out"
+	sleep 2     # the 7B takes a minute: the benchmark must wait for it
 	echo "{\"hidden_size\": 256, \"intermediate_size\": 688, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 1000}" >"$out/config.json"
 	: >"$out/model.safetensors"
 	echo "tiny: stand-in model in $out" ;;
@@ -71,6 +72,9 @@ tar -xzf "$T/out1/logs.tgz" -C "$T/logs1"
 check "... logs.tgz: test-cuda-ops.log" has "$T/logs1/test-cuda-ops.log" '1210 passed, 1 failed'
 check "... logs.tgz: the benchmark's log" has "$T/logs1/bench-tiny/train-gpu.log" 'result impl=peft B=1 T=128'
 check "... logs.tgz: lora-train-cuda.log" [ -s "$T/logs1/lora-train-cuda.log" ]
+check "... the model was written while the tests ran" has "$T/logs1/models.log" 'tiny: stand-in model'
+check "... and the benchmark waited for it (did not write it again)" \
+	[ -z "$(grep 'stand-in model' "$T/logs1/bench-tiny/train-gpu.log")" ]
 check "... logs.tgz: ops_gpu.log" has "$T/logs1/ops_gpu.log" 'linear_forward'
 if [ -n "$REALPY" ]; then
 	M=$T/out1/table.md
