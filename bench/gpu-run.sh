@@ -187,6 +187,7 @@ first)
 	done
 	lora_train_cuda 120
 	step ops_gpu 120 '' "$B/ops_gpu"
+	[ -f "$OUT/table.md" ] && { echo "== $OUT/table.md"; cat "$OUT/table.md"; }
 	;;
 tests | all)
 	# the default kernels (both attention paths), then the bf16 runs on
