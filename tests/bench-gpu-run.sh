@@ -87,9 +87,10 @@ else
 fi
 
 # ---- a call out of time: steps stopped, then not run ------------------------------------
-# Each stand-in ignores SIGTERM and waits for a child that sleeps (and
-# ignores it too, as train-gpu.sh's python would not), so only the SIGKILL
-# 5 s after the limit, sent to the step's whole process group, ends both.
+# Each stand-in ignores SIGTERM and waits for a child that sleeps and
+# ignores it too (the worst case: a real step's python or test binary dies
+# of SIGTERM), so only the SIGKILL 5 s after the limit, sent to the step's
+# whole process group, ends both.
 for p in test-cuda-mma test-cuda-ops test-cuda-llama train_gpu lora-train ops_gpu; do
 	standin "$T/slow/$p" "trap '' TERM; echo \$\$ >>$T/pids
 sh -c 'echo \$\$ >>$T/pids; exec sleep 120' &
