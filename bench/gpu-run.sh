@@ -87,12 +87,13 @@ if [ -z "${GPU_BIN:-}" ]; then
 	tar -xJf build/gpu-bundle/bundle.tar.xz -C "$G" ||
 		{ echo "gpu-run.sh: no build/gpu-bundle/bundle.tar.xz (run bench/gpu-bundle.sh here, carry build/gpu-bundle)"; exit 1; }
 	GPU_BIN=$G/bin
+	# the bundle's libraries, and cuBLAS: the toolkit's, else the pip
+	# wheel PyTorch uses (with GPU_BIN given, LD_LIBRARY_PATH is the caller's)
+	cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
+	      find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -1)
+	export LD_LIBRARY_PATH="$G/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
 fi
 B=$GPU_BIN
-# cuBLAS: the toolkit's, else the pip wheel PyTorch uses
-cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
-      find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH="$G/lib:$(dirname "${cub:-/usr/local/cuda/lib64/x}"):${LD_LIBRARY_PATH:-}"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv ||
   echo "no nvidia-smi"; } 2>&1 | tee "$L/gpu.txt"
 rc=0
