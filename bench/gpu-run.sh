@@ -64,6 +64,9 @@
 # gets SIGTERM, then SIGKILL 5 s later, with everything it started.
 set -u
 T0=$(date +%s)
+# no core files: a crashed GPU program's would be large and slow to write,
+# inside the call's time (its log and exit status say what happened)
+ulimit -c 0 2>/dev/null
 OUT=${OUT:-bench/results-tmp}
 what=${1:-all}
 [ $# -gt 0 ] && shift
