@@ -152,10 +152,13 @@ lora_train_cuda() {
 # (in a process group of their own, which the end of the script stops)
 models() {
 	mkdir -p "$WORK"
-	setsid sh -c 'for shape; do
+	rm -f "$L/models.done"
+	setsid sh -c 'done=$1; shift
+	for shape; do
 		[ -f "$WORK/$shape/model.safetensors" ] ||
 			python3 bench/make_random_llama.py --shape "$shape" --out "$WORK/$shape"
-	done' sh ${BENCH_SHAPES:-tinyllama llama2-7b} >"$L/models.log" 2>&1 &
+	done
+	: >"$done"' sh "$L/models.done" ${BENCH_SHAPES:-tinyllama llama2-7b} >"$L/models.log" 2>&1 &
 	models_pid=$!
 }
 models_pid=
@@ -163,10 +166,10 @@ models_pid=
 # logs in $L/bench-SHAPE/), then $OUT/table.md from every model's so far.
 # With models writing it, first wait (inside DEADLINE) until its file is
 # there (make_random_llama.py renames it into place whole) or the writer
-# has stopped (then train-gpu.sh writes it, or says why not).
+# is done (then, if it failed, train-gpu.sh tries again and says why not).
 bench() {
 	while [ -n "$models_pid" ] && [ ! -f "$WORK/$1/model.safetensors" ] &&
-	      kill -0 "$models_pid" 2>/dev/null &&
+	      [ ! -f "$L/models.done" ] &&
 	      [ $((DEADLINE - RESERVE - ($(date +%s) - T0))) -ge 15 ]; do
 		sleep 1
 	done

@@ -43,8 +43,13 @@ for shape in $shapes; do
 	llama2-7b) cfgs="4:512:q,v:8 4:512:all-linear:16 1:2048:q,v:8 1:2048:all-linear:16" ;;
 	*) echo "train-gpu.sh: unknown model shape '$shape' (tinyllama, llama2-7b, tiny)" >&2; exit 2 ;;
 	esac
-	[ -f "$WORK/$shape/model.safetensors" ] ||
-		python3 bench/make_random_llama.py --shape "$shape" --out "$WORK/$shape" | tee -a "$log"
+	# (not through a pipe: its status would be tee's, and a run without its
+	# model would go on to time PEFT alone)
+	if [ ! -f "$WORK/$shape/model.safetensors" ]; then
+		python3 bench/make_random_llama.py --shape "$shape" --out "$WORK/$shape" >"$WORK/make-$shape.log" 2>&1 ||
+			{ cat "$WORK/make-$shape.log" >&2; echo "train-gpu.sh: could not write the $shape model in $WORK" >&2; exit 1; }
+		tee -a "$log" <"$WORK/make-$shape.log"
+	fi
 	echo "model name=$shape dir=$WORK/$shape" >>"$log"
 	# ours first, then PEFT: each process has the GPU to itself
 	"$TRAIN_GPU" -d "$DEVICE" -s "$STEPS" "$WORK/$shape" $cfgs 2>&1 | tee -a "$log" || echo "# train_gpu failed" | tee -a "$log"

@@ -31,6 +31,7 @@ echo "result impl=ours B=$1 T=$2 targets=$3 r=$4 ckpt=0 status=ok tokens_per_s=3
 done'
 standin "$T/py/python3" 'case $1 in
 bench/make_random_llama.py)
+	[ -n "${FAIL_MODEL:-}" ] && { echo "stand-in: no space left on device" >&2; exit 1; }
 	while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
 	mkdir -p "$out"
 	sleep 2     # the 7B takes a minute: the benchmark must wait for it
@@ -85,6 +86,18 @@ if [ -n "$REALPY" ]; then
 else
 	echo "skip table checks: no python3"
 fi
+
+# ---- a model that cannot be written: the benchmark fails at once -------------------------
+t0=$(date +%s)
+OUT=$T/out3 GPU_BIN=$T/bin BENCH_SHAPES=tiny WORK=$T/work3 PATH="$T/py:$PATH" FAIL_MODEL=1 \
+	DEADLINE=120 sh bench/gpu-run.sh first >"$T/log3" 2>&1
+dt=$(($(date +%s) - t0))
+check "a model that cannot be written: bench-tiny FAILED" has "$T/out3/summary.txt" '^bench-tiny: FAILED'
+mkdir -p "$T/logs3"
+tar -xzf "$T/out3/logs.tgz" -C "$T/logs3"
+check "... the reason in its log" has "$T/logs3/bench-tiny.log" 'no space left on device'
+check "... and no table row" [ -z "$(grep '^| tiny' "$T/out3/table.md" 2>/dev/null)" ]
+check "... without waiting for the DEADLINE (${dt}s)" [ "$dt" -le 40 ]
 
 # ---- a call out of time: steps stopped, then not run ------------------------------------
 # Each stand-in ignores SIGTERM and waits for a child that sleeps and
