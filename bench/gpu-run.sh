@@ -79,6 +79,7 @@ first) DEADLINE=${DEADLINE:-420} ;;
 *) DEADLINE=${DEADLINE:-86400} ;;
 esac
 RESERVE=${RESERVE:-20}
+SHAPES=${BENCH_SHAPES:-tinyllama llama2-7b}
 WORK=${WORK:-/tmp/lora-bench}          # the benchmark's models (train-gpu.sh's)
 export WORK
 G=${TMPDIR:-/tmp}/gpu
@@ -102,6 +103,8 @@ B=$GPU_BIN
 rc=0
 
 say() { echo "$*" | tee -a "$OUT/summary.txt"; }
+# seconds left of DEADLINE, less RESERVE
+left() { echo $((DEADLINE - RESERVE - ($(date +%s) - T0))); }
 
 # The logs so far into $OUT/logs.tgz (replaced whole, so a call stopped
 # while packing still has the previous one).
@@ -116,7 +119,7 @@ pack() {
 step() {
 	st_name=$1 st_lim=$2 st_pat=$3
 	shift 3
-	st_left=$((DEADLINE - RESERVE - ($(date +%s) - T0)))
+	st_left=$(left)
 	if [ "$st_left" -lt 15 ]; then
 		say "$st_name: not run (${st_left}s left of DEADLINE=${DEADLINE}s less RESERVE=${RESERVE}s)"
 		rc=1
@@ -158,7 +161,7 @@ models() {
 		[ -f "$WORK/$shape/model.safetensors" ] ||
 			python3 bench/make_random_llama.py --shape "$shape" --out "$WORK/$shape"
 	done
-	: >"$done"' sh "$L/models.done" ${BENCH_SHAPES:-tinyllama llama2-7b} >"$L/models.log" 2>&1 &
+	: >"$done"' sh "$L/models.done" $SHAPES >"$L/models.log" 2>&1 &
 	models_pid=$!
 }
 models_pid=
@@ -170,7 +173,7 @@ models_pid=
 bench() {
 	while [ -n "$models_pid" ] && [ ! -f "$WORK/$1/model.safetensors" ] &&
 	      [ ! -f "$L/models.done" ] &&
-	      [ $((DEADLINE - RESERVE - ($(date +%s) - T0))) -ge 15 ]; do
+	      [ "$(left)" -ge 15 ]; do
 		sleep 1
 	done
 	step "bench-$1" "$2" '^\||^result|^#|^profile' env PROFILE="${PROFILE:-1}" \
@@ -189,7 +192,7 @@ first)
 	step test-cuda-mma 60 "$TESTS" "$B/test-cuda-mma"
 	step test-cuda-ops 150 "$TESTS" "$B/test-cuda-ops"
 	step test-cuda-llama 90 "$TESTS" "$B/test-cuda-llama"
-	for shape in ${BENCH_SHAPES:-tinyllama llama2-7b}; do
+	for shape in $SHAPES; do
 		bench "$shape" 240
 	done
 	lora_train_cuda 120
@@ -258,7 +261,7 @@ if [ "$what" = ncu ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
 	# PROFILE=1 (default): each op's GPU time in a real step, after the timed runs
-	for shape in ${*:-${BENCH_SHAPES:-tinyllama llama2-7b}}; do
+	for shape in ${*:-$SHAPES}; do
 		bench "$shape" 100000
 	done
 	cat "$OUT/table.md"

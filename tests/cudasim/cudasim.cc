@@ -919,6 +919,7 @@ static void gemm_f32(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
 			for (size_t i = 0; i < (size_t)m * n; i++)
 				acc[i] += part[i];
 		}
+		/* beta 0: C is not read (and -0.0 stays -0.0, as a plain product) */
 		for (int j = 0; j < n; j++)
 			for (int i = 0; i < m; i++) {
 				float *e = c + (size_t)j * ldc + i;
