@@ -9,11 +9,8 @@
 # PyTorch needed (the table needs a python3; without one that part is
 # skipped). Run by tests/run.sh from the repository root.
 T=$TMPDIR
-fails=0 passes=0
-ok() { passes=$((passes+1)); echo "ok   $1"; }
-bad() { fails=$((fails+1)); echo "FAIL $1"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -12; return 1; }; }
+. "$(dirname "$0")/lib.sh"
+HAS_TAIL=12
 REALPY=$(command -v python3)
 
 # ---- stand-ins: the bundle's programs, and python3 for the bench scripts --------------
@@ -131,5 +128,4 @@ done
 check "... nothing it started still runs" [ "$alive" = 0 ]
 check "... two stand-ins and their children were started" [ "$(wc -l <"$T/pids")" = 4 ]
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

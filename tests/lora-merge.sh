@@ -5,10 +5,7 @@
 T=$TMPDIR
 M=$BIN/lora-merge
 F=$FIXTURES/merge
-fails=0 passes=0
-ok() { passes=$((passes+1)); echo "ok   $1"; }
-bad() { fails=$((fails+1)); echo "FAIL $1"; }
-check() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+. "$(dirname "$0")/lib.sh"
 # run the tool; $rc = exit status, $T/err = stderr
 try() { "$M" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 says() { grep -q -- "$1" "$T/err"; }
@@ -117,5 +114,4 @@ if [ $rc -eq 0 ] && \
 	[ "$(ls "$T/ix" | tr '\n' ' ')" = "$(ls "$F/llama_tiny" | tr '\n' ' ')" ]; then ok "base given as its index.json: a folder like the base's"; else bad "base given as its index.json: a folder like the base's"; fi
 check "no temporary files left" [ -z "$(ls "$T" "$T/peft" | grep '\.tmp\.')" ]
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -6,10 +6,7 @@ T=$TMPDIR
 R=$BIN/lora-resize
 F=$FIXTURES/resize
 M=$F/manifest.tsv
-fails=0 passes=0
-ok() { passes=$((passes+1)); echo "ok   $1"; }
-bad() { fails=$((fails+1)); echo "FAIL $1"; }
-check() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+. "$(dirname "$0")/lib.sh"
 differ() { ! cmp -s "$1" "$2"; }
 # canvas size the reference made: want SRC FILTER MODE SIZE NOUP -> "W<TAB>H"
 want() { awk -F'\t' -v s="$1" -v f="$2" -v m="$3" -v z="$4" -v n="$5" \
@@ -164,5 +161,4 @@ else
 	echo "skip full disk (cannot mount a tmpfs here)"
 fi
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -20,12 +20,8 @@ export LORA_THREADS=2
 [ -x "$LT" ] || { echo "no CUDA lora-train to test ($LT: make SIM=1 all builds the emulator's)"; exit 77; }
 sim=0
 case $LT in *build/sim/*) sim=1 ;; esac
-fails=0 passes=0
-ok() { passes=$((passes+1)); echo "ok   $1"; }
-bad() { fails=$((fails+1)); echo "FAIL $1"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+. "$(dirname "$0")/lib.sh"
 try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
-has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
 # values LOG [KEY]: "step value" for each step line of LOG with KEY= (loss)
 values() { sed -n "s/^step=\([0-9]*\) .*\<${2:-loss}=\([0-9.]*\).*/\1 \2/p" "$1"; }
 # csv DIR COLUMN: "step value" for each row of DIR/logs/loss.csv with a value
@@ -183,8 +179,7 @@ check "... attention_forward: 6 steps x 2 layers = 12 calls" \
 check "... the same step losses as unprofiled" close "$T/out" "$T/lora-gpu.out" 1e-9
 
 if [ $sim -eq 0 ]; then
-	echo "$passes passed, $fails failed (memory and no-GPU checks need the emulator)"
-	[ $fails -eq 0 ]; exit
+	finish "memory and no-GPU checks need the emulator"
 fi
 
 # ---- out of GPU memory: one line, what fits, no adapter -----------------------------
@@ -298,5 +293,4 @@ check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" same "$T/plan
 check "... which the GPU's own dry run names beside its plain batch" same "$T/gpu-c80a" "$T/gpu-c80"
 unset CUDASIM_NO_GPU
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

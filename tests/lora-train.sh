@@ -11,13 +11,9 @@ F=$FIXTURES
 D=$(dirname "$0")/..
 export LORA_THREADS=2
 [ -x "$LT" ] || { echo "lora-train is not built (it needs lib/llama.c)"; exit 77; }
-fails=0 passes=0
-ok() { passes=$((passes+1)); echo "ok   $1"; }
-bad() { fails=$((fails+1)); echo "FAIL $1"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+. "$(dirname "$0")/lib.sh"
 # run lora-train, keep stdout in $T/out, stderr in $T/err, status in $rc
 try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
-has() { grep -q -- "$2" "$1" || { echo "  '$2' not in $1:"; sed 's/^/    /' "$1" | tail -5; return 1; }; }
 
 # ---- usage and synopsis ---------------------------------------------------------
 . "$D/tests/synopsis.sh"
@@ -363,5 +359,4 @@ if mount -t tmpfs -o size=40k tmpfs "$T/fd2" 2>/dev/null; then
 	check "... no temporary checkpoint left" [ ! -s "$T/left" ]
 fi
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish
