@@ -172,10 +172,18 @@ int main(void)
 	 * vocabulary, against HF tokenizers' ids */
 	const char *shared = getenv("SHARED") ? getenv("SHARED") : "../shared";
 	char *tp = lora_xasprintf("%s/data/tokenizers/spm32k/tokenizer.json", shared);
-	lora_tokenizer *tok = lora_tokenizer_load(tp);
-	if (!tok)
-		printf("      %s\n", lora_errmsg());
-	test_cond("spm32k tokenizer loads", tok != NULL);
+	/* without the shared data (a clone on its own) these checks are
+	 * skipped, as test-tokenizer's are; a file that is there must load */
+	struct stat tst;
+	lora_tokenizer *tok = NULL;
+	if (stat(tp, &tst) != 0) {
+		printf("note: no %s: text dataset checks skipped\n", tp);
+	} else {
+		tok = lora_tokenizer_load(tp);
+		if (!tok)
+			printf("      %s\n", lora_errmsg());
+		test_cond("spm32k tokenizer loads", tok != NULL);
+	}
 	if (tok) {
 		j = load_expect("text");
 		char *tdir = lora_xasprintf("%s/data/text", fixtures());
