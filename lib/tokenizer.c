@@ -368,6 +368,20 @@ static int char_field(json_t *o, const char *k, const char *def, comp *c, const 
 	return 0;
 }
 
+/* The head a normalizer, pre_tokenizer, decoder and post_processor share:
+ * its "type", or NULL (said) when it has none or nests deeper than `limit`. */
+static const char *comp_type(json_t *o, int depth, int limit, const char *what)
+{
+	const char *type = jstr(o, "type");
+	if (!type)
+		lora_err("%s without a type", what);
+	else if (depth > limit) {
+		lora_err("%s nested too deeply", what);
+		type = NULL;
+	}
+	return type;
+}
+
 static comp *parse_normalizer(json_t *o, int depth);
 static comp *parse_pretok(json_t *o, int depth);
 static comp *parse_decoder(json_t *o, int depth);
@@ -400,15 +414,9 @@ static comp *parse_seq(json_t *o, const char *key, parse_fn fn, int depth, const
 
 static comp *parse_normalizer(json_t *o, int depth)
 {
-	const char *type = jstr(o, "type");
-	if (!type) {
-		lora_err("normalizer without a type");
+	const char *type = comp_type(o, depth, 16, "normalizer");
+	if (!type)
 		return NULL;
-	}
-	if (depth > 16) {
-		lora_err("normalizer nested too deeply");
-		return NULL;
-	}
 	if (!strcmp(type, "Sequence"))
 		return parse_seq(o, "normalizers", parse_normalizer, depth, "normalizer");
 	comp *c = lora_xcalloc(1, sizeof *c);
@@ -462,15 +470,9 @@ static int parse_behavior(const char *b)
 
 static comp *parse_pretok(json_t *o, int depth)
 {
-	const char *type = jstr(o, "type");
-	if (!type) {
-		lora_err("pre_tokenizer without a type");
+	const char *type = comp_type(o, depth, 16, "pre_tokenizer");
+	if (!type)
 		return NULL;
-	}
-	if (depth > 16) {
-		lora_err("pre_tokenizer nested too deeply");
-		return NULL;
-	}
 	if (!strcmp(type, "Sequence"))
 		return parse_seq(o, "pretokenizers", parse_pretok, depth, "pre_tokenizer");
 	comp *c = lora_xcalloc(1, sizeof *c);
@@ -524,15 +526,9 @@ fail:
 
 static comp *parse_decoder(json_t *o, int depth)
 {
-	const char *type = jstr(o, "type");
-	if (!type) {
-		lora_err("decoder without a type");
+	const char *type = comp_type(o, depth, 16, "decoder");
+	if (!type)
 		return NULL;
-	}
-	if (depth > 16) {
-		lora_err("decoder nested too deeply");
-		return NULL;
-	}
 	if (!strcmp(type, "Sequence"))
 		return parse_seq(o, "decoders", parse_decoder, depth, "decoder");
 	comp *c = lora_xcalloc(1, sizeof *c);
@@ -1720,11 +1716,9 @@ static int32_t lookup_any(const lora_tokenizer *t, const char *s)
 
 static int parse_post(lora_tokenizer *t, json_t *o, int depth)
 {
-	const char *type = jstr(o, "type");
+	const char *type = comp_type(o, depth, 8, "post_processor");
 	if (!type)
-		return lora_err("post_processor without a type");
-	if (depth > 8)
-		return lora_err("post_processor nested too deeply");
+		return -1;
 	if (!strcmp(type, "ByteLevel"))
 		return 0;
 	if (!strcmp(type, "Sequence")) {

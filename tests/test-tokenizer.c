@@ -275,30 +275,105 @@ static void check_threads(const lora_tokenizer *t)
 	test_cond("parallel encodes equal serial ones", ok);
 }
 
-static void check_errors(void)
+/* Load `json` from a temporary tokenizer.json. */
+static lora_tokenizer *load_json(const char *json)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	char *p = lora_xasprintf("%s/tok-bad.json", tmp);
 	FILE *fp = fopen(p, "w");
-	fputs("{\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"\"},"
-	      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", fp);
+	fputs(json, fp);
 	fclose(fp);
 	lora_tokenizer *t = lora_tokenizer_load(p);
-	test_cond("unsupported normalizer is an error", t == NULL);
-	test_cond("the error names it", strstr(lora_errmsg(), "Precompiled") != NULL);
-	fp = fopen(p, "w");
-	fputs("{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", fp);
-	fclose(fp);
-	t = lora_tokenizer_load(p);
-	test_cond("unsupported model is an error", t == NULL && strstr(lora_errmsg(), "Unigram"));
-	fp = fopen(p, "w");
-	fputs("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}", fp);
-	fclose(fp);
-	t = lora_tokenizer_load(p);
-	test_cond("merge result missing is an error", t == NULL && strstr(lora_errmsg(), "ab"));
 	remove(p);
 	free(p);
-	t = lora_tokenizer_load("/nonexistent/tokenizer.json");
+	return t;
+}
+
+/* Whether `json` loads. */
+static int loads(const char *json)
+{
+	lora_tokenizer *t = load_json(json);
+	if (!t) {
+		printf("  error '%s'\n", lora_errmsg());
+		return 0;
+	}
+	lora_tokenizer_free(t);
+	return 1;
+}
+
+/* Whether `json` fails to load with an error that says `want`, as a bad
+ * file must. */
+static int load_fails(const char *json, const char *want)
+{
+	lora_tokenizer *t = load_json(json);
+	if (t) {
+		lora_tokenizer_free(t);
+		return 0;
+	}
+	if (!strstr(lora_errmsg(), want)) {
+		printf("  error '%s' does not say '%s'\n", lora_errmsg(), want);
+		return 0;
+	}
+	return 1;
+}
+
+/* `{"<key>": {"type":"Sequence","<list>":[ ... depth times ... {"type":"<leaf>"} ]}, model}` */
+static char *nested(const char *key, const char *list, const char *leaf, int depth)
+{
+	char *s = lora_xasprintf("{\"%s\":", key);
+	for (int i = 0; i < depth; i++) {
+		char *n = lora_xasprintf("%s{\"type\":\"Sequence\",\"%s\":[", s, list);
+		free(s);
+		s = n;
+	}
+	char *n = lora_xasprintf("%s{\"type\":\"%s\"}", s, leaf);
+	free(s);
+	s = n;
+	for (int i = 0; i < depth; i++) {
+		n = lora_xasprintf("%s]}", s);
+		free(s);
+		s = n;
+	}
+	n = lora_xasprintf("%s,\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", s);
+	free(s);
+	return n;
+}
+
+static void check_errors(void)
+{
+#define MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}"
+	static const struct { const char *name, *json, *want; } bad[] = {
+		{ "unsupported normalizer is an error",
+		  "{\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"\"}," MODEL "}",
+		  "Precompiled" },
+		{ "unsupported model is an error", "{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", "Unigram" },
+		{ "merge result missing is an error",
+		  "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}", "ab" },
+		{ "normalizer without a type", "{\"normalizer\":{}," MODEL "}", "normalizer without a type" },
+		{ "pre_tokenizer without a type", "{\"pre_tokenizer\":{\"x\":1}," MODEL "}",
+		  "pre_tokenizer without a type" },
+		{ "decoder without a type", "{\"decoder\":{}," MODEL "}", "decoder without a type" },
+		{ "post_processor without a type", "{\"post_processor\":{}," MODEL "}",
+		  "post_processor without a type" },
+	};
+#undef MODEL
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		test_cond(bad[i].name, load_fails(bad[i].json, bad[i].want));
+	/* Sequences nest 16 deep (post_processor 8) and no deeper. */
+	static const struct { const char *key, *list, *leaf, *want; int limit; } deep[] = {
+		{ "normalizer", "normalizers", "Lowercase", "normalizer nested too deeply", 16 },
+		{ "pre_tokenizer", "pretokenizers", "WhitespaceSplit", "pre_tokenizer nested too deeply", 16 },
+		{ "decoder", "decoders", "Fuse", "decoder nested too deeply", 16 },
+		{ "post_processor", "processors", "ByteLevel", "post_processor nested too deeply", 8 },
+	};
+	for (size_t i = 0; i < sizeof deep / sizeof deep[0]; i++) {
+		char *ok = nested(deep[i].key, deep[i].list, deep[i].leaf, deep[i].limit);
+		char *over = nested(deep[i].key, deep[i].list, deep[i].leaf, deep[i].limit + 1);
+		test_cond(deep[i].want, load_fails(over, deep[i].want) && loads(ok));
+		free(ok);
+		free(over);
+	}
+	lora_tokenizer *t = lora_tokenizer_load("/nonexistent/tokenizer.json");
 	test_cond("missing file is an error", t == NULL && strstr(lora_errmsg(), "/nonexistent"));
 }
 
