@@ -48,22 +48,30 @@ void sbuf_add(sbuf *b, const void *p, size_t n)
 
 /* ---- UTF-8 ------------------------------------------------------------------- */
 
+/* A lead byte of a well-formed sequence (Unicode Table 3-7): how many
+ * continuation bytes follow it and the range of the first; 0 for ASCII and
+ * for a byte that starts no sequence. */
+static size_t utf8_lead(unsigned c, unsigned *lo, unsigned *hi)
+{
+	*lo = 0x80;
+	*hi = 0xBF;
+	if (c >= 0xC2 && c <= 0xDF) return 1;
+	if (c == 0xE0) { *lo = 0xA0; return 2; }
+	if (c == 0xED) { *hi = 0x9F; return 2; }
+	if (c >= 0xE1 && c <= 0xEF) return 2;
+	if (c == 0xF0) { *lo = 0x90; return 3; }
+	if (c >= 0xF1 && c <= 0xF3) return 3;
+	if (c == 0xF4) { *hi = 0x8F; return 3; }
+	return 0;
+}
+
 size_t utf8_valid_len(const unsigned char *s, size_t n)
 {
-	unsigned c = s[0];
-	if (c < 0x80)
+	if (s[0] < 0x80)
 		return 1;
-	size_t need;
-	unsigned lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF) need = 1;
-	else if (c == 0xE0) { need = 2; lo = 0xA0; }
-	else if (c == 0xED) { need = 2; hi = 0x9F; }
-	else if (c >= 0xE1 && c <= 0xEF) need = 2;
-	else if (c == 0xF0) { need = 3; lo = 0x90; }
-	else if (c >= 0xF1 && c <= 0xF3) need = 3;
-	else if (c == 0xF4) { need = 3; hi = 0x8F; }
-	else return 0;
-	if (n < need + 1)
+	unsigned lo, hi;
+	size_t need = utf8_lead(s[0], &lo, &hi);
+	if (!need || n < need + 1)
 		return 0;
 	if (s[1] < lo || s[1] > hi)
 		return 0;
@@ -76,17 +84,10 @@ size_t utf8_valid_len(const unsigned char *s, size_t n)
 /* Bytes of the maximal subpart of an ill-formed sequence at s (>= 1). */
 static size_t utf8_bad_len(const unsigned char *s, size_t n)
 {
-	unsigned c = s[0];
-	size_t need;
-	unsigned lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF) need = 1;
-	else if (c == 0xE0) { need = 2; lo = 0xA0; }
-	else if (c == 0xED) { need = 2; hi = 0x9F; }
-	else if (c >= 0xE1 && c <= 0xEF) need = 2;
-	else if (c == 0xF0) { need = 3; lo = 0x90; }
-	else if (c >= 0xF1 && c <= 0xF3) need = 3;
-	else if (c == 0xF4) { need = 3; hi = 0x8F; }
-	else return 1;
+	unsigned lo, hi;
+	size_t need = utf8_lead(s[0], &lo, &hi);
+	if (!need)
+		return 1;
 	size_t i = 1;
 	if (i < n && s[i] >= lo && s[i] <= hi) {
 		i++;
