@@ -227,26 +227,26 @@ static char *unet_from_ldm(char **c, int n)
 	return NULL;
 }
 
-char *lora_conv_unet_to_ldm(const char *path)
+/* `path` split at its dots, through one of the two converters above. */
+static char *unet_conv(const char *path, char *(*conv)(char **c, int n))
 {
 	char *buf, *c[64];
 	int n = split(path, &buf, c);
-	char *s = n > 0 ? unet_to_ldm(c, n) : NULL;
+	char *s = n > 0 ? conv(c, n) : NULL;
 	free(buf);
 	if (!s)
 		lora_err("'%s': not a Stable Diffusion 1.5 UNet module", path);
 	return s;
 }
 
+char *lora_conv_unet_to_ldm(const char *path)
+{
+	return unet_conv(path, unet_to_ldm);
+}
+
 char *lora_conv_unet_from_ldm(const char *path)
 {
-	char *buf, *c[64];
-	int n = split(path, &buf, c);
-	char *s = n > 0 ? unet_from_ldm(c, n) : NULL;
-	free(buf);
-	if (!s)
-		lora_err("'%s': not a Stable Diffusion 1.5 UNet module", path);
-	return s;
+	return unet_conv(path, unet_from_ldm);
 }
 
 /* ---- kohya names ---------------------------------------------------------------- */
