@@ -123,17 +123,6 @@ __global__ void convert_kernel(T *dst, const S *src, size_t n)
 	case LORA_DTYPE_BF16: { typedef __nv_bfloat16 A; __VA_ARGS__; break; } \
 	default: LORA_ASSERT(!"activation dtype not F32 or BF16"); } } while (0)
 
-/* ---- the dropout draw ------------------------------------------------------------------------
- * The device twin of lora_dropout_u (backend.h): same constants, same bits. */
-__device__ __forceinline__ float dropout_u(uint64_t seed, uint64_t i)
-{
-	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	z ^= z >> 31;
-	return (float)(z >> 40) * (1.0f / 16777216.0f);
-}
-
 /* ---- causal grids --------------------------------------------------------------------------------
  * The first row of a query block whose grid runs along x: the heaviest
  * (causal work grows with the row) are launched first, so the last wave is

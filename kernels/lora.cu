@@ -4,8 +4,9 @@
  * gradients are trainable, so fp32 throughout; with r of 8 to 64 these
  * products are bound by reading inp, not by arithmetic, which is why a group
  * without dropout reads inp once: one product with [A_0; A_1; ...]).
- * Dropout masks are recomputed from (seed, flat index) by dropout_u, bit for
- * bit the CPU's lora_dropout_u, so both backends drop the same elements.
+ * Dropout masks are recomputed from (seed, flat index) by lora_dropout_u
+ * (backend.h, built for host and device), so both backends drop the same
+ * elements.
  * A BF16 input (a saved activation of a bf16 run) meets the fp32 A (or dh)
  * split in three bf16 parts, a = hi + mid + lo (hi = bf16(a), mid =
  * bf16(a − hi), lo = bf16(a − hi − mid): 24 bits of a's mantissa), in one
@@ -25,7 +26,7 @@
 
 /* ---- kernels ---------------------------------------------------------------------- */
 
-/* xd = drop(x): element i kept when dropout_u(seed, i) >= p, scaled by
+/* xd = drop(x): element i kept when lora_dropout_u(seed, i) >= p, scaled by
  * 1/(1-p); p = 0: xd = x in fp32. */
 template <typename A>
 __global__ void dropout_kernel(float *xd, const A *x, size_t n, float p, float s,
@@ -33,7 +34,7 @@ __global__ void dropout_kernel(float *xd, const A *x, size_t n, float p, float s
 {
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x)
-		xd[i] = p > 0 && dropout_u(seed, i) < p ? 0.0f : ldw(x, i) * s;
+		xd[i] = p > 0 && lora_dropout_u(seed, i) < p ? 0.0f : ldw(x, i) * s;
 }
 
 /* Split fp32 a (rows, cols) into three bf16 parts hi, mid, lo (a = hi +
@@ -78,7 +79,7 @@ __global__ void dropout_grad_kernel(float *dinp, int add, const float *g, size_t
 {
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x) {
-		float v = dropout_u(seed, i) < p ? 0.0f : g[i] * s;
+		float v = lora_dropout_u(seed, i) < p ? 0.0f : g[i] * s;
 		dinp[i] = add ? dinp[i] + v : v;
 	}
 }

@@ -362,8 +362,14 @@ const lora_backend *lora_backend_cuda_plan(void);
 
 /* The dropout draw shared by every backend: a uniform float in [0, 1) from
  * (seed, i) by the splitmix64 finaliser (counter based, so any element can
- * be recomputed in any order on any device). */
-static inline float lora_dropout_u(uint64_t seed, uint64_t i)
+ * be recomputed in any order on any device). nvcc compiles it for the
+ * device too, so the CUDA kernels draw the CPU's bits from this one copy. */
+#ifdef __CUDACC__
+#define LORA_HOST_DEVICE __host__ __device__
+#else
+#define LORA_HOST_DEVICE
+#endif
+static inline LORA_HOST_DEVICE float lora_dropout_u(uint64_t seed, uint64_t i)
 {
 	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
