@@ -317,6 +317,9 @@ static int load_fails(const char *json, const char *want)
 	return 1;
 }
 
+/* The smallest model a test tokenizer.json can have. */
+#define MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}"
+
 /* `{"<key>": {"type":"Sequence","<list>":[ ... depth times ... {"type":"<leaf>"} ]}, model}` */
 static char *nested(const char *key, const char *list, const char *leaf, int depth)
 {
@@ -334,14 +337,13 @@ static char *nested(const char *key, const char *list, const char *leaf, int dep
 		free(s);
 		s = n;
 	}
-	n = lora_xasprintf("%s,\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", s);
+	n = lora_xasprintf("%s," MODEL "}", s);
 	free(s);
 	return n;
 }
 
 static void check_errors(void)
 {
-#define MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}"
 	static const struct { const char *name, *json, *want; } bad[] = {
 		{ "unsupported normalizer is an error",
 		  "{\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"\"}," MODEL "}",
@@ -356,7 +358,6 @@ static void check_errors(void)
 		{ "post_processor without a type", "{\"post_processor\":{}," MODEL "}",
 		  "post_processor without a type" },
 	};
-#undef MODEL
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		test_cond(bad[i].name, load_fails(bad[i].json, bad[i].want));
 	/* Sequences nest 16 deep (post_processor 8) and no deeper. */
@@ -373,6 +374,7 @@ static void check_errors(void)
 		free(ok);
 		free(over);
 	}
+#undef MODEL
 	lora_tokenizer *t = lora_tokenizer_load("/nonexistent/tokenizer.json");
 	test_cond("missing file is an error", t == NULL && strstr(lora_errmsg(), "/nonexistent"));
 }
