@@ -11,18 +11,8 @@ REL=$T
 TOK=$SHARED/data/tokenizers
 FX=$FIXTURES/tokenizer
 CLIP=$FX/bpe_simple_vocab_16e6.txt.gz
-fail=0
 t=$TMPDIR
-
-check() {   # name expected-file actual-file
-	if cmp -s "$2" "$3"; then
-		echo "ok $1"
-	else
-		echo "FAIL $1"
-		diff "$2" "$3" | head -10
-		fail=1
-	fi
-}
+. "$(dirname "$0")/lib.sh"
 
 [ -d "$TOK" ] || { echo "no tokenizers in $TOK"; exit 77; }
 
@@ -30,8 +20,8 @@ check() {   # name expected-file actual-file
 . "$(dirname "$0")/synopsis.sh"
 man_synopsis "$(dirname "$0")/../man/lora-tokenize.1" lora-tokenize > $t/syn.man
 $T --help | help_synopsis lora-tokenize > $t/syn.usage
-check "usage matches the man page synopsis" $t/syn.man $t/syn.usage
-grep -q -- '--skip-special' $t/syn.man || { echo "FAIL synopsis extraction"; fail=1; }
+check "usage matches the man page synopsis" matches $t/syn.man $t/syn.usage
+check "the synopsis was found (it names --skip-special)" grep -q -- '--skip-special' $t/syn.man
 
 # ---- every SOTU address, three tokenizers, against HF tokenizers -----------------------------
 for name in spm32k llama3 gpt2; do
@@ -39,14 +29,14 @@ for name in spm32k llama3 gpt2; do
 	awk '{ print $1 }' $FX/sotu-$name.txt > $t/files
 	files=$(sed "s|^|$SHARED/data/text/sotu/|" $t/files)
 	# shellcheck disable=SC2086
-	$REL -t $tf --file $files > $t/ids || { echo "FAIL $name: exit $?"; fail=1; continue; }
+	$REL -t $tf --file $files > $t/ids || { bad "$name: exit $?"; continue; }
 	rm -rf $t/docs && mkdir $t/docs && (cd $t/docs && split -l 1 -a 4 ../ids d.)
 	md5sum $t/docs/d.* | cut -d' ' -f1 > $t/got
 	awk '{ print $4 }' $FX/sotu-$name.txt > $t/want
-	check "$name: ids of all $(wc -l < $t/want) SOTU addresses match HF tokenizers" $t/want $t/got
+	check "$name: ids of all $(wc -l < $t/want) SOTU addresses match HF tokenizers" matches $t/want $t/got
 	awk '{ print NF }' $t/ids > $t/got
 	awk '{ print $2 }' $FX/sotu-$name.txt > $t/want
-	check "$name: the id counts match" $t/want $t/got
+	check "$name: the id counts match" matches $t/want $t/got
 done
 
 # ---- options -----------------------------------------------------------------------------------
@@ -60,52 +50,51 @@ cat > $t/want <<EOF
 49406 49407
 EOF
 $T -t $CLIP --bos --eos $t/cap > $t/got
-check "clip: FORMATS.md test vectors" $t/want $t/got
+check "clip: FORMATS.md test vectors" matches $t/want $t/got
 printf 'a photo of a cat\n' | $T -t $CLIP --bos --eos --max-len 77 --pad | tr ' ' '\n' > $t/got
 { printf '49406\n320\n1125\n539\n320\n2368\n'; i=0; while [ $i -lt 71 ]; do echo 49407; i=$((i+1)); done; } > $t/want
-check "clip: --max-len 77 --pad gives 77 ids padded with 49407" $t/want $t/got
+check "clip: --max-len 77 --pad gives 77 ids padded with 49407" matches $t/want $t/got
 printf 'a photo of a cat\n' | $T -t $CLIP --bos --eos --max-len 4 > $t/got
 echo "49406 320 1125 49407" > $t/want
-check "clip: truncation keeps the EOS last" $t/want $t/got
+check "clip: truncation keeps the EOS last" matches $t/want $t/got
 printf '49406 320 1125 539 320 2368 49407\n' | $T -t $CLIP --decode --skip-special > $t/got
 echo "a photo of a cat " > $t/want
-check "clip: --decode --skip-special (open_clip keeps </w> as a space)" $t/want $t/got
+check "clip: --decode --skip-special (open_clip keeps </w> as a space)" matches $t/want $t/got
 
 printf 'Hello world\n' | $T -t $TOK/gpt2/encoder.json > $t/got
 echo "15496 995" > $t/want
-check "gpt2 via encoder.json: FORMATS.md 6.4 vector" $t/want $t/got
+check "gpt2 via encoder.json: FORMATS.md 6.4 vector" matches $t/want $t/got
 
 printf 'Hello world\n' | $T -t $TOK/spm32k --bos > $t/got
 echo "1 22557 1526" > $t/want
-check "spm32k folder, --bos" $t/want $t/got
+check "spm32k folder, --bos" matches $t/want $t/got
 
 printf 'one\tHello world\tthree\nx\ty\n' | $T -t $TOK/gpt2/vocab.bpe --field 2 > $t/got
 printf 'one\t15496 995\tthree\nx\t88\n' > $t/want
-check "--field 2 passes the other fields through" $t/want $t/got
+check "--field 2 passes the other fields through" matches $t/want $t/got
 $T -t $TOK/gpt2/vocab.bpe --field 2 --decode $t/got > $t/back
 printf 'one\tHello world\tthree\nx\ty\n' > $t/want
-check "--field 2 --decode" $t/want $t/back
+check "--field 2 --decode" matches $t/want $t/back
 
 printf '{"text": "Hello world", "n": 1}\n{"id": 2, "text": "Hello"}\n' | $T -t $TOK/gpt2/vocab.bpe --jsonl text > $t/got
 printf '15496 995\n15496\n' > $t/want
-check "--jsonl text" $t/want $t/got
+check "--jsonl text" matches $t/want $t/got
 
 printf 'Hello world\n\nÜber 100 €!\n\tTabs  and   spaces \n' > $t/text
 $T -t $TOK/spm32k/tokenizer.json --bos --eos $t/text | $T -t $TOK/spm32k/tokenizer.json --decode --skip-special > $t/got
-check "spm32k: encode | decode --skip-special round-trips" $t/text $t/got
+check "spm32k: encode | decode --skip-special round-trips" matches $t/text $t/got
 $T -t $TOK/gpt2/vocab.bpe $t/text | $T -t $TOK/gpt2/vocab.bpe --decode > $t/got
-check "gpt2: encode | decode round-trips" $t/text $t/got
+check "gpt2: encode | decode round-trips" matches $t/text $t/got
 $T -t $TOK/gpt2/vocab.bpe --count $t/text > $t/got
 $T -t $TOK/gpt2/vocab.bpe $t/text | awk '{ print NF }' > $t/want
-check "--count per line" $t/want $t/got
+check "--count per line" matches $t/want $t/got
 f1=$SHARED/data/text/sotu/$(head -1 $FX/sotu-gpt2.txt | cut -d' ' -f1)
 $T -t $TOK/gpt2/vocab.bpe --file --count "$f1" > $t/got
 echo "$(head -1 $FX/sotu-gpt2.txt | cut -d' ' -f2) $f1" > $t/want
-check "--file --count: count and name" $t/want $t/got
+check "--file --count: count and name" matches $t/want $t/got
 
 cat $t/text | $T -t $TOK/gpt2/vocab.bpe --file > $t/got
-[ "$(wc -l < $t/got)" -eq 1 ] && grep -q ' 198 ' $t/got && echo "ok --file keeps newlines (id 198)" ||
-	{ echo "FAIL --file"; fail=1; }
+holds "--file keeps newlines (id 198)" '[ "$(wc -l < $t/got)" -eq 1 ] && grep -q " 198 " $t/got'
 
 # ---- errors ------------------------------------------------------------------------------------------
 expect_fail() {   # name code pattern cmd...
@@ -114,11 +103,10 @@ expect_fail() {   # name code pattern cmd...
 	"$@" > $t/out 2> $t/err
 	rc=$?
 	if [ $rc -eq "$code" ] && grep -q -- "$pat" $t/err && [ "$(wc -l < $t/err)" -le 3 ]; then
-		echo "ok $name"
+		ok "$name"
 	else
-		echo "FAIL $name: exit $rc, stderr:"
+		bad "$name: exit $rc, stderr:"
 		cat $t/err
-		fail=1
 	fi
 }
 expect_fail "missing tokenizer" 1 "cannot open '/nonexistent.json'" $T -t /nonexistent.json $t/text
@@ -137,4 +125,4 @@ printf '{"model": {"type": "WordPiece", "vocab": {}}}' > $t/wp.json
 expect_fail "unsupported model named" 1 "unsupported model 'WordPiece'" $T -t $t/wp.json $t/text
 expect_fail "missing input file" 1 "cannot open '/nonexistent.txt'" $T -t $CLIP /nonexistent.txt
 
-exit $fail
+finish
