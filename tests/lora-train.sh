@@ -62,6 +62,20 @@ check "dry run: the device" has "$T/out" "device: cpu, "
 check "dry run: largest batch" has "$T/out" "largest batch_size that fits"
 check "dry run writes nothing" [ ! -e "$T/full" ]
 
+# ---- the shipped configs (examples/): every key known, every value in range -----
+n=0
+for y in "$D"/examples/*.yaml "$D"/examples/demo/*.yaml; do
+	n=$((n+1))
+	try "$y" --base_model "$T/base" --train_data_dir "$T/data" --output_dir "$T/ex" \
+		--max_seq_length 32 --dry-run
+	if [ $rc -eq 0 ] && ! grep -q "warning" "$T/err"; then
+		ok "examples: a dry run takes $(basename "$y") without a warning"
+	else
+		bad "examples: a dry run of $(basename "$y"): exit $rc"; sed 's/^/    /' "$T/err"
+	fi
+done
+check "examples: five configs found" [ $n -eq 5 ]
+
 try --base_model "$T/base" --train_data_dir "$T/data" --output_dir "$T/full" \
 	--train_mode full --max_seq_length 32 --batch_size 4 --max_steps 30 \
 	--learning_rate 0.01 --logging_steps 5 --save_steps 10 --save_total_limit 2
