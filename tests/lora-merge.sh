@@ -33,19 +33,19 @@ check "missing adapter: exit 1" [ $rc -eq 1 ]
 check "missing adapter: message names it" says "missing.safetensors"
 printf 'not a safetensors file at all' >"$T/junk.safetensors"
 try -o "$T/x.safetensors" "$T/junk.safetensors"
-if [ $rc -eq 1 ] && says "junk.safetensors" && [ "$(wc -l <"$T/err")" -eq 1 ]; then ok "junk adapter: exit 1, one line naming it"; else bad "junk adapter: exit 1, one line naming it"; fi
+holds "junk adapter: exit 1, one line naming it" '[ $rc -eq 1 ] && says "junk.safetensors" && [ "$(wc -l <"$T/err")" -eq 1 ]'
 # a truncated copy of a real adapter
 head -c 5000 "$F/kohya_a.safetensors" >"$T/cut.safetensors"
 try -o "$T/x.safetensors" "$T/cut.safetensors"
-if [ $rc -eq 1 ] && says "cut.safetensors"; then ok "truncated adapter: exit 1"; else bad "truncated adapter: exit 1"; fi
+holds "truncated adapter: exit 1" '[ $rc -eq 1 ] && says "cut.safetensors"'
 # a model is not an adapter
 try -o "$T/x.safetensors" "$F/sd15_tiny.safetensors"
-if [ $rc -eq 1 ] && says "not a LoRA file"; then ok "a model given as adapter: exit 1"; else bad "a model given as adapter: exit 1"; fi
+holds "a model given as adapter: exit 1" '[ $rc -eq 1 ] && says "not a LoRA file"'
 check "no output after bad input" none "$T/x.safetensors"
 try -o "$F/kohya_a.safetensors" "$F/kohya_a.safetensors"
-if [ $rc -eq 1 ] && says "overwrite"; then ok "output = input refused"; else bad "output = input refused"; fi
+holds "output = input refused" '[ $rc -eq 1 ] && says "overwrite"'
 try -o "$T/x.safetensors" "$F/kohya_a.safetensors:0.6:"
-if [ $rc -eq 1 ] && says "kohya_a.safetensors:0.6:"; then ok "odd weight suffix: read as a path, reported"; else bad "odd weight suffix: read as a path, reported"; fi
+holds "odd weight suffix: read as a path, reported" '[ $rc -eq 1 ] && says "kohya_a.safetensors:0.6:"'
 
 # ---- mismatches and --force ------------------------------------------------------------------
 try -o "$T/bad.safetensors" -b "$F/sd15_tiny.safetensors" "$F/kohya_bad.safetensors"
@@ -53,7 +53,7 @@ check "shape mismatch: exit 1" [ $rc -eq 1 ]
 check "shape mismatch: names the module" says "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
 check "shape mismatch: no output" none "$T/bad.safetensors"
 try -o "$T/bad.safetensors" -f -b "$F/sd15_tiny.safetensors" "$F/kohya_bad.safetensors"
-if [ $rc -eq 0 ] && says "warning:.*attn2.to_k"; then ok "--force: exit 0 with a warning naming the module"; else bad "--force: exit 0 with a warning naming the module"; fi
+holds "--force: exit 0 with a warning naming the module" '[ $rc -eq 0 ] && says "warning:.*attn2.to_k"'
 check "--force: output written" [ -s "$T/bad.safetensors" ]
 
 try -o "$T/ll.safetensors" -b "$F/sd15_tiny.safetensors" "$F/peft_a"
@@ -61,57 +61,57 @@ check "LLaMA adapter on an SD model: exit 1" [ $rc -eq 1 ]
 check "LLaMA adapter on an SD model: names a module" says "module 'model.layers.0."
 check "LLaMA adapter on an SD model: no output" none "$T/ll.safetensors"
 try -o "$T/mix.safetensors" "$F/kohya_a.safetensors" "$F/peft_a"
-if [ $rc -eq 1 ] && says "another model"; then ok "SD + LLaMA adapters: exit 1, another model"; else bad "SD + LLaMA adapters: exit 1, another model"; fi
+holds "SD + LLaMA adapters: exit 1, another model" '[ $rc -eq 1 ] && says "another model"'
 try -o "$T/sdl" -b "$F/llama_tiny" "$F/kohya_b.safetensors"
-if [ $rc -eq 1 ] && says "no weight"; then ok "SD adapter on a LLaMA folder: exit 1"; else bad "SD adapter on a LLaMA folder: exit 1"; fi
-if [ ! -e "$T/sdl" ] || [ -z "$(ls "$T/sdl")" ]; then ok "SD adapter on a LLaMA folder: no folder left"; else bad "SD adapter on a LLaMA folder: no folder left"; fi
+holds "SD adapter on a LLaMA folder: exit 1" '[ $rc -eq 1 ] && says "no weight"'
+holds "SD adapter on a LLaMA folder: no folder left" '[ ! -e "$T/sdl" ] || [ -z "$(ls "$T/sdl")" ]'
 try -o "$T/d.safetensors" -t diffusers "$F/peft_a"
-if [ $rc -eq 1 ] && says "peft"; then ok "--to diffusers for an LLM: exit 1"; else bad "--to diffusers for an LLM: exit 1"; fi
+holds "--to diffusers for an LLM: exit 1" '[ $rc -eq 1 ] && says "peft"'
 
 
 mkdir -p "$T/dora" && cp "$F/peft_b/"* "$T/dora/" &&
 	sed 's/"use_dora": false/"use_dora": true/' "$F/peft_b/adapter_config.json" >"$T/dora/adapter_config.json"
 try -o "$T/dd" "$T/dora"
-if [ $rc -eq 1 ] && says "dora.*use_dora"; then ok "DoRA adapter refused, naming it"; else bad "DoRA adapter refused, naming it"; fi
+holds "DoRA adapter refused, naming it" '[ $rc -eq 1 ] && says "dora.*use_dora"'
 
 try -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
-if [ $rc -eq 1 ] && says "proj_in.dora_scale': DoRA"; then ok "dora_scale tensor: exit 1 naming it"; else bad "dora_scale tensor: exit 1 naming it"; fi
+holds "dora_scale tensor: exit 1 naming it" '[ $rc -eq 1 ] && says "proj_in.dora_scale'\'': DoRA"'
 try -f -o "$T/dora.safetensors" "$F/kohya_dora.safetensors:0.5"
-if [ $rc -eq 0 ] && \
-	says "warning:.*dora_scale" && grep -q proj_out.lora_up "$T/dora.safetensors"; then ok "dora_scale tensor with --force: warning, the LoRA part merged"; else bad "dora_scale tensor with --force: warning, the LoRA part merged"; fi
+holds "dora_scale tensor with --force: warning, the LoRA part merged" '[ $rc -eq 0 ] &&
+	says "warning:.*dora_scale" && grep -q proj_out.lora_up "$T/dora.safetensors"'
 
 # a failure half-way through a folder (shard 2 cannot be renamed into place):
 # the shards already written go, what was there stays
 mkdir -p "$T/half/model-00002-of-00003.safetensors"
 try -o "$T/half" -b "$F/llama_tiny" "$F/peft_a"
-if [ $rc -eq 1 ] && says "model-00002-of-00003"; then ok "failure half-way: exit 1"; else bad "failure half-way: exit 1"; fi
+holds "failure half-way: exit 1" '[ $rc -eq 1 ] && says "model-00002-of-00003"'
 check "failure half-way: no shard, config or temporary left; the old entry kept" \
 	[ "$(ls -A "$T/half")" = "model-00002-of-00003.safetensors" ]
 try -o "$T/newdir" -t peft "$F/kohya_bad.safetensors" "$F/peft_a"
-if [ $rc -eq 1 ] && [ ! -e "$T/newdir" ]; then ok "failed PEFT output: no folder created"; else bad "failed PEFT output: no folder created"; fi
+holds "failed PEFT output: no folder created" '[ $rc -eq 1 ] && [ ! -e "$T/newdir" ]'
 
 # ---- outputs ------------------------------------------------------------------------------------
 try -o "$T/r.safetensors" -r 2 "$F/kohya_b.safetensors"
 check "resize: exit 0" [ $rc -eq 0 ]
-if \
-	[ "$(head -1 "$T/out")" = "$(printf 'module\trank_in\trank_out\tenergy_kept\tfrobenius_error')" ] && \
-	[ "$(wc -l <"$T/out")" -eq $((1 + $(grep -c attentions "$F/names.tsv") + $(grep -c '^lora_te' "$F/names.tsv"))) ]; then ok "resize: report has a header and one line per module"; else bad "resize: report has a header and one line per module"; fi
-if awk -F'\t' 'NR > 1 && ($4 < 0 || $4 > 1.000001) { exit 1 }' "$T/out"; then ok "resize: energy in [0,1]"; else bad "resize: energy in [0,1]"; fi
-if awk -F'\t' 'NR > 1 && ($2 != 3 || $3 != 2) { exit 1 }' "$T/out"; then ok "resize: rank 3 -> 2 everywhere"; else bad "resize: rank 3 -> 2 everywhere"; fi
+holds "resize: report has a header and one line per module" \
+	'[ "$(head -1 "$T/out")" = "$(printf "module\trank_in\trank_out\tenergy_kept\tfrobenius_error")" ] &&
+	[ "$(wc -l <"$T/out")" -eq $((1 + $(grep -c attentions "$F/names.tsv") + $(grep -c "^lora_te" "$F/names.tsv"))) ]'
+check "resize: energy in [0,1]" awk -F'\t' 'NR > 1 && ($4 < 0 || $4 > 1.000001) { exit 1 }' "$T/out"
+check "resize: rank 3 -> 2 everywhere" awk -F'\t' 'NR > 1 && ($2 != 3 || $3 != 2) { exit 1 }' "$T/out"
 try -o "$T/c.safetensors" "$F/kohya_a.safetensors"
 check "plain copy: identical file" cmp -s "$T/c.safetensors" "$F/kohya_a.safetensors"
 try -o "$T/h.safetensors" -d f16 "$F/kohya_a.safetensors:0.5"
-if [ $rc -eq 0 ] && grep -q '"F16"' "$T/h.safetensors"; then ok "--dtype f16 merge: exit 0"; else bad "--dtype f16 merge: exit 0"; fi
+holds "--dtype f16 merge: exit 0" '[ $rc -eq 0 ] && grep -q "\"F16\"" "$T/h.safetensors"'
 try -o "$T/pf.safetensors" "$F/peft_a"
 [ $rc -eq 0 ] && [ -s "$T/pf.safetensors/adapter_model.safetensors" ] && \
 	says "warning: .*PEFT output is a folder"
 check "PEFT output named .safetensors: a folder, with a warning" [ $? -eq 0 ]
 try -o "$T/peft" -t peft "$F/peft_a:0.5" "$F/peft_b"
-if [ $rc -eq 0 ] && [ -s "$T/peft/adapter_config.json" ] && \
-	grep -q '"peft_type": "LORA"' "$T/peft/adapter_config.json"; then ok "PEFT merge: folder with config"; else bad "PEFT merge: folder with config"; fi
+holds "PEFT merge: folder with config" '[ $rc -eq 0 ] && [ -s "$T/peft/adapter_config.json" ] &&
+	grep -q "\"peft_type\": \"LORA\"" "$T/peft/adapter_config.json"'
 try -o "$T/ix" -b "$F/llama_tiny/model.safetensors.index.json" "$F/peft_a"
-if [ $rc -eq 0 ] && \
-	[ "$(ls "$T/ix" | tr '\n' ' ')" = "$(ls "$F/llama_tiny" | tr '\n' ' ')" ]; then ok "base given as its index.json: a folder like the base's"; else bad "base given as its index.json: a folder like the base's"; fi
+holds "base given as its index.json: a folder like the base's" \
+	'[ $rc -eq 0 ] && [ "$(ls "$T/ix" | tr "\n" " ")" = "$(ls "$F/llama_tiny" | tr "\n" " ")" ]'
 check "no temporary files left" [ -z "$(ls "$T" "$T/peft" | grep '\.tmp\.')" ]
 
 finish

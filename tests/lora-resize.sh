@@ -31,7 +31,7 @@ check "nothing on stderr" [ ! -s "$T/err" ]
 check "outputs are PNG files" [ "$(head -c 4 "$T/o1/cat.png" | od -An -c | tr -d ' ')" = "211PNG" ]
 check "no temporary files left" [ "$(ls "$T/o1" | wc -l)" -eq 3 ]
 "$R" -o "$T/o1b" -s 64 "$T/o1/photo.png" "$T/o1/cat.png" "$T/o1/pear.png" >/dev/null 2>"$T/err"
-if [ $? -eq 0 ] && [ ! -s "$T/err" ]; then ok "the written PNGs read back (CRCs, zlib stream, filters)"; else bad "the written PNGs read back (CRCs, zlib stream, filters)"; fi
+holds "the written PNGs read back (CRCs, zlib stream, filters)" '[ $? -eq 0 ] && [ ! -s "$T/err" ]'
 
 # stdin lines with passthrough fields; blank lines ignored
 printf '%s\ta caption\textra\n\n%s\n' "$F/cat.png" "$F/photo.jpg" | "$R" -o "$T/o2" -s 96 >"$T/out"
@@ -89,11 +89,11 @@ check "--filter box differs from lanczos" differ "$T/o12/cat.png" "$T/o14/cat.pn
 check "--filter bicubic differs from lanczos" differ "$T/o13/cat.png" "$T/o14/cat.png"
 check "lanczos is the default" cmp -s "$T/o14/cat.png" "$T/o2/cat.png"
 "$R" -o "$T/o15" -s 96 --quality 90 "$F/cat.png" >"$T/out"
-if [ "$(cut -f1 "$T/out")" = "$T/o15/cat.jpg" ] &&
-	[ "$(head -c 2 "$T/o15/cat.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ]; then ok "--quality writes JPEG"; else bad "--quality writes JPEG"; fi
+holds "--quality writes JPEG" '[ "$(cut -f1 "$T/out")" = "$T/o15/cat.jpg" ] &&
+	[ "$(head -c 2 "$T/o15/cat.jpg" | od -An -tx1 | tr -d " ")" = "ffd8" ]'
 "$R" -o "$T/o16" -s 96 --quality 30 "$F/cat.png" >/dev/null
 "$R" -o "$T/o15b" -s 64 "$T/o15/cat.jpg" >/dev/null 2>"$T/err"
-if [ $? -eq 0 ] && [ ! -s "$T/err" ]; then ok "the written JPEG reads back"; else bad "the written JPEG reads back"; fi
+holds "the written JPEG reads back" '[ $? -eq 0 ] && [ ! -s "$T/err" ]'
 check "--quality changes the size" [ "$(wc -c <"$T/o16/cat.jpg")" -lt "$(wc -c <"$T/o15/cat.jpg")" ]
 
 # --jpeg-draft: same sizes, different (approximate) pixels for JPEG only
@@ -143,7 +143,7 @@ check "--max-pixels refuses the large one" grep -q "'$F/photo.jpg': 640x427 is o
 check "--max-pixels keeps the small one" [ "$(cut -f1 "$T/out")" = "$T/o22/cat.png" ]
 : >"$T/notadir"
 "$R" -o "$T/notadir" "$F/cat.png" >/dev/null 2>"$T/err"
-if [ $? -eq 1 ] && grep -q "is not a directory" "$T/err"; then ok "-o naming a file fails"; else bad "-o naming a file fails"; fi
+holds "-o naming a file fails" '[ $? -eq 1 ] && grep -q "is not a directory" "$T/err"'
 
 # a full disk: a 64 KiB tmpfs (needs root; skipped otherwise)
 mkdir -p "$T/full"
