@@ -239,6 +239,10 @@ static void add_rec(char *line, size_t len, const char *name, long lineno)
 		flush();
 }
 
+/* A UTF-8 byte-order mark at the start of an input marks the encoding and
+ * is not text: skipped, as Python's "utf-8-sig" and lora-train do. */
+#define BOM "\xEF\xBB\xBF"
+
 static void read_input(FILE *fp, const char *name)
 {
 	if (opt.file) {
@@ -251,6 +255,8 @@ static void read_input(FILE *fp, const char *name)
 			lora_die("cannot read '%s':", name);
 		if (!buf)
 			buf = lora_xstrdup("");
+		if (len >= 3 && !memcmp(buf, BOM, 3))
+			memmove(buf, buf + 3, (len -= 3) + 1);
 		add_rec(buf, len, name, 0);
 		return;
 	}
@@ -262,8 +268,10 @@ static void read_input(FILE *fp, const char *name)
 		lineno++;
 		if (n > 0 && line[n - 1] == '\n')
 			n--;
+		size_t skip = lineno == 1 && n >= 3 && !memcmp(line, BOM, 3) ? 3 : 0;
+		n -= (ssize_t)skip;
 		char *copy = lora_xmalloc((size_t)n + 1);
-		memcpy(copy, line, (size_t)n);
+		memcpy(copy, line + skip, (size_t)n);
 		copy[n] = 0;
 		add_rec(copy, (size_t)n, name, lineno);
 	}

@@ -1,6 +1,7 @@
 /* data.c: see data.h. */
 #include "data.h"
 #include "backend.h"            /* LORA_IGNORE_INDEX */
+#include "tokenizer.h"          /* lora_utf8_valid_prefix */
 #include "util.h"
 
 #include <dirent.h>
@@ -111,15 +112,61 @@ static int encode(builder *b, const char *path, long line, const char *s, size_t
 	return 0;
 }
 
+/* Read a data file; *off is where its content starts (past a UTF-8
+ * byte-order mark, which marks the encoding and is not text). The text
+ * formats (.txt, .jsonl; text = 1) are UTF-8, read strictly as Python's
+ * open() and HF datasets read them: a UTF-16 byte-order mark, a byte that
+ * is not UTF-8 or a NUL (UTF-16 text has one in every ASCII character) is
+ * an error naming the line, so a Latin-1 or UTF-16 file is never trained on
+ * as replacement characters or NULs. NULL + lora_errmsg on error. */
+static char *read_data(const char *path, int text, size_t *off, size_t *len)
+{
+	char *s = lora_read_file(path, len);
+	if (!s)
+		return NULL;
+	size_t n = *len;
+	*off = n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3) ? 3 : 0;
+	if (!text)
+		return s;
+	if (n >= 2 && (!memcmp(s, "\xFF\xFE", 2) || !memcmp(s, "\xFE\xFF", 2))) {
+		lora_err("'%s': UTF-16 text (it starts with a UTF-16 byte-order mark): "
+		         "convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8", path);
+		free(s);
+		return NULL;
+	}
+	size_t bad = *off + lora_utf8_valid_prefix(s + *off, n - *off);
+	const char *nul = memchr(s + *off, '\0', bad - *off);
+	if (nul)
+		bad = (size_t)(nul - s);
+	if (bad == n)
+		return s;
+	long line = 1;
+	size_t col = bad - *off + 1;
+	for (size_t i = 0; i < bad; i++)
+		if (s[i] == '\n') {
+			line++;
+			col = bad - i;
+		}
+	if (nul)
+		lora_err("'%s': line %ld, byte %zu: a NUL byte, so not UTF-8 text (UTF-16?): "
+		         "convert it, e.g. iconv -f UTF-16 -t UTF-8", path, line, col);
+	else
+		lora_err("'%s': line %ld, byte %zu: 0x%02X is not UTF-8 (Latin-1 or Windows-1252 "
+		         "text?): convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8", path, line, col,
+		         (unsigned char)s[bad]);
+	free(s);
+	return NULL;
+}
+
 /* .txt: tokens of the whole file + EOS, appended to the running stream that
  * is cut into max_seq_length chunks. */
 static int load_txt(builder *b, const char *path)
 {
-	size_t len;
-	char *s = lora_read_file(path, &len);
+	size_t start, len;
+	char *s = read_data(path, 1, &start, &len);
 	if (!s)
 		return -1;
-	int rc = encode(b, path, 0, s, len, 1);
+	int rc = encode(b, path, 0, s + start, len - start, 1);
 	free(s);
 	if (rc < 0)
 		return -1;
@@ -219,9 +266,12 @@ static int parse_ids(builder *b, const char *path, long line, const char *s, siz
 			i++;
 		if (i == len)
 			break;
-		if (s[i] < '0' || s[i] > '9')
+		if ((s[i] < '0' || s[i] > '9') && s[i] > ' ' && s[i] < 0x7F)
 			return lora_err("'%s': line %ld: '%c' in a token-id list (expected ids "
 			                "separated by spaces)", path, line, s[i]);
+		if (s[i] < '0' || s[i] > '9')
+			return lora_err("'%s': line %ld: byte 0x%02X in a token-id list (expected ids "
+			                "separated by spaces)", path, line, (unsigned char)s[i]);
 		long v = 0;
 		while (i < len && s[i] >= '0' && s[i] <= '9') {
 			v = v * 10 + (s[i++] - '0');
@@ -259,16 +309,16 @@ static int load_ids_line(builder *b, const char *path, long line, const char *s,
 	return rc;
 }
 
-static int load_lines(builder *b, const char *path,
+static int load_lines(builder *b, const char *path, int text,
                       int (*fn)(builder *, const char *, long, const char *, size_t))
 {
-	size_t len;
-	char *s = lora_read_file(path, &len);
+	size_t i, len;
+	char *s = read_data(path, text, &i, &len);
 	if (!s)
 		return -1;
 	long line = 0;
 	int rc = 0;
-	for (size_t i = 0; i < len && rc == 0; ) {
+	while (i < len && rc == 0) {
 		char *nl = memchr(s + i, '\n', len - i);
 		size_t e = nl ? (size_t)(nl - s) : len;
 		line++;
@@ -354,7 +404,7 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 				emit(&b);
 			ntxt_pending = 0;
 			b.n = 0;
-			rc = load_lines(&b, path, kind == 1 ? load_jsonl_line : load_ids_line);
+			rc = load_lines(&b, path, kind == 1, kind == 1 ? load_jsonl_line : load_ids_line);
 		}
 		if (rc == 0)
 			d->nfiles[kind]++;

@@ -19,6 +19,9 @@
  *           (no BOS/EOS added): "ids" (decimal ids separated by spaces or
  *           commas), loss on all; or "prompt_ids<TAB>answer_ids", loss on
  *           the answer only.
+ * Text (.txt, .jsonl) is UTF-8, read strictly: a UTF-16 byte-order mark, a
+ * byte that is not UTF-8 or a NUL is an error naming file, line and byte.
+ * A UTF-8 byte-order mark at the start of any of the three is skipped.
  * An example longer than max_seq_length is cut to it (counted in
  * ntruncated). Examples of fewer than 2 tokens, or with no target after the
  * first token, are dropped (counted in ndropped).
@@ -54,8 +57,8 @@
  *
  * Ownership: the dataset owns its examples; free with lora_dataset_free.
  * Failure: lora_dataset_load returns NULL with one line naming the file and
- * line: empty dataset, a .txt/.jsonl without a tokenizer, bad JSON, an id
- * outside the model's vocabulary.
+ * line: empty dataset, a .txt/.jsonl without a tokenizer, text that is not
+ * UTF-8, bad JSON, an id outside the model's vocabulary.
  */
 #ifndef LORA_DATA_H
 #define LORA_DATA_H

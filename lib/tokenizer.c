@@ -2323,3 +2323,8 @@ int lora_tokenizer_token_to_id(const lora_tokenizer *t, const char *tok)
 {
 	return lookup_any(t, tok);
 }
+
+size_t lora_utf8_valid_prefix(const char *s, size_t n)
+{
+	return utf8_valid_prefix(s, n);
+}

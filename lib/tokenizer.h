@@ -79,4 +79,8 @@ int lora_tokenizer_context_len(const lora_tokenizer *t);
 const char *lora_tokenizer_id_to_token(const lora_tokenizer *t, int id);
 int lora_tokenizer_token_to_id(const lora_tokenizer *t, const char *tok); /* -1 */
 
+/* Bytes of s before its first ill-formed UTF-8 sequence, n when there is
+ * none: where Python's bytes.decode("utf-8") would stop. */
+size_t lora_utf8_valid_prefix(const char *s, size_t n);
+
 #endif

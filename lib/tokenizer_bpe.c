@@ -120,7 +120,7 @@ int utf8_put(uint32_t cp, char *o)
 	return 4;
 }
 
-int utf8_is_valid(const char *s, size_t n)
+size_t utf8_valid_prefix(const char *s, size_t n)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0;
@@ -131,10 +131,15 @@ int utf8_is_valid(const char *s, size_t n)
 		}
 		size_t l = utf8_valid_len(u + i, n - i);
 		if (!l)
-			return 0;
+			break;
 		i += l;
 	}
-	return 1;
+	return i;
+}
+
+int utf8_is_valid(const char *s, size_t n)
+{
+	return utf8_valid_prefix(s, n) == n;
 }
 
 void utf8_lossy(sbuf *out, const char *s, size_t n)

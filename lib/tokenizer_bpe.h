@@ -44,6 +44,8 @@ int utf8_put(uint32_t cp, char *out);
 /* Append s with every ill-formed subsequence replaced by U+FFFD, maximal
  * subparts as Rust's from_utf8_lossy and Python's errors='replace' do. */
 void utf8_lossy(sbuf *out, const char *s, size_t n);
+/* Bytes before the first ill-formed sequence (n if there is none). */
+size_t utf8_valid_prefix(const char *s, size_t n);
 /* 1 if the n bytes are valid UTF-8. */
 int utf8_is_valid(const char *s, size_t n);
 

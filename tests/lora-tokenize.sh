@@ -79,6 +79,11 @@ check "--field 2 --decode" matches $t/want $t/back
 printf '{"text": "Hello world", "n": 1}\n{"id": 2, "text": "Hello"}\n' | $T -t $TOK/gpt2/vocab.bpe --jsonl text > $t/got
 printf '15496 995\n15496\n' > $t/want
 check "--jsonl text" matches $t/want $t/got
+printf '\357\273\277{"text": "Hello world", "n": 1}\n{"id": 2, "text": "Hello"}\n' > $t/bom.jsonl
+$T -t $TOK/gpt2/vocab.bpe --jsonl text $t/bom.jsonl > $t/got
+check "--jsonl: a UTF-8 byte-order mark at the start is skipped" matches $t/want $t/got
+printf '\357\273\277Hello world\nHello\n' | $T -t $TOK/gpt2/vocab.bpe > $t/got
+check "lines: the byte-order mark is skipped" matches $t/want $t/got
 
 printf 'Hello world\n\nÜber 100 €!\n\tTabs  and   spaces \n' > $t/text
 $T -t $TOK/spm32k/tokenizer.json --bos --eos $t/text | $T -t $TOK/spm32k/tokenizer.json --decode --skip-special > $t/got

@@ -312,6 +312,14 @@ while [ $i -lt 3 ]; do
 done
 try --base_model "$T/full" --train_data_dir "$T/cut" --output_dir "$T/x5" --max_seq_length 64 --dry-run
 check "every answer cut off: an error that says so" has "$T/err" "all 3 examples lose their answer"
+# a Latin-1 file among UTF-8 ones: one line naming file, line and byte; nothing written
+mkdir -p "$T/latin1"; cp "$T/data/a.txt" "$T/latin1/"
+printf 'Caf\351 au lait\n' >"$T/latin1/menu.txt"
+try --device cpu --base_model "$T/full" --train_data_dir "$T/latin1" --output_dir "$T/x8" --max_seq_length 32
+check "Latin-1 text: exit 1" [ $rc -eq 1 ]
+check "... one line naming the file, line and byte" sh -c '[ "$(grep -c . "$1")" -eq 1 ] &&
+	grep -q "$2/latin1/menu.txt.: line 1, byte 4: 0xE9 is not UTF-8" "$1"' - "$T/err" "$T"
+check "... output_dir not made" [ ! -e "$T/x8" ]
 try --base_model "$T/full" --train_data_dir "$T/data" --output_dir "$T/x3" --max_seq_length 128
 check "sequence longer than the context" has "$T/err" "longer than the model's context (64"
 sed 's/"vocab_size": 4096/"vocab_size": 1000/' "$T/base/config.json" >"$T/small/config.json"

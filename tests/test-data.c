@@ -90,6 +90,21 @@ static void compare(const char *what, const lora_dataset *d, json_t *j)
 	free(order);
 }
 
+/* Load o's folder and, when it loads, compare it with j; the dataset is
+ * returned for more checks (free it). */
+static lora_dataset *load_compare(const char *what, const lora_data_opts *o, json_t *j)
+{
+	char m[256];
+	lora_dataset *d = lora_dataset_load(o);
+	if (!d)
+		printf("      %s\n", lora_errmsg());
+	snprintf(m, sizeof m, "%s: loads", what);
+	test_cond(m, d != NULL);
+	if (d && j)
+		compare(what, d, j);
+	return d;
+}
+
 static json_t *load_expect(const char *name)
 {
 	char *p = lora_xasprintf("%s/data/%s.expect.json", fixtures(), name);
@@ -101,12 +116,53 @@ static json_t *load_expect(const char *name)
 	return j;
 }
 
+static void write_bytes(const char *path, const char *s, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	LORA_ASSERT(f);
+	LORA_ASSERT(fwrite(s, 1, n, f) == n);
+	fclose(f);
+}
+
 static void write_file(const char *path, const char *s)
 {
-	FILE *f = fopen(path, "w");
-	LORA_ASSERT(f);
-	fputs(s, f);
-	fclose(f);
+	write_bytes(path, s, strlen(s));
+}
+
+/* Copies of the fixture folder's files NAMES in a new folder under tmp, each
+ * starting with a UTF-8 byte-order mark. Returns the folder (free; remove
+ * with rm_copies). */
+static char *bom_copies(const char *tmp, const char *fixture, const char *const *names)
+{
+	char *dir = lora_xasprintf("%s/data-bom-%s-%d", tmp, fixture, (int)getpid());
+	mkdir(dir, 0755);
+	for (int i = 0; names[i]; i++) {
+		char *src = lora_xasprintf("%s/data/%s/%s", fixtures(), fixture, names[i]);
+		char *dst = lora_xasprintf("%s/%s", dir, names[i]);
+		size_t n;
+		char *s = lora_read_file(src, &n);
+		LORA_ASSERT(s);
+		char *b = lora_xmalloc(n + 3);
+		memcpy(b, "\xEF\xBB\xBF", 3);
+		memcpy(b + 3, s, n);
+		write_bytes(dst, b, n + 3);
+		free(b);
+		free(s);
+		free(src);
+		free(dst);
+	}
+	return dir;
+}
+
+static void rm_copies(char *dir, const char *const *names)
+{
+	for (int i = 0; names[i]; i++) {
+		char *p = lora_xasprintf("%s/%s", dir, names[i]);
+		unlink(p);
+		free(p);
+	}
+	rmdir(dir);
+	free(dir);
 }
 
 int main(void)
@@ -118,25 +174,28 @@ int main(void)
 	lora_data_opts o = {.dir = dir, .max_seq_length = 12, .vocab_size = 1000,
 	                    .val_split = 0.2, .seed = 7,
 	                    .model_bos_id = -1, .model_eos_id = -1};
-	lora_dataset *d = lora_dataset_load(&o);
-	if (!d)
-		printf("      %s\n", lora_errmsg());
-	test_cond("ids load", d != NULL);
-	if (d && j) {
-		compare("ids", d, j);
+	lora_dataset *d = load_compare("ids", &o, j);
+	if (d) {
 		test_cond("three truncated", d->ntruncated == 3);
 		test_cond("two dropped (1 token; no answer)", d->ndropped == 2);
 		test_cond("2 .ids files", d->nfiles[2] == 2 && d->nfiles[0] == 0);
 		test_cond("pad 0 without tokenizer", d->pad_id == 0);
 	}
 	lora_dataset_free(d);
+	/* a UTF-8 byte-order mark at the start of a file is skipped */
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	static const char *const ids_names[] = { "a.ids", "b.ids", NULL };
+	char *bdir = bom_copies(tmp, "ids", ids_names);
+	o.dir = bdir;
+	lora_dataset_free(load_compare("ids with a byte-order mark", &o, j));
+	rm_copies(bdir, ids_names);
+	o.dir = dir;
 	json_decref(j);
 
 	/* errors */
 	o.vocab_size = 100;
 	test_cond("vocab mismatch", !lora_dataset_load(&o) &&
 	          strstr(lora_errmsg(), "a.ids': line 6: token id 100 is outside the model's vocabulary (100 tokens)"));
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	char *e = lora_xasprintf("%s/data-empty-%d", tmp, (int)getpid());
 	mkdir(e, 0755);
 	o.dir = e;
@@ -148,6 +207,9 @@ int main(void)
 	write_file(f, "1 2 x\n");
 	test_cond("bad id", !lora_dataset_load(&o) &&
 	          strstr(lora_errmsg(), "x.ids': line 1: 'x' in a token-id list"));
+	write_file(f, "1 2\n3 \xC3\xA9\n");
+	test_cond("a non-ASCII byte in ids is named by its value", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "x.ids': line 2: byte 0xC3 in a token-id list"));
 	write_file(f, "1 2\t3\t4\n");
 	test_cond("3 fields", !lora_dataset_load(&o) && strstr(lora_errmsg(), "prompt_ids<TAB>answer_ids"));
 	write_file(f, "1 2 3\n");
@@ -190,16 +252,19 @@ int main(void)
 		lora_data_opts ot = {.dir = tdir, .tok = tok, .max_seq_length = 64,
 		                     .vocab_size = 32000, .val_split = 0.25, .seed = 42,
 		                     .model_bos_id = 1, .model_eos_id = 2};  /* Mistral's config.json */
-		d = lora_dataset_load(&ot);
-		if (!d)
-			printf("      %s\n", lora_errmsg());
-		test_cond("text load", d != NULL);
-		if (d && j) {
-			compare("text", d, j);
+		d = load_compare("text", &ot, j);
+		if (d) {
 			test_cond("pad is EOS", d->pad_id == 2);
 			test_cond("2 .txt + 1 .jsonl", d->nfiles[0] == 2 && d->nfiles[1] == 1);
 		}
 		lora_dataset_free(d);
+		/* the same files, each starting with a UTF-8 byte-order mark */
+		static const char *const text_names[] = { "a.txt", "b.txt", "c.jsonl", NULL };
+		char *bt = bom_copies(tmp, "text", text_names);
+		ot.dir = bt;
+		lora_dataset_free(load_compare("text with byte-order marks", &ot, j));
+		rm_copies(bt, text_names);
+		ot.dir = tdir;
 		json_decref(j);
 		/* a tokenizer larger than the model */
 		ot.vocab_size = 1000;
@@ -221,6 +286,30 @@ int main(void)
 		          strstr(lora_errmsg(), "q.jsonl': line 3: expected a \"text\""));
 		write_file(f2, "{\"text\": \"ok\"\n");
 		test_cond("bad json", !lora_dataset_load(&ot) && strstr(lora_errmsg(), "q.jsonl': line 1: "));
+		/* text that is not UTF-8 is an error naming line and byte, as
+		 * Python's strict decode stops there; never U+FFFD */
+		write_file(f2, "{\"text\": \"ok\"}\n{\"text\": \"caf\xE9\"}\n");
+		test_cond("Latin-1 in .jsonl", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 2, byte 14: 0xE9 is not UTF-8"));
+		write_file(f2, "{\"text\": \"\xED\xA0\x80\"}\n");
+		test_cond("an encoded surrogate is not UTF-8", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 1, byte 11: 0xED is not UTF-8"));
+		unlink(f2);
+		free(f2);
+		f2 = lora_xasprintf("%s/t.txt", e2);
+		write_file(f2, "caf\xC3\xA9\nna\xEFve\n");
+		test_cond("Latin-1 in .txt", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 2, byte 3: 0xEF is not UTF-8"));
+		write_bytes(f2, "\xFF\xFEh\0i\0", 6);
+		test_cond("UTF-16 with its byte-order mark", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': UTF-16 text"));
+		write_bytes(f2, "h\0i\0\n\0", 6);
+		test_cond("UTF-16 without a byte-order mark: its NULs", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 1, byte 2: a NUL byte"));
+		write_bytes(f2, "\xEF\xBB\xBFna\xC3", 6);
+		test_cond("a cut-off character; the byte count leaves out the mark",
+		          !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 1, byte 3: 0xC3 is not UTF-8"));
 		unlink(f2);
 		rmdir(e2);
 		free(f2);
