@@ -361,7 +361,7 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	int nnames = 0;
 	struct dirent *de;
 	while ((de = readdir(dir))) {
-		if (de->d_name[0] == '.' || ext_kind(de->d_name) < 0)
+		if (de->d_name[0] == '.')
 			continue;
 		names = lora_xrealloc(names, ((size_t)nnames + 1) * sizeof *names);
 		names[nnames++] = lora_xstrdup(de->d_name);
@@ -384,11 +384,17 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 			d->pad_id = b.eos >= 0 ? b.eos : 0;
 	}
 	int rc = 0, ntxt_pending = 0;
+	char *first_skipped = NULL;
 	for (int i = 0; i < nnames && rc == 0; i++) {
 		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
 		int kind = ext_kind(names[i]);
 		struct stat st;
-		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int isreg = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+		if (kind < 0 || !isreg) {
+			/* counted, and the first named, so the user hears of it */
+			if (!d->nskipped++)
+				first_skipped = lora_xasprintf("'%s%s'", names[i],
+				                               !isreg && S_ISDIR(st.st_mode) ? "/" : "");
 			free(path);
 			continue;
 		}
@@ -412,6 +418,15 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	}
 	if (rc == 0 && ntxt_pending && b.n)
 		emit(&b);
+	if (first_skipped) {
+		if (d->nskipped == 1)
+			d->skipped = first_skipped;
+		else {
+			d->skipped = lora_xasprintf("%s and %d other%s", first_skipped, d->nskipped - 1,
+			                            d->nskipped == 2 ? "" : "s");
+			free(first_skipped);
+		}
+	}
 	for (int i = 0; i < nnames; i++)
 		free(names[i]);
 	free(names);
@@ -432,7 +447,10 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 				return NULL;
 			}
 	if (d->n == 0) {
-		if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0)
+		if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0 && d->nskipped)
+			lora_err("'%s': no training data: %s not read (only .txt, .jsonl and .ids files "
+			         "directly in it are)", o->dir, d->skipped);
+		else if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0)
 			lora_err("'%s': no training data (no .txt, .jsonl or .ids files)", o->dir);
 		else if (d->ndropped && d->ntruncated)
 			lora_err("'%s': empty dataset: all %d examples lose their answer when cut to "
@@ -485,6 +503,7 @@ void lora_dataset_free(lora_dataset *d)
 	free(d->ex);
 	free(d->train);
 	free(d->val);
+	free(d->skipped);
 	free(d);
 }
 

@@ -97,6 +97,10 @@ typedef struct {
 	size_t ntargets;         /* tokens with a loss (excluding position 0) */
 	int nfiles[3];           /* .txt, .jsonl, .ids files read */
 	int ntruncated, ndropped;
+	int nskipped;            /* other entries of the folder (hidden ones aside):
+	                          * other extensions, subfolders (not read) */
+	char *skipped;           /* them in words: "'a.md'", "'a.md' and 2 others"
+	                          * (the first by name; "'sub/'" for a folder) */
 } lora_dataset;
 
 lora_dataset *lora_dataset_load(const lora_data_opts *o);

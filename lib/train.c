@@ -1080,6 +1080,9 @@ static int setup(run *r)
 			return fail(r, "%s (no tokenizer.json in '%s')", lora_errmsg(), c->base_model);
 		return fail(r, "%s", lora_errmsg());
 	}
+	if (r->d->nskipped)
+		lora_warn("'%s': %s not read (only .txt, .jsonl and .ids files directly in it "
+		          "are)", c->train_data_dir, r->d->skipped);
 	if (r->d->ntruncated)
 		lora_warn("%d example%s longer than max_seq_length %ld: cut", r->d->ntruncated,
 		          r->d->ntruncated == 1 ? "" : "s", c->max_seq_length);

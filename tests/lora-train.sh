@@ -312,6 +312,14 @@ while [ $i -lt 3 ]; do
 done
 try --base_model "$T/full" --train_data_dir "$T/cut" --output_dir "$T/x5" --max_seq_length 64 --dry-run
 check "every answer cut off: an error that says so" has "$T/err" "all 3 examples lose their answer"
+# entries that are not data are named in a warning, and training goes on
+mkdir -p "$T/mixed/part2"; cp "$T/data/a.txt" "$T/mixed/"; echo '# about' >"$T/mixed/README.md"
+try --device cpu --base_model "$T/full" --train_data_dir "$T/mixed" --output_dir "$T/x9" --max_seq_length 32 --dry-run
+check "other entries: exit 0" [ $rc -eq 0 ]
+check "... named in one warning" has "$T/err" "warning: '$T/mixed': 'README.md' and 1 other not read (only .txt, .jsonl and .ids files directly in it are)"
+rm "$T/mixed/a.txt"
+try --device cpu --base_model "$T/full" --train_data_dir "$T/mixed" --output_dir "$T/x9" --max_seq_length 32 --dry-run
+check "only other entries: exit 1, naming them" sh -c '[ $1 -eq 1 ] && grep -q "no training data: .README.md. and 1 other not read" "$2"' - $rc "$T/err"
 # a Latin-1 file among UTF-8 ones: one line naming file, line and byte; nothing written
 mkdir -p "$T/latin1"; cp "$T/data/a.txt" "$T/latin1/"
 printf 'Caf\351 au lait\n' >"$T/latin1/menu.txt"

@@ -201,9 +201,31 @@ int main(void)
 	o.dir = e;
 	o.vocab_size = 0;
 	test_cond("no data", !lora_dataset_load(&o) && strstr(lora_errmsg(), "no training data"));
+	/* other entries are counted and named, not read; hidden ones pass */
+	char *sub = lora_xasprintf("%s/sub", e), *md = lora_xasprintf("%s/notes.md", e);
+	char *hid = lora_xasprintf("%s/.hidden", e);
+	mkdir(sub, 0755);
+	test_cond("only a subfolder: no data, and it is named", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "no training data: 'sub/' not read (only .txt, .jsonl and "
+	                 ".ids files directly in it are)"));
 	char *f = lora_xasprintf("%s/x.ids", e);
 	write_file(f, "\n5\n");
 	test_cond("empty dataset", !lora_dataset_load(&o) && strstr(lora_errmsg(), "empty dataset"));
+	/* ... and beside data they are counted and named */
+	write_file(md, "# notes\n");
+	write_file(hid, "x\n");
+	write_file(f, "1 2 3\n4 5 6\n");
+	d = lora_dataset_load(&o);
+	test_cond("an .ids file beside a subfolder and a .md file: loads", d != NULL);
+	test_cond("... the two others counted", d && d->nskipped == 2 &&
+	          !strcmp(d->skipped, "'notes.md' and 1 other"));
+	lora_dataset_free(d);
+	unlink(md);
+	unlink(hid);
+	rmdir(sub);
+	free(sub);
+	free(md);
+	free(hid);
 	write_file(f, "1 2 x\n");
 	test_cond("bad id", !lora_dataset_load(&o) &&
 	          strstr(lora_errmsg(), "x.ids': line 1: 'x' in a token-id list"));
