@@ -243,8 +243,17 @@ static int load_jsonl_line(builder *b, const char *path, long line, const char *
 		if (r < 0 || encode(b, path, line, output, strlen(output), 1) < 0)
 			goto out;
 	} else {
-		lora_err("'%s': line %ld: expected a \"text\", \"prompt\"+\"completion\" or "
-		         "\"instruction\"+\"output\" field", path, line);
+		/* chat data (OpenAI's and TRL's "messages", ShareGPT's
+		 * "conversations") needs a chat template: say so by name */
+		const char *chat = json_object_get(o, "messages") ? "messages" :
+		                   json_object_get(o, "conversations") ? "conversations" : NULL;
+		if (chat)
+			lora_err("'%s': line %ld: chat data (\"%s\") is not supported: write each "
+			         "conversation as a \"prompt\" (the turns so far, in the model's chat "
+			         "format) and a \"completion\" (the reply to learn)", path, line, chat);
+		else
+			lora_err("'%s': line %ld: expected a \"text\", \"prompt\"+\"completion\" or "
+			         "\"instruction\"+\"output\" field", path, line);
 		goto out;
 	}
 	if (b->eos >= 0)

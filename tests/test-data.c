@@ -306,6 +306,9 @@ int main(void)
 		write_file(f2, "{\"text\": \"ok\"}\n\n{\"prompt\": \"a\"}\n");
 		test_cond("missing completion", !lora_dataset_load(&ot) &&
 		          strstr(lora_errmsg(), "q.jsonl': line 3: expected a \"text\""));
+		write_file(f2, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
+		test_cond("chat data named", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "q.jsonl': line 1: chat data (\"messages\") is not supported"));
 		write_file(f2, "{\"text\": \"ok\"\n");
 		test_cond("bad json", !lora_dataset_load(&ot) && strstr(lora_errmsg(), "q.jsonl': line 1: "));
 		/* text that is not UTF-8 is an error naming line and byte, as
