@@ -1181,6 +1181,7 @@ static int train_loop(run *r)
 		double e = evaluate(r);
 		say(r, "step=0 eval_loss=%.4f", e);
 		log_row(r, NAN, 0, NAN, e, 0, 0);
+		t_last = lora_time();           /* the first window is training only */
 	}
 	while (r->step < r->total) {
 		lora_params_zero_grad(r->params, r->be);
@@ -1260,14 +1261,12 @@ static int train_loop(run *r)
 		}
 		int log_now = r->step % c->logging_steps == 0 || r->step == r->total;
 		int eval_now = r->d->nval && (r->step % c->eval_steps == 0 || r->step == r->total);
-		double eval = NAN;
-		if (eval_now) {                 /* eval time does not count in tok/s */
-			double te = lora_time();
+		/* tok/s and the time estimate count training only: the evaluation
+		 * and the checkpoint come after `now`, so the window that takes
+		 * their time is the next one, which starts that much later */
+		double eval = NAN, paused = lora_time();
+		if (eval_now)
 			eval = evaluate(r);
-			te = lora_time() - te;
-			t_last += te;
-			est_t0 += te;
-		}
 		if (log_now || eval_now) {
 			double dt = now - t_last;
 			double tps = dt > 0 ? tok_win / dt : 0;
@@ -1302,6 +1301,9 @@ static int train_loop(run *r)
 			if (save_checkpoint(r) < 0)
 				return fail(r, "checkpoint: %s", lora_errmsg());
 		}
+		paused = lora_time() - paused;
+		t_last += paused;
+		est_t0 += paused;
 		if (stop && r->step < r->total) {
 			return fail(r, "interrupted: stopped after step %lld, checkpoint %s; continue "
 			            "with --resume auto", (long long)r->step, r->last_ckpt);
