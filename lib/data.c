@@ -398,12 +398,12 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
 		int kind = ext_kind(names[i]);
 		struct stat st;
-		int isreg = stat(path, &st) == 0 && S_ISREG(st.st_mode);
-		if (kind < 0 || !isreg) {
+		int found = stat(path, &st) == 0;
+		if (kind < 0 || !found || !S_ISREG(st.st_mode)) {
 			/* counted, and the first named, so the user hears of it */
 			if (!d->nskipped++)
 				first_skipped = lora_xasprintf("'%s%s'", names[i],
-				                               !isreg && S_ISDIR(st.st_mode) ? "/" : "");
+				                               found && S_ISDIR(st.st_mode) ? "/" : "");
 			free(path);
 			continue;
 		}
