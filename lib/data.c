@@ -118,7 +118,8 @@ static int encode(builder *b, const char *path, long line, const char *s, size_t
  * open() and HF datasets read them: a UTF-16 byte-order mark, a byte that
  * is not UTF-8 or a NUL (UTF-16 text has one in every ASCII character) is
  * an error naming the line, so a Latin-1 or UTF-16 file is never trained on
- * as replacement characters or NULs. NULL + lora_errmsg on error. */
+ * as replacement characters or NULs; and with Python's universal newlines
+ * (*len shrinks). NULL + lora_errmsg on error. */
 static char *read_data(const char *path, int text, size_t *off, size_t *len)
 {
 	char *s = lora_read_file(path, len);
@@ -138,8 +139,23 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 	const char *nul = memchr(s + *off, '\0', bad - *off);
 	if (nul)
 		bad = (size_t)(nul - s);
-	if (bad == n)
+	if (bad == n) {
+		/* newlines as Python's text mode reads them: \r\n and a lone \r
+		 * become \n, so a file saved on Windows trains as the same text */
+		size_t w = *off;
+		for (size_t r = *off; r < n; r++) {
+			if (s[r] == '\r') {
+				s[w++] = '\n';
+				if (r + 1 < n && s[r + 1] == '\n')
+					r++;
+			} else {
+				s[w++] = s[r];
+			}
+		}
+		s[w] = 0;
+		*len = w;
 		return s;
+	}
 	long line = 1;
 	size_t col = bad - *off + 1;
 	for (size_t i = 0; i < bad; i++)

@@ -20,7 +20,8 @@
  *           commas), loss on all; or "prompt_ids<TAB>answer_ids", loss on
  *           the answer only.
  * Text (.txt, .jsonl) is UTF-8, read strictly: a UTF-16 byte-order mark, a
- * byte that is not UTF-8 or a NUL is an error naming file, line and byte.
+ * byte that is not UTF-8 or a NUL is an error naming file, line and byte;
+ * \r\n and a lone \r are read as \n (Python's universal newlines).
  * A UTF-8 byte-order mark at the start of any of the three is skipped.
  * An example longer than max_seq_length is cut to it (counted in
  * ntruncated). Examples of fewer than 2 tokens, or with no target after the

@@ -84,6 +84,12 @@ $T -t $TOK/gpt2/vocab.bpe --jsonl text $t/bom.jsonl > $t/got
 check "--jsonl: a UTF-8 byte-order mark at the start is skipped" matches $t/want $t/got
 printf '\357\273\277Hello world\nHello\n' | $T -t $TOK/gpt2/vocab.bpe > $t/got
 check "lines: the byte-order mark is skipped" matches $t/want $t/got
+printf 'Hello world\r\nHello\r\n' | $T -t $TOK/gpt2/vocab.bpe > $t/got
+check "lines: a Windows line end is no part of the record" matches $t/want $t/got
+# --file: newlines as Python's text mode reads them ('x\r\r\ny\r' is 'x\n\ny\n')
+printf 'x\n\ny\n' | $T -t $TOK/gpt2/vocab.bpe --file > $t/want
+printf 'x\r\r\ny\r' | $T -t $TOK/gpt2/vocab.bpe --file > $t/got
+check "--file: CR LF and a lone CR read as LF" matches $t/want $t/got
 
 printf 'Hello world\n\nÜber 100 €!\n\tTabs  and   spaces \n' > $t/text
 $T -t $TOK/spm32k/tokenizer.json --bos --eos $t/text | $T -t $TOK/spm32k/tokenizer.json --decode --skip-special > $t/got

@@ -129,23 +129,31 @@ static void write_file(const char *path, const char *s)
 	write_bytes(path, s, strlen(s));
 }
 
-/* Copies of the fixture folder's files NAMES in a new folder under tmp, each
- * starting with a UTF-8 byte-order mark. Returns the folder (free; remove
- * with rm_copies). */
-static char *bom_copies(const char *tmp, const char *fixture, const char *const *names)
+/* Copies of the fixture folder's files NAMES in a new folder under tmp,
+ * each starting with a UTF-8 byte-order mark (how = 'b'), or with every \n
+ * written as \r\n (how = 'c'), as an editor on Windows saves them.
+ * Returns the folder (free; remove with rm_copies). */
+static char *copies(const char *tmp, const char *fixture, const char *const *names, char how)
 {
-	char *dir = lora_xasprintf("%s/data-bom-%s-%d", tmp, fixture, (int)getpid());
+	char *dir = lora_xasprintf("%s/data-%c-%s-%d", tmp, how, fixture, (int)getpid());
 	mkdir(dir, 0755);
 	for (int i = 0; names[i]; i++) {
 		char *src = lora_xasprintf("%s/data/%s/%s", fixtures(), fixture, names[i]);
 		char *dst = lora_xasprintf("%s/%s", dir, names[i]);
-		size_t n;
+		size_t n, m = 0;
 		char *s = lora_read_file(src, &n);
 		LORA_ASSERT(s);
-		char *b = lora_xmalloc(n + 3);
-		memcpy(b, "\xEF\xBB\xBF", 3);
-		memcpy(b + 3, s, n);
-		write_bytes(dst, b, n + 3);
+		char *b = lora_xmalloc(2 * n + 3);
+		if (how == 'b') {
+			memcpy(b, "\xEF\xBB\xBF", 3);
+			m = 3;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (how == 'c' && s[k] == '\n')
+				b[m++] = '\r';
+			b[m++] = s[k];
+		}
+		write_bytes(dst, b, m);
 		free(b);
 		free(s);
 		free(src);
@@ -185,9 +193,13 @@ int main(void)
 	/* a UTF-8 byte-order mark at the start of a file is skipped */
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	static const char *const ids_names[] = { "a.ids", "b.ids", NULL };
-	char *bdir = bom_copies(tmp, "ids", ids_names);
+	char *bdir = copies(tmp, "ids", ids_names, 'b');
 	o.dir = bdir;
 	lora_dataset_free(load_compare("ids with a byte-order mark", &o, j));
+	rm_copies(bdir, ids_names);
+	bdir = copies(tmp, "ids", ids_names, 'c');
+	o.dir = bdir;
+	lora_dataset_free(load_compare("ids with \\r\\n line ends", &o, j));
 	rm_copies(bdir, ids_names);
 	o.dir = dir;
 	json_decref(j);
@@ -282,9 +294,14 @@ int main(void)
 		lora_dataset_free(d);
 		/* the same files, each starting with a UTF-8 byte-order mark */
 		static const char *const text_names[] = { "a.txt", "b.txt", "c.jsonl", NULL };
-		char *bt = bom_copies(tmp, "text", text_names);
+		char *bt = copies(tmp, "text", text_names, 'b');
 		ot.dir = bt;
 		lora_dataset_free(load_compare("text with byte-order marks", &ot, j));
+		rm_copies(bt, text_names);
+		/* ... and with Windows line ends, which Python's text mode reads as \n */
+		bt = copies(tmp, "text", text_names, 'c');
+		ot.dir = bt;
+		lora_dataset_free(load_compare("text with \\r\\n line ends", &ot, j));
 		rm_copies(bt, text_names);
 		ot.dir = tdir;
 		json_decref(j);
