@@ -239,12 +239,9 @@ static void add_rec(char *line, size_t len, const char *name, long lineno)
 		flush();
 }
 
-/* A UTF-8 byte-order mark at the start of an input marks the encoding and
- * is not text: skipped, as Python's "utf-8-sig" and lora-train do. Line
+/* A UTF-8 byte-order mark at the start of an input is skipped, and line
  * ends are read as Python's text mode and lora-train read them: \r\n (and,
  * in --file mode, a lone \r) is a newline. */
-#define BOM "\xEF\xBB\xBF"
-
 static void read_input(FILE *fp, const char *name)
 {
 	if (opt.file) {
@@ -257,17 +254,9 @@ static void read_input(FILE *fp, const char *name)
 			lora_die("cannot read '%s':", name);
 		if (!buf)
 			buf = lora_xstrdup("");
-		if (len >= 3 && !memcmp(buf, BOM, 3))
-			memmove(buf, buf + 3, (len -= 3) + 1);
-		size_t w = 0;           /* \r\n and a lone \r read as \n, as lora-train does */
-		for (size_t r = 0; r < len; r++) {
-			char c = buf[r];
-			buf[w++] = c == '\r' ? '\n' : c;
-			if (c == '\r' && r + 1 < len && buf[r + 1] == '\n')
-				r++;
-		}
-		buf[w] = 0;
-		add_rec(buf, w, name, 0);
+		size_t bom = lora_bom_len(buf, len);
+		memmove(buf, buf + bom, len - bom);
+		add_rec(buf, lora_newlines(buf, len - bom), name, 0);
 		return;
 	}
 	char *line = NULL;
@@ -280,7 +269,7 @@ static void read_input(FILE *fp, const char *name)
 			n--;
 		if (n > 0 && line[n - 1] == '\r')   /* a Windows line end */
 			n--;
-		size_t skip = lineno == 1 && n >= 3 && !memcmp(line, BOM, 3) ? 3 : 0;
+		size_t skip = lineno == 1 ? lora_bom_len(line, (size_t)n) : 0;
 		n -= (ssize_t)skip;
 		char *copy = lora_xmalloc((size_t)n + 1);
 		memcpy(copy, line + skip, (size_t)n);

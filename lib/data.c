@@ -126,7 +126,7 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 	if (!s)
 		return NULL;
 	size_t n = *len;
-	*off = n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3) ? 3 : 0;
+	*off = lora_bom_len(s, n);
 	if (!text)
 		return s;
 	if (n >= 2 && (!memcmp(s, "\xFF\xFE", 2) || !memcmp(s, "\xFE\xFF", 2))) {
@@ -140,20 +140,8 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 	if (nul)
 		bad = (size_t)(nul - s);
 	if (bad == n) {
-		/* newlines as Python's text mode reads them: \r\n and a lone \r
-		 * become \n, so a file saved on Windows trains as the same text */
-		size_t w = *off;
-		for (size_t r = *off; r < n; r++) {
-			if (s[r] == '\r') {
-				s[w++] = '\n';
-				if (r + 1 < n && s[r + 1] == '\n')
-					r++;
-			} else {
-				s[w++] = s[r];
-			}
-		}
-		s[w] = 0;
-		*len = w;
+		/* a file saved on Windows trains as the same text */
+		*len = *off + lora_newlines(s + *off, n - *off);
 		return s;
 	}
 	long line = 1;
@@ -291,12 +279,13 @@ static int parse_ids(builder *b, const char *path, long line, const char *s, siz
 			i++;
 		if (i == len)
 			break;
-		if ((s[i] < '0' || s[i] > '9') && s[i] > ' ' && s[i] < 0x7F)
-			return lora_err("'%s': line %ld: '%c' in a token-id list (expected ids "
-			                "separated by spaces)", path, line, s[i]);
-		if (s[i] < '0' || s[i] > '9')
+		if (s[i] < '0' || s[i] > '9') {
+			if (s[i] > ' ' && s[i] < 0x7F)
+				return lora_err("'%s': line %ld: '%c' in a token-id list (expected ids "
+				                "separated by spaces)", path, line, s[i]);
 			return lora_err("'%s': line %ld: byte 0x%02X in a token-id list (expected ids "
 			                "separated by spaces)", path, line, (unsigned char)s[i]);
+		}
 		long v = 0;
 		while (i < len && s[i] >= '0' && s[i] <= '9') {
 			v = v * 10 + (s[i++] - '0');
@@ -409,7 +398,6 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 			d->pad_id = b.eos >= 0 ? b.eos : 0;
 	}
 	int rc = 0, ntxt_pending = 0;
-	char *first_skipped = NULL;
 	for (int i = 0; i < nnames && rc == 0; i++) {
 		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
 		int kind = ext_kind(names[i]);
@@ -418,8 +406,8 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 		if (kind < 0 || !found || !S_ISREG(st.st_mode)) {
 			/* counted, and the first named, so the user hears of it */
 			if (!d->nskipped++)
-				first_skipped = lora_xasprintf("'%s%s'", names[i],
-				                               found && S_ISDIR(st.st_mode) ? "/" : "");
+				d->skipped = lora_xasprintf("'%s%s'", names[i],
+				                            found && S_ISDIR(st.st_mode) ? "/" : "");
 			free(path);
 			continue;
 		}
@@ -443,14 +431,11 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	}
 	if (rc == 0 && ntxt_pending && b.n)
 		emit(&b);
-	if (first_skipped) {
-		if (d->nskipped == 1)
-			d->skipped = first_skipped;
-		else {
-			d->skipped = lora_xasprintf("%s and %d other%s", first_skipped, d->nskipped - 1,
-			                            d->nskipped == 2 ? "" : "s");
-			free(first_skipped);
-		}
+	if (d->nskipped > 1) {
+		char *all = lora_xasprintf("%s and %d other%s", d->skipped, d->nskipped - 1,
+		                           d->nskipped == 2 ? "" : "s");
+		free(d->skipped);
+		d->skipped = all;
 	}
 	for (int i = 0; i < nnames; i++)
 		free(names[i]);
@@ -472,10 +457,11 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 				return NULL;
 			}
 	if (d->n == 0) {
-		if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0 && d->nskipped)
+		int nread = d->nfiles[0] + d->nfiles[1] + d->nfiles[2];
+		if (nread == 0 && d->nskipped)
 			lora_err("'%s': no training data: %s not read (only .txt, .jsonl and .ids files "
 			         "directly in it are)", o->dir, d->skipped);
-		else if (d->nfiles[0] + d->nfiles[1] + d->nfiles[2] == 0)
+		else if (nread == 0)
 			lora_err("'%s': no training data (no .txt, .jsonl or .ids files)", o->dir);
 		else if (d->ndropped && d->ntruncated)
 			lora_err("'%s': empty dataset: all %d examples lose their answer when cut to "

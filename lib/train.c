@@ -1261,10 +1261,7 @@ static int train_loop(run *r)
 		}
 		int log_now = r->step % c->logging_steps == 0 || r->step == r->total;
 		int eval_now = r->d->nval && (r->step % c->eval_steps == 0 || r->step == r->total);
-		/* tok/s and the time estimate count training only: the evaluation
-		 * and the checkpoint come after `now`, so the window that takes
-		 * their time is the next one, which starts that much later */
-		double eval = NAN, paused = lora_time();
+		double eval = NAN;
 		if (eval_now)
 			eval = evaluate(r);
 		if (log_now || eval_now) {
@@ -1301,7 +1298,10 @@ static int train_loop(run *r)
 			if (save_checkpoint(r) < 0)
 				return fail(r, "checkpoint: %s", lora_errmsg());
 		}
-		paused = lora_time() - paused;
+		/* tok/s and the time estimate count training only: what ran since
+		 * `now` (the evaluation, the log, the checkpoint) belongs to the
+		 * next window, which starts that much later */
+		double paused = lora_time() - now;
 		t_last += paused;
 		est_t0 += paused;
 		if (stop && r->step < r->total) {

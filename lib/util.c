@@ -247,6 +247,24 @@ char *lora_read_file(const char *path, size_t *len)
 	return buf;
 }
 
+size_t lora_bom_len(const char *s, size_t n)
+{
+	return n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3) ? 3 : 0;
+}
+
+size_t lora_newlines(char *s, size_t n)
+{
+	size_t w = 0;
+	for (size_t r = 0; r < n; r++) {
+		char c = s[r];
+		s[w++] = c == '\r' ? '\n' : c;
+		if (c == '\r' && r + 1 < n && s[r + 1] == '\n')
+			r++;
+	}
+	s[w] = 0;
+	return w;
+}
+
 /* ---- threads and time -------------------------------------------------------- */
 
 int lora_nthreads(void)

@@ -73,6 +73,13 @@ void lora_afile_abort(lora_afile *f);
 
 /* Read a whole file; *len gets its size; NUL-terminated; free(). NULL on error. */
 char *lora_read_file(const char *path, size_t *len);
+/* Text as Python reads it with "utf-8-sig" and universal newlines, for the
+ * tools that read text files. lora_bom_len: 3 when s starts with a UTF-8
+ * byte-order mark (it marks the encoding and is not text), else 0.
+ * lora_newlines: \r\n and a lone \r become \n in place; returns the new
+ * length and NUL-terminates (s has room: the length only shrinks). */
+size_t lora_bom_len(const char *s, size_t n);
+size_t lora_newlines(char *s, size_t n);
 
 /* ---- threads and time -------------------------------------------------------- */
 

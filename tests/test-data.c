@@ -18,6 +18,12 @@ static const char *fixtures(void)
 	return f ? f : "tests/fixtures";
 }
 
+static const char *tmpdir(void)
+{
+	const char *t = getenv("TMPDIR");
+	return t ? t : "/tmp";
+}
+
 static int ints_eq(json_t *a, const int32_t *v, int n)
 {
 	if ((int)json_array_size(a) != n)
@@ -129,13 +135,14 @@ static void write_file(const char *path, const char *s)
 	write_bytes(path, s, strlen(s));
 }
 
-/* Copies of the fixture folder's files NAMES in a new folder under tmp,
- * each starting with a UTF-8 byte-order mark (how = 'b'), or with every \n
- * written as \r\n (how = 'c'), as an editor on Windows saves them.
- * Returns the folder (free; remove with rm_copies). */
-static char *copies(const char *tmp, const char *fixture, const char *const *names, char how)
+/* The fixture folder's files NAMES copied to a new folder, each starting
+ * with a UTF-8 byte-order mark (how = 'b') or with every \n written as \r\n
+ * (how = 'c', as an editor on Windows saves them), must load as the fixture
+ * does: compared with its expectations j under o's options, then removed. */
+static void compare_copies(const char *what, const char *fixture, const char *const *names,
+                           char how, lora_data_opts o, json_t *j)
 {
-	char *dir = lora_xasprintf("%s/data-%c-%s-%d", tmp, how, fixture, (int)getpid());
+	char *dir = lora_xasprintf("%s/data-%c-%s-%d", tmpdir(), how, fixture, (int)getpid());
 	mkdir(dir, 0755);
 	for (int i = 0; names[i]; i++) {
 		char *src = lora_xasprintf("%s/data/%s/%s", fixtures(), fixture, names[i]);
@@ -159,11 +166,8 @@ static char *copies(const char *tmp, const char *fixture, const char *const *nam
 		free(src);
 		free(dst);
 	}
-	return dir;
-}
-
-static void rm_copies(char *dir, const char *const *names)
-{
+	o.dir = dir;
+	lora_dataset_free(load_compare(what, &o, j));
 	for (int i = 0; names[i]; i++) {
 		char *p = lora_xasprintf("%s/%s", dir, names[i]);
 		unlink(p);
@@ -191,18 +195,11 @@ int main(void)
 	}
 	lora_dataset_free(d);
 	/* a UTF-8 byte-order mark at the start of a file is skipped */
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	static const char *const ids_names[] = { "a.ids", "b.ids", NULL };
-	char *bdir = copies(tmp, "ids", ids_names, 'b');
-	o.dir = bdir;
-	lora_dataset_free(load_compare("ids with a byte-order mark", &o, j));
-	rm_copies(bdir, ids_names);
-	bdir = copies(tmp, "ids", ids_names, 'c');
-	o.dir = bdir;
-	lora_dataset_free(load_compare("ids with \\r\\n line ends", &o, j));
-	rm_copies(bdir, ids_names);
-	o.dir = dir;
+	compare_copies("ids with a byte-order mark", "ids", ids_names, 'b', o, j);
+	compare_copies("ids with \\r\\n line ends", "ids", ids_names, 'c', o, j);
 	json_decref(j);
+	const char *tmp = tmpdir();
 
 	/* errors */
 	o.vocab_size = 100;
@@ -294,16 +291,9 @@ int main(void)
 		lora_dataset_free(d);
 		/* the same files, each starting with a UTF-8 byte-order mark */
 		static const char *const text_names[] = { "a.txt", "b.txt", "c.jsonl", NULL };
-		char *bt = copies(tmp, "text", text_names, 'b');
-		ot.dir = bt;
-		lora_dataset_free(load_compare("text with byte-order marks", &ot, j));
-		rm_copies(bt, text_names);
+		compare_copies("text with byte-order marks", "text", text_names, 'b', ot, j);
 		/* ... and with Windows line ends, which Python's text mode reads as \n */
-		bt = copies(tmp, "text", text_names, 'c');
-		ot.dir = bt;
-		lora_dataset_free(load_compare("text with \\r\\n line ends", &ot, j));
-		rm_copies(bt, text_names);
-		ot.dir = tdir;
+		compare_copies("text with \\r\\n line ends", "text", text_names, 'c', ot, j);
 		json_decref(j);
 		/* a tokenizer larger than the model */
 		ot.vocab_size = 1000;
