@@ -57,6 +57,8 @@ typedef struct { trie_node *n; size_t nn, cap; uint8_t first[256]; } trie;
 struct lora_tokenizer {
 	bpe_model bpe;
 	comp *norm, *pre, *dec;    /* NULL if none */
+	const comp **pt;           /* (npt) pre's stages, flattened */
+	int npt;
 	int has_decoder;
 	added_tok *added;          /* (nadded) */
 	size_t nadded;
@@ -922,12 +924,22 @@ static void normalize(const comp *c, tcache *tc, sbuf *out, const char *s, size_
 
 /* ---- pre-tokenizers ---------------------------------------------------------------------------------------- */
 
+/* The pre-tokenizer runs as a pipeline of its stages (a Sequence's members,
+ * flattened), the model last. A stage turns each piece it is given into
+ * pieces for the next stage and hands them on PT_BATCH at a time, so what a
+ * stage holds is a batch, not a document: a 50 MB text enters as one piece
+ * and never has all its millions of words listed at once. Splits and merges
+ * stay within one input piece, so batching changes no result. */
+#define PT_BATCH 1024
+
 typedef struct { size_t off, len; int first; } piece;
 
 typedef struct {
-	sbuf buf;              /* the pieces' bytes */
+	const char *s;         /* the bytes the pieces index: buf.s, or the input's */
+	sbuf buf;              /* bytes this stage wrote (own) */
 	piece *p;              /* (n) */
 	size_t n, cap;
+	int own;
 	int mapped;            /* bytes stand for bytemap chars (ByteLevel ran last) */
 } plist;
 
@@ -942,102 +954,109 @@ static void piece_push(plist *l, size_t off, size_t len, int first)
 	l->p[l->n++] = (piece){ off, len, first };
 }
 
-typedef struct { size_t s, e; int m; } span;
-typedef struct { span *v; size_t n, cap; } spanvec;
+typedef struct {
+	const lora_tokenizer *t;
+	tcache *tc;
+	ivec *out;             /* the model's ids */
+	plist *lv;             /* (2 * npt) per stage: its output, its materialized input */
+	int rc;                /* -1 once the model failed; the rest is skipped */
+} ptrun;
 
-static void span_push(spanvec *a, size_t s, size_t e, int m)
+static void pt_stage(ptrun *r, int k, const plist *in);
+
+/* Hand stage k's pieces to stage k + 1 (or the model) and forget them. */
+static void pt_flush(ptrun *r, int k)
 {
-	if (a->n == a->cap) {
-		a->cap = a->cap ? a->cap * 2 : 64;
-		a->v = lora_xrealloc(a->v, a->cap * sizeof *a->v);
-	}
-	a->v[a->n++] = (span){ s, e, m };
+	plist *o = &r->lv[2 * k];
+	if (!o->n)
+		return;
+	if (o->own)
+		o->s = o->buf.s;
+	pt_stage(r, k + 1, o);
+	o->n = 0;
 }
 
-/* Apply a split behavior to the match list sp of one piece; push results. */
-static void apply_behavior(plist *out, const spanvec *sp, int behavior, size_t base, int first)
+/* A split behavior applied to the spans of one piece as they come: each span
+ * is a stretch of the piece, matched (m) or not, in order. */
+typedef struct {
+	ptrun *r;
+	int k, behavior, first;
+	size_t base;           /* the piece's offset in the stage's bytes */
+	int have, prev;        /* a pending piece [cs, ce); the last span's m */
+	size_t cs, ce;
+} splitter;
+
+static void split_emit(splitter *b, size_t s, size_t e)
 {
-	size_t n = sp->n;
-	const span *v = sp->v;
-#define EMIT(s, e) piece_push(out, base + (s), (e) - (s), first && (s) == 0)
-	switch (behavior) {
+	plist *o = &b->r->lv[2 * b->k];
+	piece_push(o, b->base + s, e - s, b->first && s == 0);
+	if (o->n >= PT_BATCH)
+		pt_flush(b->r, b->k);
+}
+
+static void split_span(splitter *b, size_t s, size_t e, int m)
+{
+	switch (b->behavior) {
 	case B_REMOVED:
-		for (size_t i = 0; i < n; i++)
-			if (!v[i].m)
-				EMIT(v[i].s, v[i].e);
+		if (!m)
+			split_emit(b, s, e);
 		return;
 	case B_ISOLATED:
-		for (size_t i = 0; i < n; i++)
-			EMIT(v[i].s, v[i].e);
+		split_emit(b, s, e);
 		return;
-	case B_MERGED_PREV: {
-		int prev = 0, have = 0;
-		size_t cs = 0, ce = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (v[i].m && !prev && have) {
-				ce = v[i].e;
-			} else {
-				if (have)
-					EMIT(cs, ce);
-				cs = v[i].s;
-				ce = v[i].e;
-				have = 1;
+	case B_MERGED_PREV:       /* a match joins the stretch before it */
+	case B_CONTIGUOUS:        /* like spans join */
+		if (b->have && (b->behavior == B_MERGED_PREV ? m && !b->prev : m == b->prev)) {
+			b->ce = e;
+		} else {
+			if (b->have)
+				split_emit(b, b->cs, b->ce);
+			b->cs = s;
+			b->ce = e;
+			b->have = 1;
+		}
+		b->prev = m;
+		return;
+	case B_MERGED_NEXT:       /* a match joins the unmatched stretch after it */
+		if (b->have) {
+			b->have = 0;
+			if (!m) {
+				split_emit(b, b->cs, e);
+				return;
 			}
-			prev = v[i].m;
+			split_emit(b, b->cs, b->ce);
 		}
-		if (have)
-			EMIT(cs, ce);
+		if (m) {
+			b->cs = s;
+			b->ce = e;
+			b->have = 1;
+		} else {
+			split_emit(b, s, e);
+		}
 		return;
 	}
-	case B_MERGED_NEXT: {
-		/* walk backwards, then emit in order */
-		span *tmp = lora_xmalloc((n ? n : 1) * sizeof *tmp);
-		size_t k = 0;
-		int prev = 0;
-		for (size_t i = n; i-- > 0;) {
-			if (v[i].m && !prev && k)
-				tmp[k - 1].s = v[i].s;
-			else
-				tmp[k++] = v[i];
-			prev = v[i].m;
-		}
-		while (k-- > 0)
-			EMIT(tmp[k].s, tmp[k].e);
-		free(tmp);
-		return;
-	}
-	case B_CONTIGUOUS: {
-		int prev = 0, have = 0;
-		size_t cs = 0, ce = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (v[i].m == prev && have) {
-				ce = v[i].e;
-			} else {
-				if (have)
-					EMIT(cs, ce);
-				cs = v[i].s;
-				ce = v[i].e;
-				have = 1;
-			}
-			prev = v[i].m;
-		}
-		if (have)
-			EMIT(cs, ce);
-		return;
-	}
-	}
-#undef EMIT
 }
 
-/* Matches of a pattern inside s[0, n) as spans covering all of it. */
-static void pattern_spans(const pattern *p, tcache *c, const char *s, size_t n, int invert, spanvec *sp)
+static void split_end(splitter *b)
 {
-	sp->n = 0;
+	if (b->have && b->behavior != B_REMOVED && b->behavior != B_ISOLATED)
+		split_emit(b, b->cs, b->ce);
+	b->have = 0;
+}
+
+static splitter splitter_at(ptrun *r, int k, int behavior, size_t base, int first)
+{
+	return (splitter){ .r = r, .k = k, .behavior = behavior, .first = first, .base = base };
+}
+
+/* Matches of a pattern inside s[0, n), as spans covering all of it. */
+static void pattern_spans(const pattern *p, tcache *c, const char *s, size_t n, int invert, splitter *b)
+{
 	size_t prev = 0, pos = 0, ms, me;
-	while (pattern_next(p, c, s, n, pos, &ms, &me)) {
+	while (!b->r->rc && pattern_next(p, c, s, n, pos, &ms, &me)) {
 		if (prev != ms)
-			span_push(sp, prev, ms, invert);
-		span_push(sp, ms, me, !invert);
+			split_span(b, prev, ms, invert);
+		split_span(b, ms, me, !invert);
 		prev = me;
 		if (me == ms) {          /* empty match: step one char */
 			if (ms >= n)
@@ -1050,134 +1069,135 @@ static void pattern_spans(const pattern *p, tcache *c, const char *s, size_t n, 
 		}
 	}
 	if (prev != n)
-		span_push(sp, prev, n, invert);
+		split_span(b, prev, n, invert);
+	split_end(b);
 }
 
 /* Spans of single characters for which pred holds (a char pattern). */
-static void pred_spans(int (*pred)(uint32_t, const void *), const void *ctx, const char *s, size_t n, spanvec *sp)
+static void pred_spans(int (*pred)(uint32_t, const void *), const void *ctx, const char *s, size_t n, splitter *b)
 {
-	sp->n = 0;
 	size_t prev = 0, i = 0, cl;
-	while (i < n) {
+	while (i < n && !b->r->rc) {
 		uint32_t cp = utf8_get((const unsigned char *)s + i, &cl);
 		if (pred(cp, ctx)) {
 			if (prev != i)
-				span_push(sp, prev, i, 0);
-			span_push(sp, i, i + cl, 1);
+				split_span(b, prev, i, 0);
+			split_span(b, i, i + cl, 1);
 			prev = i + cl;
 		}
 		i += cl;
 	}
 	if (prev != n)
-		span_push(sp, prev, n, 0);
+		split_span(b, prev, n, 0);
+	split_end(b);
 }
 
 static int pred_numeric(uint32_t cp, const void *ctx) { (void)ctx; return is_numeric_cp(cp); }
 static int pred_ws(uint32_t cp, const void *ctx) { (void)ctx; return is_ws(cp); }
 static int pred_char(uint32_t cp, const void *ctx) { return cp == *(const uint32_t *)ctx; }
 
-/* Rewrite the pieces' bytes as the bytemap chars they stand for. */
-static void materialize(plist *l)
+/* The pieces of in, their bytes written as the bytemap chars they stand for. */
+static const plist *materialize(const plist *in, plist *m)
 {
-	if (!l->mapped)
-		return;
-	sbuf nb = { 0 };
-	for (size_t i = 0; i < l->n; i++) {
-		piece *p = &l->p[i];
-		size_t off = nb.n;
+	m->n = 0;
+	m->buf.n = 0;
+	for (size_t i = 0; i < in->n; i++) {
+		const piece *p = &in->p[i];
+		size_t off = m->buf.n;
 		for (size_t k = 0; k < p->len; k++) {
-			unsigned char b = (unsigned char)l->buf.s[p->off + k];
-			sbuf_add(&nb, bytemap_str[b], bytemap_len[b]);
+			unsigned char b = (unsigned char)in->s[p->off + k];
+			sbuf_add(&m->buf, bytemap_str[b], bytemap_len[b]);
 		}
-		p->off = off;
-		p->len = nb.n - off;
+		piece_push(m, off, m->buf.n - off, p->first);
 	}
-	free(l->buf.s);
-	l->buf = nb;
-	l->mapped = 0;
+	m->s = m->buf.s;
+	return m;
 }
 
-static void pretokenize(const comp *c, tcache *tc, plist *l)
+/* Stage k over the pieces of in; k == npt is the model. */
+static void pt_stage(ptrun *r, int k, const plist *in)
+{
+	if (k == r->t->npt) {
+		for (size_t i = 0; i < in->n && !r->rc; i++)
+			r->rc = model_word(r->t, r->tc, in->s + in->p[i].off, in->p[i].len, in->mapped, r->out);
+		return;
+	}
+	const comp *c = r->t->pt[k];
+	if (in->mapped)
+		in = materialize(in, &r->lv[2 * k + 1]);
+	plist *o = &r->lv[2 * k];
+	o->n = 0;
+	o->buf.n = 0;
+	o->own = c->type == P_METASPACE || c->type == P_BYTELEVEL;
+	o->mapped = c->type == P_BYTELEVEL;
+	o->s = o->own ? NULL : in->s;
+	size_t cl;
+	uint32_t rcp = c->type == P_METASPACE ? utf8_get((const unsigned char *)c->str, &cl) : 0;
+	for (size_t i = 0; i < in->n && !r->rc; i++) {
+		const piece *p = &in->p[i];
+		const char *s = in->s + p->off;
+		splitter b = splitter_at(r, k, c->a, p->off, p->first);
+		switch (c->type) {
+		case P_SPLIT:
+			pattern_spans(&c->pat, r->tc, s, p->len, c->b, &b);
+			break;
+		case P_DIGITS:
+		case P_WSPLIT:
+			b.behavior = c->type == P_WSPLIT ? B_REMOVED : c->a ? B_ISOLATED : B_CONTIGUOUS;
+			pred_spans(c->type == P_DIGITS ? pred_numeric : pred_ws, NULL, s, p->len, &b);
+			break;
+		case P_METASPACE:
+		case P_BYTELEVEL: {
+			/* the piece rewritten into o's bytes, then split there */
+			size_t off = o->buf.n;
+			if (c->type == P_METASPACE) {
+				/* the space is replaced first, so a leading ' ' counts as the replacement */
+				int starts = (p->len >= c->str_len && !memcmp(s, c->str, c->str_len)) || (p->len && s[0] == ' ');
+				if (p->len && !starts && (c->a == PS_ALWAYS || (c->a == PS_FIRST && p->first)))
+					sbuf_add(&o->buf, c->str, c->str_len);
+				for (size_t j = 0; j < p->len; j++) {
+					if (s[j] == ' ')
+						sbuf_add(&o->buf, c->str, c->str_len);
+					else
+						sbuf_addc(&o->buf, s[j]);
+				}
+			} else {
+				if (c->a && p->len && s[0] != ' ')
+					sbuf_addc(&o->buf, ' ');
+				sbuf_add(&o->buf, s, p->len);
+			}
+			size_t len = o->buf.n - off;
+			b.base = off;
+			if (!c->b) {
+				split_emit(&b, 0, len);
+			} else if (c->type == P_METASPACE) {
+				b.behavior = B_MERGED_NEXT;
+				pred_spans(pred_char, &rcp, o->buf.s + off, len, &b);
+			} else {
+				b.behavior = B_ISOLATED;
+				pattern_spans(&c->pat, r->tc, o->buf.s + off, len, 0, &b);
+			}
+			if (!o->n)
+				o->buf.n = 0;  /* all handed on: the bytes can go */
+			break;
+		}
+		default:
+			LORA_ASSERT(!"bad pre_tokenizer");
+		}
+	}
+	pt_flush(r, k);
+}
+
+/* The pre-tokenizer's stages in order, Sequences flattened. */
+static void pt_flatten(lora_tokenizer *t, const comp *c)
 {
 	if (c->type == P_SEQ) {
 		for (int i = 0; i < c->nsub; i++)
-			pretokenize(&c->sub[i], tc, l);
+			pt_flatten(t, &c->sub[i]);
 		return;
 	}
-	materialize(l);
-	plist out = { 0 };
-	spanvec sp = { 0 };
-	switch (c->type) {
-	case P_SPLIT:
-		out.buf = l->buf;
-		for (size_t i = 0; i < l->n; i++) {
-			const piece *p = &l->p[i];
-			pattern_spans(&c->pat, tc, l->buf.s + p->off, p->len, c->b, &sp);
-			apply_behavior(&out, &sp, c->a, p->off, p->first);
-		}
-		break;
-	case P_DIGITS:
-	case P_WSPLIT:
-		out.buf = l->buf;
-		for (size_t i = 0; i < l->n; i++) {
-			const piece *p = &l->p[i];
-			pred_spans(c->type == P_DIGITS ? pred_numeric : pred_ws, NULL, l->buf.s + p->off, p->len, &sp);
-			apply_behavior(&out, &sp, c->type == P_WSPLIT ? B_REMOVED : c->a ? B_ISOLATED : B_CONTIGUOUS,
-			               p->off, p->first);
-		}
-		break;
-	case P_METASPACE: {
-		size_t cl;
-		uint32_t rcp = utf8_get((const unsigned char *)c->str, &cl);
-		for (size_t i = 0; i < l->n; i++) {
-			const piece *p = &l->p[i];
-			const char *s = l->buf.s + p->off;
-			size_t off = out.buf.n;
-			/* the space is replaced first, so a leading ' ' counts as the replacement */
-			int starts = (p->len >= c->str_len && !memcmp(s, c->str, c->str_len)) || (p->len && s[0] == ' ');
-			if (p->len && !starts && (c->a == PS_ALWAYS || (c->a == PS_FIRST && p->first)))
-				sbuf_add(&out.buf, c->str, c->str_len);
-			for (size_t k = 0; k < p->len; k++) {
-				if (s[k] == ' ')
-					sbuf_add(&out.buf, c->str, c->str_len);
-				else
-					sbuf_addc(&out.buf, s[k]);
-			}
-			size_t len = out.buf.n - off;
-			if (!c->b) {
-				piece_push(&out, off, len, p->first);
-				continue;
-			}
-			pred_spans(pred_char, &rcp, out.buf.s + off, len, &sp);
-			apply_behavior(&out, &sp, B_MERGED_NEXT, off, p->first);
-		}
-		free(l->buf.s);
-		break;
-	}
-	case P_BYTELEVEL:
-		for (size_t i = 0; i < l->n; i++) {
-			const piece *p = &l->p[i];
-			size_t off = out.buf.n;
-			if (c->a && p->len && l->buf.s[p->off] != ' ')
-				sbuf_addc(&out.buf, ' ');
-			sbuf_add(&out.buf, l->buf.s + p->off, p->len);
-			size_t len = out.buf.n - off;
-			if (!c->b) {
-				piece_push(&out, off, len, p->first);
-				continue;
-			}
-			pattern_spans(&c->pat, tc, out.buf.s + off, len, 0, &sp);
-			apply_behavior(&out, &sp, B_ISOLATED, off, p->first);
-		}
-		free(l->buf.s);
-		out.mapped = 1;
-		break;
-	default:
-		LORA_ASSERT(!"bad pre_tokenizer");
-	}
-	free(sp.v);
-	free(l->p);
-	*l = out;
+	t->pt = lora_xrealloc(t->pt, (size_t)(t->npt + 1) * sizeof *t->pt);
+	t->pt[t->npt++] = c;
 }
 
 /* ---- encode ---------------------------------------------------------------------------------------------------- */
@@ -1195,26 +1215,28 @@ static int encode_segment(const lora_tokenizer *t, tcache *tc, const char *s, si
 	}
 	segvec sv = { 0 };
 	split_added(t, &t->norm_trie, ns, nn, first, &sv);
-	int rc = 0;
-	for (size_t i = 0; i < sv.n && rc == 0; i++) {
+	ptrun r = { .t = t, .tc = tc, .out = out };
+	r.lv = lora_xcalloc(2 * (size_t)t->npt + 1, sizeof *r.lv);
+	for (size_t i = 0; i < sv.n && !r.rc; i++) {
 		const seg *g = &sv.v[i];
 		if (g->id >= 0) {
 			ivec_push(out, g->id);
 			continue;
 		}
-		plist l = { 0 };
-		sbuf_add(&l.buf, ns + g->off, g->len);
-		piece_push(&l, 0, g->len, g->first);
-		if (t->pre)
-			pretokenize(t->pre, tc, &l);
-		for (size_t k = 0; k < l.n && rc == 0; k++)
-			rc = model_word(t, tc, l.buf.s + l.p[k].off, l.p[k].len, l.mapped, out);
-		free(l.buf.s);
-		free(l.p);
+		if (!g->len)
+			continue;
+		piece whole = { g->off, g->len, g->first };
+		plist in = { .s = ns, .p = &whole, .n = 1 };
+		pt_stage(&r, 0, &in);
 	}
+	for (int k = 0; k < 2 * t->npt; k++) {
+		free(r.lv[k].buf.s);
+		free(r.lv[k].p);
+	}
+	free(r.lv);
 	free(sv.v);
 	free(norm.s);
-	return rc;
+	return r.rc;
 }
 
 int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
@@ -1634,6 +1656,7 @@ void lora_tokenizer_free(lora_tokenizer *t)
 	bpe_free(&t->bpe);
 	comp_free(t->norm);
 	comp_free(t->pre);
+	free(t->pt);
 	comp_free(t->dec);
 	free(t->added);
 	free(t->raw_trie.n);
@@ -2220,7 +2243,22 @@ static char *beside(const char *path, const char *name)
 	return slash ? lora_xasprintf("%.*s/%s", (int)(slash - path), path, name) : lora_xstrdup(name);
 }
 
+static lora_tokenizer *load_path(const char *path);
+
+/* What every loader's tokenizer needs before it encodes. */
+static lora_tokenizer *ready(lora_tokenizer *t)
+{
+	if (t && t->pre && !t->pt)
+		pt_flatten(t, t->pre);
+	return t;
+}
+
 lora_tokenizer *lora_tokenizer_load(const char *path)
+{
+	return ready(load_path(path));
+}
+
+static lora_tokenizer *load_path(const char *path)
 {
 	struct stat st;
 	if (stat(path, &st) != 0) {
@@ -2231,11 +2269,11 @@ lora_tokenizer *lora_tokenizer_load(const char *path)
 		char *p = lora_xasprintf("%s/tokenizer.json", path);
 		lora_tokenizer *t = NULL;
 		if (exists(p)) {
-			t = lora_tokenizer_load(p);
+			t = load_path(p);
 		} else {
 			char *e = lora_xasprintf("%s/encoder.json", path);
 			if (exists(e))
-				t = lora_tokenizer_load(e);
+				t = load_path(e);
 			else
 				lora_err("'%s': no tokenizer.json or encoder.json in this folder", path);
 			free(e);
@@ -2301,7 +2339,7 @@ lora_tokenizer *lora_tokenizer_load_json(const char *data, size_t len, const cha
 	else
 		lora_err("'%s': not a tokenizer.json (no \"model\" object)", name);
 	json_decref(root);
-	return t;
+	return ready(t);
 }
 
 /* ---- accessors ------------------------------------------------------------------------------------------------------------------ */

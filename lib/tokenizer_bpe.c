@@ -658,6 +658,97 @@ static void merge_run(const bpe_model *m, bpe_scratch *s, struct bpe_sym *sym, s
 	}
 }
 
+/* Merge the run sym[0, rl) and append its ids. Runs repeat, so they are cached. */
+static void run_out(const bpe_model *m, bpe_scratch *s, size_t rl, ivec *out)
+{
+	struct bpe_sym *sym = s->sym;
+	ivec_grow(out, rl);
+	if (rl == 1) {
+		out->v[out->n++] = sym[0].id;
+		return;
+	}
+	uint64_t h = 0;
+	struct bpe_centry *ce = NULL;
+	if (rl <= RUN_CACHE_MAX) {
+		int32_t key[RUN_CACHE_MAX];
+		for (size_t k = 0; k < rl; k++)
+			key[k] = sym[k].id;
+		h = hash_bytes(key, rl * sizeof *key);
+		if (!s->ctab) {
+			s->ctab = lora_xcalloc(RUN_CACHE_SLOTS, sizeof *s->ctab);
+			if (!s->cgen)
+				s->cgen = 1;
+		}
+		size_t j = h & (RUN_CACHE_SLOTS - 1);
+		for (;;) {
+			ce = &s->ctab[j];
+			if (ce->gen != s->cgen)
+				break;
+			if (ce->h == h && ce->klen == rl && !memcmp(s->ckeys.v + ce->koff, key, rl * sizeof *key))
+				break;
+			j = (j + 1) & (RUN_CACHE_SLOTS - 1);
+		}
+		if (ce->gen == s->cgen) {
+			memcpy(out->v + out->n, s->cvals.v + ce->ooff, ce->olen * sizeof(int32_t));
+			out->n += ce->olen;
+			return;
+		}
+		if (s->cused * 2 >= RUN_CACHE_SLOTS || s->ckeys.n > (16u << 20)) {
+			ce = NULL;     /* full: clear after this run */
+		} else {
+			ce->h = h;
+			ce->gen = s->cgen;
+			ce->koff = (uint32_t)s->ckeys.n;
+			ce->klen = (uint32_t)rl;
+			ivec_grow(&s->ckeys, rl);
+			memcpy(s->ckeys.v + s->ckeys.n, key, rl * sizeof *key);
+			s->ckeys.n += rl;
+			s->cused++;
+		}
+	}
+	size_t o0 = out->n;
+	merge_run(m, s, sym, 0, rl);
+	for (int32_t k = 0; k >= 0; k = sym[k].next)
+		out->v[out->n++] = sym[k].id;
+	if (ce) {
+		ce->ooff = (uint32_t)s->cvals.n;
+		ce->olen = (uint32_t)(out->n - o0);
+		ivec_grow(&s->cvals, ce->olen);
+		memcpy(s->cvals.v + s->cvals.n, out->v + o0, ce->olen * sizeof(int32_t));
+		s->cvals.n += ce->olen;
+	} else if (rl <= RUN_CACHE_MAX) {
+		bpe_scratch_clear(s);
+	}
+}
+
+/* Append one initial symbol to the run in s->sym[0, *ns). The merge loop
+ * (word.rs merge_all) runs separately on the stretches that no merge can
+ * cross: between two symbols where the last character of the left one and
+ * the first of the right one never meet in a merge (a letter before
+ * SentencePiece's '\u2581', say), and around symbols in no merge at all.
+ * Merges never cross such a boundary, and the two sides do not interact, so
+ * the result is that of one loop over the whole word. So when id cannot
+ * join the run, the run is merged and written out first, and the symbols
+ * held are one run's, however long the word. */
+static void sym_push(const bpe_model *m, bpe_scratch *s, size_t *ns, int32_t id, ivec *out)
+{
+	if (*ns) {
+		int32_t last = s->sym[*ns - 1].id;
+		if (!(bpe_in_merge(m, last) && bpe_in_merge(m, id) && can_join(m, last, id))) {
+			run_out(m, s, *ns, out);
+			*ns = 0;
+		}
+	}
+	if (*ns == s->symcap) {
+		s->symcap = s->symcap ? 2 * s->symcap : 256;
+		s->sym = lora_xrealloc(s->sym, s->symcap * sizeof *s->sym);
+		free(s->heap);
+		s->heapcap = 3 * s->symcap;   /* a run of n pushes n - 1 pairs, then two per merge */
+		s->heap = lora_xmalloc(s->heapcap * sizeof *s->heap);
+	}
+	s->sym[(*ns)++] = (struct bpe_sym){ id, 0, 0, 1 };
+}
+
 int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int mapped, ivec *out)
 {
 	if (len == 0)
@@ -692,15 +783,6 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 	}
 
 	/* Initial symbols, one per character (model.rs merge_word). */
-	if (s->symcap < wl + 1) {
-		free(s->sym);
-		free(s->heap);
-		s->symcap = wl + 64;
-		s->sym = lora_xmalloc(s->symcap * sizeof *s->sym);
-		s->heap = lora_xmalloc(s->symcap * 3 * sizeof *s->heap);
-		s->heapcap = s->symcap * 3;
-	}
-	struct bpe_sym *sym = s->sym;
 	size_t ns = 0;
 	int32_t unk_id = -1;
 	int have_unk = 0;
@@ -724,10 +806,10 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 		r++;
 		if (id >= 0) {
 			if (have_unk) {
-				sym[ns++] = (struct bpe_sym){ unk_id, 0, 0, 1 };
+				sym_push(m, s, &ns, unk_id, out);
 				have_unk = 0;
 			}
-			sym[ns++] = (struct bpe_sym){ id, 0, 0, 1 };
+			sym_push(m, s, &ns, id, out);
 			i += cl;
 			continue;
 		}
@@ -752,17 +834,10 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 				if (m->byte_tok[(unsigned char)sp[k]] < 0)
 					ok = 0;
 			if (ok) {
-				if (ns + sl + 2 > s->symcap) {
-					s->symcap = (ns + sl + 2) * 2;
-					s->sym = sym = lora_xrealloc(s->sym, s->symcap * sizeof *sym);
-					free(s->heap);
-					s->heap = lora_xmalloc(s->symcap * 3 * sizeof *s->heap);
-					s->heapcap = s->symcap * 3;
-				}
 				/* a pending unk stays pending across byte-fallback
 				 * chars, as in HF (it lands after the bytes) */
 				for (size_t k = 0; k < sl; k++)
-					sym[ns++] = (struct bpe_sym){ m->byte_tok[(unsigned char)sp[k]], 0, 0, 1 };
+					sym_push(m, s, &ns, m->byte_tok[(unsigned char)sp[k]], out);
 				i += cl;
 				continue;
 			}
@@ -774,89 +849,14 @@ int bpe_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, int 
 					return lora_err("unk token '%s' is not in the vocabulary", m->unk_token);
 				have_unk = 1;
 			} else if (!m->fuse_unk) {
-				sym[ns++] = (struct bpe_sym){ unk_id, 0, 0, 1 };
+				sym_push(m, s, &ns, unk_id, out);
 			}
 		}
 		i += cl;
 	}
 	if (have_unk)
-		sym[ns++] = (struct bpe_sym){ unk_id, 0, 0, 1 };
-	if (ns == 0)
-		return 0;
-	/* The merge loop (word.rs merge_all), run separately on the stretches
-	 * that no merge can cross: between two symbols where the last character
-	 * of the left one and the first of the right one never meet in a merge
-	 * (a letter before SentencePiece's '\u2581', say), and around symbols
-	 * in no merge at all. Merges never cross such a boundary, and the two
-	 * sides do not interact, so the result is that of one loop over the
-	 * whole word; and stretches repeat, so they are cached. */
-	ivec_grow(out, ns);
-	size_t rs = 0;
-	while (rs < ns) {
-		size_t re = rs + 1;
-		if (bpe_in_merge(m, sym[rs].id))
-			while (re < ns && bpe_in_merge(m, sym[re].id) && can_join(m, sym[re - 1].id, sym[re].id))
-				re++;
-		if (re - rs == 1) {
-			out->v[out->n++] = sym[rs].id;
-			rs = re;
-			continue;
-		}
-		size_t rl = re - rs;
-		uint64_t h = 0;
-		struct bpe_centry *ce = NULL;
-		if (rl <= RUN_CACHE_MAX) {
-			int32_t key[RUN_CACHE_MAX];
-			for (size_t k = 0; k < rl; k++)
-				key[k] = sym[rs + k].id;
-			h = hash_bytes(key, rl * sizeof *key);
-			if (!s->ctab) {
-				s->ctab = lora_xcalloc(RUN_CACHE_SLOTS, sizeof *s->ctab);
-				if (!s->cgen)
-					s->cgen = 1;
-			}
-			size_t j = h & (RUN_CACHE_SLOTS - 1);
-			for (;;) {
-				ce = &s->ctab[j];
-				if (ce->gen != s->cgen)
-					break;
-				if (ce->h == h && ce->klen == rl && !memcmp(s->ckeys.v + ce->koff, key, rl * sizeof *key))
-					break;
-				j = (j + 1) & (RUN_CACHE_SLOTS - 1);
-			}
-			if (ce->gen == s->cgen) {
-				memcpy(out->v + out->n, s->cvals.v + ce->ooff, ce->olen * sizeof(int32_t));
-				out->n += ce->olen;
-				rs = re;
-				continue;
-			}
-			if (s->cused * 2 >= RUN_CACHE_SLOTS || s->ckeys.n > (16u << 20)) {
-				ce = NULL;     /* full: clear after this run */
-			} else {
-				ce->h = h;
-				ce->gen = s->cgen;
-				ce->koff = (uint32_t)s->ckeys.n;
-				ce->klen = (uint32_t)rl;
-				ivec_grow(&s->ckeys, rl);
-				memcpy(s->ckeys.v + s->ckeys.n, key, rl * sizeof *key);
-				s->ckeys.n += rl;
-				s->cused++;
-			}
-		}
-		size_t o0 = out->n;
-		merge_run(m, s, sym, rs, re);
-		for (int32_t k = (int32_t)rs; k >= 0; k = sym[k].next)
-			out->v[out->n++] = sym[k].id;
-		if (ce) {
-			ce->ooff = (uint32_t)s->cvals.n;
-			ce->olen = (uint32_t)(out->n - o0);
-			ivec_grow(&s->cvals, ce->olen);
-			memcpy(s->cvals.v + s->cvals.n, out->v + o0, ce->olen * sizeof(int32_t));
-			s->cvals.n += ce->olen;
-		} else if (rl <= RUN_CACHE_MAX) {
-			bpe_scratch_clear(s);
-		}
-		rs = re;
-	}
+		sym_push(m, s, &ns, unk_id, out);
+	if (ns)
+		run_out(m, s, ns, out);
 	return 0;
 }

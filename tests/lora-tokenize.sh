@@ -39,6 +39,22 @@ for name in spm32k llama3 gpt2; do
 	check "$name: the id counts match" matches $t/want $t/got
 done
 
+# ---- the whole corpus as one document: millions of words in one call ---------------------------
+# (the pre-tokenizer hands words on in batches and BPE holds one run of
+# symbols at a time: this is where a batch boundary would show)
+awk '{ print $1 }' $FX/sotu-spm32k.txt | sed "s|^|$SHARED/data/text/sotu/|" | xargs cat > $t/whole.txt
+while read -r name count _ md5; do
+	case $name in
+	gpt2) tf=$TOK/gpt2/vocab.bpe ;;
+	var-*) tf=$FX/$name.json ;;
+	*) tf=$TOK/$name/tokenizer.json ;;
+	esac
+	$REL -t $tf --file $t/whole.txt > $t/ids || { bad "$name, whole corpus: exit $?"; continue; }
+	check "$name: the whole corpus as one text gives HF's $count ids" \
+		test "$(md5sum < $t/ids | cut -d' ' -f1) $(awk '{ print NF }' $t/ids)" = "$md5 $count"
+done < $FX/sotu-whole.txt
+rm -f $t/whole.txt
+
 # ---- options -----------------------------------------------------------------------------------
 # Test vectors from FORMATS.md 6.1 / 6.4 (third-party suites) and HF tokenizers.
 printf 'a photo of a cat\na photo of a dog\nHello, world!\nA PHOTO of  a Cat!\n\n' > $t/cap

@@ -21,6 +21,14 @@ Outputs (all small):
                      "tok77": open_clip tokenize(text) row (77, zero padded),
                      "dec": hex of open_clip decode(ids)}
   bpe_simple_vocab_16e6.txt.gz  copied from the open_clip package.
+  sotu-whole.txt     all the addresses joined into one text, encoded as one
+                     document by each tokenizer.json tokenizer (the real ones
+                     and the var-* ones): "<tok> <count> <crc32> <md5>" as in
+                     sotu-<tok>.txt. Millions of words in one call: what a
+                     user's single big corpus file is.
+
+    --whole-only writes sotu-whole.txt alone, from the var-*.json files
+    already here (without retraining them).
 """
 import argparse
 import hashlib
@@ -165,6 +173,25 @@ def gen_sotu(shared, toks):
         print("sotu-%s: %d files, %d tokens" % (name, len(files), sum(len(e.ids) for e in encs)))
 
 
+def gen_whole(shared, toks):
+    d = os.path.join(shared, "data/text/sotu")
+    files = sorted(f for f in os.listdir(d) if f.endswith(".txt"))
+    raw = b"".join(open(os.path.join(d, f), "rb").read() for f in files)
+    text = raw.decode("utf-8", "replace")
+    with open(os.path.join(OUT, "sotu-whole.txt"), "w") as o:
+        for name, tk in toks.items():
+            ids = tk.encode(text, add_special_tokens=False).ids
+            c, m = hashes(ids)
+            o.write("%s %d %s %s\n" % (name, len(ids), c, m))
+            print("sotu-whole %s: %d bytes, %d tokens" % (name, len(raw), len(ids)))
+
+
+def var_tokenizers():
+    from tokenizers import Tokenizer
+    names = sorted(f[4:-5] for f in os.listdir(OUT) if f.startswith("var-") and f.endswith(".json"))
+    return {"var-" + n: Tokenizer.from_file(os.path.join(OUT, "var-%s.json" % n)) for n in names}
+
+
 def gen_hard(toks):
     items = [s.encode() for s in HARD] + HARD_BYTES
     for name, tk in toks.items():
@@ -291,12 +318,15 @@ def gen_variants(shared):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "..", "shared"))
+    ap.add_argument("--whole-only", action="store_true")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     toks = hf_tokenizers(a.shared)
-    gen_hard(dict(toks, **gen_variants(a.shared)))
-    gen_clip()
-    gen_sotu(a.shared, toks)
+    if not a.whole_only:
+        gen_hard(dict(toks, **gen_variants(a.shared)))
+        gen_clip()
+        gen_sotu(a.shared, toks)
+    gen_whole(a.shared, dict(toks, **var_tokenizers()))
 
 
 if __name__ == "__main__":
