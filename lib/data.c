@@ -154,6 +154,10 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 	if (nul)
 		lora_err("'%s': line %ld, byte %zu: a NUL byte, so not UTF-8 text (UTF-16?): "
 		         "convert it, e.g. iconv -f UTF-16 -t UTF-8", path, line, col);
+	else if (lora_utf8_cut(s + bad, n - bad))
+		lora_err("'%s': line %ld, byte %zu: the file ends inside a UTF-8 character "
+		         "(0x%02X starts one): was it cut short when it was split or copied?",
+		         path, line, col, (unsigned char)s[bad]);
 	else
 		lora_err("'%s': line %ld, byte %zu: 0x%02X is not UTF-8 (Latin-1 or Windows-1252 "
 		         "text?): convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8", path, line, col,

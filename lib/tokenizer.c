@@ -2366,3 +2366,8 @@ size_t lora_utf8_valid_prefix(const char *s, size_t n)
 {
 	return utf8_valid_prefix(s, n);
 }
+
+int lora_utf8_cut(const char *s, size_t n)
+{
+	return utf8_is_cut(s, n);
+}

@@ -82,5 +82,8 @@ int lora_tokenizer_token_to_id(const lora_tokenizer *t, const char *tok); /* -1 
 /* Bytes of s before its first ill-formed UTF-8 sequence, n when there is
  * none: where Python's bytes.decode("utf-8") would stop. */
 size_t lora_utf8_valid_prefix(const char *s, size_t n);
+/* 1 if s[0, n) (n >= 1) is the start of one UTF-8 character and no more: a
+ * character cut off where the text ends (Python: "unexpected end of data"). */
+int lora_utf8_cut(const char *s, size_t n);
 
 #endif

@@ -142,6 +142,13 @@ int utf8_is_valid(const char *s, size_t n)
 	return utf8_valid_prefix(s, n) == n;
 }
 
+int utf8_is_cut(const char *s, size_t n)
+{
+	unsigned lo, hi;
+	const unsigned char *u = (const unsigned char *)s;
+	return utf8_lead(u[0], &lo, &hi) > 0 && utf8_bad_len(u, n) == n;
+}
+
 void utf8_lossy(sbuf *out, const char *s, size_t n)
 {
 	const unsigned char *u = (const unsigned char *)s;

@@ -48,6 +48,8 @@ void utf8_lossy(sbuf *out, const char *s, size_t n);
 size_t utf8_valid_prefix(const char *s, size_t n);
 /* 1 if the n bytes are valid UTF-8. */
 int utf8_is_valid(const char *s, size_t n);
+/* 1 if the n bytes (n >= 1) are the start of one UTF-8 character, short of its end. */
+int utf8_is_cut(const char *s, size_t n);
 
 /* GPT-2's byte <-> unicode table (FORMATS.md 6.0). */
 extern char bytemap_str[256][3];       /* UTF-8 of the char for byte b */

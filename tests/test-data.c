@@ -339,9 +339,18 @@ int main(void)
 		test_cond("UTF-16 without a byte-order mark: its NULs", !lora_dataset_load(&ot) &&
 		          strstr(lora_errmsg(), "t.txt': line 1, byte 2: a NUL byte"));
 		write_bytes(f2, "\xEF\xBB\xBFna\xC3", 6);
-		test_cond("a cut-off character; the byte count leaves out the mark",
+		test_cond("a character cut off by the end of the file; the byte count leaves out the mark",
 		          !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 1, byte 3: the file ends inside a UTF-8 character (0xC3"));
+		write_bytes(f2, "ok\nx \xF0\x9F\x98", 7);
+		test_cond("three bytes of a four-byte character at the end: cut off", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 2, byte 3: the file ends inside a UTF-8 character (0xF0"));
+		write_bytes(f2, "na\xC3 x", 5);
+		test_cond("the same byte before more text: not UTF-8", !lora_dataset_load(&ot) &&
 		          strstr(lora_errmsg(), "t.txt': line 1, byte 3: 0xC3 is not UTF-8"));
+		write_bytes(f2, "na\xE0\x80", 4);
+		test_cond("an ill-formed pair at the end is not a cut-off character", !lora_dataset_load(&ot) &&
+		          strstr(lora_errmsg(), "t.txt': line 1, byte 3: 0xE0 is not UTF-8"));
 		unlink(f2);
 		rmdir(e2);
 		free(f2);
