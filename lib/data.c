@@ -52,7 +52,10 @@ typedef struct {
 	int32_t *ids;
 	uint8_t *tgt;
 	int n, cap;
+	int pack;              /* .txt: emit every max_seq_length ids as they come */
 } builder;
+
+static void emit(builder *b);
 
 static void push(builder *b, int32_t id, int target)
 {
@@ -64,6 +67,8 @@ static void push(builder *b, int32_t id, int target)
 	b->ids[b->n] = id;
 	b->tgt[b->n] = (uint8_t)target;
 	b->n++;
+	if (b->pack && b->n == b->o->max_seq_length)
+		emit(b);
 }
 
 /* Finish the current example: cut, drop, or store it. */
@@ -167,33 +172,21 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 }
 
 /* .txt: tokens of the whole file + EOS, appended to the running stream that
- * is cut into max_seq_length chunks. */
+ * is cut into max_seq_length chunks as it grows (so a big file is held once,
+ * as its examples); the tail carries into the next document. */
 static int load_txt(builder *b, const char *path)
 {
 	size_t start, len;
 	char *s = read_data(path, 1, &start, &len);
 	if (!s)
 		return -1;
+	b->pack = 1;
 	int rc = encode(b, path, 0, s + start, len - start, 1);
 	free(s);
-	if (rc < 0)
-		return -1;
-	if (b->eos >= 0)
+	if (rc == 0 && b->eos >= 0)
 		push(b, b->eos, 1);
-	/* emit every full chunk; the tail carries into the next document */
-	int T = b->o->max_seq_length, off = 0;
-	while (b->n - off >= T) {
-		builder c = *b;
-		c.ids = b->ids + off;
-		c.tgt = b->tgt + off;
-		c.n = T;
-		emit(&c);
-		off += T;
-	}
-	memmove(b->ids, b->ids + off, (size_t)(b->n - off) * sizeof *b->ids);
-	memmove(b->tgt, b->tgt + off, (size_t)(b->n - off));
-	b->n -= off;
-	return 0;
+	b->pack = 0;
+	return rc < 0 ? -1 : 0;
 }
 
 static const char *str_field(json_t *o, const char *k, int *present)
