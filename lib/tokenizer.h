@@ -45,7 +45,10 @@ void lora_tokenizer_free(lora_tokenizer *t);            /* NULL ok */
 
 /* Encode len bytes of UTF-8 text. add_special: apply the post-processor
  * (BOS/EOS templates) as HF's encode(add_special_tokens=True) does.
- * *ids is malloc'd (free()), *n its length. 0 or -1. Thread-safe. */
+ * *ids is malloc'd (free()), *n its length. 0 or -1. Thread-safe. Memory:
+ * the ids and at most a few copies of the text (normalized, rewritten by a
+ * pre-tokenizer), never a list of all its words: a big document can be one
+ * call. */
 int lora_tokenizer_encode(const lora_tokenizer *t, const char *text, size_t len,
                           int add_special, int32_t **ids, size_t *n);
 /* A fixed-length row for a text encoder (CLIP's 77): BOS + ids + EOS (those
