@@ -1070,11 +1070,20 @@ static int setup(run *r)
 	}
 	free(tp);
 
-	/* data */
+	/* data; a big corpus takes a while (about 20 MB of text a second), so a
+	 * terminal is told, on a line the next one replaces */
+	if (r->tty) {
+		printf("reading and tokenizing '%s' ...", c->train_data_dir);
+		fflush(stdout);
+	}
 	r->d = lora_dataset_load(&(lora_data_opts){
 		.dir = c->train_data_dir, .tok = r->tok, .max_seq_length = (int)c->max_seq_length,
 		.vocab_size = r->mc.vocab_size, .val_split = c->val_split, .seed = (uint64_t)c->seed,
 		.model_bos_id = r->mc.bos_token_id, .model_eos_id = r->mc.eos_token_id});
+	if (r->tty) {
+		fputs("\r\033[K", stdout);
+		fflush(stdout);
+	}
 	if (!r->d) {
 		if (!r->tok && strstr(lora_errmsg(), "needs a tokenizer"))
 			return fail(r, "%s (no tokenizer.json in '%s')", lora_errmsg(), c->base_model);

@@ -252,6 +252,9 @@ if command -v script >/dev/null 2>&1; then
 	check "tty: progress line rewritten in place" has "$T/tty.out" "$(printf '\r\033')\[Kstep 2/4  loss"
 	check "tty: no per-step log lines on the terminal" [ "$(grep -c 'step=[0-9]* epoch=' "$T/tty.out")" -eq 0 ]
 	check "tty: train.log still has them" [ "$(grep -c '^step=[0-9]* epoch=' "$T/tty/logs/train.log")" -eq 4 ]
+	check "tty: the data load is announced, then the line is cleared" \
+		has "$T/tty.out" "reading and tokenizing '$T/data' ...$(printf '\r\033')\[K"
+	check "tty: train.log does not have it" [ "$(grep -c 'reading and tokenizing' "$T/tty/logs/train.log")" -eq 0 ]
 fi
 
 # init_lora: start from the adapter of run A; its rank wins over lora_rank
