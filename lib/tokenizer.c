@@ -1039,14 +1039,9 @@ static void split_span(splitter *b, size_t s, size_t e, int m)
 
 static void split_end(splitter *b)
 {
-	if (b->have && b->behavior != B_REMOVED && b->behavior != B_ISOLATED)
+	if (b->have)              /* only the merging behaviors hold a piece back */
 		split_emit(b, b->cs, b->ce);
 	b->have = 0;
-}
-
-static splitter splitter_at(ptrun *r, int k, int behavior, size_t base, int first)
-{
-	return (splitter){ .r = r, .k = k, .behavior = behavior, .first = first, .base = base };
 }
 
 /* Matches of a pattern inside s[0, n), as spans covering all of it. */
@@ -1136,7 +1131,7 @@ static void pt_stage(ptrun *r, int k, const plist *in)
 	for (size_t i = 0; i < in->n && !r->rc; i++) {
 		const piece *p = &in->p[i];
 		const char *s = in->s + p->off;
-		splitter b = splitter_at(r, k, c->a, p->off, p->first);
+		splitter b = { .r = r, .k = k, .behavior = c->a, .first = p->first, .base = p->off };
 		switch (c->type) {
 		case P_SPLIT:
 			pattern_spans(&c->pat, r->tc, s, p->len, c->b, &b);
@@ -2248,7 +2243,7 @@ static lora_tokenizer *load_path(const char *path);
 /* What every loader's tokenizer needs before it encodes. */
 static lora_tokenizer *ready(lora_tokenizer *t)
 {
-	if (t && t->pre && !t->pt)
+	if (t && t->pre)
 		pt_flatten(t, t->pre);
 	return t;
 }

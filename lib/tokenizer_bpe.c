@@ -750,8 +750,8 @@ static void sym_push(const bpe_model *m, bpe_scratch *s, size_t *ns, int32_t id,
 		s->symcap = s->symcap ? 2 * s->symcap : 256;
 		s->sym = lora_xrealloc(s->sym, s->symcap * sizeof *s->sym);
 		free(s->heap);
-		s->heapcap = 3 * s->symcap;   /* a run of n pushes n - 1 pairs, then two per merge */
-		s->heap = lora_xmalloc(s->heapcap * sizeof *s->heap);
+		/* a run of n symbols pushes n - 1 pairs, then at most two per merge */
+		s->heap = lora_xmalloc(3 * s->symcap * sizeof *s->heap);
 	}
 	s->sym[(*ns)++] = (struct bpe_sym){ id, 0, 0, 1 };
 }

@@ -114,7 +114,7 @@ typedef struct {
 
 typedef struct {
 	struct bpe_sym *sym; size_t symcap;
-	struct bpe_heapent *heap; size_t heapcap;
+	struct bpe_heapent *heap;        /* (3 * symcap) */
 	sbuf ws, tmp;
 	/* cache: run of initial ids -> merged ids */
 	struct bpe_centry *ctab;
