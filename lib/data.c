@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>            /* json_loadb for .jsonl lines */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,6 +58,14 @@ typedef struct {
 
 static void emit(builder *b);
 
+/* The next slot of d->ex, grown 1024 at a time. */
+static lora_example *new_example(lora_dataset *d)
+{
+	if (d->n % 1024 == 0)
+		d->ex = lora_xrealloc(d->ex, ((size_t)d->n + 1024) * sizeof *d->ex);
+	return &d->ex[d->n++];
+}
+
 static void push(builder *b, int32_t id, int target)
 {
 	if (b->n == b->cap) {
@@ -88,9 +97,7 @@ static void emit(builder *b)
 		d->ndropped++;
 		return;
 	}
-	if (d->n % 1024 == 0)
-		d->ex = lora_xrealloc(d->ex, ((size_t)d->n + 1024) * sizeof *d->ex);
-	lora_example *e = &d->ex[d->n++];
+	lora_example *e = new_example(d);
 	e->n = n;
 	e->ids = lora_xmalloc((size_t)n * sizeof *e->ids);
 	e->target = lora_xmalloc((size_t)n);
@@ -102,15 +109,23 @@ static void emit(builder *b)
 	d->ntargets += (size_t)ntgt;
 }
 
+/* s[0..len) as ids (*ids: free it); -1 + lora_err naming the file. */
+static int tokenize(const lora_data_opts *o, const char *path, long line, const char *s,
+                    size_t len, int32_t **ids, size_t *n)
+{
+	if (lora_tokenizer_encode(o->tok, s, len, 0, ids, n) == 0)
+		return 0;
+	if (line)
+		return lora_err("'%s': line %ld: %s", path, line, lora_errmsg());
+	return lora_err("'%s': %s", path, lora_errmsg());
+}
+
 static int encode(builder *b, const char *path, long line, const char *s, size_t len, int target)
 {
 	int32_t *ids;
 	size_t n;
-	if (lora_tokenizer_encode(b->o->tok, s, len, 0, &ids, &n) < 0) {
-		if (line)
-			return lora_err("'%s': line %ld: %s", path, line, lora_errmsg());
-		return lora_err("'%s': %s", path, lora_errmsg());
-	}
+	if (tokenize(b->o, path, line, s, len, &ids, &n) < 0)
+		return -1;
 	for (size_t i = 0; i < n; i++)
 		push(b, ids[i], target);
 	free(ids);
@@ -171,22 +186,17 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 	return NULL;
 }
 
-/* .txt: tokens of the whole file + EOS, appended to the running stream that
- * is cut into max_seq_length chunks as it grows (so a big file is held once,
- * as its examples); the tail carries into the next document. */
-static int load_txt(builder *b, const char *path)
+/* .txt: the ids of the whole file (*ids: free it). Packing them waits for
+ * the files before it (see merge). */
+static int read_txt(const lora_data_opts *o, const char *path, int32_t **ids, size_t *n)
 {
 	size_t start, len;
 	char *s = read_data(path, 1, &start, &len);
 	if (!s)
 		return -1;
-	b->pack = 1;
-	int rc = encode(b, path, 0, s + start, len - start, 1);
+	int rc = tokenize(o, path, 0, s + start, len - start, ids, n);
 	free(s);
-	if (rc == 0 && b->eos >= 0)
-		push(b, b->eos, 1);
-	b->pack = 0;
-	return rc < 0 ? -1 : 0;
+	return rc;
 }
 
 static const char *str_field(json_t *o, const char *k, int *present)
@@ -360,6 +370,129 @@ static int ext_kind(const char *name)
 	return -1;
 }
 
+/* ---- reading the files, several at a time ------------------------------------ */
+
+/* One data file. Reader threads read and tokenize files side by side
+ * (read_one), taking them in name order; the results join the dataset one
+ * by one in name order (merge), so the dataset is the same whatever the
+ * number of threads. */
+typedef struct {
+	char *path;
+	int kind;                   /* ext_kind's */
+	size_t size;                /* bytes, to bound what is read ahead */
+	int done;                   /* read_one has finished it */
+	int rc;                     /* read_one's; -1: err says why */
+	char *err;
+	int32_t *ids;               /* .txt: (nids) the whole file's ids */
+	size_t nids;
+	lora_dataset part;          /* .jsonl, .ids: its examples and counts */
+} data_file;
+
+/* Text read ahead of the merge, per reader thread, unless read_ahead says:
+ * enough to keep each one busy, and a bound on what the files read but not
+ * yet merged hold (their ids or examples: a few bytes of memory per byte of
+ * text). The file the merge waits for is always read, whatever its size. */
+#define READ_AHEAD ((size_t)32 << 20)
+
+typedef struct {
+	const lora_data_opts *o;
+	data_file *f;
+	int nf, bos, eos;
+	pthread_mutex_t mu;         /* guards the rest, and every f[].done */
+	pthread_cond_t cv;          /* a file is done, merged, or stop is set */
+	int next;                   /* the next file to read */
+	int merged;                 /* files merged: f[merged] is the one waited for */
+	size_t ahead, ahead_max;    /* bytes of files taken and not yet merged */
+	int stop;                   /* an error: read no more */
+} reader;
+
+static void read_one(reader *r, data_file *f)
+{
+	if (f->kind != 2 && !r->o->tok) {
+		f->rc = lora_err("'%s': text needs a tokenizer (none in base_model; set tokenizer:)",
+		                 f->path);
+	} else if (f->kind == 0) {
+		f->rc = read_txt(r->o, f->path, &f->ids, &f->nids);
+	} else {
+		/* a .jsonl or .ids line is an example of its own: built here */
+		builder b = {.d = &f->part, .o = r->o, .bos = r->bos, .eos = r->eos};
+		f->rc = load_lines(&b, f->path, f->kind == 1,
+		                   f->kind == 1 ? load_jsonl_line : load_ids_line);
+		free(b.ids);
+		free(b.tgt);
+	}
+	if (f->rc < 0)
+		f->err = lora_xstrdup(lora_errmsg());
+}
+
+/* A reader thread: take the next file while the bytes read ahead allow,
+ * read it, mark it done; until all are taken or stop. */
+static void *reader_thread(void *p)
+{
+	reader *r = p;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		while (!r->stop && r->next < r->nf && r->next > r->merged &&
+		       r->ahead + r->f[r->next].size > r->ahead_max)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (r->stop || r->next == r->nf)
+			break;
+		data_file *f = &r->f[r->next++];
+		r->ahead += f->size;
+		pthread_mutex_unlock(&r->mu);
+		read_one(r, f);
+		pthread_mutex_lock(&r->mu);
+		f->done = 1;
+		pthread_cond_broadcast(&r->cv);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* Add a file read by read_one to the dataset b builds. A .txt's ids and an
+ * EOS join the running stream, which is cut into max_seq_length chunks as
+ * it grows; its tail carries into the next .txt and ends before a file of
+ * another kind. */
+static void merge(builder *b, data_file *f)
+{
+	lora_dataset *d = b->d, *p = &f->part;
+	if (f->kind == 0) {
+		b->pack = 1;
+		for (size_t i = 0; i < f->nids; i++)
+			push(b, f->ids[i], 1);
+		if (b->eos >= 0)
+			push(b, b->eos, 1);
+		b->pack = 0;
+	} else {
+		if (b->n)
+			emit(b);
+		for (int i = 0; i < p->n; i++)
+			*new_example(d) = p->ex[i];
+		p->n = 0;                       /* the examples are d's now */
+		if (p->max_len > d->max_len)
+			d->max_len = p->max_len;
+		d->ntokens += p->ntokens;
+		d->ntargets += p->ntargets;
+		d->ntruncated += p->ntruncated;
+		d->ndropped += p->ndropped;
+	}
+	d->nfiles[f->kind]++;
+}
+
+/* Free what f holds and zero it (so freeing twice is harmless). */
+static void data_file_free(data_file *f)
+{
+	for (int i = 0; i < f->part.n; i++) {
+		free(f->part.ex[i].ids);
+		free(f->part.ex[i].target);
+	}
+	free(f->part.ex);
+	free(f->ids);
+	free(f->err);
+	free(f->path);
+	*f = (data_file){0};
+}
+
 lora_dataset *lora_dataset_load(const lora_data_opts *o)
 {
 	LORA_ASSERT(o->max_seq_length >= 2);
@@ -381,7 +514,34 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	if (nnames)
 		qsort(names, (size_t)nnames, sizeof *names, cmp_str);
 
+	/* the data files in name order; other entries are counted, and the
+	 * first named, so the user hears of them */
 	lora_dataset *d = lora_xcalloc(1, sizeof *d);
+	data_file *f = lora_xcalloc(nnames ? (size_t)nnames : 1, sizeof *f);
+	int nf = 0;
+	for (int i = 0; i < nnames; i++) {
+		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
+		int kind = ext_kind(names[i]);
+		struct stat st;
+		int found = stat(path, &st) == 0;
+		if (kind < 0 || !found || !S_ISREG(st.st_mode)) {
+			if (!d->nskipped++)
+				d->skipped = lora_xasprintf("'%s%s'", names[i],
+				                            found && S_ISDIR(st.st_mode) ? "/" : "");
+			free(path);
+		} else {
+			f[nf++] = (data_file){.path = path, .kind = kind, .size = (size_t)st.st_size};
+		}
+		free(names[i]);
+	}
+	free(names);
+	if (d->nskipped > 1) {
+		char *all = lora_xasprintf("%s and %d other%s", d->skipped, d->nskipped - 1,
+		                           d->nskipped == 2 ? "" : "s");
+		free(d->skipped);
+		d->skipped = all;
+	}
+
 	builder b = {.d = d, .o = o, .bos = -1, .eos = -1};
 	if (o->tok) {
 		b.bos = lora_tokenizer_bos_id(o->tok);
@@ -394,49 +554,57 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 		if (d->pad_id < 0)
 			d->pad_id = b.eos >= 0 ? b.eos : 0;
 	}
-	int rc = 0, ntxt_pending = 0;
-	for (int i = 0; i < nnames && rc == 0; i++) {
-		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
-		int kind = ext_kind(names[i]);
-		struct stat st;
-		int found = stat(path, &st) == 0;
-		if (kind < 0 || !found || !S_ISREG(st.st_mode)) {
-			/* counted, and the first named, so the user hears of it */
-			if (!d->nskipped++)
-				d->skipped = lora_xasprintf("'%s%s'", names[i],
-				                            found && S_ISDIR(st.st_mode) ? "/" : "");
-			free(path);
-			continue;
-		}
-		if (kind != 2 && !o->tok) {
-			rc = lora_err("'%s': text needs a tokenizer (none in base_model; set tokenizer:)",
-			              path);
-		} else if (kind == 0) {
-			rc = load_txt(&b, path);
-			ntxt_pending = 1;
+	/* lora_nthreads() readers take the files in order, the merge follows
+	 * them in order; the first error in name order stops the load */
+	int nt = lora_nthreads(), rc = 0;
+	if (nt > nf)
+		nt = nf;
+	reader r = {.o = o, .f = f, .nf = nf, .bos = b.bos, .eos = b.eos,
+	            .ahead_max = (o->read_ahead ? o->read_ahead : READ_AHEAD) * (size_t)nt};
+	pthread_t *th = lora_xmalloc((size_t)(nt > 1 ? nt : 1) * sizeof *th);
+	if (nt > 1) {
+		pthread_mutex_init(&r.mu, NULL);
+		pthread_cond_init(&r.cv, NULL);
+		for (int t = 0; t < nt; t++)
+			if (pthread_create(&th[t], NULL, reader_thread, &r) != 0)
+				LORA_ASSERT(!"pthread_create failed");
+	}
+	for (int i = 0; i < nf && rc == 0; i++) {
+		if (nt > 1) {
+			pthread_mutex_lock(&r.mu);
+			while (!f[i].done)
+				pthread_cond_wait(&r.cv, &r.mu);
+			pthread_mutex_unlock(&r.mu);
 		} else {
-			/* a packed .txt tail ends before other kinds start */
-			if (ntxt_pending && b.n)
-				emit(&b);
-			ntxt_pending = 0;
-			b.n = 0;
-			rc = load_lines(&b, path, kind == 1, kind == 1 ? load_jsonl_line : load_ids_line);
+			read_one(&r, &f[i]);
 		}
-		if (rc == 0)
-			d->nfiles[kind]++;
-		free(path);
+		if (f[i].rc < 0)
+			rc = lora_err("%s", f[i].err);
+		else
+			merge(&b, &f[i]);
+		size_t size = f[i].size;
+		data_file_free(&f[i]);
+		if (nt > 1) {
+			pthread_mutex_lock(&r.mu);
+			r.merged = i + 1;
+			r.ahead -= size;
+			r.stop = rc < 0;
+			pthread_cond_broadcast(&r.cv);
+			pthread_mutex_unlock(&r.mu);
+		}
 	}
-	if (rc == 0 && ntxt_pending && b.n)
+	if (nt > 1) {
+		for (int t = 0; t < nt; t++)
+			pthread_join(th[t], NULL);
+		pthread_cond_destroy(&r.cv);
+		pthread_mutex_destroy(&r.mu);
+	}
+	free(th);
+	if (rc == 0 && b.n)
 		emit(&b);
-	if (d->nskipped > 1) {
-		char *all = lora_xasprintf("%s and %d other%s", d->skipped, d->nskipped - 1,
-		                           d->nskipped == 2 ? "" : "s");
-		free(d->skipped);
-		d->skipped = all;
-	}
-	for (int i = 0; i < nnames; i++)
-		free(names[i]);
-	free(names);
+	for (int i = 0; i < nf; i++)
+		data_file_free(&f[i]);
+	free(f);
 	free(b.ids);
 	free(b.tgt);
 	if (rc < 0) {

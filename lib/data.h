@@ -56,10 +56,17 @@
  *     int T = lora_batch_make(d, order + i, B, ids, targets);
  *     lora_dataset_free(d);
  *
+ * Threads: lora_nthreads() threads read and tokenize files side by side,
+ * taking them in name order, while the calling thread joins their results
+ * to the dataset in name order; so the dataset is the same for any number
+ * of threads (one big file is one thread's work). What is read ahead of
+ * that join is bounded: read_ahead bytes of text per thread.
+ *
  * Ownership: the dataset owns its examples; free with lora_dataset_free.
  * Failure: lora_dataset_load returns NULL with one line naming the file and
- * line: empty dataset, a .txt/.jsonl without a tokenizer, text that is not
- * UTF-8, bad JSON, an id outside the model's vocabulary.
+ * line (of the first bad file in name order): empty dataset, a .txt/.jsonl
+ * without a tokenizer, text that is not UTF-8, bad JSON, an id outside the
+ * model's vocabulary.
  */
 #ifndef LORA_DATA_H
 #define LORA_DATA_H
@@ -84,6 +91,9 @@ typedef struct {
 	 * where the tokenizer reports none. Set to -1 when unknown (0 is a
 	 * valid id). */
 	int model_bos_id, model_eos_id;
+	/* Bytes of text each reader thread may read ahead of the merge
+	 * (0: 32 MiB; tests set it small to make the readers wait). */
+	size_t read_ahead;
 } lora_data_opts;
 
 typedef struct {

@@ -177,6 +177,92 @@ static void compare_copies(const char *what, const char *fixture, const char *co
 	free(dir);
 }
 
+/* Many files of all kinds, read by several threads (data.h): the same
+ * dataset for any number of threads and any read-ahead, and the first bad
+ * file in name order is the one named. */
+static void many_files(const lora_tokenizer *tok)
+{
+	char m[256];
+	const char *env = getenv("LORA_THREADS");
+	char *saved = env ? lora_xstrdup(env) : NULL;
+	json_t *j = load_expect("many");
+	test_cond("many expect", j != NULL);
+	char *dir = lora_xasprintf("%s/data/many", fixtures());
+	lora_data_opts o = {.dir = dir, .tok = tok, .max_seq_length = 64, .vocab_size = 32000,
+	                    .val_split = 0.1, .seed = 3, .model_bos_id = 1, .model_eos_id = 2};
+	/* threads, and bytes each may read ahead (0: the default; 1: only the
+	 * file the merge waits for, so the readers wait for the merge) */
+	static const struct { const char *threads; size_t ahead; } runs[] = {
+		{"1", 0}, {"2", 0}, {"5", 0}, {"40", 0}, {"3", 1}, {"4", 700},
+	};
+	json_t *nf = json_object_get(j, "nfiles");
+	for (size_t r = 0; r < sizeof runs / sizeof *runs && j; r++) {
+		setenv("LORA_THREADS", runs[r].threads, 1);
+		o.read_ahead = runs[r].ahead;
+		snprintf(m, sizeof m, "many files, %s thread%s, read-ahead %zu", runs[r].threads,
+		         strcmp(runs[r].threads, "1") ? "s" : "", runs[r].ahead);
+		lora_dataset *d = load_compare(m, &o, j);
+		snprintf(m, sizeof m, "many files, %s threads: files counted", runs[r].threads);
+		test_cond(m, d && d->nfiles[0] == json_integer_value(json_array_get(nf, 0)) &&
+		          d->nfiles[1] == json_integer_value(json_array_get(nf, 1)) &&
+		          d->nfiles[2] == json_integer_value(json_array_get(nf, 2)) &&
+		          d->nskipped == 1 && !strcmp(d->skipped, "'notes.md'"));
+		snprintf(m, sizeof m, "many files, %s threads: cut and dropped counted", runs[r].threads);
+		test_cond(m, d && d->ntruncated == json_integer_value(json_object_get(j, "ntruncated")) &&
+		          d->ndropped == json_integer_value(json_object_get(j, "ndropped")));
+		lora_dataset_free(d);
+	}
+	json_decref(j);
+	free(dir);
+
+	/* twelve files, three of them bad: the first by name is the error */
+	dir = lora_xasprintf("%s/data-many-bad-%d", tmpdir(), (int)getpid());
+	mkdir(dir, 0755);
+	char *p[12];
+	for (int i = 0; i < 12; i++) {
+		p[i] = lora_xasprintf("%s/%02d.%s", dir, i, i % 3 == 2 ? "jsonl" : i % 3 ? "ids" : "txt");
+		write_file(p[i], i % 3 == 2 ? "{\"text\": \"ok\"}\n" : i % 3 ? "1 2 3\n" : "some text\n");
+	}
+	write_file(p[5], "{\"text\": \"ok\"}\n{\"text\": 3}\n");
+	write_file(p[7], "1 2 x\n");
+	write_file(p[9], "caf\xE9\n");
+	o.dir = dir;
+	o.val_split = 0;
+	static const char *const threads[] = {"1", "3", "12"};
+	for (int r = 0; r < 3; r++) {
+		setenv("LORA_THREADS", threads[r], 1);
+		for (size_t ahead = 0; ahead <= 1; ahead++) {
+			o.read_ahead = ahead;
+			snprintf(m, sizeof m, "three bad files, %s threads, read-ahead %zu: the first named",
+			         threads[r], ahead);
+			test_cond(m, !lora_dataset_load(&o) &&
+			          strstr(lora_errmsg(), "05.jsonl': line 2: text fields must be strings"));
+		}
+	}
+	write_file(p[5], "{\"text\": \"ok\"}\n");
+	test_cond("the next bad one, 12 threads", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "07.ids': line 1: 'x' in a token-id list"));
+	write_file(p[7], "1 2 3\n");
+	test_cond("the last bad one, 12 threads", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "09.txt': line 1, byte 4: 0xE9 is not UTF-8"));
+	write_file(p[9], "some text\n");
+	lora_dataset *d = lora_dataset_load(&o);
+	test_cond("none bad: 4 + 4 + 4 files", d && d->nfiles[0] == 4 && d->nfiles[1] == 4 &&
+	          d->nfiles[2] == 4);
+	lora_dataset_free(d);
+	for (int i = 0; i < 12; i++) {
+		unlink(p[i]);
+		free(p[i]);
+	}
+	rmdir(dir);
+	free(dir);
+	if (saved)
+		setenv("LORA_THREADS", saved, 1);
+	else
+		unsetenv("LORA_THREADS");
+	free(saved);
+}
+
 int main(void)
 {
 	/* ids datasets need no tokenizer */
@@ -300,6 +386,7 @@ int main(void)
 		test_cond("tokenizer/model mismatch", !lora_dataset_load(&ot) &&
 		          strstr(lora_errmsg(), "tokenizer and model do not match"));
 		free(tdir);
+		many_files(tok);
 		/* bad JSON lines name file and line */
 		char *e2 = lora_xasprintf("%s/data-json-%d", tmp, (int)getpid());
 		mkdir(e2, 0755);

@@ -2,7 +2,8 @@
 """Expected datasets for tests/test-data.c, computed independently of lib/data.c:
 HF `tokenizers` (PyPI) for the token ids, and a Python re-implementation of
 the documented splitmix64 / Fisher-Yates split and epoch orders (data.h).
-Writes tests/fixtures/data/{ids,text}.expect.json.
+Writes tests/fixtures/data/{ids,text,many}.expect.json, and the files of
+tests/fixtures/data/many/ (seeded).
 Run: python3 tests/gen/data.py"""
 import glob, json, os
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,12 +26,18 @@ def shuffle(a, seed):
         a[i], a[j] = a[j], a[i]
     return a
 
+COUNTS = {}
+
 def finish(exs, T):
-    """cut to T, drop short / no-target examples (data.h)."""
+    """cut to T, drop short / no-target examples (data.h); how many of
+    each in COUNTS."""
     out = []
+    COUNTS.update(ntruncated=0, ndropped=0)
     for ids, tgt in exs:
+        COUNTS['ntruncated'] += len(ids) > T
         ids, tgt = ids[:T], tgt[:T]
         if len(ids) < 2 or not any(tgt[1:]):
+            COUNTS['ndropped'] += 1
             continue
         out.append((ids, tgt))
     return out
@@ -56,22 +63,66 @@ def split_and_orders(exs, seed, val_split, epochs, B):
     return dict(val=val, train=train, orders=orders, batch_T=T, batch_ids=ids,
                 batch_targets=targets)
 
+def ids_examples(path):
+    exs = []
+    for line in open(path):
+        line = line.rstrip('\n')
+        if not line.strip(' \t\r'):
+            continue
+        parts = line.split('\t')
+        nums = lambda s: [int(x) for x in s.replace(',', ' ').split()]
+        if len(parts) == 1:
+            ids = nums(parts[0]); tgt = [1] * len(ids)
+        else:
+            p, a = nums(parts[0]), nums(parts[1])
+            ids = p + a; tgt = [0] * len(p) + [1] * len(a)
+        exs.append((ids, tgt))
+    return exs
+
 def ids_dataset(T):
     exs = []
     for f in sorted(glob.glob(os.path.join(FIX, 'ids', '*.ids'))):
-        for line in open(f):
-            line = line.rstrip('\n')
-            if not line.strip(' \t\r'):
-                continue
-            parts = line.split('\t')
-            nums = lambda s: [int(x) for x in s.replace(',', ' ').split()]
-            if len(parts) == 1:
-                ids = nums(parts[0]); tgt = [1] * len(ids)
-            else:
-                p, a = nums(parts[0]), nums(parts[1])
-                ids = p + a; tgt = [0] * len(p) + [1] * len(a)
-            exs.append((ids, tgt))
+        exs += ids_examples(f)
     return finish(exs, T)
+
+def make_many():
+    """tests/fixtures/data/many: 26 small files of all three kinds, in an
+    order where .txt tails carry across files and end at the other kinds,
+    for loading with several reader threads (test-data.c). Seeded, so the
+    files come out the same each run."""
+    import random
+    rnd = random.Random(26)
+    words = ('the of and to in a that is be it by for as with on not this are which '
+             'Congress nation peace war trade people law year government states '
+             'café naïve über 東京 — “quoted” 2026').split()
+    text = lambda n: ' '.join(rnd.choice(words) for _ in range(n))
+    d = os.path.join(FIX, 'many')
+    os.makedirs(d, exist_ok=True)
+    for f in glob.glob(os.path.join(d, '*')):
+        os.remove(f)
+    kinds = 'ttjtittjtjitttijttjtitjtti'
+    for i, k in enumerate(kinds):
+        name = os.path.join(d, '%02d.%s' % (i, {'t': 'txt', 'j': 'jsonl', 'i': 'ids'}[k]))
+        with open(name, 'w', encoding='utf-8', newline='') as fh:
+            if k == 't':
+                # 1 to 150 words: some files end inside a chunk, some span two
+                fh.write(text(rnd.choice([1, 3, 20, 45, 80, 150])) + '\n')
+            elif k == 'j':
+                for _ in range(rnd.randint(1, 4)):
+                    o = rnd.choice([{'text': text(rnd.randint(2, 30))},
+                                    {'prompt': text(5), 'completion': text(rnd.randint(1, 60))},
+                                    {'instruction': text(4), 'input': text(rnd.randint(0, 3)),
+                                     'output': text(6)}])
+                    fh.write(json.dumps(o, ensure_ascii=False) + '\n')
+            else:
+                for _ in range(rnd.randint(1, 3)):
+                    a = [str(rnd.randrange(32000)) for _ in range(rnd.randint(1, 80))]
+                    if rnd.random() < 0.5:
+                        fh.write(' '.join(a) + '\n')
+                    else:
+                        fh.write(' '.join(a[:3]) + '\t' + ' '.join(a[3:]) + '\n')
+    with open(os.path.join(d, 'notes.md'), 'w') as fh:
+        fh.write('not data: counted and named, not read\n')
 
 ALPACA_IN = ("Below is an instruction that describes a task, paired with an input that provides "
              "further context. Write a response that appropriately completes the request.\n\n"
@@ -79,13 +130,13 @@ ALPACA_IN = ("Below is an instruction that describes a task, paired with an inpu
 ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately "
           "completes the request.\n\n### Instruction:\n{}\n\n### Response:\n")
 
-def text_dataset(tok, T):
+def text_dataset(tok, T, folder='text'):
     enc = lambda s: tok.encode(s, add_special_tokens=False).ids
     bos, eos = tok.token_to_id('<s>'), tok.token_to_id('</s>')
     exs, stream = [], []
-    files = sorted(glob.glob(os.path.join(FIX, 'text', '*.txt')) +
-                   glob.glob(os.path.join(FIX, 'text', '*.jsonl')))
-    files.sort(key=lambda f: os.path.basename(f))
+    files = [f for f in glob.glob(os.path.join(FIX, folder, '*'))
+             if f.endswith(('.txt', '.jsonl', '.ids'))]
+    files.sort(key=lambda f: os.path.basename(f).encode())
     for f in files:
         if f.endswith('.txt'):
             stream += enc(open(f, encoding='utf-8').read()) + [eos]
@@ -94,6 +145,9 @@ def text_dataset(tok, T):
             continue
         if stream:
             exs.append((stream, [1] * len(stream))); stream = []
+        if f.endswith('.ids'):
+            exs += ids_examples(f)
+            continue
         for line in open(f, encoding='utf-8'):
             if not line.strip():
                 continue
@@ -132,3 +186,13 @@ out = dict(max_seq_length=64, seed=42, val_split=0.25, B=4,
 out.update(split_and_orders(d, 42, 0.25, 2, 4))
 json.dump(out, open(os.path.join(FIX, 'text.expect.json'), 'w'), indent=0)
 print('text:', len(d), 'examples')
+
+make_many()
+d = text_dataset(tok, 64, 'many')
+out = dict(max_seq_length=64, seed=3, val_split=0.1, B=4,
+           examples=[dict(ids=i, target=t) for i, t in d])
+out.update(split_and_orders(d, 3, 0.1, 2, 4))
+out.update(COUNTS)
+out['nfiles'] = [len(glob.glob(os.path.join(FIX, 'many', '*.' + k))) for k in ('txt', 'jsonl', 'ids')]
+json.dump(out, open(os.path.join(FIX, 'many.expect.json'), 'w'), indent=0)
+print('many:', len(d), 'examples')
