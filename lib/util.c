@@ -29,11 +29,15 @@ static void vformat(char *buf, size_t n, const char *fmt, va_list ap, int err)
 
 int lora_err(const char *fmt, ...)
 {
+	/* formatted aside: an argument may be lora_errmsg() itself, the
+	 * message a caller adds its file name to */
+	char buf[sizeof errbuf];
 	int e = errno;
 	va_list ap;
 	va_start(ap, fmt);
-	vformat(errbuf, sizeof errbuf, fmt, ap, e);
+	vformat(buf, sizeof buf, fmt, ap, e);
 	va_end(ap);
+	memcpy(errbuf, buf, sizeof buf);
 	errno = e;
 	return -1;
 }

@@ -21,7 +21,8 @@
 /* ---- errors ------------------------------------------------------------- */
 
 /* Set this thread's error message and return -1. A format ending in ':'
- * gets ": strerror(errno)" appended (git's convention). */
+ * gets ": strerror(errno)" appended (git's convention). lora_errmsg() may
+ * be an argument: lora_err("'%s': %s", path, lora_errmsg()). */
 int lora_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The last message set by lora_err on this thread ("" if none). */
 const char *lora_errmsg(void);

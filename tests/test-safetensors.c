@@ -506,6 +506,13 @@ int main(void)
 	check_sharded(json_object_get(exp, "llama/model.safetensors.index.json"));
 	check_conv();
 	check_writer_errors();
+	/* an error that adds the tensor's name to the converter's message keeps
+	 * both (lora_err given lora_errmsg() as an argument) */
+	static const uint8_t fp4[1] = { 0x21 };
+	st_tensor t4 = { .name = "w4", .dtype = LORA_DTYPE_F4, .numel = 2, .data = fp4 };
+	float out4[2];
+	test_cond("tensor name + converter's message", st_tensor_to_f32(&t4, out4) < 0 &&
+	          !strcmp(lora_errmsg(), "tensor 'w4': cannot convert F4 to F32"));
 	json_decref(exp);
 	return test_report();
 }
