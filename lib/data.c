@@ -388,11 +388,13 @@ typedef struct {
 	lora_dataset part;          /* .jsonl, .ids: its examples and counts */
 } data_file;
 
-/* Text read ahead of the merge, per reader thread, unless read_ahead says:
+/* Text the readers may read ahead of the merge, unless read_ahead says:
  * enough to keep each one busy, and a bound on what the files read but not
  * yet merged hold (their ids or examples: a few bytes of memory per byte of
- * text). The file the merge waits for is always read, whatever its size. */
-#define READ_AHEAD ((size_t)32 << 20)
+ * text), which does not grow past 256 MiB on a machine of many cores. The
+ * file the merge waits for is always read, whatever its size. */
+#define READ_AHEAD_THREAD ((size_t)32 << 20)
+#define READ_AHEAD_MAX ((size_t)256 << 20)
 
 typedef struct {
 	const lora_data_opts *o;
@@ -559,8 +561,10 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	int nt = lora_nthreads(), rc = 0;
 	if (nt > nf)
 		nt = nf;
+	size_t ahead = READ_AHEAD_THREAD * (size_t)(nt > 1 ? nt : 1);
 	reader r = {.o = o, .f = f, .nf = nf, .bos = b.bos, .eos = b.eos,
-	            .ahead_max = (o->read_ahead ? o->read_ahead : READ_AHEAD) * (size_t)nt};
+	            .ahead_max = o->read_ahead ? o->read_ahead :
+	                         ahead < READ_AHEAD_MAX ? ahead : READ_AHEAD_MAX};
 	pthread_t *th = lora_xmalloc((size_t)(nt > 1 ? nt : 1) * sizeof *th);
 	if (nt > 1) {
 		pthread_mutex_init(&r.mu, NULL);

@@ -60,7 +60,7 @@
  * taking them in name order, while the calling thread joins their results
  * to the dataset in name order; so the dataset is the same for any number
  * of threads (one big file is one thread's work). What is read ahead of
- * that join is bounded: read_ahead bytes of text per thread.
+ * that join is bounded: read_ahead bytes of text in all.
  *
  * Ownership: the dataset owns its examples; free with lora_dataset_free.
  * Failure: lora_dataset_load returns NULL with one line naming the file and
@@ -91,8 +91,9 @@ typedef struct {
 	 * where the tokenizer reports none. Set to -1 when unknown (0 is a
 	 * valid id). */
 	int model_bos_id, model_eos_id;
-	/* Bytes of text each reader thread may read ahead of the merge
-	 * (0: 32 MiB; tests set it small to make the readers wait). */
+	/* Bytes of text the reader threads may read ahead of the join, in all
+	 * (0: 32 MiB per thread, at most 256 MiB; tests set it small to make
+	 * the readers wait). */
 	size_t read_ahead;
 } lora_data_opts;
 

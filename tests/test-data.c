@@ -190,8 +190,8 @@ static void many_files(const lora_tokenizer *tok)
 	char *dir = lora_xasprintf("%s/data/many", fixtures());
 	lora_data_opts o = {.dir = dir, .tok = tok, .max_seq_length = 64, .vocab_size = 32000,
 	                    .val_split = 0.1, .seed = 3, .model_bos_id = 1, .model_eos_id = 2};
-	/* threads, and bytes each may read ahead (0: the default; 1: only the
-	 * file the merge waits for, so the readers wait for the merge) */
+	/* threads, and the bytes they may read ahead in all (0: the default;
+	 * 1: only the file the merge waits for, so the readers wait for it) */
 	static const struct { const char *threads; size_t ahead; } runs[] = {
 		{"1", 0}, {"2", 0}, {"5", 0}, {"40", 0}, {"3", 1}, {"4", 700},
 	};
