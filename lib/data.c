@@ -559,6 +559,9 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	/* lora_nthreads() readers take the files in order, the merge follows
 	 * them in order; the first error in name order stops the load */
 	int nt = lora_nthreads(), rc = 0;
+	size_t done = 0, total = 0;
+	for (int i = 0; i < nf; i++)
+		total += f[i].size;
 	if (nt > nf)
 		nt = nf;
 	size_t ahead = READ_AHEAD_THREAD * (size_t)(nt > 1 ? nt : 1);
@@ -588,6 +591,9 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 			merge(&b, &f[i]);
 		size_t size = f[i].size;
 		data_file_free(&f[i]);
+		done += size;
+		if (rc == 0 && o->progress)
+			o->progress(o->progress_arg, done, total);
 		if (nt > 1) {
 			pthread_mutex_lock(&r.mu);
 			r.merged = i + 1;

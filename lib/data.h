@@ -95,6 +95,10 @@ typedef struct {
 	 * (0: 32 MiB per thread, at most 256 MiB; tests set it small to make
 	 * the readers wait). */
 	size_t read_ahead;
+	/* Called (when set) on the calling thread as each file joins the
+	 * dataset: bytes of the data files joined so far, and in all. */
+	void (*progress)(void *arg, size_t done, size_t total);
+	void *progress_arg;
 } lora_data_opts;
 
 typedef struct {

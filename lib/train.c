@@ -100,6 +100,26 @@ static const char *human_bytes(char *buf, size_t n, double b)
 	return buf;
 }
 
+/* The terminal's "reading and tokenizing" line, with the share of the data
+ * read, at most 4 times a second and not in the first half second. */
+typedef struct {
+	const char *dir;
+	double t0, shown;
+} load_note;
+
+static void load_progress(void *arg, size_t done, size_t total)
+{
+	load_note *n = arg;
+	double now = lora_time();
+	if (now - n->t0 < 0.5 || now - n->shown < 0.25 || done == total)
+		return;
+	n->shown = now;
+	char b[32];
+	printf("\r\033[Kreading and tokenizing '%s' ... %d%% of %s", n->dir,
+	       (int)(100.0 * (double)done / (double)total), human_bytes(b, sizeof b, (double)total));
+	fflush(stdout);
+}
+
 static const char *human_time(char *buf, size_t n, double s)
 {
 	if (!isfinite(s) || s < 0)
@@ -1070,8 +1090,10 @@ static int setup(run *r)
 	}
 	free(tp);
 
-	/* data; a big corpus takes a while (about 20 MB of text a second), so a
-	 * terminal is told, on a line the next one replaces */
+	/* data; a big corpus takes a while (about 20 MB of text a second per
+	 * thread), so a terminal is told, on a line the next one replaces, with
+	 * how far it has got once that takes more than a moment */
+	load_note note = {.dir = c->train_data_dir, .t0 = lora_time()};
 	if (r->tty) {
 		printf("reading and tokenizing '%s' ...", c->train_data_dir);
 		fflush(stdout);
@@ -1079,7 +1101,8 @@ static int setup(run *r)
 	r->d = lora_dataset_load(&(lora_data_opts){
 		.dir = c->train_data_dir, .tok = r->tok, .max_seq_length = (int)c->max_seq_length,
 		.vocab_size = r->mc.vocab_size, .val_split = c->val_split, .seed = (uint64_t)c->seed,
-		.model_bos_id = r->mc.bos_token_id, .model_eos_id = r->mc.eos_token_id});
+		.model_bos_id = r->mc.bos_token_id, .model_eos_id = r->mc.eos_token_id,
+		.progress = r->tty ? load_progress : NULL, .progress_arg = &note});
 	if (r->tty) {
 		fputs("\r\033[K", stdout);
 		fflush(stdout);

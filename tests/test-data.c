@@ -6,6 +6,7 @@
 #include "test.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,17 @@ static void compare_copies(const char *what, const char *fixture, const char *co
 	free(dir);
 }
 
+/* progress: the calls it gets, and whether done grew and ended at total */
+typedef struct { int calls, grew; size_t done, total; } progress_log;
+
+static void log_progress(void *arg, size_t done, size_t total)
+{
+	progress_log *p = arg;
+	p->grew += p->calls++ == 0 ? done > 0 : done > p->done;
+	p->done = done;
+	p->total = total;
+}
+
 /* Many files of all kinds, read by several threads (data.h): the same
  * dataset for any number of threads and any read-ahead, and the first bad
  * file in name order is the one named. */
@@ -196,9 +208,25 @@ static void many_files(const lora_tokenizer *tok)
 		{"1", 0}, {"2", 0}, {"5", 0}, {"40", 0}, {"3", 1}, {"4", 700},
 	};
 	json_t *nf = json_object_get(j, "nfiles");
+	/* the bytes of the data files, which progress counts (notes.md aside) */
+	size_t bytes = 0;
+	DIR *dd = opendir(dir);
+	for (struct dirent *de; dd && (de = readdir(dd));) {
+		struct stat st;
+		char *fp = lora_xasprintf("%s/%s", dir, de->d_name);
+		if (strstr(de->d_name, ".txt") || strstr(de->d_name, ".jsonl") ||
+		    strstr(de->d_name, ".ids"))
+			bytes += stat(fp, &st) == 0 ? (size_t)st.st_size : 0;
+		free(fp);
+	}
+	if (dd)
+		closedir(dd);
 	for (size_t r = 0; r < sizeof runs / sizeof *runs && j; r++) {
 		setenv("LORA_THREADS", runs[r].threads, 1);
 		o.read_ahead = runs[r].ahead;
+		progress_log pl = {0};
+		o.progress = log_progress;
+		o.progress_arg = &pl;
 		snprintf(m, sizeof m, "many files, %s thread%s, read-ahead %zu", runs[r].threads,
 		         strcmp(runs[r].threads, "1") ? "s" : "", runs[r].ahead);
 		lora_dataset *d = load_compare(m, &o, j);
@@ -210,8 +238,13 @@ static void many_files(const lora_tokenizer *tok)
 		snprintf(m, sizeof m, "many files, %s threads: cut and dropped counted", runs[r].threads);
 		test_cond(m, d && d->ntruncated == json_integer_value(json_object_get(j, "ntruncated")) &&
 		          d->ndropped == json_integer_value(json_object_get(j, "ndropped")));
+		snprintf(m, sizeof m, "many files, %s threads: progress after each file, up to the "
+		         "data files' bytes", runs[r].threads);
+		test_cond(m, pl.calls == 26 && pl.grew == 26 && pl.done == pl.total &&
+		          pl.total == bytes && bytes > 0);
 		lora_dataset_free(d);
 	}
+	o.progress = NULL;
 	json_decref(j);
 	free(dir);
 
