@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Time lora-train takes to read and tokenize a folder of many .txt files
 (the State of the Union addresses, --copies times over under new names),
-with one reader thread and with all of them, against HF `tokenizers`
-encoding the same texts (`encode_batch`, Rust threads over all cores: what
-a PEFT user's tokenizing costs at best) in the same run.
+or with --jsonl one .jsonl file of the same text (two sentences a line,
+each line an example), with one reader thread and with all of them, against
+HF `tokenizers` encoding the same texts (`encode_batch`, Rust threads over
+all cores: what a PEFT user's tokenizing costs at best) in the same run.
 
     python3 bench/data-load.py [--shared ../shared] [--bin bin] [--copies 2]
-                               [--tokenizer llama3]
+                               [--tokenizer llama3] [--jsonl]
 
 lora-train runs as `lora-train -n` (the plan: it loads the data and exits)
 on a base folder with only a config.json (random weights, train_mode full);
@@ -29,7 +30,10 @@ HF = r"""
 import sys, time
 from tokenizers import Tokenizer
 tk = Tokenizer.from_file(sys.argv[1])
-texts = [open(f, encoding="utf-8").read() for f in sys.argv[2:]]
+import json
+texts = [open(f, encoding="utf-8").read() for f in sys.argv[2:] if not f.endswith(".jsonl")]
+texts += [json.loads(l)["text"] for f in sys.argv[2:] if f.endswith(".jsonl")
+          for l in open(f, encoding="utf-8")]
 t0 = time.perf_counter()
 enc = tk.encode_batch(texts, add_special_tokens=False)
 dt = time.perf_counter() - t0
@@ -44,8 +48,10 @@ def lora_train(tool, cfg, threads):
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit("lora-train failed: " + p.stderr.strip())
-    m = re.search(r"data: .*?; (\d+) tokens", p.stdout + p.stderr)
-    return int(m.group(1)), dt
+    m = re.search(r"data: (\d+) examples.*?; (\d+) tokens", p.stdout + p.stderr)
+    if "cut to max_seq_length" in p.stdout + p.stderr:
+        sys.exit("lora-train cut examples: the token counts would not compare")
+    return (int(m.group(2)), int(m.group(1))), dt
 
 
 def main():
@@ -56,6 +62,7 @@ def main():
     ap.add_argument("--copies", type=int, default=2)
     ap.add_argument("--tokenizer", default="llama3")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--jsonl", action="store_true")
     a = ap.parse_args()
     tokjson = os.path.join(a.shared, "data/tokenizers", a.tokenizer, "tokenizer.json")
     tj = json.load(open(tokjson, encoding="utf-8"))
@@ -73,14 +80,23 @@ def main():
                        hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=2,
                        vocab_size=max(ids.values()) + 1, eos_token_id=eos,
-                       max_position_embeddings=512,
+                       max_position_embeddings=4096,
                        rms_norm_eps=1e-5), open(os.path.join(base, "config.json"), "w"))
         paths = []
-        for c in range(a.copies):
-            for f in files:
-                p = os.path.join(data, "%d_%s" % (c, os.path.basename(f)))
-                shutil.copy(f, p)
-                paths.append(p)
+        if a.jsonl:
+            paths.append(os.path.join(data, "all.jsonl"))
+            with open(paths[0], "w", encoding="utf-8") as fh:
+                for c in range(a.copies):
+                    for f in files:
+                        sents = re.split(r"(?<=[.?!]) ", open(f, encoding="utf-8").read().strip())
+                        for i in range(0, len(sents), 2):
+                            fh.write(json.dumps({"text": " ".join(sents[i:i + 2])}) + "\n")
+        else:
+            for c in range(a.copies):
+                for f in files:
+                    p = os.path.join(data, "%d_%s" % (c, os.path.basename(f)))
+                    shutil.copy(f, p)
+                    paths.append(p)
         with open(os.path.join(one, "a.txt"), "w") as fh:
             fh.write("a short text\n")
         mb = sum(os.path.getsize(p) for p in paths) / 1e6
@@ -89,7 +105,7 @@ def main():
             cfgs[name] = os.path.join(d, name + ".yaml")
             with open(cfgs[name], "w") as fh:
                 fh.write("base_model: %s\ntrain_data_dir: %s\noutput_dir: %s/out\n"
-                         "train_mode: full\nmax_seq_length: 512\nbatch_size: 1\n"
+                         "train_mode: full\nmax_seq_length: 4096\nbatch_size: 1\n"
                          "max_steps: 1\ndevice: cpu\n" % (base, folder, d))
         best = lambda f: min((f() for _ in range(a.reps)), key=lambda r: r[1])
         _, t_empty = best(lambda: lora_train(tool, cfgs["one"], 1))
@@ -101,15 +117,20 @@ def main():
             [sys.executable, "-c", HF, tokjson] + paths, capture_output=True, text=True,
             check=True).stdout.split()))
         hf_n, hf_t = int(hf[0]), hf[1]
-        print("%d files (%d copies of %d), %.1f MB; tokenizer %s; %d CPU threads; best of %d"
-              % (len(paths), a.copies, len(files), mb, a.tokenizer, nthreads, a.reps))
+        nlines = sum(1 for _ in open(paths[0], encoding="utf-8")) if a.jsonl else 0
+        what = ("1 .jsonl file of %d lines" % nlines if a.jsonl else "%d files" % len(paths))
+        print("%s (%d copies of %d addresses), %.1f MB; tokenizer %s; %d CPU threads; best of %d"
+              % (what, a.copies, len(files), mb, a.tokenizer, nthreads, a.reps))
         print("%-28s %10s %8s %8s %9s" % ("", "tokens", "s", "MB/s", "HF / this"))
         print("%-28s %10d %8.2f %8.1f %9s" % ("HF encode_batch, %d thr" % nthreads, hf_n, hf_t,
                                               mb / hf_t, "1.00"))
-        for th, n, t in rows:
-            # lora-train adds one EOS per file; HF's count has none
-            if n != hf_n + len(paths):
-                sys.exit("token counts differ: lora-train %d, HF %d + %d EOS" % (n, hf_n, len(paths)))
+        for th, (n, nex), t in rows:
+            # lora-train adds an EOS to each file, and a BOS and/or EOS to each
+            # .jsonl example; HF's count has none
+            ok = nex == nlines and n - hf_n in (nlines, 2 * nlines) if a.jsonl else \
+                n == hf_n + len(paths)
+            if not ok:
+                sys.exit("token counts differ: lora-train %d (%d examples), HF %d" % (n, nex, hf_n))
             print("%-28s %10d %8.2f %8.1f %9.2f" % ("lora-train data, %d thr" % th, n, t, mb / t,
                                                     hf_t / t))
 

@@ -132,7 +132,50 @@ static int encode(builder *b, const char *path, long line, const char *s, size_t
 	return 0;
 }
 
-/* Read a data file; *off is where its content starts (past a UTF-8
+/* The whole lines of bytes [from, to) of a file (*len bytes, NUL-ended;
+ * free it): from the first '\n' at or after byte from - 1 (or the start,
+ * for from = 0) to the first at or after byte to - 1 (or the end), so the
+ * pieces [0, a), [a, b), ... of a file hold each line once. *at_start: the
+ * piece starts the file. NULL + lora_errmsg on error. */
+static char *read_piece(const char *path, size_t from, size_t to, size_t *len, int *at_start)
+{
+	FILE *fp = fopen(path, "rb");
+	if (!fp) {
+		lora_err("cannot open '%s':", path);
+		return NULL;
+	}
+	size_t at[2] = {0, 0}, edge[2] = {from, to};
+	int c = 0;
+	for (int k = 0; k < 2; k++) {
+		if (edge[k] == 0)
+			continue;
+		if (fseeko(fp, (off_t)edge[k] - 1, SEEK_SET) != 0)
+			goto fail;
+		size_t pos = edge[k] - 1;
+		while ((c = getc(fp)) != EOF && c != '\n')
+			pos++;
+		if (ferror(fp))
+			goto fail;
+		at[k] = c == '\n' ? pos + 1 : pos;
+	}
+	*len = at[1] > at[0] ? at[1] - at[0] : 0;
+	char *s = lora_xmalloc(*len + 1);
+	if (fseeko(fp, (off_t)at[0], SEEK_SET) != 0 || fread(s, 1, *len, fp) != *len) {
+		free(s);
+		goto fail;
+	}
+	s[*len] = 0;
+	fclose(fp);
+	*at_start = at[0] == 0;
+	return s;
+fail:
+	lora_err("cannot read '%s':", path);
+	fclose(fp);
+	return NULL;
+}
+
+/* Read a data file, or with to > 0 the piece [from, to) of one
+ * (read_piece); *off is where its content starts (past a UTF-8
  * byte-order mark, which marks the encoding and is not text). The text
  * formats (.txt, .jsonl; text = 1) are UTF-8, read strictly as Python's
  * open() and HF datasets read them: a UTF-16 byte-order mark, a byte that
@@ -140,16 +183,18 @@ static int encode(builder *b, const char *path, long line, const char *s, size_t
  * an error naming the line, so a Latin-1 or UTF-16 file is never trained on
  * as replacement characters or NULs; and with Python's universal newlines
  * (*len shrinks). NULL + lora_errmsg on error. */
-static char *read_data(const char *path, int text, size_t *off, size_t *len)
+static char *read_data(const char *path, int text, size_t from, size_t to, size_t *off,
+                       size_t *len)
 {
-	char *s = lora_read_file(path, len);
+	int at_start = 1;
+	char *s = to ? read_piece(path, from, to, len, &at_start) : lora_read_file(path, len);
 	if (!s)
 		return NULL;
 	size_t n = *len;
-	*off = lora_bom_len(s, n);
+	*off = at_start ? lora_bom_len(s, n) : 0;
 	if (!text)
 		return s;
-	if (n >= 2 && (!memcmp(s, "\xFF\xFE", 2) || !memcmp(s, "\xFE\xFF", 2))) {
+	if (at_start && n >= 2 && (!memcmp(s, "\xFF\xFE", 2) || !memcmp(s, "\xFE\xFF", 2))) {
 		lora_err("'%s': UTF-16 text (it starts with a UTF-16 byte-order mark): "
 		         "convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8", path);
 		free(s);
@@ -191,7 +236,7 @@ static char *read_data(const char *path, int text, size_t *off, size_t *len)
 static int read_txt(const lora_data_opts *o, const char *path, int32_t **ids, size_t *n)
 {
 	size_t start, len;
-	char *s = read_data(path, 1, &start, &len);
+	char *s = read_data(path, 1, 0, 0, &start, &len);
 	if (!s)
 		return -1;
 	int rc = tokenize(o, path, 0, s + start, len - start, ids, n);
@@ -330,11 +375,13 @@ static int load_ids_line(builder *b, const char *path, long line, const char *s,
 	return rc;
 }
 
-static int load_lines(builder *b, const char *path, int text,
+/* The lines of a file, or of its piece [from, to) when to > 0 (whose line
+ * numbers then count from the piece's start), each given to fn. */
+static int load_lines(builder *b, const char *path, int text, size_t from, size_t to,
                       int (*fn)(builder *, const char *, long, const char *, size_t))
 {
 	size_t i, len;
-	char *s = read_data(path, text, &i, &len);
+	char *s = read_data(path, text, from, to, &i, &len);
 	if (!s)
 		return -1;
 	long line = 0;
@@ -380,6 +427,8 @@ typedef struct {
 	char *path;
 	int kind;                   /* ext_kind's */
 	size_t size;                /* bytes, to bound what is read ahead */
+	size_t from, to;            /* to > 0: a piece of a .jsonl/.ids file (read_piece) */
+	int first;                  /* the file's first piece, or the whole file */
 	int done;                   /* read_one has finished it */
 	int rc;                     /* read_one's; -1: err says why */
 	char *err;
@@ -394,6 +443,9 @@ typedef struct {
  * text), which does not grow past 256 MiB on a machine of many cores. The
  * file the merge waits for is always read, whatever its size. */
 #define READ_AHEAD_THREAD ((size_t)32 << 20)
+/* A .jsonl or .ids file over this size is read in pieces of about this
+ * many bytes, by several threads, unless lora_data_opts.piece says. */
+#define PIECE ((size_t)1 << 20)
 #define READ_AHEAD_MAX ((size_t)256 << 20)
 
 typedef struct {
@@ -418,7 +470,7 @@ static void read_one(reader *r, data_file *f)
 	} else {
 		/* a .jsonl or .ids line is an example of its own: built here */
 		builder b = {.d = &f->part, .o = r->o, .bos = r->bos, .eos = r->eos};
-		f->rc = load_lines(&b, f->path, f->kind == 1,
+		f->rc = load_lines(&b, f->path, f->kind == 1, f->from, f->to,
 		                   f->kind == 1 ? load_jsonl_line : load_ids_line);
 		free(b.ids);
 		free(b.tgt);
@@ -478,7 +530,26 @@ static void merge(builder *b, data_file *f)
 		d->ntruncated += p->ntruncated;
 		d->ndropped += p->ndropped;
 	}
-	d->nfiles[f->kind]++;
+	d->nfiles[f->kind] += f->first;
+}
+
+/* The error of a piece of a file names a line counted from the piece's
+ * start: read the whole file again, which stops at the same line and names
+ * it counted from the file's. */
+static void piece_error(const lora_data_opts *o, const data_file *f, int bos, int eos)
+{
+	lora_dataset scratch = {0};
+	builder b = {.d = &scratch, .o = o, .bos = bos, .eos = eos};
+	if (load_lines(&b, f->path, f->kind == 1, 0, 0,
+	               f->kind == 1 ? load_jsonl_line : load_ids_line) == 0)
+		lora_err("%s", f->err);  /* not seen again: the piece's own words */
+	for (int i = 0; i < scratch.n; i++) {
+		free(scratch.ex[i].ids);
+		free(scratch.ex[i].target);
+	}
+	free(scratch.ex);
+	free(b.ids);
+	free(b.tgt);
 }
 
 /* Free what f holds and zero it (so freeing twice is harmless). */
@@ -519,8 +590,9 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	/* the data files in name order; other entries are counted, and the
 	 * first named, so the user hears of them */
 	lora_dataset *d = lora_xcalloc(1, sizeof *d);
-	data_file *f = lora_xcalloc(nnames ? (size_t)nnames : 1, sizeof *f);
+	data_file *f = NULL;
 	int nf = 0;
+	size_t piece = o->piece ? o->piece : PIECE;
 	for (int i = 0; i < nnames; i++) {
 		char *path = lora_xasprintf("%s/%s", o->dir, names[i]);
 		int kind = ext_kind(names[i]);
@@ -532,7 +604,16 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 				                            found && S_ISDIR(st.st_mode) ? "/" : "");
 			free(path);
 		} else {
-			f[nf++] = (data_file){.path = path, .kind = kind, .size = (size_t)st.st_size};
+			/* .jsonl/.ids lines stand alone: a big file is cut in pieces */
+			size_t size = (size_t)st.st_size;
+			size_t n = kind > 0 && size > piece ? (size + piece - 1) / piece : 1;
+			f = lora_xrealloc(f, ((size_t)nf + n) * sizeof *f);
+			for (size_t k = 0; k < n; k++) {
+				size_t to = n > 1 ? (k + 1 == n ? size : (k + 1) * piece) : 0;
+				f[nf++] = (data_file){.path = k ? lora_xstrdup(path) : path, .kind = kind,
+				                      .size = n > 1 ? to - k * piece : size,
+				                      .from = k * piece, .to = to, .first = k == 0};
+			}
 		}
 		free(names[i]);
 	}
@@ -585,10 +666,13 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 		} else {
 			read_one(&r, &f[i]);
 		}
-		if (f[i].rc < 0)
+		if (f[i].rc < 0) {
 			rc = lora_err("%s", f[i].err);
-		else
+			if (f[i].to && (f[i].kind == 2 || o->tok))   /* an error in its lines */
+				piece_error(o, &f[i], b.bos, b.eos);
+		} else {
 			merge(&b, &f[i]);
+		}
 		size_t size = f[i].size;
 		data_file_free(&f[i]);
 		done += size;

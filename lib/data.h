@@ -59,8 +59,10 @@
  * Threads: lora_nthreads() threads read and tokenize files side by side,
  * taking them in name order, while the calling thread joins their results
  * to the dataset in name order; so the dataset is the same for any number
- * of threads (one big file is one thread's work). What is read ahead of
- * that join is bounded: read_ahead bytes of text in all.
+ * of threads. A big .jsonl or .ids file is read in pieces, side by side
+ * (its lines are examples of their own); one big .txt file is one thread's
+ * work. What is read ahead of that join is bounded: read_ahead bytes of
+ * text in all.
  *
  * Ownership: the dataset owns its examples; free with lora_dataset_free.
  * Failure: lora_dataset_load returns NULL with one line naming the file and
@@ -95,6 +97,9 @@ typedef struct {
 	 * (0: 32 MiB per thread, at most 256 MiB; tests set it small to make
 	 * the readers wait). */
 	size_t read_ahead;
+	/* A .jsonl or .ids file over this many bytes is read in pieces of this
+	 * size (cut at line ends), side by side (0: 1 MiB). */
+	size_t piece;
 	/* Called (when set) on the calling thread as each file joins the
 	 * dataset: bytes of the data files joined so far, and in all. */
 	void (*progress)(void *arg, size_t done, size_t total);

@@ -204,8 +204,10 @@ static void many_files(const lora_tokenizer *tok)
 	                    .val_split = 0.1, .seed = 3, .model_bos_id = 1, .model_eos_id = 2};
 	/* threads, and the bytes they may read ahead in all (0: the default;
 	 * 1: only the file the merge waits for, so the readers wait for it) */
-	static const struct { const char *threads; size_t ahead; } runs[] = {
-		{"1", 0}, {"2", 0}, {"5", 0}, {"40", 0}, {"3", 1}, {"4", 700},
+	static const struct { const char *threads; size_t ahead, piece; } runs[] = {
+		{"1", 0, 0}, {"2", 0, 0}, {"5", 0, 0}, {"40", 0, 0}, {"3", 1, 0}, {"4", 700, 0},
+		/* .jsonl and .ids files cut in pieces of so many bytes */
+		{"1", 0, 1}, {"3", 0, 50}, {"4", 300, 120},
 	};
 	json_t *nf = json_object_get(j, "nfiles");
 	/* the bytes of the data files, which progress counts (notes.md aside) */
@@ -224,11 +226,13 @@ static void many_files(const lora_tokenizer *tok)
 	for (size_t r = 0; r < sizeof runs / sizeof *runs && j; r++) {
 		setenv("LORA_THREADS", runs[r].threads, 1);
 		o.read_ahead = runs[r].ahead;
+		o.piece = runs[r].piece;
 		progress_log pl = {0};
 		o.progress = log_progress;
 		o.progress_arg = &pl;
-		snprintf(m, sizeof m, "many files, %s thread%s, read-ahead %zu", runs[r].threads,
-		         strcmp(runs[r].threads, "1") ? "s" : "", runs[r].ahead);
+		snprintf(m, sizeof m, "many files, %s thread%s, read-ahead %zu, pieces of %zu",
+		         runs[r].threads, strcmp(runs[r].threads, "1") ? "s" : "", runs[r].ahead,
+		         runs[r].piece);
 		lora_dataset *d = load_compare(m, &o, j);
 		snprintf(m, sizeof m, "many files, %s threads: files counted", runs[r].threads);
 		test_cond(m, d && d->nfiles[0] == json_integer_value(json_array_get(nf, 0)) &&
@@ -240,11 +244,12 @@ static void many_files(const lora_tokenizer *tok)
 		          d->ndropped == json_integer_value(json_object_get(j, "ndropped")));
 		snprintf(m, sizeof m, "many files, %s threads: progress after each file, up to the "
 		         "data files' bytes", runs[r].threads);
-		test_cond(m, pl.calls == 26 && pl.grew == 26 && pl.done == pl.total &&
-		          pl.total == bytes && bytes > 0);
+		test_cond(m, (runs[r].piece ? pl.calls > 26 : pl.calls == 26) && pl.grew == pl.calls &&
+		          pl.done == pl.total && pl.total == bytes && bytes > 0);
 		lora_dataset_free(d);
 	}
 	o.progress = NULL;
+	o.piece = 0;
 	json_decref(j);
 	free(dir);
 
@@ -279,6 +284,43 @@ static void many_files(const lora_tokenizer *tok)
 	test_cond("the last bad one, 12 threads", !lora_dataset_load(&o) &&
 	          strstr(lora_errmsg(), "09.txt': line 1, byte 4: 0xE9 is not UTF-8"));
 	write_file(p[9], "some text\n");
+	/* a bad line in a late piece of a big file is named by its line in
+	 * the file */
+	char *big = lora_xasprintf("%s/99.jsonl", dir), *bigids = lora_xasprintf("%s/98.ids", dir);
+	static const struct { int line; const char *bad, *want; } cases[] = {
+		{47, "{\"text\": 3}", "99.jsonl': line 47: text fields must be strings"},
+		{52, "{\"text\": \"caf\xE9\"}", "99.jsonl': line 52, byte 14: 0xE9 is not UTF-8"},
+		{58, "{\"text\": \"x\"", "99.jsonl': line 58: "},
+	};
+	setenv("LORA_THREADS", "3", 1);
+	o.piece = 64;
+	for (int c = 0; c < 3; c++) {
+		FILE *fp = fopen(big, "wb");
+		LORA_ASSERT(fp);
+		for (int line = 1; line <= 60; line++)
+			fprintf(fp, "%s\n", line == cases[c].line ? cases[c].bad : "{\"text\": \"ok then\"}");
+		fclose(fp);
+		snprintf(m, sizeof m, "pieces of 64 bytes: %s", cases[c].want);
+		test_cond(m, !lora_dataset_load(&o) && strstr(lora_errmsg(), cases[c].want));
+	}
+	unlink(big);
+	FILE *fp = fopen(bigids, "wb");
+	LORA_ASSERT(fp);
+	for (int line = 1; line <= 40; line++)
+		fprintf(fp, "%s\n", line == 33 ? "1 2 y" : "1 2 3 4 5");
+	fclose(fp);
+	test_cond("pieces of 64 bytes: 98.ids' line 33", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "98.ids': line 33: 'y' in a token-id list"));
+	/* a byte-order mark is skipped at the start of a file only, not at
+	 * the start of a piece */
+	write_file(bigids, "1 2 3\n1 2 3\n1 2 3\n1 2 3\n1 2 3\n\xEF\xBB\xBF" "4 5\n1 2 3\n");
+	o.piece = 6;
+	test_cond("pieces of 6 bytes: a mark starting piece 6 is not skipped", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "98.ids': line 6: byte 0xEF in a token-id list"));
+	unlink(bigids);
+	free(big);
+	free(bigids);
+	o.piece = 0;
 	lora_dataset *d = lora_dataset_load(&o);
 	test_cond("none bad: 4 + 4 + 4 files", d && d->nfiles[0] == 4 && d->nfiles[1] == 4 &&
 	          d->nfiles[2] == 4);
@@ -317,6 +359,14 @@ int main(void)
 	static const char *const ids_names[] = { "a.ids", "b.ids", NULL };
 	compare_copies("ids with a byte-order mark", "ids", ids_names, 'b', o, j);
 	compare_copies("ids with \\r\\n line ends", "ids", ids_names, 'c', o, j);
+	/* the same, each file read in pieces of 7 bytes by 3 threads */
+	setenv("LORA_THREADS", "3", 1);
+	o.piece = 7;
+	lora_dataset_free(load_compare("ids in pieces", &o, j));
+	compare_copies("ids with a byte-order mark, in pieces", "ids", ids_names, 'b', o, j);
+	compare_copies("ids with \\r\\n line ends, in pieces", "ids", ids_names, 'c', o, j);
+	o.piece = 0;
+	unsetenv("LORA_THREADS");
 	json_decref(j);
 	const char *tmp = tmpdir();
 
@@ -372,6 +422,10 @@ int main(void)
 	write_file(f, "{\"text\": \"hi\"}\n");
 	test_cond("text needs tokenizer", !lora_dataset_load(&o) &&
 	          strstr(lora_errmsg(), "y.jsonl': text needs a tokenizer"));
+	o.piece = 5;
+	test_cond("text needs tokenizer, in pieces", !lora_dataset_load(&o) &&
+	          strstr(lora_errmsg(), "y.jsonl': text needs a tokenizer"));
+	o.piece = 0;
 	unlink(f);
 	free(f);
 	rmdir(e);
@@ -413,6 +467,14 @@ int main(void)
 		compare_copies("text with byte-order marks", "text", text_names, 'b', ot, j);
 		/* ... and with Windows line ends, which Python's text mode reads as \n */
 		compare_copies("text with \\r\\n line ends", "text", text_names, 'c', ot, j);
+		/* c.jsonl in pieces of 40 bytes, by 3 threads */
+		setenv("LORA_THREADS", "3", 1);
+		ot.piece = 40;
+		lora_dataset_free(load_compare("text, .jsonl in pieces", &ot, j));
+		compare_copies("text with byte-order marks, in pieces", "text", text_names, 'b', ot, j);
+		compare_copies("text with \\r\\n line ends, in pieces", "text", text_names, 'c', ot, j);
+		ot.piece = 0;
+		unsetenv("LORA_THREADS");
 		json_decref(j);
 		/* a tokenizer larger than the model */
 		ot.vocab_size = 1000;

@@ -4,7 +4,8 @@
  * tokenizer (examples/demo/base/tokenizer.json; fuzz-run runs from the
  * repository root); and cut in three files, each named by its first byte
  * ('{' .jsonl, a digit .ids, else .txt), read by three reader threads that
- * may read ahead one byte (data.h). NULL with a message or a dataset whose
+ * may read ahead one byte, .jsonl and .ids files in pieces of 1 to 13
+ * bytes (data.h). NULL with a message or a dataset whose
  * batches hold only in-vocabulary ids and valid targets; never a crash. */
 #include "data.h"
 #include "tokenizer.h"
@@ -21,7 +22,8 @@ static lora_tokenizer *tok;
 
 /* Write the n files, load the folder, check the batches, remove them. */
 static void load(const char *d, int n, const char *const *names, const uint8_t *const *data,
-                 const size_t *size, const lora_tokenizer *t, int vocab, size_t ahead)
+                 const size_t *size, const lora_tokenizer *t, int vocab, size_t ahead,
+                 size_t piece)
 {
 	char file[3][96];
 	for (int i = 0; i < n; i++) {
@@ -34,7 +36,8 @@ static void load(const char *d, int n, const char *const *names, const uint8_t *
 	}
 	lora_data_opts o = {.dir = d, .tok = t, .max_seq_length = 16, .vocab_size = vocab,
 	                    .val_split = size[0] % 3 ? 0.3 : 0, .seed = size[0],
-	                    .model_bos_id = -1, .model_eos_id = -1, .read_ahead = ahead};
+	                    .model_bos_id = -1, .model_eos_id = -1, .read_ahead = ahead,
+	                    .piece = piece};
 	lora_dataset *ds = lora_dataset_load(&o);
 	for (int i = 0; i < n; i++)
 		unlink(file[i]);
@@ -75,9 +78,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *name[3] = {"x.ids"};
 	const uint8_t *part[3] = {data, data + size / 3, data + 2 * size / 3};
 	size_t len[3] = {size, size / 3, size - 2 * size / 3};
-	load(dir[0], 1, name, part, len, NULL, 1000, 0);
+	load(dir[0], 1, name, part, len, NULL, 1000, 0, 0);
 	name[0] = size && data[0] == '{' ? "x.jsonl" : "x.txt";
-	load(dir[1], 1, name, part, len, tok, lora_tokenizer_vocab_size(tok), 0);
+	load(dir[1], 1, name, part, len, tok, lora_tokenizer_vocab_size(tok), 0, 0);
 	static const char *const named[3][3] = {
 		{"a.txt", "b.txt", "c.txt"}, {"a.jsonl", "b.jsonl", "c.jsonl"}, {"a.ids", "b.ids", "c.ids"},
 	};
@@ -87,6 +90,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int c = len[i] ? part[i][0] : 0;
 		name[i] = named[c == '{' ? 1 : c >= '0' && c <= '9' ? 2 : 0][i];
 	}
-	load(dir[1], 3, name, part, len, tok, lora_tokenizer_vocab_size(tok), 1);
+	load(dir[1], 3, name, part, len, tok, lora_tokenizer_vocab_size(tok), 1, 1 + size % 13);
 	return 0;
 }
