@@ -58,6 +58,16 @@ typedef struct {
 
 static void emit(builder *b);
 
+/* Free d's examples and their array (not d). */
+static void examples_free(lora_dataset *d)
+{
+	for (int i = 0; i < d->n; i++) {
+		free(d->ex[i].ids);
+		free(d->ex[i].target);
+	}
+	free(d->ex);
+}
+
 /* The next slot of d->ex, grown 1024 at a time. */
 static lora_example *new_example(lora_dataset *d)
 {
@@ -443,10 +453,10 @@ typedef struct {
  * text), which does not grow past 256 MiB on a machine of many cores. The
  * file the merge waits for is always read, whatever its size. */
 #define READ_AHEAD_THREAD ((size_t)32 << 20)
+#define READ_AHEAD_MAX ((size_t)256 << 20)
 /* A .jsonl or .ids file over this size is read in pieces of about this
  * many bytes, by several threads, unless lora_data_opts.piece says. */
 #define PIECE ((size_t)1 << 20)
-#define READ_AHEAD_MAX ((size_t)256 << 20)
 
 typedef struct {
 	const lora_data_opts *o;
@@ -460,6 +470,19 @@ typedef struct {
 	int stop;                   /* an error: read no more */
 } reader;
 
+/* The examples of a .jsonl or .ids file (kind 1, 2), or of its piece
+ * [from, to) when to > 0, added to d (each line is one). */
+static int load_examples(const lora_data_opts *o, const char *path, int kind, int bos, int eos,
+                         size_t from, size_t to, lora_dataset *d)
+{
+	builder b = {.d = d, .o = o, .bos = bos, .eos = eos};
+	int rc = load_lines(&b, path, kind == 1, from, to,
+	                    kind == 1 ? load_jsonl_line : load_ids_line);
+	free(b.ids);
+	free(b.tgt);
+	return rc;
+}
+
 static void read_one(reader *r, data_file *f)
 {
 	if (f->kind != 2 && !r->o->tok) {
@@ -469,11 +492,8 @@ static void read_one(reader *r, data_file *f)
 		f->rc = read_txt(r->o, f->path, &f->ids, &f->nids);
 	} else {
 		/* a .jsonl or .ids line is an example of its own: built here */
-		builder b = {.d = &f->part, .o = r->o, .bos = r->bos, .eos = r->eos};
-		f->rc = load_lines(&b, f->path, f->kind == 1, f->from, f->to,
-		                   f->kind == 1 ? load_jsonl_line : load_ids_line);
-		free(b.ids);
-		free(b.tgt);
+		f->rc = load_examples(r->o, f->path, f->kind, r->bos, r->eos, f->from, f->to,
+		                      &f->part);
 	}
 	if (f->rc < 0)
 		f->err = lora_xstrdup(lora_errmsg());
@@ -539,27 +559,15 @@ static void merge(builder *b, data_file *f)
 static void piece_error(const lora_data_opts *o, const data_file *f, int bos, int eos)
 {
 	lora_dataset scratch = {0};
-	builder b = {.d = &scratch, .o = o, .bos = bos, .eos = eos};
-	if (load_lines(&b, f->path, f->kind == 1, 0, 0,
-	               f->kind == 1 ? load_jsonl_line : load_ids_line) == 0)
+	if (load_examples(o, f->path, f->kind, bos, eos, 0, 0, &scratch) == 0)
 		lora_err("%s", f->err);  /* not seen again: the piece's own words */
-	for (int i = 0; i < scratch.n; i++) {
-		free(scratch.ex[i].ids);
-		free(scratch.ex[i].target);
-	}
-	free(scratch.ex);
-	free(b.ids);
-	free(b.tgt);
+	examples_free(&scratch);
 }
 
 /* Free what f holds and zero it (so freeing twice is harmless). */
 static void data_file_free(data_file *f)
 {
-	for (int i = 0; i < f->part.n; i++) {
-		free(f->part.ex[i].ids);
-		free(f->part.ex[i].target);
-	}
-	free(f->part.ex);
+	examples_free(&f->part);
 	free(f->ids);
 	free(f->err);
 	free(f->path);
@@ -644,12 +652,12 @@ lora_dataset *lora_dataset_load(const lora_data_opts *o)
 	for (int i = 0; i < nf; i++)
 		total += f[i].size;
 	if (nt > nf)
-		nt = nf;
-	size_t ahead = READ_AHEAD_THREAD * (size_t)(nt > 1 ? nt : 1);
+		nt = nf > 0 ? nf : 1;
+	size_t ahead = READ_AHEAD_THREAD * (size_t)nt;
 	reader r = {.o = o, .f = f, .nf = nf, .bos = b.bos, .eos = b.eos,
 	            .ahead_max = o->read_ahead ? o->read_ahead :
 	                         ahead < READ_AHEAD_MAX ? ahead : READ_AHEAD_MAX};
-	pthread_t *th = lora_xmalloc((size_t)(nt > 1 ? nt : 1) * sizeof *th);
+	pthread_t *th = lora_xmalloc((size_t)nt * sizeof *th);
 	if (nt > 1) {
 		pthread_mutex_init(&r.mu, NULL);
 		pthread_cond_init(&r.cv, NULL);
@@ -766,11 +774,7 @@ void lora_dataset_free(lora_dataset *d)
 {
 	if (!d)
 		return;
-	for (int i = 0; i < d->n; i++) {
-		free(d->ex[i].ids);
-		free(d->ex[i].target);
-	}
-	free(d->ex);
+	examples_free(d);
 	free(d->train);
 	free(d->val);
 	free(d->skipped);

@@ -178,6 +178,41 @@ static void compare_copies(const char *what, const char *fixture, const char *co
 	free(dir);
 }
 
+/* LORA_THREADS as it was, to put back with threads_restore */
+static char *threads_save(void)
+{
+	const char *env = getenv("LORA_THREADS");
+	return env ? lora_xstrdup(env) : NULL;
+}
+
+static void threads_restore(char *saved)
+{
+	if (saved)
+		setenv("LORA_THREADS", saved, 1);
+	else
+		unsetenv("LORA_THREADS");
+	free(saved);
+}
+
+/* The fixture, its copies with byte-order marks and with \r\n line ends
+ * (compare_copies), each .jsonl/.ids file read in pieces of `piece` bytes
+ * by 3 threads: all as the fixture's expectations j. */
+static void compare_in_pieces(const char *fixture, const char *const *names, size_t piece,
+                              lora_data_opts o, json_t *j)
+{
+	char m[256];
+	char *saved = threads_save();
+	setenv("LORA_THREADS", "3", 1);
+	o.piece = piece;
+	snprintf(m, sizeof m, "%s in pieces of %zu bytes", fixture, piece);
+	lora_dataset_free(load_compare(m, &o, j));
+	snprintf(m, sizeof m, "%s with byte-order marks, in pieces", fixture);
+	compare_copies(m, fixture, names, 'b', o, j);
+	snprintf(m, sizeof m, "%s with \\r\\n line ends, in pieces", fixture);
+	compare_copies(m, fixture, names, 'c', o, j);
+	threads_restore(saved);
+}
+
 /* progress: the calls it gets, and whether done grew and ended at total */
 typedef struct { int calls, grew; size_t done, total; } progress_log;
 
@@ -195,8 +230,7 @@ static void log_progress(void *arg, size_t done, size_t total)
 static void many_files(const lora_tokenizer *tok)
 {
 	char m[256];
-	const char *env = getenv("LORA_THREADS");
-	char *saved = env ? lora_xstrdup(env) : NULL;
+	char *saved = threads_save();
 	json_t *j = load_expect("many");
 	test_cond("many expect", j != NULL);
 	char *dir = lora_xasprintf("%s/data/many", fixtures());
@@ -331,11 +365,7 @@ static void many_files(const lora_tokenizer *tok)
 	}
 	rmdir(dir);
 	free(dir);
-	if (saved)
-		setenv("LORA_THREADS", saved, 1);
-	else
-		unsetenv("LORA_THREADS");
-	free(saved);
+	threads_restore(saved);
 }
 
 int main(void)
@@ -359,14 +389,8 @@ int main(void)
 	static const char *const ids_names[] = { "a.ids", "b.ids", NULL };
 	compare_copies("ids with a byte-order mark", "ids", ids_names, 'b', o, j);
 	compare_copies("ids with \\r\\n line ends", "ids", ids_names, 'c', o, j);
-	/* the same, each file read in pieces of 7 bytes by 3 threads */
-	setenv("LORA_THREADS", "3", 1);
-	o.piece = 7;
-	lora_dataset_free(load_compare("ids in pieces", &o, j));
-	compare_copies("ids with a byte-order mark, in pieces", "ids", ids_names, 'b', o, j);
-	compare_copies("ids with \\r\\n line ends, in pieces", "ids", ids_names, 'c', o, j);
-	o.piece = 0;
-	unsetenv("LORA_THREADS");
+	/* the same, each file read in pieces of 7 bytes */
+	compare_in_pieces("ids", ids_names, 7, o, j);
 	json_decref(j);
 	const char *tmp = tmpdir();
 
@@ -467,14 +491,8 @@ int main(void)
 		compare_copies("text with byte-order marks", "text", text_names, 'b', ot, j);
 		/* ... and with Windows line ends, which Python's text mode reads as \n */
 		compare_copies("text with \\r\\n line ends", "text", text_names, 'c', ot, j);
-		/* c.jsonl in pieces of 40 bytes, by 3 threads */
-		setenv("LORA_THREADS", "3", 1);
-		ot.piece = 40;
-		lora_dataset_free(load_compare("text, .jsonl in pieces", &ot, j));
-		compare_copies("text with byte-order marks, in pieces", "text", text_names, 'b', ot, j);
-		compare_copies("text with \\r\\n line ends, in pieces", "text", text_names, 'c', ot, j);
-		ot.piece = 0;
-		unsetenv("LORA_THREADS");
+		/* c.jsonl in pieces of 40 bytes */
+		compare_in_pieces("text", text_names, 40, ot, j);
 		json_decref(j);
 		/* a tokenizer larger than the model */
 		ot.vocab_size = 1000;
