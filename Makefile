@@ -37,11 +37,11 @@ O       := build/sim
 BINDIR  := build/sim/bin
 SANFLAGS := -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 CFLAGS  := -O1 -g $(SANFLAGS) $(filter-out -O% -g,$(CFLAGS)) -DLORA_CUDA=1 -DLORA_CUDA_SIM=1
-SIM_CXXFLAGS := -O2 -g $(SANFLAGS) -DLORA_CUDA_SIM=1 -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -Wno-missing-field-initializers \
+SIM_CXXFLAGS := -O2 -g -fPIC $(SANFLAGS) -DLORA_CUDA_SIM=1 -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -Wno-missing-field-initializers \
            -Ilib -Ikernels -Itests/cudasim/include -include tests/cudasim/cudasim.h \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread $(SIM_FMA)
 LDFLAGS += -fsanitize=address,undefined
-LDLIBS  += -lstdc++
+CUDA_LDLIBS := -lopenblas -lstdc++ -lm
 CUDA    := 0
 else ifeq ($(SAN),1)
 O       := build/san
@@ -78,13 +78,22 @@ ifeq ($(SIM),1)
 SIM_CXXFLAGS += -DLORA_CUDA_ARCHS=$(subst $(eval) ,_,$(strip $(CUDA_ARCHS)))
 endif
 KERNEL_SRC := $(wildcard kernels/*.cu)
+# The tools load the kernels at run time from $(BINDIR)/lora-cuda.so
+# (lib/backend.c), so only it, the CUDA tests and the benchmarks link
+# cuBLAS and the CUDA runtime (CUDA_LDLIBS); the tools export the lora_*
+# functions the kernels call back (lora_err, lora_xrealloc, ...).
 ifeq ($(CUDA),1)
 CFLAGS  += -DLORA_CUDA=1 -I$(CUDA_HOME)/include
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl -lrt
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart \
+           -lstdc++ -ldl -lrt -lm
 KERNEL_OBJ := $(KERNEL_SRC:kernels/%.cu=$(O)/kernels/%.o)
 endif
 ifeq ($(SIM),1)
 KERNEL_OBJ := $(KERNEL_SRC:kernels/%.cu=$(O)/kernels/%.o) $(O)/cudasim/cudasim.o
+endif
+ifneq ($(KERNEL_OBJ),)
+CUDA_SO := $(BINDIR)/lora-cuda.so
+TOOL_LDFLAGS := -Wl,--export-dynamic-symbol=lora_*
 endif
 
 # ---- sources ------------------------------------------------------------------
@@ -101,7 +110,7 @@ CUDA_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test-cuda-*.c))
 FUZZ     := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_SECONDS ?= 10
 
-all: $(BIN:%=$(BINDIR)/%)
+all: $(BIN:%=$(BINDIR)/%) $(CUDA_SO)
 
 $(O)/lib/%.o: lib/%.c $(wildcard lib/*.h)
 	@mkdir -p $(@D)
@@ -136,11 +145,16 @@ $(LIB_A): $(LIB_OBJ) $(KERNEL_OBJ)
 
 $(BINDIR)/%: cmd/%.c $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(TOOL_LDFLAGS) $(LDLIBS)
+
+# The CUDA backend the tools load; its lora_* references are the tool's.
+$(CUDA_SO): $(KERNEL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared -o $@.tmp $(KERNEL_OBJ) $(LDFLAGS) $(CUDA_LDLIBS) && mv $@.tmp $@
 
 $(O)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) $(CUDA_LDLIBS)
 
 # ---- tests ----------------------------------------------------------------------
 # check: the README's test command. Builds the release tools (and so compiles
@@ -212,6 +226,8 @@ install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANDIR)
 	cp $(BIN:%=bin/%) $(DESTDIR)$(PREFIX)/bin/
 	cp $(MAN) $(DESTDIR)$(MANDIR)/
+	if [ -f bin/lora-cuda.so ]; then mkdir -p $(DESTDIR)$(PREFIX)/lib/lora && \
+		cp bin/lora-cuda.so $(DESTDIR)$(PREFIX)/lib/lora/; fi
 
 clean:
 	rm -rf build bin

@@ -3,12 +3,12 @@
 # runs, and pack it into build/gpu-bundle/bundle.tar.xz for the device tool
 # (a GPU box has CUDA and PyTorch but no -dev packages and no network).
 #
-# Packs: test-cuda-mma, test-cuda-ops, test-cuda-llama, train_gpu, ops_gpu (and lora-train if it
-# exists), linked statically against the Makefile's libraries (jansson, yaml,
-# png, jpeg, pcre2, utf8proc, lapacke, openblas, zlib, ...) and the CUDA
-# runtime; dynamically against
-# glibc, libstdc++, cuBLAS/cuBLASLt (the GPU box's CUDA 13) and libgfortran,
-# which is packed beside them.
+# Packs: test-cuda-mma, test-cuda-ops, test-cuda-llama, train_gpu, ops_gpu,
+# and lora-train with the lora-cuda.so it loads. Each is linked statically
+# against the Makefile's libraries (jansson, yaml, png, jpeg, pcre2,
+# utf8proc, lapacke, openblas, zlib, ...) and the CUDA runtime; dynamically
+# against glibc, libstdc++, cuBLAS/cuBLASLt (the GPU box's CUDA 13) and
+# libgfortran, which is packed beside them.
 # Usage: sh bench/gpu-bundle.sh     then see docs/CUDA.md
 set -eu
 make -j2 all cuda-tests
@@ -25,7 +25,12 @@ link test-cuda-ops tests/test-cuda-ops.c
 link test-cuda-llama tests/test-cuda-llama.c
 link train_gpu bench/train_gpu.c
 link ops_gpu bench/ops_gpu.c
-[ -f cmd/lora-train.c ] && link lora-train cmd/lora-train.c
+# lora-train as the Makefile builds it: no CUDA in the program, which loads
+# lora-cuda.so from beside itself (the kernels, cuBLAS, the CUDA runtime)
+cc $CFLAGS -o "$D/bin/lora-train" cmd/lora-train.c build/rel/liblora.a \
+	'-Wl,--export-dynamic-symbol=lora_*' -Wl,-Bstatic $cpu_libs -Wl,-Bdynamic -lgfortran -ldl -lm -lpthread
+cc -shared -o "$D/bin/lora-cuda.so" build/rel/kernels/*.o -L/usr/local/cuda/lib64 \
+	-lcublasLt -lcublas -lcudart_static -lstdc++ -ldl -lrt -lm -lpthread
 for l in libgfortran.so.5 libquadmath.so.0; do
 	p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
 	[ -n "$p" ] && cp -L "$p" "$D/lib/"

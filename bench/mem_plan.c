@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "backend.h"     /* lora_backend_get */
+#include "link_cuda.h"   /* the kernels linked in */
 #include "llama.h"       /* lora_llama_config_load, lora_llama_memory */
 #include "lora.h"        /* lora_adapter_config, lora_targets_parse */
 #include "util.h"        /* lora_errmsg, lora_die */

@@ -11,9 +11,9 @@ shapes=${*:-tinyllama llama2-7b}
 make -s -j2 SIM=1 all >/dev/null
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-LIBS=$(make -s --no-print-directory --eval='print-libs: ; @echo $(LDLIBS)' print-libs SIM=1)
-cc -O1 -g -std=c11 -D_GNU_SOURCE -pthread -Ilib -fsanitize=address,undefined -o "$W/mem_plan" \
-	bench/mem_plan.c build/sim/liblora.a $LIBS -lstdc++
+LIBS=$(make -s --no-print-directory --eval='print-libs: ; @echo $(LDLIBS) $(CUDA_LDLIBS)' print-libs SIM=1)
+cc -O1 -g -std=c11 -D_GNU_SOURCE -DLORA_CUDA=1 -pthread -Ilib -fsanitize=address,undefined -o "$W/mem_plan" \
+	bench/mem_plan.c build/sim/liblora.a $LIBS
 configs="4:512:q,v:8 1:2048:q,v:8 4:512:all-linear:16 1:2048:all-linear:16"
 echo "| model | B x T | LoRA | ours: total MiB | PEFT: lower bound MiB | ours / PEFT | per layer and token, ours / PEFT (KB) |"
 echo "|---|---|---|---|---|---|---|"

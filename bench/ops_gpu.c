@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backend.h"     /* lora_backend_get */
+#include "link_cuda.h"   /* the kernels linked in */
 #include "lora.h"        /* lora_rng */
 #include "util.h"        /* lora_time, lora_die */
 

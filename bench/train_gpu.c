@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "backend.h"     /* lora_backend_get */
+#include "link_cuda.h"   /* the kernels linked in */
 #include "llama.h"       /* lora_llama_* */
 #include "lora.h"        /* lora_adapter_config, lora_targets_parse */
 #include "optim.h"       /* lora_adamw, lora_clip_grad_norm */
@@ -133,13 +134,6 @@ static void run_config(lora_llama *m, const char *spec, int steps, int warmup)
 	free(tg);
 	detach(m);
 }
-
-#ifdef LORA_CUDA
-/* lib/backend.c refers to lora_backend_cuda weakly, and a weak reference
- * does not pull kernels/backend_cuda.o out of liblora.a: refer to it here
- * so that "cuda" works whatever backend.c does. */
-const lora_backend *(*volatile train_gpu_keep_cuda)(int) = lora_backend_cuda;
-#endif
 
 int main(int argc, char **argv)
 {

@@ -9,22 +9,130 @@
 
 #include "util.h"        /* lora_err */
 
-/* ---- device selection ----------------------------------------------------------- */
+/* ---- device selection -----------------------------------------------------------
+ * In a CUDA build the tools do not link the CUDA backend: they load it, the
+ * first time a run asks for a GPU, from lora-cuda.so (kernels/, with cuBLAS
+ * and the CUDA runtime). So a CPU run never maps cuBLAS (about 200 MB), and
+ * a binary built with CUDA still starts, and falls back to the CPU, on a
+ * machine without the CUDA libraries. The CUDA tests and the benchmarks link
+ * the kernels in: then the weak references below are the kernels' own
+ * functions and nothing is loaded. */
+
+#ifdef LORA_CUDA
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+#pragma weak lora_backend_cuda
+#pragma weak lora_backend_cuda_plan
+#pragma weak cuda_profile_report
+void cuda_profile_report(const char *label);      /* kernels/backend_cuda.cu */
+
+static struct cuda_entry {
+	const lora_backend *(*get)(int dev);
+	const lora_backend *(*plan)(void);
+	void (*report)(const char *label);
+} cuda;
+static int cuda_state;          /* 0 not tried, 1 ready, -1 failed (cuda_why says why) */
+static char cuda_why[2 * PATH_MAX + 128];
+
+/* dlopen path into cuda (1), or 0 with cuda_why set. */
+static int cuda_open(const char *path)
+{
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		const char *e = dlerror();
+		snprintf(cuda_why, sizeof cuda_why, "cannot load the CUDA backend: %s",
+		         e ? e : path);
+		return 0;
+	}
+	*(void **)&cuda.get = dlsym(h, "lora_backend_cuda");
+	*(void **)&cuda.plan = dlsym(h, "lora_backend_cuda_plan");
+	*(void **)&cuda.report = dlsym(h, "cuda_profile_report");
+	if (!cuda.get || !cuda.plan || !cuda.report) {
+		snprintf(cuda_why, sizeof cuda_why, "'%s' is not this build's CUDA backend "
+		         "(lora_backend_cuda missing)", path);
+		return 0;
+	}
+	return 1;
+}
+
+/* The CUDA backend's entry points: linked in, or loaded from
+ * $LORA_CUDA_LIB, else lora-cuda.so beside the program, else
+ * ../lib/lora/lora-cuda.so from it (make install). NULL + lora_err. */
+static const struct cuda_entry *cuda_entry(void)
+{
+	if (!cuda_state && lora_backend_cuda) {
+		cuda.get = lora_backend_cuda;
+		cuda.plan = lora_backend_cuda_plan;
+		cuda.report = cuda_profile_report;
+		cuda_state = 1;
+	}
+	if (!cuda_state) {
+		const char *env = getenv("LORA_CUDA_LIB");
+		char exe[PATH_MAX], path[PATH_MAX + 32];
+		ssize_t n;
+		if (env && *env)
+			cuda_state = cuda_open(env) ? 1 : -1;
+		else if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0) {
+			snprintf(cuda_why, sizeof cuda_why, "cannot find the CUDA backend "
+			         "lora-cuda.so: /proc/self/exe unreadable (set LORA_CUDA_LIB)");
+			cuda_state = -1;
+		} else {
+			exe[n] = 0;
+			char *slash = strrchr(exe, '/');
+			*slash = 0;             /* the program's folder (exe is absolute) */
+			snprintf(path, sizeof path, "%s/lora-cuda.so", exe);
+			if (access(path, F_OK))
+				snprintf(path, sizeof path, "%s/../lib/lora/lora-cuda.so", exe);
+			if (access(path, F_OK)) {
+				snprintf(cuda_why, sizeof cuda_why, "this build's CUDA backend lora-cuda.so is "
+				         "in neither '%s' nor '%s/../lib/lora' (set LORA_CUDA_LIB)", exe, exe);
+				cuda_state = -1;
+			} else
+				cuda_state = cuda_open(path) ? 1 : -1;
+		}
+	}
+	if (cuda_state < 0) {
+		lora_err("%s", cuda_why);
+		return NULL;
+	}
+	return &cuda;
+}
+
+/* Whether an NVIDIA driver is here (its libcuda.so.1 loads): without one
+ * there is no GPU, and loading the backend (and with it cuBLAS) would cost
+ * a CPU run 200 MB for nothing. The emulator needs no driver. */
+static int have_driver(void)
+{
+#ifndef LORA_CUDA_SIM
+	static int known;
+	static char why[512];        /* "" once the driver has loaded */
+	if (!known++ && !dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) {
+		const char *e = dlerror();
+		snprintf(why, sizeof why, "no CUDA GPU found (no NVIDIA driver: %s)",
+		         e ? e : "libcuda.so.1 does not load");
+	}
+	if (*why) {
+		lora_err("%s", why);
+		return 0;
+	}
+#endif
+	return 1;
+}
+#endif
 
 static const lora_backend *get_cuda(int dev)
 {
 #ifdef LORA_CUDA
-	return lora_backend_cuda(dev);     /* kernels/backend_cuda.cu */
+	const struct cuda_entry *c = lora_backend_cuda || have_driver() ? cuda_entry() : NULL;
+	return c ? c->get(dev) : NULL;
 #else
 	(void)dev;
 	lora_err("device 'cuda': this build has no CUDA support (rebuild with nvcc on PATH)");
 	return NULL;
 #endif
 }
-
-#ifdef LORA_CUDA
-void cuda_profile_report(const char *label);      /* kernels/backend_cuda.cu */
-#endif
 
 /* The GPU index of "cuda" (0) or "cuda:N"; -1 for another name, -2 for a
  * bad "cuda:" one. */
@@ -42,8 +150,9 @@ static int cuda_index(const char *device)
 const lora_backend *lora_backend_plan(const char *device)
 {
 #ifdef LORA_CUDA
-	if (device && cuda_index(device) >= 0)
-		return lora_backend_cuda_plan();      /* kernels/backend_cuda.cu */
+	const struct cuda_entry *c;
+	if (device && cuda_index(device) >= 0 && (c = cuda_entry()))
+		return c->plan();      /* kernels/backend_cuda.cu */
 #endif
 	(void)device;
 	return NULL;
@@ -52,7 +161,8 @@ const lora_backend *lora_backend_plan(const char *device)
 void lora_backend_profile(const char *label)
 {
 #ifdef LORA_CUDA
-	cuda_profile_report(label);
+	if (cuda_state > 0)        /* no backend loaded: nothing was timed */
+		cuda.report(label);
 #else
 	(void)label;
 #endif

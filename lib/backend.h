@@ -356,7 +356,8 @@ void lora_backend_profile(const char *label);
 /* The CPU reference backend (lib/ops_cpu.c). */
 const lora_backend *lora_backend_cpu(void);
 /* The CUDA backend (kernels/), device index dev; NULL + lora_err if none.
- * Defined only in a CUDA build; backend.c is the one place that calls it. */
+ * Defined in kernels/ (lora-cuda.so, or linked into the CUDA tests and
+ * benchmarks); backend.c is the one place in lib/ that calls it. */
 const lora_backend *lora_backend_cuda(int dev);
 const lora_backend *lora_backend_cuda_plan(void);
 

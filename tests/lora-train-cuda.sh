@@ -178,6 +178,36 @@ check "... attention_forward: 6 steps x 2 layers = 12 calls" \
 	[ "$(awk '$1 == "attention_forward" { print $2 }' "$T/err")" = 12 ]
 check "... the same step losses as unprofiled" close "$T/out" "$T/lora-gpu.out" 1e-9
 
+# ---- where the backend comes from: lora-cuda.so beside the program, in
+# ../lib/lora (make install) or at $LORA_CUDA_LIB; without it the CPU ----------------
+SO=$(dirname "$LT")/lora-cuda.so
+LORA_CUDA_LIB=$T/none.so try --base_model "$T/full-cpu" --output_dir "$T/noso" $RUN --device cuda
+check "LORA_CUDA_LIB names no file, device cuda: exit 1" [ $rc -eq 1 ]
+check "... one line naming the file" sh -c "[ \$(wc -l <'$T/err') = 1 ] &&
+	grep -q \"^lora-train: cannot load the CUDA backend: $T/none.so: \" '$T/err'"
+check "... writes nothing" [ ! -e "$T/noso" ]
+LORA_CUDA_LIB=$T/none.so try --base_model "$T/full-cpu" --output_dir "$T/noso" $RUN --max_steps 2
+check "... device auto: exit 0" [ $rc -eq 0 ]
+check "... one notice, then the CPU" sh -c "grep -q 'notice: no usable GPU (cannot load the CUDA backend' '$T/err' &&
+	grep -q '^memory on cpu:' '$T/out'"
+z=$(ldconfig -p | awk '$1 == "libz.so.1" && /x86-64/ { print $NF; exit }')
+if [ -n "$z" ]; then
+	LORA_CUDA_LIB=$z try --base_model "$T/full-cpu" --output_dir "$T/noso" $RUN --device cuda
+	check "LORA_CUDA_LIB names another library: exit 1, says so" sh -c "[ $rc -eq 1 ] &&
+		grep -q \"'$z' is not this build's CUDA backend\" '$T/err'"
+fi
+mkdir -p "$T/lone" "$T/inst/bin" "$T/inst/lib/lora"
+cp "$LT" "$T/lone/lora-train"
+cp "$LT" "$T/inst/bin/lora-train"
+cp "$SO" "$T/inst/lib/lora/lora-cuda.so"
+"$T/lone/lora-train" --base_model "$T/full-cpu" --output_dir "$T/noso" $RUN --device cuda 2>"$T/err"
+check "a lora-train with no lora-cuda.so beside it, device cuda: exit 1" [ $? -eq 1 ]
+check "... says where it looked" has "$T/err" "lora-cuda.so is in neither '$T/lone' nor '$T/lone/../lib/lora' (set LORA_CUDA_LIB)"
+"$T/inst/bin/lora-train" --base_model "$T/full-cpu" --output_dir "$T/inst/out" $RUN --device cuda \
+	>"$T/out" 2>"$T/err"
+check "installed (bin/lora-train, lib/lora/lora-cuda.so): trains on cuda" [ $? -eq 0 ]
+check "... the same step losses as from the build folder" close "$T/out" "$T/lora-gpu.out" 1e-9
+
 if [ $sim -eq 0 ]; then
 	finish "memory and no-GPU checks need the emulator"
 fi
@@ -292,5 +322,20 @@ sed -n 's/^largest batch_size that fits at sequence 64: \([0-9]*\)$/\1/p' "$T/ou
 check "... and with gradient checkpointing ($(cat "$T/plan-c80"))" same "$T/plan-c80" "$T/gpu-c80"
 check "... which the GPU's own dry run names beside its plain batch" same "$T/gpu-c80a" "$T/gpu-c80"
 unset CUDASIM_NO_GPU
+
+# ---- the release build (bin/, make): its lora-cuda.so loads into its lora-train -----
+# (the dry run's plan comes from the library, so dlopen has resolved every
+# lora_* function it calls back; with no GPU, device auto is the CPU)
+R=$D/bin
+if [ -x "$R/lora-train" ] && [ -f "$R/lora-cuda.so" ]; then
+	# shellcheck disable=SC2086
+	"$R/lora-train" $PLAN --output_dir "$T/relplan" >"$T/out" 2>"$T/err"
+	check "release lora-train, device cuda, dry run: exit 0" [ $? -eq 0 ]
+	check "... its lora-cuda.so loaded (a GPU's or the plan's device line)" has "$T/out" "^device: cuda"
+	"$R/lora-train" --base_model "$T/full-cpu" --output_dir "$T/relauto" $RUN --max_steps 2 \
+		>"$T/out" 2>"$T/err"
+	check "release lora-train, device auto: exit 0" [ $? -eq 0 ]
+	check "... and no load error" sh -c "! grep -q 'cannot load\|lora-cuda.so is in neither' '$T/err'"
+fi
 
 finish
