@@ -148,15 +148,28 @@ holds "-o naming a file fails" '[ $? -eq 1 ] && grep -q "is not a directory" "$T
 # a full disk: a 64 KiB tmpfs (needs root; skipped otherwise)
 mkdir -p "$T/full"
 if mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then
-	"$R" -o "$T/full" -s 256 "$F/cat.png" "$F/photo.jpg" "$F/pear.png" >"$T/out" 2>"$T/err"
+	# one image at a time, so which one fits is fixed (side by side, a
+	# failing image's partial temporary can crowd out the one that fits)
+	"$R" -j 1 -o "$T/full" -s 256 "$F/cat.png" "$F/photo.jpg" "$F/pear.png" >"$T/out" 2>"$T/err"
 	rc=$?
 	ls "$T/full" >"$T/left"
-	umount "$T/full"
 	check "full disk: exit 1" [ $rc -eq 1 ]
 	check "full disk: one line per file that did not fit" \
 		[ "$(grep -c "No space left on device" "$T/err")" -eq 2 ]
 	check "full disk: the file that fit is reported" [ "$(cut -f1 "$T/out")" = "$T/full/pear.png" ]
 	check "full disk: no partial or temporary file left" [ "$(cat "$T/left")" = "pear.png" ]
+	# side by side: whichever fit, each image is reported or named once, and
+	# only the reported ones are on the disk
+	rm -f "$T/full"/*
+	"$R" -j 3 -o "$T/full" -s 256 "$F/cat.png" "$F/photo.jpg" "$F/pear.png" >"$T/out" 2>"$T/err"
+	rc=$?
+	ls "$T/full" >"$T/left"
+	cut -f1 "$T/out" | sed 's|.*/||' | sort >"$T/reported"
+	check "full disk, 3 jobs: exit 1" [ $rc -eq 1 ]
+	check "... each image reported or named once" \
+		[ $(($(wc -l <"$T/out") + $(grep -c "No space left on device" "$T/err"))) -eq 3 ]
+	check "... only the reported ones left" matches "$T/reported" "$T/left"
+	umount "$T/full"
 else
 	echo "skip full disk (cannot mount a tmpfs here)"
 fi
