@@ -110,8 +110,11 @@ static int have_driver(void)
 	static char why[512];        /* "" once the driver has loaded */
 	if (!known++ && !dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) {
 		const char *e = dlerror();
-		snprintf(why, sizeof why, "no CUDA GPU found (no NVIDIA driver: %s)",
-		         e ? e : "libcuda.so.1 does not load");
+		if (!e || strstr(e, "cannot open shared object file"))
+			snprintf(why, sizeof why, "no CUDA GPU found (no NVIDIA driver: "
+			         "libcuda.so.1 not found)");
+		else
+			snprintf(why, sizeof why, "no CUDA GPU found (the NVIDIA driver's %s)", e);
 	}
 	if (*why) {
 		lora_err("%s", why);

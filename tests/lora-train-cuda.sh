@@ -336,6 +336,12 @@ if [ -x "$R/lora-train" ] && [ -f "$R/lora-cuda.so" ]; then
 		>"$T/out" 2>"$T/err"
 	check "release lora-train, device auto: exit 0" [ $? -eq 0 ]
 	check "... and no load error" sh -c "! grep -q 'cannot load\|lora-cuda.so is in neither' '$T/err'"
+	if ! ldconfig -p | grep -q 'libcuda\.so\.1 '; then
+		"$R/lora-train" --base_model "$T/full-cpu" --output_dir "$T/reldrv" $RUN --device cuda \
+			>"$T/out" 2>"$T/err"
+		check "no NVIDIA driver here, device cuda: exit 1" [ $? -eq 1 ]
+		check "... says so" has "$T/err" "^lora-train: no CUDA GPU found (no NVIDIA driver: libcuda.so.1 not found)$"
+	fi
 fi
 
 finish
