@@ -94,6 +94,12 @@ endif
 ifneq ($(KERNEL_OBJ),)
 CUDA_SO := $(BINDIR)/lora-cuda.so
 TOOL_LDFLAGS := -Wl,--export-dynamic-symbol=lora_*
+# The op table's headers, summed: lora-cuda.so exports the sum it was built
+# with, and a tool refuses a library built against other headers.
+BACKEND_ABI := $(firstword $(shell cat lib/backend.h lib/dtype.h | cksum))
+CFLAGS  += -DLORA_BACKEND_ABI=$(BACKEND_ABI)u
+NVFLAGS += -DLORA_BACKEND_ABI=$(BACKEND_ABI)u
+SIM_CXXFLAGS += -DLORA_BACKEND_ABI=$(BACKEND_ABI)u
 endif
 
 # ---- sources ------------------------------------------------------------------

@@ -402,6 +402,11 @@ extern "C" const lora_backend *lora_backend_cuda_plan(void)
 	return &plan_be;
 }
 
+/* The sum of the headers this library was built against (the Makefile's
+ * BACKEND_ABI): lib/backend.c loads it only into a tool built against the
+ * same. */
+extern "C" const unsigned lora_cuda_abi = LORA_BACKEND_ABI;
+
 /* A kernel of this build, to ask whether the GPU can run our machine code. */
 __global__ static void probe_kernel(void) {}
 

@@ -46,12 +46,19 @@ static int cuda_open(const char *path)
 		         e ? e : path);
 		return 0;
 	}
+	const unsigned *abi = dlsym(h, "lora_cuda_abi");
+	if (abi && *abi != LORA_BACKEND_ABI) {
+		snprintf(cuda_why, sizeof cuda_why, "'%s' is from another build of lora-* (its op "
+		         "table %u, this program's %u): build both with make (or make install again)",
+		         path, *abi, LORA_BACKEND_ABI);
+		return 0;
+	}
 	*(void **)&cuda.get = dlsym(h, "lora_backend_cuda");
 	*(void **)&cuda.plan = dlsym(h, "lora_backend_cuda_plan");
 	*(void **)&cuda.report = dlsym(h, "cuda_profile_report");
-	if (!cuda.get || !cuda.plan || !cuda.report) {
+	if (!abi || !cuda.get || !cuda.plan || !cuda.report) {
 		snprintf(cuda_why, sizeof cuda_why, "'%s' is not this build's CUDA backend "
-		         "(lora_backend_cuda missing)", path);
+		         "(lora_cuda_abi or lora_backend_cuda missing)", path);
 		return 0;
 	}
 	return 1;

@@ -360,6 +360,11 @@ const lora_backend *lora_backend_cpu(void);
  * benchmarks); backend.c is the one place in lib/ that calls it. */
 const lora_backend *lora_backend_cuda(int dev);
 const lora_backend *lora_backend_cuda_plan(void);
+/* lora-cuda.so and the tool that loads it agree on this table when they
+ * were built against the same headers: the Makefile sets this to their sum. */
+#ifndef LORA_BACKEND_ABI
+#define LORA_BACKEND_ABI 0u
+#endif
 
 /* The dropout draw shared by every backend: a uniform float in [0, 1) from
  * (seed, i) by the splitmix64 finaliser (counter based, so any element can

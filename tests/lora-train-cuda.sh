@@ -196,6 +196,16 @@ if [ -n "$z" ]; then
 	check "LORA_CUDA_LIB names another library: exit 1, says so" sh -c "[ $rc -eq 1 ] &&
 		grep -q \"'$z' is not this build's CUDA backend\" '$T/err'"
 fi
+# a library from another build (other headers: another op table) is refused
+if command -v cc >/dev/null; then
+	printf '%s\n' 'const unsigned lora_cuda_abi = 1;' 'void *lora_backend_cuda(int d) { return 0; }' \
+		'void *lora_backend_cuda_plan(void) { return 0; }' 'void cuda_profile_report(const char *l) {}' \
+		>"$T/old.c"
+	cc -shared -fPIC -o "$T/old.so" "$T/old.c"
+	LORA_CUDA_LIB=$T/old.so try --base_model "$T/full-cpu" --output_dir "$T/noso" $RUN --device cuda
+	check "a lora-cuda.so from another build: exit 1, says so" sh -c "[ $rc -eq 1 ] &&
+		grep -q \"'$T/old.so' is from another build of lora-\* (its op table 1, this program's [0-9]*)\" '$T/err'"
+fi
 mkdir -p "$T/lone" "$T/inst/bin" "$T/inst/lib/lora"
 cp "$LT" "$T/lone/lora-train"
 cp "$LT" "$T/inst/bin/lora-train"
