@@ -2,6 +2,7 @@
 #
 #   make              build every tool into bin/ (CUDA backend too when nvcc is found)
 #   make check        install missing deps, build, run all tests under ASan+UBSan
+#                     (and under TSan, and the CUDA tests on the emulator)
 #   make demo         the README's tour on bundled data
 #   make install PREFIX=/usr/local
 #   make CUDA=0       force the CPU-only build
@@ -49,6 +50,13 @@ BINDIR  := build/san/bin
 CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
            -fno-sanitize-recover=undefined $(filter-out -O% -g,$(CFLAGS))
 LDFLAGS += -fsanitize=address,undefined
+CUDA    := 0
+else ifeq ($(TSAN),1)
+# TSAN=1 is ThreadSanitizer, for the tools' threads (tests/lora-tsan.sh).
+O       := build/tsan
+BINDIR  := build/tsan/bin
+CFLAGS  := -O1 -g -fsanitize=thread $(filter-out -O% -g,$(CFLAGS))
+LDFLAGS += -fsanitize=thread
 CUDA    := 0
 else
 O       := build/rel
@@ -171,6 +179,7 @@ check: deps
 	$(MAKE) -j$(NPROC) all cuda-tests
 	$(MAKE) -j$(NPROC) SAN=1 all san-tests
 	$(MAKE) -j$(NPROC) SIM=1 all cuda-tests
+	$(MAKE) -j$(NPROC) TSAN=1 all
 	$(MAKE) fuzz-run
 	@sh tests/run.sh build/san
 

@@ -265,7 +265,7 @@ static int put_chunk(FILE *fp, const char *tag, const uint8_t *data, size_t n)
  * the previous unfiltered row (all zero for the first row). cand: 5 scratch
  * rows of n bytes. One loop per filter so each vectorizes (GCC: -O3 and an
  * AVX2 clone chosen at run time). */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 __attribute__((optimize("O3"), target_clones("avx2", "default")))
 #endif
 static void filter_row(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp,

@@ -127,8 +127,10 @@ static inline uint8_t clip8(int32_t v)
 
 /* The passes are integer multiply-adds over long contiguous rows: built at
  * -O3 (vectorized) and, with GCC, also for AVX2 with a run-time choice.
- * Integer sums do not depend on the order, so every variant is exact. */
-#if defined(__GNUC__) && !defined(__clang__)
+ * Integer sums do not depend on the order, so every variant is exact. Not
+ * under ThreadSanitizer: the run-time choice (an ifunc resolver) runs before
+ * TSan starts, and TSan's code in it crashes the program at load. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #pragma GCC optimize("O3")
 #define MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #else
