@@ -36,7 +36,9 @@ static struct cuda_entry {
 static int cuda_state;          /* 0 not tried, 1 ready, -1 failed (cuda_why says why) */
 static char cuda_why[2 * PATH_MAX + 128];
 
-/* dlopen path into cuda (1), or 0 with cuda_why set. */
+/* dlopen path into cuda (1), or 0 with cuda_why set. A library refused
+ * stays loaded: closing it would run its destructors (the CUDA runtime's
+ * among them) in the middle of the run, for nothing. */
 static int cuda_open(const char *path)
 {
 	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
