@@ -52,7 +52,8 @@ CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 LDFLAGS += -fsanitize=address,undefined
 CUDA    := 0
 else ifeq ($(TSAN),1)
-# TSAN=1 is ThreadSanitizer, for the tools' threads (tests/lora-tsan.sh).
+# TSAN=1 is ThreadSanitizer, for the threads of the tools (tests/lora-tsan.sh)
+# and of lib/ (the unit tests again, as tsan-test-*).
 O       := build/tsan
 BINDIR  := build/tsan/bin
 CFLAGS  := -O1 -g -fsanitize=thread $(filter-out -O% -g,$(CFLAGS))
@@ -179,7 +180,7 @@ check: deps
 	$(MAKE) -j$(NPROC) all cuda-tests
 	$(MAKE) -j$(NPROC) SAN=1 all san-tests
 	$(MAKE) -j$(NPROC) SIM=1 all cuda-tests
-	$(MAKE) -j$(NPROC) TSAN=1 all
+	$(MAKE) -j$(NPROC) TSAN=1 all san-tests
 	$(MAKE) fuzz-run
 	@sh tests/run.sh build/san
 

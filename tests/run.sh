@@ -34,6 +34,13 @@ for t in "$B"/tests/test-* build/rel/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
 	run "$(basename "$t")" "$t"
 done
+# The unit tests again under ThreadSanitizer (make TSAN=1 san-tests):
+# exit 66 on a report; OpenBLAS's own threads are suppressed (tests/tsan.supp).
+for t in build/tsan/tests/test-*; do
+	[ -x "$t" ] || continue
+	case $t in *-tool) continue ;; esac     # these run the tools in $BIN, not TSan's
+	run "tsan-$(basename "$t")" env TSAN_OPTIONS="suppressions=$(pwd)/tests/tsan.supp exitcode=66" "$t"
+done
 # The CUDA tests on the CPU emulator (make SIM=1 cuda-tests).
 for t in build/sim/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
