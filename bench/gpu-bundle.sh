@@ -18,8 +18,10 @@ CFLAGS="-O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -pthread -Ilib -Itests -I/us
 # the Makefile's libraries (CPU part), static except glibc's
 cpu_libs=$(make -s --no-print-directory --eval='print-libs: ; @echo $(LDLIBS)' print-libs CUDA=0 |
 	tr ' ' '\n' | grep -v -x -e -lm -e -lpthread -e -ldl -e -lrt | tr '\n' ' ')
-LIBS="-Wl,-Bstatic $cpu_libs -Wl,-Bdynamic -lgfortran -L/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart_static -lstdc++ -ldl -lrt -lm -lpthread"
-link() { cc $CFLAGS -o "$D/bin/$1" "$2" build/rel/liblora.a $LIBS; }
+HOST_LIBS="-Wl,-Bstatic $cpu_libs -Wl,-Bdynamic -lgfortran"
+# cuBLAS dynamically (the GPU box's), the CUDA runtime statically
+CUDA_LIBS="-L/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart_static -lstdc++ -ldl -lrt -lm -lpthread"
+link() { cc $CFLAGS -o "$D/bin/$1" "$2" build/rel/liblora.a $HOST_LIBS $CUDA_LIBS; }
 link test-cuda-mma tests/test-cuda-mma.c
 link test-cuda-ops tests/test-cuda-ops.c
 link test-cuda-llama tests/test-cuda-llama.c
@@ -28,9 +30,8 @@ link ops_gpu bench/ops_gpu.c
 # lora-train as the Makefile builds it: no CUDA in the program, which loads
 # lora-cuda.so from beside itself (the kernels, cuBLAS, the CUDA runtime)
 cc $CFLAGS -o "$D/bin/lora-train" cmd/lora-train.c build/rel/liblora.a \
-	'-Wl,--export-dynamic-symbol=lora_*' -Wl,-Bstatic $cpu_libs -Wl,-Bdynamic -lgfortran -ldl -lm -lpthread
-cc -shared -o "$D/bin/lora-cuda.so" build/rel/kernels/*.o -L/usr/local/cuda/lib64 \
-	-lcublasLt -lcublas -lcudart_static -lstdc++ -ldl -lrt -lm -lpthread
+	'-Wl,--export-dynamic-symbol=lora_*' $HOST_LIBS -ldl -lm -lpthread
+cc -shared -o "$D/bin/lora-cuda.so" build/rel/kernels/*.o $CUDA_LIBS
 for l in libgfortran.so.5 libquadmath.so.0; do
 	p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
 	[ -n "$p" ] && cp -L "$p" "$D/lib/"

@@ -7,7 +7,8 @@
 # adapter, lora-inspect --stats on the merged model, lora-resize -j 4 on the
 # fixture images and lora-tokenize on the data, 4 threads each. Each run must
 # end with exit 0 and no TSan report (a report makes TSan exit 66).
-# OpenBLAS's own threads are suppressed (tests/tsan.supp says why).
+# TSAN_OPTIONS comes from tests/run.sh (tests/tsan.supp suppresses OpenBLAS's
+# own threads there, and says why).
 T=$TMPDIR
 D=$(dirname "$0")/..
 F=$FIXTURES
@@ -16,13 +17,13 @@ LT=$B/lora-train
 [ -x "$LT" ] || { echo "no ThreadSanitizer build ($B: make TSAN=1 all)"; exit 77; }
 . "$(dirname "$0")/lib.sh"
 export LORA_THREADS=4
-export TSAN_OPTIONS="suppressions=$(cd "$D" && pwd)/tests/tsan.supp exitcode=66 ${TSAN_OPTIONS:-}"
 # a program built for TSan that cannot start here (some kernels' address
 # layouts) is a skip, not a failure
 "$LT" --help >/dev/null 2>"$T/err" || { echo "the TSan build does not start here: $(head -1 "$T/err")"; exit 77; }
-try() { "$LT" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
-# tool TOOL ARGS...: run build/tsan/bin/TOOL the same way
+# tool TOOL ARGS...: run build/tsan/bin/TOOL, stdout in $T/out, stderr in
+# $T/err, status in $rc
 tool() { t=$1; shift; "$B/$t" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+try() { tool lora-train "$@"; }
 clean() { [ $rc -eq 0 ] && ! grep -q "ThreadSanitizer" "$T/err" || { sed -n '1,30p' "$T/err"; false; }; }
 
 mkdir -p "$T/base"

@@ -4,7 +4,7 @@
 # "N passed, N failed, N skipped" line. Exit status 77 means skipped.
 # Usage: tests/run.sh [BUILD_DIR]     (default build/san)
 # Tool tests see: $BIN (folder of the tools under test), $FIXTURES, $SHARED,
-# $TMPDIR (a scratch folder of their own).
+# $TMPDIR (a scratch folder of their own), and the sanitizers' options.
 B=${1:-build/san}
 mkdir -p "$B/bin"
 export BIN="$(cd "$B/bin" && pwd)"
@@ -12,6 +12,8 @@ export FIXTURES="$(pwd)/tests/fixtures"
 export SHARED="$(cd .. && pwd)/shared"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+# exit 66 on a report; OpenBLAS's own threads are suppressed (tests/tsan.supp)
+export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$(pwd)/tests/tsan.supp exitcode=66}"
 pass=0 fail=0 skip=0 failed=""
 mkdir -p build/test-logs
 run() {
@@ -34,8 +36,7 @@ for t in "$B"/tests/test-* build/rel/tests/test-cuda-*; do
 	[ -x "$t" ] || continue
 	run "$(basename "$t")" "$t"
 done
-# The unit tests again under ThreadSanitizer (make TSAN=1 san-tests):
-# exit 66 on a report; OpenBLAS's own threads are suppressed (tests/tsan.supp).
+# The unit tests again under ThreadSanitizer (make TSAN=1 san-tests).
 # A TSan program that cannot start on this kernel (its address layout) is a skip.
 tsan_ok=1
 p=build/tsan/bin/lora-train
@@ -47,7 +48,7 @@ for t in build/tsan/tests/test-*; do
 		skip=$((skip+1)); echo "skip  tsan-$(basename "$t"): TSan programs do not start here"
 		continue
 	fi
-	run "tsan-$(basename "$t")" env TSAN_OPTIONS="suppressions=$(pwd)/tests/tsan.supp exitcode=66" "$t"
+	run "tsan-$(basename "$t")" "$t"
 done
 # The CUDA tests on the CPU emulator (make SIM=1 cuda-tests).
 for t in build/sim/tests/test-cuda-*; do
