@@ -12,7 +12,7 @@
 /* ---- device selection -----------------------------------------------------------
  * In a CUDA build the tools do not link the CUDA backend: they load it, the
  * first time a run asks for a GPU, from lora-cuda.so (kernels/, with cuBLAS
- * and the CUDA runtime). So a CPU run never maps cuBLAS (about 200 MB), and
+ * and the CUDA runtime). So a CPU run never maps cuBLAS (about 150 MiB), and
  * a binary built with CUDA still starts, and falls back to the CPU, on a
  * machine without the CUDA libraries. The CUDA tests and the benchmarks link
  * the kernels in: then the weak references below are the kernels' own
@@ -111,7 +111,7 @@ static const struct cuda_entry *cuda_entry(void)
 
 /* Whether an NVIDIA driver is here (its libcuda.so.1 loads): without one
  * there is no GPU, and loading the backend (and with it cuBLAS) would cost
- * a CPU run 200 MB for nothing. The emulator needs no driver. */
+ * a CPU run 150 MiB for nothing. The emulator needs no driver. */
 static int have_driver(void)
 {
 #ifndef LORA_CUDA_SIM
