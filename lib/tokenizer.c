@@ -30,6 +30,7 @@ typedef struct {
 	char *lit;
 	size_t lit_len;
 	pcre2_code *re;
+	pcre2_code *re_ext;    /* re with the code points PCRE2's tables lack, if any */
 } pattern;
 
 typedef struct comp {
@@ -190,28 +191,146 @@ static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t 
 
 /* ---- patterns ------------------------------------------------------------------------ */
 
-/* Oniguruma's \s is Unicode White_Space; PCRE2's also takes U+180E. And in
- * Ruby syntax (HF's onig default) \h is a hex digit. Rewrite both. */
+/* HF compiles its regexes with Oniguruma, we with PCRE2: the same syntax
+ * for everything tokenizers use, but not always the same classes.
+ * - \s: Oniguruma's is Unicode White_Space; PCRE2's also takes U+180E.
+ * - \h: in Ruby syntax (HF's onig default) a hex digit.
+ * - \p{..}, \d, \w: each engine takes them from its own Unicode tables
+ *   (tokenizers 0.23's Oniguruma: Unicode 16; Debian 12's PCRE2: 14), so
+ *   letters and digits assigned since (CJK extensions H and I, Kawi, ...)
+ *   would split differently. unicode_hf.h (tests/gen/gen_unicode.py) has
+ *   for each general category, \d and \w the PCRE2 items inside Oniguruma's
+ *   class and the ranges that complete it. Oniguruma's \w is letters, marks,
+ *   Nd, Nl, Pc and some more, PCRE2's letters, numbers and '_'.
+ * - \p{Script}: Oniguruma's is the Script property, PCRE2's (10.40 on)
+ *   Script_Extensions (\p{Han} takes 、 and 。); \p{sc:Script} is the former.
+ * Where only PCRE2's meaning can be written (a negated class inside [...], a
+ * class gen_unicode.py leaves out, a script's new characters), it
+ * is kept. */
 #define WS_CLASS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#include "unicode_hf.h"
 
-static void onig_to_pcre(sbuf *o, const char *re, size_t len)
+static const struct onig_class *onig_class_find(const char *name, size_t n)
 {
-	int incls = 0;
+	char k[64];
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (c == '_' || c == ' ' || c == '-')
+			continue;
+		if (m + 1 >= sizeof k)
+			return NULL;
+		k[m++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	k[m] = 0;
+	for (size_t i = 0; i < sizeof onig_classes / sizeof onig_classes[0]; i++)
+		if (!strcmp(k, onig_classes[i].name) || (onig_classes[i].alias[0] && !strcmp(k, onig_classes[i].alias)))
+			return &onig_classes[i];
+	return NULL;
+}
+
+/* Whether PCRE2 knows \p{sc:name}: a script, not a binary property. */
+static int pcre2_is_script(const char *name, size_t n)
+{
+	char re[96];
+	if (n + 8 > sizeof re)
+		return 0;
+	int l = snprintf(re, sizeof re, "\\p{sc:%.*s}", (int)n, name);
+	int err;
+	PCRE2_SIZE off;
+	pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, (size_t)l, PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+	pcre2_code_free(c);
+	return c != NULL;
+}
+
+/* A class escape: name[0, nn) is the class (for \p, \P; "d" or "w" for
+ * those), neg whether it is negated, incls whether inside [...]. Writes
+ * Oniguruma's meaning where PCRE2 can say it (with the code points PCRE2's
+ * tables lack if ext, else *omitted = 1 if there are any); 0 if not. */
+static int onig_class_out(sbuf *o, const char *name, size_t nn, int neg, int incls, int ext, int *omitted)
+{
+	const struct onig_class *k = onig_class_find(name, nn);
+	if (k) {
+		if (incls && neg)
+			return 0;
+		if (!incls && (!ext || !k->extra[0]) && !strchr(k->base + 1, '\\')) {
+			/* one PCRE2 item: as it is (\p{L}+ runs much faster than [\p{L}]+) */
+			if (k->extra[0])
+				*omitted = 1;
+			sbuf_add(o, k->base, strlen(k->base));
+			if (neg)             /* \p{X} -> \P{X}, \d -> \D */
+				o->s[o->n - strlen(k->base) + 1] ^= 0x20;
+			return 1;
+		}
+		if (!incls)
+			sbuf_add(o, neg ? "[^" : "[", neg ? 2 : 1);
+		sbuf_add(o, k->base, strlen(k->base));
+		if (ext)
+			sbuf_add(o, k->extra, strlen(k->extra));
+		else if (k->extra[0])
+			*omitted = 1;
+		if (!incls)
+			sbuf_addc(o, ']');
+		return 1;
+	}
+	if (nn == 1 || !pcre2_is_script(name, nn))
+		return 0;
+	sbuf_add(o, neg ? "\\P{sc:" : "\\p{sc:", 6);
+	sbuf_add(o, name, nn);
+	sbuf_addc(o, '}');
+	return 1;
+}
+
+/* re in PCRE2's terms, with (ext) or without the code points PCRE2's Unicode
+ * tables lack; returns whether there were any (then both are needed). */
+static int onig_to_pcre(sbuf *o, const char *re, size_t len, int ext)
+{
+	int incls = 0, omitted = 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = re[i];
 		if (c == '\\' && i + 1 < len) {
+			size_t at = i;
 			char d = re[++i];
 			const char *cls = d == 's' || d == 'S' ? WS_CLASS : d == 'h' || d == 'H' ? "0-9a-fA-F" : NULL;
 			if (cls && incls && (d == 's' || d == 'h')) {
 				sbuf_add(o, cls, strlen(cls));
+				continue;
 			} else if (cls && !incls) {
 				sbuf_add(o, d == 's' || d == 'h' ? "[" : "[^", d == 's' || d == 'h' ? 1 : 2);
 				sbuf_add(o, cls, strlen(cls));
 				sbuf_addc(o, ']');
-			} else {
-				sbuf_addc(o, '\\');
-				sbuf_addc(o, d);
+				continue;
 			}
+			if (d == 'd' || d == 'D' || d == 'w' || d == 'W') {
+				char n = (char)(d | 0x20);
+				if (onig_class_out(o, &n, 1, d == 'D' || d == 'W', incls, ext, &omitted))
+					continue;
+			} else if ((d == 'p' || d == 'P') && i + 1 < len) {
+				const char *name = re + i + 1;
+				size_t nn = 1, ee = 3;    /* \pL */
+				if (*name == '{') {
+					const char *e = memchr(name, '}', len - (size_t)(name - re));
+					if (e) {
+						ee = (size_t)(e + 1 - (re + at));
+						name++;
+						nn = (size_t)(e - name);
+					}
+				}
+				int neg = d == 'P';
+				if (nn && *name == '^') {
+					neg = !neg;
+					name++;
+					nn--;
+				}
+				if (ee > 3 || re[i + 1] != '{') {
+					if (nn && onig_class_out(o, name, nn, neg, incls, ext, &omitted)) {
+						i = at + ee - 1;
+						continue;
+					}
+				}
+			}
+			sbuf_addc(o, '\\');
+			sbuf_addc(o, d);
 			continue;
 		}
 		if (c == '[' && !incls) {
@@ -235,6 +354,19 @@ static void onig_to_pcre(sbuf *o, const char *re, size_t len)
 			incls = 0;
 		sbuf_addc(o, c);
 	}
+	return omitted;
+}
+
+static pcre2_code *pattern_compile(const char *re0, size_t len0, uint32_t opt, int ext, int *omitted, int *err,
+                                   PCRE2_SIZE *off)
+{
+	sbuf rb = { 0 };
+	*omitted = onig_to_pcre(&rb, re0, len0, ext);
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)(rb.s ? rb.s : ""), rb.n, opt, err, off, NULL);
+	free(rb.s);
+	if (re)
+		pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
+	return re;
 }
 
 static int pattern_regex(pattern *p, const char *re0, size_t len0, int caseless, const char *what)
@@ -244,31 +376,49 @@ static int pattern_regex(pattern *p, const char *re0, size_t len0, int caseless,
 	uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | (caseless ? PCRE2_CASELESS : 0);
 	if (len0 == PCRE2_ZERO_TERMINATED)
 		len0 = strlen(re0);
-	sbuf rb = { 0 };
-	onig_to_pcre(&rb, re0, len0);
-	const char *re = rb.s ? rb.s : "";
-	size_t len = rb.n;
-	p->re = pcre2_compile((PCRE2_SPTR)re, len, opt, &err, &off, NULL);
-	free(rb.s);
-	re = re0;
-	len = len0;
-	if (!p->re) {
+	int omitted;
+	p->re = pattern_compile(re0, len0, opt, 0, &omitted, &err, &off);
+	if (p->re && omitted)    /* the same with the new code points: for text that has some */
+		p->re_ext = pattern_compile(re0, len0, opt, 1, &omitted, &err, &off);
+	if (!p->re || (omitted && !p->re_ext)) {
 		PCRE2_UCHAR msg[256];
 		pcre2_get_error_message(err, msg, sizeof msg);
-		return lora_err("%s regex '%.*s': %s at offset %zu", what, (int)len, re, (char *)msg, (size_t)off);
+		return lora_err("%s regex '%.*s': %s at offset %zu", what, (int)len0, re0, (char *)msg, (size_t)off);
 	}
-	pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
 	return 0;
 }
 
-/* Next match of p in s[0, n) at or after `from`. 1 + [*ms, *me) or 0. */
-static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, size_t from, size_t *ms, size_t *me)
+static long cp_table_find(const uint32_t (*t)[2], size_t n, uint32_t cp, int ranges);
+
+/* Whether s[0, n) (valid UTF-8) holds a code point of some class's extra:
+ * only then can pattern.re_ext match where pattern.re does not. */
+static int has_new_cps(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	const size_t nr = sizeof onig_extra_all / sizeof onig_extra_all[0];
+	for (size_t i = 0; i < n; i++) {
+		if (u[i] < 0xC0)
+			continue;
+		size_t cl;
+		uint32_t cp = utf8_get(u + i, &cl);
+		if (cp >= onig_extra_all[0][0] && cp_table_find(onig_extra_all, nr, cp, 1) >= 0)
+			return 1;
+		i += cl - 1;
+	}
+	return 0;
+}
+
+/* Next match of p in s[0, n) at or after `from`. 1 + [*ms, *me) or 0.
+ * ext: s may hold code points only p->re_ext knows (pattern_ext). */
+static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, size_t from, size_t *ms, size_t *me,
+                        int ext)
 {
 	if (p->re) {
+		pcre2_code *re = ext && p->re_ext ? p->re_ext : p->re;
 		for (;;) {
 			if (from > n)
 				return 0;
-			int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, c->md, NULL);
+			int rc = pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, c->md, NULL);
 			if (rc < 0)
 				return 0;
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
@@ -300,6 +450,14 @@ static void pattern_free(pattern *p)
 	free(p->lit);
 	if (p->re)
 		pcre2_code_free(p->re);
+	if (p->re_ext)
+		pcre2_code_free(p->re_ext);
+}
+
+/* pattern_next's ext for subject s[0, n): one pass per subject. */
+static int pattern_ext(const pattern *p, const char *s, size_t n)
+{
+	return p->re_ext && has_new_cps(s, n);
 }
 
 /* ---- component JSON parsing --------------------------------------------------------------- */
@@ -655,10 +813,29 @@ static int is_word_cp(uint32_t cp)
 	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D;
 }
 
+/* The row of sorted table t (n rows) whose [0] is cp, or with [0] <= cp <=
+ * [1] if ranges; -1 if none (unicode_hf.h's tables). */
+static long cp_table_find(const uint32_t (*t)[2], size_t n, uint32_t cp, int ranges)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t m = lo + (hi - lo) / 2;
+		if (cp < t[m][0])
+			hi = m;
+		else if (cp > (ranges ? t[m][1] : t[m][0]))
+			lo = m + 1;
+		else
+			return (long)m;
+	}
+	return -1;
+}
+
+/* Rust's char::is_numeric (HF's Digits): N*, with Rust's newer Unicode. */
 static int is_numeric_cp(uint32_t cp)
 {
 	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-	return c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO;
+	return (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO) ||
+	       (cp >= 0x80 && cp_table_find(hf_numeric, sizeof hf_numeric / sizeof hf_numeric[0], cp, 1) >= 0);
 }
 
 /* Code point ending at s[end) (valid UTF-8, end > 0). */
@@ -790,8 +967,10 @@ static int final_sigma(const char *s, size_t n, size_t i, size_t cl)
 	return before && !after;
 }
 
-/* Lowercase per character as Rust's char::to_lowercase (HF's Lowercase);
- * python: also Python's str.lower() context rule for final sigma. */
+/* Lowercase per character as Rust's char::to_lowercase (HF's Lowercase:
+ * utf8proc's table, with the pairs Rust's newer Unicode adds, hf_lower);
+ * python: Python's str.lower() instead (utf8proc's table and the context
+ * rule for final sigma). */
 static void lowercase(sbuf *out, const char *s, size_t n, int python)
 {
 	for (size_t i = 0; i < n;) {
@@ -812,23 +991,17 @@ static void lowercase(sbuf *out, const char *s, size_t n, int python)
 			sbuf_add(out, "\xCF\x82", 2);
 			continue;
 		}
+		long k = python ? -1 : cp_table_find(hf_lower, sizeof hf_lower / sizeof hf_lower[0], cp, 0);
 		char tmp[4];
-		int l = utf8_put((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp);
+		int l = utf8_put(k >= 0 ? hf_lower[k][1] : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp);
 		sbuf_add(out, tmp, (size_t)l);
 	}
 }
 
-static void unicode_norm(sbuf *out, const char *s, size_t n, int type)
+static void utf8proc_norm(sbuf *out, const char *s, size_t n, int opt)
 {
-	if (is_ascii(s, n)) {
-		sbuf_add(out, s, n);
+	if (!n)
 		return;
-	}
-	int opt = UTF8PROC_STABLE;
-	if (type == N_NFC) opt |= UTF8PROC_COMPOSE;
-	if (type == N_NFD) opt |= UTF8PROC_DECOMPOSE;
-	if (type == N_NFKC) opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-	if (type == N_NFKD) opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
 	utf8proc_uint8_t *dst = NULL;
 	utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, (utf8proc_option_t)opt);
 	if (r < 0) {                 /* cannot happen on valid UTF-8: keep the text */
@@ -839,10 +1012,46 @@ static void unicode_norm(sbuf *out, const char *s, size_t n, int type)
 	free(dst);
 }
 
+/* NFC, NFD, NFKC, NFKD: utf8proc's. hf: as HF's normalizers, whose older
+ * tables know nothing of some code points (hf_norm_keep: no decomposition,
+ * combining class 0): such a one stays as it is, and so, being a starter,
+ * cuts the text in two that are normalized apart. Else as Python's
+ * unicodedata (CLIP's ftfy), whose tables are about utf8proc's age. */
+static void unicode_norm(sbuf *out, const char *s, size_t n, int type, int hf)
+{
+	if (is_ascii(s, n)) {
+		sbuf_add(out, s, n);
+		return;
+	}
+	int opt = UTF8PROC_STABLE;
+	if (type == N_NFC) opt |= UTF8PROC_COMPOSE;
+	if (type == N_NFD) opt |= UTF8PROC_DECOMPOSE;
+	if (type == N_NFKC) opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+	if (type == N_NFKD) opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+	const size_t nk = sizeof hf_norm_keep / sizeof hf_norm_keep[0];
+	size_t from = 0;
+	for (size_t i = 0; hf && i < n;) {
+		if ((unsigned char)s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t cl;
+		uint32_t cp = utf8_get((const unsigned char *)s + i, &cl);
+		if (cp >= hf_norm_keep[0][0] && cp_table_find(hf_norm_keep, nk, cp, 1) >= 0) {
+			utf8proc_norm(out, s + from, i - from, opt);
+			sbuf_add(out, s + i, cl);
+			from = i + cl;
+		}
+		i += cl;
+	}
+	utf8proc_norm(out, s + from, n - from, opt);
+}
+
 static void replace_all(tcache *c, const pattern *p, const char *rep, size_t rlen, sbuf *out, const char *s, size_t n)
 {
 	size_t pos = 0, ms, me;
-	while (pattern_next(p, c, s, n, pos, &ms, &me)) {
+	int ext = pattern_ext(p, s, n);
+	while (pattern_next(p, c, s, n, pos, &ms, &me, ext)) {
 		if (me == ms) {          /* empty regex match: insert, step one char */
 			sbuf_add(out, s + pos, ms - pos);
 			sbuf_add(out, rep, rlen);
@@ -894,7 +1103,7 @@ static void normalize(const comp *c, tcache *tc, sbuf *out, const char *s, size_
 		replace_all(tc, &c->pat, c->str, c->str_len, out, s, n);
 		return;
 	case N_NFC: case N_NFD: case N_NFKC: case N_NFKD:
-		unicode_norm(out, s, n, c->type);
+		unicode_norm(out, s, n, c->type, 1);
 		return;
 	case N_LOWER:
 		lowercase(out, s, n, 0);
@@ -1048,7 +1257,8 @@ static void split_end(splitter *b)
 static void pattern_spans(const pattern *p, tcache *c, const char *s, size_t n, int invert, splitter *b)
 {
 	size_t prev = 0, pos = 0, ms, me;
-	while (!b->r->rc && pattern_next(p, c, s, n, pos, &ms, &me)) {
+	int ext = pattern_ext(p, s, n);
+	while (!b->r->rc && pattern_next(p, c, s, n, pos, &ms, &me, ext)) {
 		if (prev != ms)
 			split_span(b, prev, ms, invert);
 		split_span(b, ms, me, !invert);
@@ -1429,7 +1639,7 @@ static void decode_chain(const comp *c, tcache *tc, slist *l)
 		break;
 	case D_BPE:
 		for (size_t i = 0; i < l->n; i++) {
-			pattern p = { c->str, c->str_len, NULL };
+			pattern p = { c->str, c->str_len, NULL, NULL };
 			const char *rep = i + 1 == l->n ? "" : " ";
 			if (c->str_len)
 				replace_all(tc, &p, rep, strlen(rep), slist_push(&out), l->v[i].s ? l->v[i].s : "", l->v[i].n);
@@ -1576,7 +1786,7 @@ static int is_pyspace(uint32_t cp)   /* Python str.isspace */
 static void clip_clean(sbuf *out, const char *s, size_t n)
 {
 	sbuf a = { 0 }, b = { 0 };
-	unicode_norm(&a, s, n, N_NFC);
+	unicode_norm(&a, s, n, N_NFC, 0);
 	/* ftfy's uncurl_quotes */
 	for (size_t i = 0; i < a.n;) {
 		size_t cl;
@@ -1720,6 +1930,9 @@ static void build_tries(lora_tokenizer *t)
 		normalize(t->norm, tc, &nb, a->content, a->len);
 		char *c = arena_strndup(&t->mem, nb.s ? nb.s : "", nb.n);
 		trie_add(&t->norm_trie, c, nb.n, (int32_t)i);
+		/* HF's id -> token (what decode reads) is the normalized form too:
+		 * "<x>" added to a Llama-2 tokenizer is "▁<x>", decoded " <x>" */
+		set_id_tok(t, a->id, c, 1);
 		free(nb.s);
 	}
 }

@@ -416,7 +416,7 @@ int main(void)
 		lora_tokenizer_free(t);
 	}
 	/* small tokenizers trained by the generator, one per group of components */
-	static const char *vars[] = { "wordpiece", "clip", "metaspace", "splits", "nosplit" };
+	static const char *vars[] = { "wordpiece", "clip", "metaspace", "splits", "nosplit", "classes" };
 	for (size_t k = 0; k < sizeof vars / sizeof vars[0]; k++) {
 		char *p = lora_xasprintf("%s/tokenizer/var-%s.json", fixtures, vars[k]);
 		char *name = lora_xasprintf("var-%s", vars[k]);

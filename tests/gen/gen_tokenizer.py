@@ -4,7 +4,7 @@ libraries: HF `tokenizers` (tokenizer.json files, and the GPT-2 pair through
 tokenizers.models.BPE, cross-checked against tiktoken) and open_clip's
 SimpleTokenizer (CLIP).
 
-    python3 tests/gen/gen_tokenizer.py [--shared ../shared]
+    python3 tests/gen/gen_tokenizer.py [--shared ../shared] [--retrain] [--whole-only]
 
 Outputs (all small):
   sotu-<tok>.txt     one line per State of the Union address:
@@ -73,6 +73,16 @@ HARD = [
     "<s>", "a<s>b", " <s> ", "<|eot_id|>",
     "mixed CASE WoRdS and ALLCAPS", "x" * 300, "ab" * 200, " " * 40 + "x", "\n" * 20,
     "The quick brown fox jumps over the lazy dog. " * 5,
+    # letters, digits and marks assigned in Unicode 15 and 16 (HF's regex engine
+    # knows them, Debian 12's PCRE2 does not: lib/unicode_onig.h)
+    "\u025a\U00031856 \U000322d3l \U0001F308\U0002EC9A x\u1c89\u1c8ay \U00010D40\U00010D41\U00010D49 "
+    "a\U00011F50\U00011F51b \U0001E4F0\U0001E4F9 \u0897a\u0cf3 \U00016D40\U00016D41",
+    # Han by Script (HF), not Script_Extensions (PCRE2's \p{Han}): 、 and 。 are Common
+    "\u6f22\u5b57\u3001\u304b\u306a\u3002\u30ab\u30ca\u3005\u3007 \u4e00\u3001\u4e8c",
+    # marks and decompositions newer than HF's normalization tables (left as they are)
+    "\u0d15\u0d3b\u0d4d e\u0301\u0d3b\u0323 \u32ff \ua7f2 \U00011935\U00011930 a\u0334\u1abf\u0301 \U0001FBF5",
+    # an added token normalized with the text (var-splits: "ation" after Prepend "~")
+    "ation station",
 ]
 # invalid UTF-8 (as bytes): handled like Python's bytes.decode('utf-8', 'replace')
 HARD_BYTES = [
@@ -240,13 +250,15 @@ def gen_clip():
     print("clip-captions: %d texts" % kept)
 
 
-VARIANTS = ("wordpiece", "clip", "metaspace", "splits", "nosplit")
+VARIANTS = ("wordpiece", "clip", "metaspace", "splits", "nosplit", "classes")
 
 
-def gen_variants(shared):
+def gen_variants(shared, retrain):
     """Small BPE tokenizers trained here with HF tokenizers, one per group of
     pipeline components the real files do not use, and their ids on the hard
-    strings: var-<name>.json + hard-var-<name>.jsonl."""
+    strings: var-<name>.json + hard-var-<name>.jsonl. An existing var-<name>.json
+    is kept unless retrain (HF's trainer orders equal counts differently from
+    run to run, so each retraining would change every fixture made from it)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
     from tokenizers import pre_tokenizers as pt, processors, trainers
     d = os.path.join(shared, "data/text/sotu")
@@ -310,8 +322,22 @@ def gen_variants(shared):
     t.train_from_iterator(corpus, tr)
     t.add_tokens([AddedToken("<b>", normalized=False, rstrip=True)])
     out["nosplit"] = t
+    # every way a regex names a Unicode class: \p{..} in and out of [...], long
+    # names, \pM, \P{..}, \p{^..}, scripts, \d, \w, \W (lib/unicode_onig.h)
+    t = Tokenizer(models.BPE(unk_token="<unk>"))
+    t.pre_tokenizer = pt.Sequence([
+        pt.Split(Regex(r"\p{Han}+|[\p{Hiragana}\p{Katakana}]+|\p{Lu}\p{Ll}*|\p{Letter}+|\d+|[\p{No}\p{Nl}]|\pM"
+                       r"|\w+|\p{^L}[\p{Zs}\p{Po}]?|\P{Z}|\W"), "isolated"),
+        pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    t.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>"], initial_alphabet=pt.ByteLevel.alphabet(),
+                             show_progress=False)
+    t.train_from_iterator(corpus, tr)
+    out["classes"] = t
     for name, t in out.items():
-        t.save(os.path.join(OUT, "var-%s.json" % name))
+        f = os.path.join(OUT, "var-%s.json" % name)
+        if retrain or not os.path.exists(f):   # training is not deterministic: keep the fixtures
+            t.save(f)
     return {"var-" + k: Tokenizer.from_file(os.path.join(OUT, "var-%s.json" % k)) for k in out}
 
 
@@ -319,11 +345,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "..", "shared"))
     ap.add_argument("--whole-only", action="store_true")
+    ap.add_argument("--retrain", action="store_true", help="train the var-*.json tokenizers again")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     toks = hf_tokenizers(a.shared)
     if not a.whole_only:
-        gen_hard(dict(toks, **gen_variants(a.shared)))
+        gen_hard(dict(toks, **gen_variants(a.shared, a.retrain)))
         gen_clip()
         gen_sotu(a.shared, toks)
     gen_whole(a.shared, dict(toks, **var_tokenizers()))
