@@ -19,7 +19,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	static const char *files[] = {
 		"tests/fixtures/tokenizer/var-wordpiece.json", "tests/fixtures/tokenizer/var-clip.json",
 		"tests/fixtures/tokenizer/var-metaspace.json", "tests/fixtures/tokenizer/var-splits.json",
-		"tests/fixtures/tokenizer/var-nosplit.json", "tests/fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz",
+		"tests/fixtures/tokenizer/var-nosplit.json", "tests/fixtures/tokenizer/var-classes.json",
+		"tests/fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz",
 	};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
 		if ((fixed[nfixed] = lora_tokenizer_load(files[i])))
