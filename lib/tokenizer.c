@@ -804,13 +804,15 @@ static int is_ws(uint32_t cp)    /* Rust char::is_whitespace (White_Space) */
 }
 
 /* Rust regex's Unicode \w: letters, marks, Nd, Nl, connector punctuation,
- * joiners (what HF's single_word test uses). */
+ * joiners (what HF's single_word test uses), and what hf_word adds (the
+ * other alphabetic characters, and those of Unicode 16). */
 static int is_word_cp(uint32_t cp)
 {
 	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
 	return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
 	       (c >= UTF8PROC_CATEGORY_MN && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
-	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D;
+	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D ||
+	       (cp >= 0x80 && cp_table_find(hf_word, sizeof hf_word / sizeof hf_word[0], cp, 1) >= 0);
 }
 
 /* The row of sorted table t (n rows) whose [0] is cp, or with [0] <= cp <=

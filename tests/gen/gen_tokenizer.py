@@ -81,6 +81,9 @@ HARD = [
     "\u6f22\u5b57\u3001\u304b\u306a\u3002\u30ab\u30ca\u3005\u3007 \u4e00\u3001\u4e8c",
     # marks and decompositions newer than HF's normalization tables (left as they are)
     "\u0d15\u0d3b\u0d4d e\u0301\u0d3b\u0323 \u32ff \ua7f2 \U00011935\U00011930 a\u0334\u1abf\u0301 \U0001FBF5",
+    # single_word ("Cat" in var-wordpiece) next to letters of Unicode 16 and to
+    # alphabetic symbols (circled letters): word characters for HF
+    "Cat\U00013811 Cat\u24b6 \u24b6Cat \U00010D50Cat Cat",
     # an added token normalized with the text (var-splits: "ation" after Prepend "~")
     "ation station",
 ]

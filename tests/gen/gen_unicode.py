@@ -21,12 +21,14 @@ and change nothing.
 
 The rest of HF's pipeline takes its Unicode from Rust's standard library
 (Unicode 17 in the build of tokenizers 0.23): the Lowercase normalizer
-(char::to_lowercase) and the Digits pre-tokenizer (char::is_numeric).
+(char::to_lowercase) and the Digits pre-tokenizer (char::is_numeric); an
+added token's single_word test takes regex-syntax's \\w (Unicode 16).
 lora-tokenize takes them from utf8proc (2.8 on Debian 12: Unicode 15). So
 this also writes `hf_lower` (each code point whose lower case per HF's
 Lowercase differs from utf8proc_tolower's) and `hf_numeric` (the code points
-HF's Digits splits off that utf8proc does not call numbers), and stops if
-utf8proc calls a number what HF does not.
+HF's Digits splits off that utf8proc does not call numbers) and `hf_word`
+(what single_word counts as a word character beyond tokenizer.c's
+is_word_cp), and stops if utf8proc takes a code point HF does not.
 
 HF's NFC, NFD, NFKC and NFKD go the other way: their tables are older than
 utf8proc's (about Unicode 9 for combining classes, 12 for decompositions).
@@ -185,6 +187,17 @@ def rust_numeric():
     return num
 
 
+def rust_word():
+    """The code points HF's single_word test counts as word characters: an
+    added token "zz" with single_word matches in "zz" + c only if c is not."""
+    from tokenizers import AddedToken, Tokenizer, models
+    t = Tokenizer(models.BPE(vocab={"[UNK]": 0, "z": 1}, merges=[], unk_token="[UNK]"))
+    t.add_tokens([AddedToken("zz", single_word=True, normalized=False)])
+    zz = t.token_to_id("zz")
+    encs = t.encode_batch(["zz" + chr(c) for c in CPS], add_special_tokens=False)
+    return {c for c, e in zip(CPS, encs) if e.ids[0] != zz}
+
+
 def norm_keep(u):
     """The code points HF's normalizers leave as they are where utf8proc
     changes them: HF's tables (unicode-normalization-alignments) are older
@@ -290,11 +303,15 @@ def main():
         if ord(low) != u.utf8proc_tolower(c):
             lower.append((c, ord(low)))
     keep = norm_keep(u)
+    word = rust_word()
+    up_word = {c for c in CPS if 1 <= u.utf8proc_category(c) <= 10 or u.utf8proc_category(c) == 12
+               or c in (0x200C, 0x200D)}   # tokenizer.c's is_word_cp: L, M, Nd, Nl, Pc, ZWNJ, ZWJ
+    assert not up_word - word, "is_word_cp takes U+%04X, HF does not" % min(up_word - word)
     num = rust_numeric()
     up_num = {c for c in CPS if 9 <= u.utf8proc_category(c) <= 11}   # UTF8PROC_CATEGORY_ND..NO
     assert not up_num - num, "utf8proc calls U+%04X a number, HF does not" % min(up_num - num)
-    print("lower: %d code points differ from utf8proc; numeric: %d more than utf8proc's"
-          % (len(lower), len(num - up_num)), file=sys.stderr)
+    print("lower: %d code points differ from utf8proc; numeric: %d more than utf8proc's; word: %d more"
+          % (len(lower), len(num - up_num), len(word - up_word)), file=sys.stderr)
     import ctypes
     u.utf8proc_version.restype = ctypes.c_char_p
     up_version = u.utf8proc_version().decode()
@@ -308,7 +325,8 @@ def main():
             " * hf_lower: code point, lower case, where HF's Lowercase (Rust) differs from\n"
             " * utf8proc_tolower; hf_numeric: ranges Rust's char::is_numeric adds to\n"
             " * utf8proc's N categories; hf_norm_keep: ranges HF's NFC, NFD, NFKC, NFKD\n"
-            " * leave as they are (older tables) and utf8proc would change. All sorted. */\n" % (tokenizers.__version__, pcre2_version, up_version))
+            " * leave as they are (older tables) and utf8proc would change; hf_word: ranges\n"
+            " * HF's single_word test (regex-syntax's \\w) adds to is_word_cp's. All sorted. */\n" % (tokenizers.__version__, pcre2_version, up_version))
     table(o, "every extra's code points, sorted ranges: text without one needs no extras",
           "onig_extra_all", ranges(extra_all))
     o.write("static const struct onig_class {\n\tconst char *name, *alias, *base, *extra;\n} onig_classes[] = {\n")
@@ -318,6 +336,7 @@ def main():
     table(o, None, "hf_lower", lower)
     table(o, None, "hf_numeric", ranges(num - up_num))
     table(o, None, "hf_norm_keep", ranges(keep))
+    table(o, None, "hf_word", ranges(word - up_word))
     with open(OUT + ".tmp", "w") as f:
         f.write(o.getvalue().rstrip("\n") + "\n")
     os.replace(OUT + ".tmp", OUT)
