@@ -234,6 +234,15 @@ static char *unet_conv(const char *path, char *(*conv)(char **c, int n))
 	int n = split(path, &buf, c);
 	char *s = n > 0 ? conv(c, n) : NULL;
 	free(buf);
+	/* a result split() would refuse (LDM's middle_block.1 is mid_block.attentions.0,
+	 * one more) converts back to nothing: refuse it here, so both ways agree */
+	int parts = 1;
+	for (const char *q = s; q && *q; q++)
+		parts += *q == '.';
+	if (s && parts > 64) {
+		free(s);
+		s = NULL;
+	}
 	if (!s)
 		lora_err("'%s': not a Stable Diffusion 1.5 UNet module", path);
 	return s;

@@ -112,6 +112,32 @@ static void test_names(void)
 		test_cond(bad[i], c == NULL && strstr(lora_errmsg(), bad[i]));
 		free(c);
 	}
+	/* an LDM path of 64 parts is 65 in diffusers' spelling (middle_block.1 ->
+	 * mid_block.attentions.0), which nothing converts back: refused both ways
+	 * (found by fuzz-loraconv); 63 parts still convert */
+	for (int parts = 63; parts <= 64; parts++) {
+		char *ldm = lora_xstrdup("middle_block.1");
+		for (int i = 2; i < parts; i++) {
+			char *t = lora_xasprintf("%s.x", ldm);
+			free(ldm);
+			ldm = t;
+		}
+		char *kn = lora_xasprintf("lora_unet_%s", ldm);
+		for (char *q = kn; *q; q++)
+			*q = *q == '.' ? '_' : *q;
+		char *d = lora_conv_unet_from_ldm(ldm), *cn = lora_conv_from_kohya(kn);
+		char *back = cn ? lora_conv_to_kohya(cn) : NULL, *c2 = back ? lora_conv_from_kohya(back) : NULL;
+		if (parts == 63)
+			test_cond("63-part LDM path: kohya -> canonical -> kohya -> canonical", d && cn && streq(c2, cn));
+		else
+			test_cond("64-part LDM path refused (its diffusers form has 65)", !d && !cn);
+		free(ldm);
+		free(kn);
+		free(d);
+		free(cn);
+		free(back);
+		free(c2);
+	}
 	/* LLM names */
 	char *w = lora_conv_base_weight("model.layers.3.mlp.down_proj");
 	test_cond("LLM base weight", streq(w, "model.layers.3.mlp.down_proj.weight"));
