@@ -23,14 +23,16 @@ static int num(const char *s, int *out)
 	return 0;
 }
 
-/* Split a dotted path into at most 64 non-empty components, in a copy
- * owned by *buf. -1 for an empty component or too many. */
+enum { MAX_PARTS = 64 };
+
+/* Split a dotted path into at most MAX_PARTS non-empty components, in a
+ * copy owned by *buf. -1 for an empty component or too many. */
 static int split(const char *path, char **buf, char **comp)
 {
 	*buf = lora_xstrdup(path);
 	int n = 0;
 	for (char *p = *buf, *tok; (tok = strsep(&p, ".")) != NULL;) {
-		if (n == 64 || !*tok)
+		if (n == MAX_PARTS || !*tok)
 			return -1;
 		comp[n++] = tok;
 	}
@@ -230,18 +232,19 @@ static char *unet_from_ldm(char **c, int n)
 /* `path` split at its dots, through one of the two converters above. */
 static char *unet_conv(const char *path, char *(*conv)(char **c, int n))
 {
-	char *buf, *c[64];
+	char *buf, *c[MAX_PARTS];
 	int n = split(path, &buf, c);
 	char *s = n > 0 ? conv(c, n) : NULL;
 	free(buf);
-	/* a result split() would refuse (LDM's middle_block.1 is mid_block.attentions.0,
-	 * one more) converts back to nothing: refuse it here, so both ways agree */
-	int parts = 1;
-	for (const char *q = s; q && *q; q++)
-		parts += *q == '.';
-	if (s && parts > 64) {
-		free(s);
-		s = NULL;
+	/* a result split() refuses (LDM's middle_block.1 is mid_block.attentions.0,
+	 * one part more) converts back to nothing: refuse it here, so both ways agree */
+	if (s) {
+		int back = split(s, &buf, c);
+		free(buf);
+		if (back < 0) {
+			free(s);
+			s = NULL;
+		}
 	}
 	if (!s)
 		lora_err("'%s': not a Stable Diffusion 1.5 UNet module", path);

@@ -210,6 +210,41 @@ static int model_word(const lora_tokenizer *t, tcache *c, const char *w, size_t 
 #define WS_CLASS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 #include "unicode_hf.h"
 
+/* The row of sorted table t (n rows) whose [0] is cp, or with [0] <= cp <=
+ * [1] if ranges; -1 if none (unicode_hf.h's tables). */
+static long cp_table_find(const uint32_t (*t)[2], size_t n, uint32_t cp, int ranges)
+{
+	if (!n || cp < t[0][0])  /* below every row: most text, at no search */
+		return -1;
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t m = lo + (hi - lo) / 2;
+		if (cp < t[m][0])
+			hi = m;
+		else if (cp > (ranges ? t[m][1] : t[m][0]))
+			lo = m + 1;
+		else
+			return (long)m;
+	}
+	return -1;
+}
+
+#define CP_ROWS(t) (sizeof(t) / sizeof((t)[0]))
+#define CP_IN(t, cp) (cp_table_find((t), CP_ROWS(t), (cp), 1) >= 0)
+
+/* Offset of the first code point of s[from, n) (valid UTF-8) in ranges t
+ * (n rows; *cl its length), or n if none. */
+static size_t find_cp_in(const char *s, size_t n, size_t from, const uint32_t (*t)[2], size_t nt, size_t *cl)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = from; i < n; i += *cl) {
+		*cl = 1;
+		if (u[i] >= 0xC0 && cp_table_find(t, nt, utf8_get(u + i, cl), 1) >= 0)
+			return i;
+	}
+	return n;
+}
+
 static const struct onig_class *onig_class_find(const char *name, size_t n)
 {
 	char k[64];
@@ -253,23 +288,18 @@ static int onig_class_out(sbuf *o, const char *name, size_t nn, int neg, int inc
 	if (k) {
 		if (incls && neg)
 			return 0;
-		if (!incls && (!ext || !k->extra[0]) && !strchr(k->base + 1, '\\')) {
-			/* one PCRE2 item: as it is (\p{L}+ runs much faster than [\p{L}]+) */
-			if (k->extra[0])
-				*omitted = 1;
-			sbuf_add(o, k->base, strlen(k->base));
-			if (neg)             /* \p{X} -> \P{X}, \d -> \D */
-				o->s[o->n - strlen(k->base) + 1] ^= 0x20;
-			return 1;
-		}
-		if (!incls)
+		const char *extra = ext ? k->extra : "";
+		if (!ext && k->extra[0])
+			*omitted = 1;
+		/* one PCRE2 item stays bare: \p{L}+ runs much faster than [\p{L}]+ */
+		int bare = !incls && !extra[0] && !strchr(k->base + 1, '\\');
+		if (!incls && !bare)
 			sbuf_add(o, neg ? "[^" : "[", neg ? 2 : 1);
 		sbuf_add(o, k->base, strlen(k->base));
-		if (ext)
-			sbuf_add(o, k->extra, strlen(k->extra));
-		else if (k->extra[0])
-			*omitted = 1;
-		if (!incls)
+		if (bare && neg)         /* \p{X} -> \P{X}, \d -> \D */
+			o->s[o->n - strlen(k->base) + 1] ^= 0x20;
+		sbuf_add(o, extra, strlen(extra));
+		if (!incls && !bare)
 			sbuf_addc(o, ']');
 		return 1;
 	}
@@ -289,7 +319,6 @@ static int onig_to_pcre(sbuf *o, const char *re, size_t len, int ext)
 	for (size_t i = 0; i < len; i++) {
 		char c = re[i];
 		if (c == '\\' && i + 1 < len) {
-			size_t at = i;
 			char d = re[++i];
 			const char *cls = d == 's' || d == 'S' ? WS_CLASS : d == 'h' || d == 'H' ? "0-9a-fA-F" : NULL;
 			if (cls && incls && (d == 's' || d == 'h')) {
@@ -306,15 +335,14 @@ static int onig_to_pcre(sbuf *o, const char *re, size_t len, int ext)
 				if (onig_class_out(o, &n, 1, d == 'D' || d == 'W', incls, ext, &omitted))
 					continue;
 			} else if ((d == 'p' || d == 'P') && i + 1 < len) {
+				/* \pL or \p{name}; an unclosed brace is left to PCRE2 */
 				const char *name = re + i + 1;
-				size_t nn = 1, ee = 3;    /* \pL */
+				size_t nn = 1, skip = 1;      /* the bytes after the 'p' */
 				if (*name == '{') {
 					const char *e = memchr(name, '}', len - (size_t)(name - re));
-					if (e) {
-						ee = (size_t)(e + 1 - (re + at));
-						name++;
-						nn = (size_t)(e - name);
-					}
+					nn = e ? (size_t)(e - name) - 1 : 0;
+					skip = nn + 2;
+					name++;
 				}
 				int neg = d == 'P';
 				if (nn && *name == '^') {
@@ -322,11 +350,9 @@ static int onig_to_pcre(sbuf *o, const char *re, size_t len, int ext)
 					name++;
 					nn--;
 				}
-				if (ee > 3 || re[i + 1] != '{') {
-					if (nn && onig_class_out(o, name, nn, neg, incls, ext, &omitted)) {
-						i = at + ee - 1;
-						continue;
-					}
+				if (nn && onig_class_out(o, name, nn, neg, incls, ext, &omitted)) {
+					i += skip;
+					continue;
 				}
 			}
 			sbuf_addc(o, '\\');
@@ -388,26 +414,6 @@ static int pattern_regex(pattern *p, const char *re0, size_t len0, int caseless,
 	return 0;
 }
 
-static long cp_table_find(const uint32_t (*t)[2], size_t n, uint32_t cp, int ranges);
-
-/* Whether s[0, n) (valid UTF-8) holds a code point of some class's extra:
- * only then can pattern.re_ext match where pattern.re does not. */
-static int has_new_cps(const char *s, size_t n)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	const size_t nr = sizeof onig_extra_all / sizeof onig_extra_all[0];
-	for (size_t i = 0; i < n; i++) {
-		if (u[i] < 0xC0)
-			continue;
-		size_t cl;
-		uint32_t cp = utf8_get(u + i, &cl);
-		if (cp >= onig_extra_all[0][0] && cp_table_find(onig_extra_all, nr, cp, 1) >= 0)
-			return 1;
-		i += cl - 1;
-	}
-	return 0;
-}
-
 /* Next match of p in s[0, n) at or after `from`. 1 + [*ms, *me) or 0.
  * ext: s may hold code points only p->re_ext knows (pattern_ext). */
 static int pattern_next(const pattern *p, tcache *c, const char *s, size_t n, size_t from, size_t *ms, size_t *me,
@@ -454,10 +460,13 @@ static void pattern_free(pattern *p)
 		pcre2_code_free(p->re_ext);
 }
 
-/* pattern_next's ext for subject s[0, n): one pass per subject. */
+/* pattern_next's ext for subject s[0, n), one pass per subject: whether it
+ * holds a code point of some class's extra, the only way p->re_ext can
+ * match where p->re does not. */
 static int pattern_ext(const pattern *p, const char *s, size_t n)
 {
-	return p->re_ext && has_new_cps(s, n);
+	size_t cl;
+	return p->re_ext && find_cp_in(s, n, 0, onig_extra_all, CP_ROWS(onig_extra_all), &cl) < n;
 }
 
 /* ---- component JSON parsing --------------------------------------------------------------- */
@@ -812,24 +821,7 @@ static int is_word_cp(uint32_t cp)
 	return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
 	       (c >= UTF8PROC_CATEGORY_MN && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
 	       c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D ||
-	       (cp >= 0x80 && cp_table_find(hf_word, sizeof hf_word / sizeof hf_word[0], cp, 1) >= 0);
-}
-
-/* The row of sorted table t (n rows) whose [0] is cp, or with [0] <= cp <=
- * [1] if ranges; -1 if none (unicode_hf.h's tables). */
-static long cp_table_find(const uint32_t (*t)[2], size_t n, uint32_t cp, int ranges)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t m = lo + (hi - lo) / 2;
-		if (cp < t[m][0])
-			hi = m;
-		else if (cp > (ranges ? t[m][1] : t[m][0]))
-			lo = m + 1;
-		else
-			return (long)m;
-	}
-	return -1;
+	       CP_IN(hf_word, cp);
 }
 
 /* Rust's char::is_numeric (HF's Digits): N*, with Rust's newer Unicode. */
@@ -837,7 +829,7 @@ static int is_numeric_cp(uint32_t cp)
 {
 	utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
 	return (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO) ||
-	       (cp >= 0x80 && cp_table_find(hf_numeric, sizeof hf_numeric / sizeof hf_numeric[0], cp, 1) >= 0);
+	       CP_IN(hf_numeric, cp);
 }
 
 /* Code point ending at s[end) (valid UTF-8, end > 0). */
@@ -993,7 +985,7 @@ static void lowercase(sbuf *out, const char *s, size_t n, int python)
 			sbuf_add(out, "\xCF\x82", 2);
 			continue;
 		}
-		long k = python ? -1 : cp_table_find(hf_lower, sizeof hf_lower / sizeof hf_lower[0], cp, 0);
+		long k = python ? -1 : cp_table_find(hf_lower, CP_ROWS(hf_lower), cp, 0);
 		char tmp[4];
 		int l = utf8_put(k >= 0 ? hf_lower[k][1] : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), tmp);
 		sbuf_add(out, tmp, (size_t)l);
@@ -1030,21 +1022,11 @@ static void unicode_norm(sbuf *out, const char *s, size_t n, int type, int hf)
 	if (type == N_NFD) opt |= UTF8PROC_DECOMPOSE;
 	if (type == N_NFKC) opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
 	if (type == N_NFKD) opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-	const size_t nk = sizeof hf_norm_keep / sizeof hf_norm_keep[0];
-	size_t from = 0;
-	for (size_t i = 0; hf && i < n;) {
-		if ((unsigned char)s[i] < 0x80) {
-			i++;
-			continue;
-		}
-		size_t cl;
-		uint32_t cp = utf8_get((const unsigned char *)s + i, &cl);
-		if (cp >= hf_norm_keep[0][0] && cp_table_find(hf_norm_keep, nk, cp, 1) >= 0) {
-			utf8proc_norm(out, s + from, i - from, opt);
-			sbuf_add(out, s + i, cl);
-			from = i + cl;
-		}
-		i += cl;
+	size_t from = 0, i, cl;
+	while (hf && (i = find_cp_in(s, n, from, hf_norm_keep, CP_ROWS(hf_norm_keep), &cl)) < n) {
+		utf8proc_norm(out, s + from, i - from, opt);
+		sbuf_add(out, s + i, cl);
+		from = i + cl;
 	}
 	utf8proc_norm(out, s + from, n - from, opt);
 }
