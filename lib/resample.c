@@ -166,10 +166,11 @@ static void transpose(const uint8_t *src, int w, int h, int ch, uint8_t *dst)
 		}
 }
 
-/* src rows are indexed from row0 (the first row held in src); each output
- * row is a weighted sum of whole input rows: vectorizes over the row. */
-MULTIVERSION static void pass_vertical(const uint8_t *src, int rowlen, int row0, const coeffs *c,
-                          int oh, uint8_t *dst, int32_t *acc)
+/* src rows (stride bytes apart) are indexed from row0 (the first row held
+ * in src); each output row is a weighted sum of rowlen bytes of whole input
+ * rows: vectorizes over the row. */
+MULTIVERSION static void pass_vertical(const uint8_t *src, size_t stride, int rowlen, int row0,
+                          const coeffs *c, int oh, uint8_t *dst, int32_t *acc)
 {
 	const int32_t half = 1 << (PRECISION_BITS - 1);
 	for (int yy = 0; yy < oh; yy++) {
@@ -178,7 +179,7 @@ MULTIVERSION static void pass_vertical(const uint8_t *src, int rowlen, int row0,
 		for (int i = 0; i < rowlen; i++)
 			acc[i] = half;
 		for (int y = 0; y < n; y++) {
-			const uint8_t *in = src + (size_t)(ymin + y) * rowlen;
+			const uint8_t *in = src + (size_t)(ymin + y) * stride;
 			int32_t ky = k[y];
 			for (int i = 0; i < rowlen; i++)
 				acc[i] += in[i] * ky;
@@ -187,6 +188,24 @@ MULTIVERSION static void pass_vertical(const uint8_t *src, int rowlen, int row0,
 		for (int i = 0; i < rowlen; i++)
 			out[i] = clip8(acc[i]);
 	}
+}
+
+/* The horizontal pass over src (h rows of w pixels, the first of them
+ * column col0 of the image c was made for) into dst (h rows of c's output
+ * pixels). Columns become rows: the pass is then the vertical one
+ * (vectorized over whole rows) between two transposes. */
+static void pass_horizontal(const uint8_t *src, int w, int h, int ch, int col0,
+                            const coeffs *c, int ow, uint8_t *dst)
+{
+	size_t tlen = (size_t)h * ch;
+	uint8_t *t = lora_xmalloc((size_t)w * tlen), *u = lora_xmalloc((size_t)ow * tlen);
+	int32_t *acc = lora_xmalloc(tlen * sizeof *acc);
+	transpose(src, w, h, ch, t);
+	pass_vertical(t, tlen, (int)tlen, col0, c, ow, u, acc);
+	transpose(u, h, ow, ch, dst);
+	free(acc);
+	free(t);
+	free(u);
 }
 
 /* ---- entry point ------------------------------------------------------------------ */
@@ -201,45 +220,52 @@ int lora_resample(const uint8_t *src, int sw, int sh, int ch,
 	if (x0 < 0 || y0 < 0 || x0 > dw - ow || y0 > dh - oh)
 		return lora_err("resample: window %dx%d+%d+%d outside %dx%d", ow, oh, x0, y0, dw, dh);
 	int need_h = dw != sw, need_v = dh != sh;
-	size_t rowlen = (size_t)ow * ch;
-
-	coeffs cv = { 0 };
-	int first = y0, last = y0 + oh;     /* input rows the vertical pass reads */
-	if (need_v) {
-		coeffs_make(&cv, sh, dh, y0, oh, f);
-		first = cv.bounds[0];
-		last = cv.bounds[2 * (oh - 1)] + cv.bounds[2 * (oh - 1) + 1];
-	}
-	/* Horizontal pass (or a plain column crop) over rows [first, last). */
-	uint8_t *tmp = dst;
-	int nrows = last - first;
+	size_t rowlen = (size_t)ow * ch, srclen = (size_t)sw * ch;
+	coeffs cv = { 0 }, chz = { 0 };
 	if (need_v)
-		tmp = lora_xmalloc((size_t)nrows * rowlen);
-	if (need_h) {
-		/* Columns become rows: the horizontal pass is then the vertical
-		 * one (vectorized over whole rows) between two transposes. */
-		coeffs chz;
+		coeffs_make(&cv, sh, dh, y0, oh, f);
+	if (need_h)
 		coeffs_make(&chz, sw, dw, x0, ow, f);
-		size_t tlen = (size_t)nrows * ch;
-		uint8_t *t = lora_xmalloc((size_t)sw * tlen), *u = lora_xmalloc((size_t)ow * tlen);
+
+	if (need_h && sh > dh && sh - dh > 2 * ((long)sw - dw)) {
+		/* Pillow 13 (PR #9549) runs the vertical pass first when the
+		 * height shrinks more than twice as much as the width: over the
+		 * columns [first, last) that the horizontal pass reads. */
+		int first = chz.bounds[0];
+		int last = chz.bounds[2 * (ow - 1)] + chz.bounds[2 * (ow - 1) + 1];
+		size_t tlen = (size_t)(last - first) * ch;
+		uint8_t *tmp = lora_xmalloc((size_t)oh * tlen);
 		int32_t *acc = lora_xmalloc(tlen * sizeof *acc);
-		transpose(src + (size_t)first * sw * ch, sw, nrows, ch, t);
-		pass_vertical(t, (int)tlen, 0, &chz, ow, u, acc);
-		transpose(u, nrows, ow, ch, tmp);
-		free(acc);
-		free(t);
-		free(u);
-		coeffs_free(&chz);
-	} else {
-		for (int y = 0; y < nrows; y++)
-			memcpy(tmp + y * rowlen, src + ((size_t)(first + y) * sw + x0) * ch, rowlen);
-	}
-	if (need_v) {
-		int32_t *acc = lora_xmalloc(rowlen * sizeof *acc);
-		pass_vertical(tmp, (int)rowlen, first, &cv, oh, dst, acc);
+		pass_vertical(src + (size_t)first * ch, srclen, (int)tlen, 0, &cv, oh, tmp, acc);
+		pass_horizontal(tmp, last - first, oh, ch, first, &chz, ow, dst);
 		free(acc);
 		free(tmp);
-		coeffs_free(&cv);
+	} else {
+		/* Horizontal (or a plain column crop) over the rows [first, last)
+		 * that the vertical pass reads, then vertical. */
+		int first = y0, last = y0 + oh;
+		if (need_v) {
+			first = cv.bounds[0];
+			last = cv.bounds[2 * (oh - 1)] + cv.bounds[2 * (oh - 1) + 1];
+		}
+		int nrows = last - first;
+		uint8_t *tmp = need_v ? lora_xmalloc((size_t)nrows * rowlen) : dst;
+		if (need_h)
+			pass_horizontal(src + (size_t)first * srclen, sw, nrows, ch, 0, &chz, ow, tmp);
+		else
+			for (int y = 0; y < nrows; y++)
+				memcpy(tmp + y * rowlen, src + (size_t)(first + y) * srclen + (size_t)x0 * ch,
+				       rowlen);
+		if (need_v) {
+			int32_t *acc = lora_xmalloc(rowlen * sizeof *acc);
+			pass_vertical(tmp, rowlen, (int)rowlen, first, &cv, oh, dst, acc);
+			free(acc);
+			free(tmp);
+		}
 	}
+	if (need_v)
+		coeffs_free(&cv);
+	if (need_h)
+		coeffs_free(&chz);
 	return 0;
 }

@@ -5,7 +5,9 @@
  * Coefficients, support, pixel centres ((x + 0.5) * in/out), border handling
  * (taps outside the image are dropped and the rest renormalized), the 22-bit
  * fixed-point arithmetic and the pass order (horizontal, then vertical, each
- * rounded to 8 bits) follow Pillow's libImaging/Resample.c, so
+ * rounded to 8 bits; vertical first when the height shrinks by more than
+ * twice as many pixels as the width, as Pillow >= 13.0) follow Pillow's
+ * libImaging/Resample.c, so
  *     lora_resample(.., dw, dh, x0, y0, ow, oh, ..)
  * equals Pillow's  im.resize((dw, dh), f).crop((x0, y0, x0 + ow, y0 + oh))
  * byte for byte, while only computing the pixels that survive the crop.

@@ -276,8 +276,16 @@ static void check_resize(char **f)
 		double p = psnr(&out, &want, &md);
 		printf("resize  %-12s %-8s %-6s %4d -> %3dx%-3d  psnr %6.2f dB  maxdiff %d\n",
 		       f[1], f[2], f[3], size, out.w, out.h, p, md);
-		snprintf(msg, sizeof msg, "%s %s %s %d: PSNR %.2f >= 40 dB against Pillow", f[1], f[2], f[3], size, p);
-		test_cond(msg, p >= 40);
+		/* The resampler is Pillow's to the byte. A JPEG source also goes
+		 * through libjpeg, which is not ours and may round differently
+		 * from the libjpeg-turbo in Pillow's wheel: a PSNR floor there. */
+		if (strstr(f[1], ".jpg")) {
+			snprintf(msg, sizeof msg, "%s %s %s %d: PSNR %.2f >= 40 dB against Pillow", f[1], f[2], f[3], size, p);
+			test_cond(msg, p >= 40);
+		} else {
+			snprintf(msg, sizeof msg, "%s %s %s %d: equals Pillow (max diff %d)", f[1], f[2], f[3], size, md);
+			test_cond(msg, md == 0);
+		}
 		if (strstr(f[1], ".jpg") && strcmp(f[3], "fit") != 0 && g.cw == g.ow) {
 			check_draft(f[1], &g, filt, &want);
 			drafts++;
@@ -291,6 +299,22 @@ static void check_resize(char **f)
 }
 
 /* ---- properties that need no fixture ------------------------------------------------ */
+
+/* Lanczos resize of RGB src (sw x sh) to dw x dh: does the window
+ * ow x oh at (x0, y0) equal that region of the full resize? */
+static int window_is_crop(const uint8_t *src, int sw, int sh, int dw, int dh,
+                          int x0, int y0, int ow, int oh)
+{
+	uint8_t *full = lora_xmalloc((size_t)dw * dh * 3), *part = lora_xmalloc((size_t)ow * oh * 3);
+	int ok = lora_resample(src, sw, sh, 3, dw, dh, 0, 0, dw, dh, LORA_FILTER_LANCZOS, full) == 0 &&
+	         lora_resample(src, sw, sh, 3, dw, dh, x0, y0, ow, oh, LORA_FILTER_LANCZOS, part) == 0;
+	for (int y = 0; ok && y < oh; y++)
+		ok = memcmp(part + (size_t)y * ow * 3, full + ((size_t)(y + y0) * dw + x0) * 3,
+		            (size_t)ow * 3) == 0;
+	free(full);
+	free(part);
+	return ok;
+}
 
 static void test_resample_properties(void)
 {
@@ -322,14 +346,14 @@ static void test_resample_properties(void)
 			ok &= out[y * 4 + x] == (r0 + r1 + 1) / 2;
 		}
 	test_cond("box 2x downscale = rounded 2x2 mean", ok);
-	/* a window equals the same region of the full resize */
-	uint8_t full[50 * 40 * 3], part[20 * 10 * 3];
-	lora_resample(src, 37, 23, 3, 50, 40, 0, 0, 50, 40, LORA_FILTER_LANCZOS, full);
-	lora_resample(src, 37, 23, 3, 50, 40, 13, 21, 20, 10, LORA_FILTER_LANCZOS, part);
-	ok = 1;
-	for (int y = 0; y < 10; y++)
-		ok &= memcmp(part + y * 60, full + ((y + 21) * 50 + 13) * 3, 60) == 0;
-	test_cond("window = crop of the full resize", ok);
+	/* a window equals the same region of the full resize; the same pixels
+	 * read as 23x37 and shrunk to 20x12 take the vertical pass first
+	 * (Pillow 13), over the columns the window's taps reach */
+	test_cond("window = crop of the full resize",
+	          window_is_crop(src, 37, 23, 50, 40, 13, 21, 20, 10));
+	test_cond("window = crop of the full resize, vertical pass first",
+	          window_is_crop(src, 23, 37, 20, 12, 5, 3, 10, 6));
+	uint8_t part[20 * 10 * 3];
 	test_cond("window outside the image is refused",
 	          lora_resample(src, 37, 23, 3, 50, 40, 40, 0, 20, 10, LORA_FILTER_BOX, part) < 0);
 	test_cond("filter names", lora_filter_parse("bicubic") == LORA_FILTER_BICUBIC &&

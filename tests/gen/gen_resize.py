@@ -350,6 +350,11 @@ def resizes():
     resize_case("photo.jpg", "lanczos", "bucket", 192, no_upscale=1, bucket=(96, 384, 32))
     resize_case("exif-6.jpg", "lanczos", "crop", 48)
     resize_case("photo.jpg", "lanczos", "crop", 96)              # also run with --jpeg-draft
+    # Taller than 2:1 and shrunk: Pillow >= 13.0 runs the vertical pass first
+    Image.open(os.path.join(D, "cat.png")).crop((200, 0, 290, 300)).save(os.path.join(D, "tall.png"))
+    for f in FILTERS:
+        resize_case("tall.png", f, "crop", 64)
+    resize_case("tall.png", "lanczos", "fit", 96, bg=(0, 0, 0))
 
 
 def main():
