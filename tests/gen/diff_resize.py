@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Differential test: lora-resize against Pillow on random images and options.
 
-Each case makes a random image (size 1..400 a side, extreme aspect ratios
+Each case makes a random image (size 1..400 a side or --max-side, extreme aspect ratios
 included; noise, gradients, flat areas, hard edges; RGB, L, RGBA, LA, P with
 transparency; PNG, or JPEG of random quality, chroma subsampling,
 progressive or not, with restart markers or not; an EXIF orientation
@@ -14,7 +14,7 @@ kohya's sd-scripts, not from the C code).
 Not part of make check (it takes a minute and needs Pillow); run it after a
 change to lib/resample.c, lib/image.c or lib/bucket.c:
 
-    python3 tests/gen/diff_resize.py [--n 300] [--seed 1] [--keep DIR]
+    python3 tests/gen/diff_resize.py [--n 300] [--seed 1] [--max-side 400] [--keep DIR]
 
 Prints one line per mismatch and a summary; exits 1 on any mismatch.
 """
@@ -36,16 +36,16 @@ import gen_resize as G  # noqa: E402  (geometry formulas and Pillow's flatten)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
-def random_size(rnd):
+def random_size(rnd, m):
     kind = rnd.random()
     if kind < 0.15:
-        return rnd.randint(1, 4), rnd.randint(1, 400)          # a sliver
+        return rnd.randint(1, 4), rnd.randint(1, m)            # a sliver
     if kind < 0.3:
-        return rnd.randint(1, 400), rnd.randint(1, 4)
+        return rnd.randint(1, m), rnd.randint(1, 4)
     if kind < 0.4:
-        s = rnd.randint(1, 300)
+        s = rnd.randint(1, m * 3 // 4)
         return s, s
-    return rnd.randint(1, 400), rnd.randint(1, 400)
+    return rnd.randint(1, m), rnd.randint(1, m)
 
 
 def random_pixels(rnd, w, h, ch):
@@ -79,8 +79,8 @@ def random_image(rnd, w, h):
     return Image.fromarray(a[..., 0] if ch == 1 else a, mode)
 
 
-def random_case(rnd):
-    w, h = random_size(rnd)
+def random_case(rnd, max_side=400):
+    w, h = random_size(rnd, max_side)
     im = random_image(rnd, w, h)
     jpeg = None
     if im.mode in ("RGB", "L") and rnd.random() < 0.3:       # Pillow's save options
@@ -175,13 +175,14 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "bin", "lora-resize"))
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-side", type=int, default=400, help="largest image side")
     ap.add_argument("--keep", help="copy each mismatching input here")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     counts = {"ok": 0, "skip": 0, "mismatch": 0}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.n):
-            im, case = random_case(rnd)
+            im, case = random_case(rnd, a.max_side)
             what, why = run_case(a.bin, tmp, i, im, case)
             counts[what] += 1
             if what == "mismatch":
