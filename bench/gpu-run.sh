@@ -146,6 +146,9 @@ TESTS='^FAIL|passed|skipped'
 # lora-train itself on the GPU against the CPU (the memory and no-GPU parts
 # of this test need the emulator and are skipped here)
 lora_train_cuda() {
+	# a fresh folder: a second call on the same warm machine must not find
+	# the first one's output_dirs (lora-train refuses to overwrite checkpoints)
+	rm -rf "$G/lt"
 	mkdir -p "$G/lt"
 	step lora-train-cuda "$1" '^FAIL|passed' env LT="$B/lora-train" FIXTURES="$(pwd)/tests/fixtures" \
 		TMPDIR="$G/lt" sh tests/lora-train-cuda.sh
