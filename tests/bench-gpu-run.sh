@@ -19,7 +19,12 @@ standin() { printf '#!/bin/sh\n%s\n' "$2" >"$1"; chmod +x "$1"; }
 standin "$T/bin/test-cuda-mma" 'echo "5 passed"'
 standin "$T/bin/test-cuda-ops" 'echo "FAIL attention_backward dk B=1"; echo "1210 passed, 1 failed"; exit 1'
 standin "$T/bin/test-cuda-llama" 'echo "skipped: no CUDA GPU found (stand-in)"; exit 77'
-standin "$T/bin/lora-train" 'exit 0'
+# lora-train: refuses an output_dir that holds an earlier run's checkpoints,
+# as the real one does (without --resume)
+standin "$T/bin/lora-train" 'o=; r=; while [ $# -gt 0 ]; do case $1 in --output_dir) o=$2 ;; --resume) r=1 ;; esac; shift; done
+[ -z "$o" ] && exit 0
+[ -d "$o/checkpoints" ] && [ -z "$r" ] && { echo "lora-train: $o holds checkpoints of an earlier run" >&2; exit 1; }
+mkdir -p "$o/checkpoints"'
 standin "$T/bin/ops_gpu" 'echo "linear_forward 1.0 ms"'
 # train_gpu [-d dev] [-s steps] [-w warmup] DIR CONFIG...: one result per config
 standin "$T/bin/train_gpu" 'while getopts d:s:w: c; do :; done; shift $((OPTIND - 1)); shift
@@ -70,6 +75,9 @@ tar -xzf "$T/out1/logs.tgz" -C "$T/logs1"
 check "... logs.tgz: test-cuda-ops.log" has "$T/logs1/test-cuda-ops.log" '1210 passed, 1 failed'
 check "... logs.tgz: the benchmark's log" has "$T/logs1/bench-tiny/train-gpu.log" 'result impl=peft B=1 T=128'
 check "... logs.tgz: lora-train-cuda.log" [ -s "$T/logs1/lora-train-cuda.log" ]
+# LOG of lora-train-cuda.sh is there and none of its CPU runs failed
+cpu_runs_pass() { [ -s "$1" ] && ! grep -q '^FAIL.*on the CPU' "$1"; }
+check "... whose CPU runs pass" cpu_runs_pass "$T/logs1/lora-train-cuda.log"
 check "... the model was written while the tests ran" has "$T/logs1/models.log" 'tiny: stand-in model'
 check "... and the benchmark waited for it (did not write it again)" \
 	[ -z "$(grep 'stand-in model' "$T/logs1/bench-tiny/train-gpu.log")" ]
@@ -95,6 +103,8 @@ tar -xzf "$T/out3/logs.tgz" -C "$T/logs3"
 check "... the reason in its log" has "$T/logs3/bench-tiny.log" 'no space left on device'
 check "... and no table row" [ -z "$(grep '^| tiny' "$T/out3/table.md" 2>/dev/null)" ]
 check "... without waiting for the DEADLINE (${dt}s)" [ "$dt" -le 40 ]
+# the same machine's second call: lora-train-cuda starts afresh
+check "a second call's lora-train-cuda CPU runs still pass" cpu_runs_pass "$T/logs3/lora-train-cuda.log"
 
 # ---- a call out of time: steps stopped, then not run ------------------------------------
 # Each stand-in ignores SIGTERM and waits for a child that sleeps and
