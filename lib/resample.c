@@ -111,6 +111,13 @@ static void coeffs_make(coeffs *c, int in_size, int out_size, int o0, int n, lor
 	free(w);
 }
 
+/* The input pixels [*first, *last) that c's n output pixels read. */
+static void coeffs_span(const coeffs *c, int n, int *first, int *last)
+{
+	*first = c->bounds[0];
+	*last = c->bounds[2 * (n - 1)] + c->bounds[2 * (n - 1) + 1];
+}
+
 static void coeffs_free(coeffs *c)
 {
 	free(c->bounds);
@@ -231,8 +238,8 @@ int lora_resample(const uint8_t *src, int sw, int sh, int ch,
 		/* Pillow 13 (PR #9549) runs the vertical pass first when the
 		 * height shrinks more than twice as much as the width: over the
 		 * columns [first, last) that the horizontal pass reads. */
-		int first = chz.bounds[0];
-		int last = chz.bounds[2 * (ow - 1)] + chz.bounds[2 * (ow - 1) + 1];
+		int first, last;
+		coeffs_span(&chz, ow, &first, &last);
 		size_t tlen = (size_t)(last - first) * ch;
 		uint8_t *tmp = lora_xmalloc((size_t)oh * tlen);
 		int32_t *acc = lora_xmalloc(tlen * sizeof *acc);
@@ -244,10 +251,8 @@ int lora_resample(const uint8_t *src, int sw, int sh, int ch,
 		/* Horizontal (or a plain column crop) over the rows [first, last)
 		 * that the vertical pass reads, then vertical. */
 		int first = y0, last = y0 + oh;
-		if (need_v) {
-			first = cv.bounds[0];
-			last = cv.bounds[2 * (oh - 1)] + cv.bounds[2 * (oh - 1) + 1];
-		}
+		if (need_v)
+			coeffs_span(&cv, oh, &first, &last);
 		int nrows = last - first;
 		uint8_t *tmp = need_v ? lora_xmalloc((size_t)nrows * rowlen) : dst;
 		if (need_h)

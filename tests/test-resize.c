@@ -279,14 +279,15 @@ static void check_resize(char **f)
 		/* The resampler is Pillow's to the byte. A JPEG source also goes
 		 * through libjpeg, which is not ours and may round differently
 		 * from the libjpeg-turbo in Pillow's wheel: a PSNR floor there. */
-		if (strstr(f[1], ".jpg")) {
+		int jpeg = strstr(f[1], ".jpg") != NULL;
+		if (jpeg) {
 			snprintf(msg, sizeof msg, "%s %s %s %d: PSNR %.2f >= 40 dB against Pillow", f[1], f[2], f[3], size, p);
 			test_cond(msg, p >= 40);
 		} else {
 			snprintf(msg, sizeof msg, "%s %s %s %d: equals Pillow (max diff %d)", f[1], f[2], f[3], size, md);
 			test_cond(msg, md == 0);
 		}
-		if (strstr(f[1], ".jpg") && strcmp(f[3], "fit") != 0 && g.cw == g.ow) {
+		if (jpeg && strcmp(f[3], "fit") != 0 && g.cw == g.ow) {
 			check_draft(f[1], &g, filt, &want);
 			drafts++;
 		}
