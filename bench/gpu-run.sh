@@ -19,6 +19,10 @@
 #                                          the attention ones with =wmma and
 #                                          LORA_CUDA_ATTN_ROWS=64)
 #                                          + lora-train on the GPU vs the CPU
+#                                          + random models through lora-train
+#                                          against the CPU and PyTorch for 4
+#                                          minutes (tests/gen/diff_cuda.py;
+#                                          DIFF_SECONDS, DIFF_SEED)
 #   sh bench/gpu-run.sh bench tinyllama    training benchmark, one model (then
 #                                          a per-op profile of our steps:
 #                                          profile-tinyllama.log)
@@ -213,6 +217,12 @@ tests | all)
 	step test-cuda-ops-rows64 600 "$TESTS" env LORA_CUDA_ATTN_ROWS=64 LORA_TEST_ONLY=attention "$B/test-cuda-ops"
 	step test-cuda-llama-act32 600 "$TESTS" env LORA_CUDA_ACT=fp32 "$B/test-cuda-llama"
 	lora_train_cuda 600
+	# random models and runs through lora-train: the GPU's gradients against
+	# the CPU's and PyTorch's (tests/gen/diff_cuda.py; new cases for 240 s,
+	# the last one given a minute to finish)
+	ds=${DIFF_SECONDS:-240}
+	step diff-cuda $((ds + 60)) '^ *[0-9]+ FAIL|^      |^diff_cuda:' python3 tests/gen/diff_cuda.py \
+		--lt "$B/lora-train" --n 10000 --seed "${DIFF_SEED:-1}" --seconds "$ds"
 	;;
 esac
 if [ "$what" = ops ] || [ "$what" = all ]; then
