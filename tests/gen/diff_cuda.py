@@ -7,17 +7,16 @@ Each case makes a random LLaMA-family model (llama, mistral or qwen2; GQA
 or not; head sizes from 2 to 160, 64 and 128 often, since bf16 runs take
 the tensor-core attention there; hidden sizes 8 and up; head_dim other
 than hidden/heads; biases, tied embeddings, llama3 rope scaling; weights
-stored as F32, BF16 or F16),
-a random PEFT adapter to start from (so every LoRA weight has a gradient at
-step 1), random token data (.ids lines of 2 to 2T ids, cut at T; some
-prompt<TAB>answer lines, loss on the answer) and a random run (batch,
-accumulation, sequence length, rank, alpha, rsLoRA, targets, dropout,
-clipping). It trains one optimizer step:
+stored as F32, BF16 or F16), a random PEFT adapter to start from (so
+every LoRA weight has a gradient at step 1), random token data (sequences
+up to 200; .ids lines of 2 to 2T ids, cut at T; some prompt<TAB>answer
+lines, loss on the answer) and a random run (batch, accumulation, rank,
+alpha, rsLoRA, targets, dropout, clipping). It trains one optimizer step:
 
   PyTorch (transformers + PEFT) in fp64, fp32 and bf16, without dropout:
       the exact gradients, and the rounding errors a correct step makes
-      at fp32 and at bf16 on this case (it varies: from 1% to over 50%
-      in bf16 on these random models);
+      at fp32 and at bf16 on this case (it varies: 1% to 13% in bf16
+      over seeds 1 and 2);
   lora-train --device cpu: PyTorch fp64's gradients within FP32_TIMES (10)
       PyTorch fp32's error (cases without dropout);
   --device cuda --precision fp32: the CPU's gradients within the same
@@ -163,7 +162,9 @@ def rand_case(r):
     c["config"] = cfg
     c["full"] = full
     c["wdtype"] = "F32" if full else r.choice(["F32", "BF16", "F16"])
-    c["T"] = r.choice([r.randint(2, 24), r.randint(24, 96)])
+    # over 128 in one case in six: the mma attention's second block of rows
+    c["T"] = r.choice([r.randint(2, 24), r.randint(24, 96), r.randint(24, 96),
+                       r.randint(2, 24), r.randint(24, 96), r.randint(129, 200)])
     c["B"] = r.randint(1, 4)
     c["accum"] = r.choice([1, 1, 2, 3])
     c["rank"] = r.choice([1, 2, 4, 8, 16, r.randint(1, 12)])
