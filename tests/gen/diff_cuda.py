@@ -39,18 +39,22 @@ vanishes (q's and k's when every query sees one key) is measured against
     python3 tests/gen/diff_cuda.py [--n N] [--seed S] [--lt PATH] [--keep] [--seconds S]
 
 --lt defaults to build/sim/bin/lora-train (the emulator); on a GPU give
-build/rel/bin/lora-train. Needs numpy, torch, transformers and peft
-(tests/gen/requirements.txt). Prints one line per case (the worst
-tensor's error of each run, PyTorch's in brackets) and a summary; exits 1
-if any case failed. --keep keeps each failing case's folder, with
+build/rel/bin/lora-train. Needs numpy, torch, safetensors, transformers
+and peft (tests/gen/requirements.txt). Prints one line per case (the
+worst tensor's error of each run, PyTorch's in brackets) and a summary;
+exits 1 if any case failed. --keep keeps each failing case's folder, with
 case.json.
 """
-import argparse, json, math, os, random, shutil, struct, subprocess, sys, tempfile, time, warnings
+import argparse, json, math, os, random, shutil, subprocess, sys, tempfile, time, warnings
 import numpy as np
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 warnings.filterwarnings("ignore")      # transformers' deprecation notices, per case
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -68,49 +72,20 @@ BF16_TIMES, BF16_FLOOR = 5.0, 0.02
 LOSS_FP32, LOSS_BF16 = 2e-5, 2e-2
 
 
-# ---- safetensors, by hand (numpy only) ------------------------------------------------
+# ---- safetensors: the reference library's reader and writer ---------------------------
 
-def to_bf16(a):
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def st_write(path, tensors, dtype):
     """tensors: name -> float32 array, stored as dtype (F32, BF16, F16)."""
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        b = (a.astype(np.float32) if dtype == "F32" else a.astype(np.float16)
-             if dtype == "F16" else to_bf16(a)).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(DTYPES[dtype])
+               for k, v in tensors.items()}, path)
 
 
 def st_read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = t["data_offsets"]
-        raw = data[8 + n + a:8 + n + b]
-        if t["dtype"] == "F32":
-            v = np.frombuffer(raw, np.float32)
-        elif t["dtype"] == "F16":
-            v = np.frombuffer(raw, np.float16).astype(np.float32)
-        elif t["dtype"] == "BF16":
-            v = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            raise ValueError(f"{path}: {name}: dtype {t['dtype']}")
-        out[name] = v.reshape(t["shape"]).astype(np.float32)
-    return out
+    """name -> float32 array"""
+    return {k: t.float().numpy() for k, t in load_file(path).items()}
 
 
 # ---- a random case ---------------------------------------------------------------------
@@ -177,9 +152,14 @@ def rand_case(r):
     return c
 
 
+def head_dim(cfg):
+    """config.json's head_dim, or transformers' default, hidden/heads"""
+    return cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+
+
 def shapes(cfg):
     C, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    hs = cfg.get("head_dim", C // cfg["num_attention_heads"])
+    hs = head_dim(cfg)
     QD, KD = cfg["num_attention_heads"] * hs, cfg["num_key_value_heads"] * hs
     qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
     o_bias = cfg.get("attention_bias", False)
@@ -290,14 +270,16 @@ def train(lt, work, name, c, device, precision=None, ckpt=False, timeout=900):
         rows = [l.rstrip("\n").split(",") for l in f]
     col = rows[0].index("loss")
     loss = float(rows[1][col])
-    w = st_read(os.path.join(out, "model.safetensors" if c["full"] else "adapter_model.safetensors"))
-    return loss, w, out
+    return loss, st_read(os.path.join(out, "model.safetensors" if c["full"] else
+                                      "adapter_model.safetensors"))
 
 
 def grads(w0, w1):
+    """The gradient of each weight of w0 from its value w1 after the step
+    (w1's other tensors, a tied lm_head's copy, left out)."""
     g = {}
-    for k, a in w1.items():
-        d = a.astype(np.float64) - w0[k].astype(np.float64)
+    for k in w0.keys() & w1.keys():
+        d = w1[k].astype(np.float64) - w0[k].astype(np.float64)
         g[k] = -d / (LR - np.abs(d))
     return g
 
@@ -307,14 +289,11 @@ def torch_step(work, c, ex, prec):
     PEFT), clipped as torch.nn.utils.clip_grad_norm_ would. prec: "fp64"
     (the reference), "fp32", or "bf16" as gen_bf16_ref.py does it (frozen
     weights in bf16, LoRA weights in fp32, the forward under autocast)."""
-    import torch
-    from transformers import AutoModelForCausalLM
     dt = torch.float64 if prec == "fp64" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(os.path.join(work, "base"), dtype=dt)
     if prec == "bf16":
         model = model.to(torch.bfloat16)
     if not c["full"]:
-        from peft import PeftModel
         model = PeftModel.from_pretrained(model, os.path.join(work, "init"), is_trainable=True)
         for n, p in model.named_parameters():
             if "lora_" in n:
@@ -369,9 +348,9 @@ def run_case(lt, work, c):
     ex = make_data(os.path.join(work, "data"), c, r)
     bad, notes = [], []
 
-    def step(name, cc, device, prec=None, **k):
-        loss, w, _ = train(lt, work, name, cc, device, prec, **k)
-        return loss, w, grads(w0, {n: v for n, v in w.items() if n in w0})
+    def step(name, cc, device, prec=None):
+        loss, w = train(lt, work, name, cc, device, prec)
+        return loss, w, grads(w0, w)
 
     def check(what, l, ref_l, gr, ref_g, tol, ltol):
         """gr against ref_g: each tensor and all together within tol, and
@@ -411,8 +390,8 @@ def run_case(lt, work, c):
     notes.append(f"bf16 {e:.1e} (torch {yb:.1e})")
     # gradient checkpointing recomputes the same forward: the same bits
     if c["dropout"]:
-        _, wb, _ = step("bf16-drop", c, "cuda", "bf16")
-    _, wk, _ = step("ckpt", c, "cuda", "bf16", ckpt=True)
+        wb = train(lt, work, "bf16-drop", c, "cuda", "bf16")[1]
+    wk = train(lt, work, "ckpt", c, "cuda", "bf16", ckpt=True)[1]
     for k in wb:
         if k not in wk or not np.array_equal(wb[k], wk[k]):
             bad.append(f"bf16 with gradient_checkpointing: {k} differs from without")
@@ -425,7 +404,7 @@ def describe(c):
     rope = "llama3" if "rope_scaling" in cfg or "rope_parameters" in cfg else ""
     return (f"{cfg['model_type']} L{cfg['num_hidden_layers']} C{cfg['hidden_size']} "
             f"I{cfg['intermediate_size']} V{cfg['vocab_size']} H{cfg['num_attention_heads']}/"
-            f"{cfg['num_key_value_heads']}x{cfg.get('head_dim', cfg['hidden_size'] // cfg['num_attention_heads'])}"
+            f"{cfg['num_key_value_heads']}x{head_dim(cfg)}"
             f"{' tied' if cfg['tie_word_embeddings'] else ''}"
             f"{' abias' if cfg.get('attention_bias') else ''}{' mbias' if cfg.get('mlp_bias') else ''}"
             f"{' ' + rope if rope else ''} {c['wdtype']} B{c['B']}x{c['accum']} T{c['T']} "
